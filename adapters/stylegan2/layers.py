@@ -1,0 +1,285 @@
+"""StyleGAN2 building blocks in pure PyTorch, with NVIDIA's parameter names.
+
+Written from the maths (Karras et al. 2020, SPEC §3.2). Every op here is the reference form of what the
+official code runs as a CUDA kernel (bias_act, upfirdn2d, modulated conv), so results do not depend on a
+compiler being present. Layers that carry a convolution weight accept ``weight_delta`` so a LoRA update can be
+added to the weight *before* modulation/demodulation (SPEC §4).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+LRELU_SLOPE = 0.2
+LRELU_GAIN = math.sqrt(2.0)
+
+
+def normalize_2nd_moment(x: torch.Tensor, dim: int = 1, eps: float = 1e-8) -> torch.Tensor:
+    """Scale ``x`` [N, D] so that the mean of its squares along ``dim`` is 1."""
+    return x * (x.square().mean(dim=dim, keepdim=True) + eps).rsqrt()
+
+
+def bias_act(
+    x: torch.Tensor,
+    bias: Optional[torch.Tensor],
+    act: str = "linear",
+    gain: Optional[float] = None,
+    clamp: Optional[float] = None,
+) -> torch.Tensor:
+    """Add a per-channel bias (dim 1), apply ``act`` ('linear' | 'lrelu'), scale by ``gain``, clamp to ±clamp.
+
+    ``gain`` defaults to the activation's own gain (sqrt(2) for lrelu, 1 for linear).
+    """
+    if bias is not None:
+        x = x + bias.reshape([1, -1] + [1] * (x.ndim - 2)).to(x.dtype)
+    if act == "lrelu":
+        x = F.leaky_relu(x, LRELU_SLOPE)
+        default_gain = LRELU_GAIN
+    elif act == "linear":
+        default_gain = 1.0
+    else:
+        raise ValueError(f"unknown activation {act!r}")
+    gain = default_gain if gain is None else gain
+    if gain != 1:
+        x = x * gain
+    if clamp is not None and clamp >= 0:
+        x = x.clamp(-clamp, clamp)
+    return x
+
+
+def setup_filter(taps=(1, 3, 3, 1)) -> torch.Tensor:
+    """Separable FIR taps -> normalised 2-D filter [k, k] (outer product, sums to 1)."""
+    f = torch.as_tensor(taps, dtype=torch.float32)
+    f = f[:, None] * f[None, :]
+    return f / f.sum()
+
+
+def upfirdn2d(
+    x: torch.Tensor, f: torch.Tensor, up: int = 1, pad: tuple[int, int, int, int] = (0, 0, 0, 0), gain: float = 1.0
+) -> torch.Tensor:
+    """Upsample by zero insertion, pad (x0, x1, y0, y1), filter with the 2-D FIR ``f`` [k, k] × ``gain``.
+
+    x: [N, C, H, W] -> [N, C, H*up + y0 + y1 - k + 1, W*up + x0 + x1 - k + 1]. Reference form of NVIDIA's
+    upfirdn2d for symmetric filters (no flip needed) and non-negative padding.
+    """
+    n, c, h, w = x.shape
+    if up > 1:
+        x = x.reshape(n, c, h, 1, w, 1)
+        x = F.pad(x, [0, up - 1, 0, 0, 0, up - 1])
+        x = x.reshape(n, c, h * up, w * up)
+    x = F.pad(x, list(pad))
+    k = (f * gain).to(x.dtype)
+    weight = k[None, None].repeat(c, 1, 1, 1)
+    return F.conv2d(x, weight, groups=c)
+
+
+def upsample2d(x: torch.Tensor, f: torch.Tensor, up: int = 2) -> torch.Tensor:
+    """FIR up-sampling of an image [N, C, H, W] -> [N, C, H*up, W*up] (the 'skip' RGB path)."""
+    k = f.shape[-1]
+    p0 = (k + up - 1) // 2
+    p1 = (k - up) // 2
+    return upfirdn2d(x, f, up=up, pad=(p0, p1, p0, p1), gain=up * up)
+
+
+class FullyConnectedLayer(nn.Module):
+    """Equalised-learning-rate linear layer (NVIDIA ``FullyConnectedLayer``).
+
+    Stored weight [out, in] ~ N(0, 1) / lr_multiplier; at run time it is scaled by lr_multiplier / sqrt(in)
+    and the bias by lr_multiplier, which gives every layer the same effective learning rate.
+    """
+
+    def __init__(
+        self,
+        in_features: int,  # input width
+        out_features: int,  # output width
+        bias: bool = True,  # learn a bias?
+        activation: str = "linear",  # 'linear' | 'lrelu'
+        lr_multiplier: float = 1.0,  # learning-rate multiplier (0.01 in the mapping network)
+        bias_init: float = 0.0,  # initial bias value (1 for style affines)
+    ):
+        super().__init__()
+        self.in_features = in_features
+        self.out_features = out_features
+        self.activation = activation
+        self.weight = nn.Parameter(torch.randn([out_features, in_features]) / lr_multiplier)
+        self.bias = nn.Parameter(torch.full([out_features], float(bias_init))) if bias else None
+        self.weight_gain = lr_multiplier / math.sqrt(in_features)
+        self.bias_gain = lr_multiplier
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: [N, in] -> [N, out]."""
+        w = self.weight.to(x.dtype) * self.weight_gain
+        b = self.bias
+        if b is not None:
+            b = b.to(x.dtype)
+            if self.bias_gain != 1:
+                b = b * self.bias_gain
+        if self.activation == "linear" and b is not None:
+            return torch.addmm(b.unsqueeze(0), x, w.t())
+        return bias_act(x.matmul(w.t()), b, act=self.activation)
+
+    def extra_repr(self) -> str:
+        return f"in={self.in_features}, out={self.out_features}, act={self.activation}"
+
+
+def modulated_conv2d(
+    x: torch.Tensor,  # [N, I, H, W]
+    weight: torch.Tensor,  # [O, I, k, k], LoRA delta already added
+    styles: torch.Tensor,  # [N, I]
+    demodulate: bool = True,
+    up: int = 1,
+    resample_filter: Optional[torch.Tensor] = None,
+    fused: bool = True,
+) -> torch.Tensor:
+    """StyleGAN2 modulated (and optionally demodulated) convolution -> [N, O, H*up, W*up].
+
+    Fused: one grouped conv with a per-sample weight. Non-fused: modulate activations, shared-weight conv,
+    demodulate activations. Both paths compute the same function (tested).
+    """
+    n = x.shape[0]
+    o, i, kh, kw = weight.shape
+    weight = weight.to(x.dtype)
+    styles = styles.to(x.dtype)
+    dcoefs = None
+    if demodulate:
+        w = weight.unsqueeze(0) * styles.reshape(n, 1, i, 1, 1)  # [N, O, I, k, k]
+        dcoefs = (w.square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt()  # [N, O]
+    if fused:
+        w = weight.unsqueeze(0) * styles.reshape(n, 1, i, 1, 1)
+        if dcoefs is not None:
+            w = w * dcoefs.reshape(n, o, 1, 1, 1)
+        x = x.reshape(1, n * i, *x.shape[2:])
+        x = _conv(x, w.reshape(n * o, i, kh, kw), up, resample_filter, groups=n)
+        return x.reshape(n, o, *x.shape[2:])
+    x = x * styles.reshape(n, i, 1, 1)
+    x = _conv(x, weight, up, resample_filter, groups=1)
+    if dcoefs is not None:
+        x = x * dcoefs.reshape(n, o, 1, 1)
+    return x
+
+
+def _conv(x: torch.Tensor, w: torch.Tensor, up: int, f: Optional[torch.Tensor], groups: int) -> torch.Tensor:
+    """Plain 'same' conv (up=1) or transposed stride-2 conv followed by the FIR filter (up=2)."""
+    k = w.shape[-1]
+    if up == 1:
+        return F.conv2d(x, w, padding=k // 2, groups=groups)
+    # Transposed conv needs [I, O/g, k, k] per group.
+    og = w.shape[0] // groups
+    i = w.shape[1]
+    wt = w.reshape(groups, og, i, k, k).transpose(1, 2).reshape(groups * i, og, k, k)
+    x = F.conv_transpose2d(x, wt, stride=up, groups=groups)
+    fk = f.shape[-1]
+    p = k // 2
+    p0 = p + (fk + up - 1) // 2 - (k - 1)
+    p1 = p + (fk - up) // 2 - (k - up)
+    return upfirdn2d(x, f, pad=(p0, p1, p0, p1), gain=up * up)
+
+
+class SynthesisLayer(nn.Module):
+    """Modulated 3×3 conv + noise + bias + lrelu (NVIDIA ``SynthesisLayer``)."""
+
+    def __init__(
+        self,
+        in_channels: int,  # input feature channels
+        out_channels: int,  # output feature channels
+        w_dim: int,  # style vector width
+        resolution: int,  # output resolution (sets the const-noise size)
+        kernel_size: int = 3,  # conv kernel size
+        up: int = 1,  # 2 = up-sample by 2 before the conv (transposed conv + FIR)
+        use_noise: bool = True,  # add per-pixel noise?
+        conv_clamp: Optional[float] = None,  # clamp activations to ±conv_clamp (None = off)
+        resample_filter=(1, 3, 3, 1),  # FIR taps for up-sampling
+    ):
+        super().__init__()
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.resolution = resolution
+        self.up = up
+        self.use_noise = use_noise
+        self.conv_clamp = conv_clamp
+        self.affine = FullyConnectedLayer(w_dim, in_channels, bias_init=1)
+        self.register_buffer("resample_filter", setup_filter(resample_filter))
+        self.weight = nn.Parameter(torch.randn([out_channels, in_channels, kernel_size, kernel_size]))
+        if use_noise:
+            self.register_buffer("noise_const", torch.randn([resolution, resolution]))
+            self.noise_strength = nn.Parameter(torch.zeros([]))
+        self.bias = nn.Parameter(torch.zeros([out_channels]))
+
+    def forward(
+        self,
+        x: torch.Tensor,  # [N, I, H, W]
+        w: torch.Tensor,  # [N, w_dim]
+        noise_mode: str = "random",
+        generator: Optional[torch.Generator] = None,
+        fused: bool = True,
+        weight_delta: Optional[torch.Tensor] = None,  # [O, I, k, k] added before modulation (LoRA)
+    ) -> torch.Tensor:
+        """-> [N, O, H*up, W*up]."""
+        styles = self.affine(w)
+        weight = self.weight if weight_delta is None else self.weight + weight_delta
+        x = modulated_conv2d(x, weight, styles, demodulate=True, up=self.up,
+                             resample_filter=self.resample_filter, fused=fused)
+        if self.use_noise and noise_mode != "none":
+            if noise_mode == "random":
+                n, _, h, wd = x.shape
+                noise = torch.randn([n, 1, h, wd], generator=generator, device=x.device, dtype=x.dtype)
+            elif noise_mode == "const":
+                noise = self.noise_const.to(x.dtype)
+            else:
+                raise ValueError(f"noise_mode must be 'random', 'const' or 'none', not {noise_mode!r}")
+            x = x + noise * self.noise_strength.to(x.dtype)
+        return bias_act(x, self.bias, act="lrelu", clamp=self.conv_clamp)
+
+    def extra_repr(self) -> str:
+        return f"in={self.in_channels}, out={self.out_channels}, res={self.resolution}, up={self.up}"
+
+
+class ToRGBLayer(nn.Module):
+    """Modulated 1×1 conv to image channels, no demodulation (NVIDIA ``ToRGBLayer``)."""
+
+    def __init__(
+        self,
+        in_channels: int,  # input feature channels
+        out_channels: int,  # image channels (3, or 96 for EG3D's tri-plane backbone)
+        w_dim: int,  # style vector width
+        kernel_size: int = 1,  # conv kernel size
+        conv_clamp: Optional[float] = None,  # clamp output to ±conv_clamp
+    ):
+        super().__init__()
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.conv_clamp = conv_clamp
+        self.affine = FullyConnectedLayer(w_dim, in_channels, bias_init=1)
+        self.weight = nn.Parameter(torch.randn([out_channels, in_channels, kernel_size, kernel_size]))
+        self.bias = nn.Parameter(torch.zeros([out_channels]))
+        self.weight_gain = 1 / math.sqrt(in_channels * kernel_size * kernel_size)
+
+    def forward(
+        self,
+        x: torch.Tensor,  # [N, I, H, W]
+        w: torch.Tensor,  # [N, w_dim]
+        fused: bool = True,
+        weight_delta: Optional[torch.Tensor] = None,  # [O, I, 1, 1] added before modulation (LoRA)
+    ) -> torch.Tensor:
+        """-> [N, O, H, W]."""
+        styles = self.affine(w) * self.weight_gain
+        weight = self.weight if weight_delta is None else self.weight + weight_delta
+        x = modulated_conv2d(x, weight, styles, demodulate=False, fused=fused)
+        return bias_act(x, self.bias, clamp=self.conv_clamp)
+
+
+def channels_at(res: int, channel_base: int, channel_max: int) -> int:
+    """Feature channels at a resolution: min(channel_base // res, channel_max)."""
+    return min(channel_base // res, channel_max)
+
+
+def resolution_list(img_resolution: int) -> list[int]:
+    """[4, 8, ..., img_resolution]; img_resolution must be a power of two >= 4."""
+    log2 = int(np.log2(img_resolution))
+    if img_resolution < 4 or 2**log2 != img_resolution:
+        raise ValueError(f"img_resolution must be a power of two >= 4, got {img_resolution}")
+    return [2**i for i in range(2, log2 + 1)]

@@ -1,0 +1,56 @@
+"""guide_unlearn: make a pretrained face generator forget a person (GUIDE, CVPR 2024) with LoRA forget patches.
+
+Public API::
+
+    from guide_unlearn import IdentityEraser, EraseConfig, ForgetPatch, ErasureResult
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+from .errors import (
+    BackendUnavailableError,
+    CheckpointError,
+    ConfigError,
+    GuideUnlearnError,
+    ImageLoadError,
+    InputError,
+    LatentError,
+    NoFaceError,
+    PatchError,
+    PatchMismatchError,
+    PatchStateError,
+    SaveError,
+    TrainingDivergedError,
+    UnsafeCheckpointError,
+)
+
+__version__ = "0.1.0"
+
+# Heavy names load lazily so `import guide_unlearn` stays cheap and the pipelines/adapters can import the core.
+_LAZY = {
+    "EraseConfig": "guide_unlearn.config",
+    "ForgetPatch": "guide_unlearn.patch",
+    "ErasureResult": "guide_unlearn.engine",
+    "IdentityEraser": "guide_unlearn.pipelines.eraser",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'guide_unlearn' has no attribute {name!r}")
+
+
+__all__ = sorted(
+    list(_LAZY)
+    + [
+        "BackendUnavailableError", "CheckpointError", "ConfigError", "GuideUnlearnError", "ImageLoadError",
+        "InputError", "LatentError", "NoFaceError", "PatchError", "PatchMismatchError", "PatchStateError",
+        "SaveError", "TrainingDivergedError", "UnsafeCheckpointError", "__version__",
+    ]
+)

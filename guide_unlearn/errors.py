@@ -1,0 +1,63 @@
+"""Typed exceptions of guide_unlearn.
+
+Every error the package raises on purpose derives from :class:`GuideUnlearnError`, so callers can catch one
+class. Messages always say what was wrong *and* what to do about it.
+"""
+
+from __future__ import annotations
+
+
+class GuideUnlearnError(Exception):
+    """Base class of every error raised on purpose by guide_unlearn."""
+
+
+class ConfigError(GuideUnlearnError, ValueError):
+    """A configuration value is out of range or inconsistent (e.g. ``iterations=0``, ``rank=0``)."""
+
+
+class InputError(GuideUnlearnError, ValueError):
+    """A user input (image, latent code, list of images) cannot be used as given."""
+
+
+class ImageLoadError(InputError):
+    """An image file is missing, corrupt, not an image, or too large to decode safely."""
+
+
+class NoFaceError(InputError):
+    """No face was found in a photo that must contain one."""
+
+
+class LatentError(InputError):
+    """A latent code has the wrong shape, dtype or device, or contains NaN / Inf."""
+
+
+class PatchError(GuideUnlearnError):
+    """A forget patch folder is missing, malformed, tampered with or unsafe."""
+
+
+class PatchMismatchError(PatchError):
+    """A patch was made for another base generator, or cannot be stacked with the patches applied."""
+
+
+class PatchStateError(PatchError):
+    """A patch operation does not fit the current state (applied twice, removed while not applied)."""
+
+
+class CheckpointError(GuideUnlearnError):
+    """A checkpoint file is missing, truncated, of an unknown format or does not match the model."""
+
+
+class UnsafeCheckpointError(CheckpointError):
+    """A checkpoint would execute code or import something outside the allow-list; it was not loaded."""
+
+
+class BackendUnavailableError(GuideUnlearnError, ImportError):
+    """An optional dependency or weight file needed by a backend is not installed / not found."""
+
+
+class TrainingDivergedError(GuideUnlearnError, FloatingPointError):
+    """The erase loop produced a non-finite loss."""
+
+
+class SaveError(GuideUnlearnError, OSError):
+    """Writing a file failed (e.g. disk full); nothing half-written was left behind."""
