@@ -14,6 +14,22 @@ from .layers import SynthesisLayer, ToRGBLayer
 from .networks import MappingNetwork, SynthesisNetwork
 
 
+class AdapterSynthesis(SynthesisNetwork):
+    """The synthesis network as the adapter protocol calls it: returns a :class:`SynthesisOutput`.
+
+    Same parameters and names as :class:`SynthesisNetwork` (the EG3D backbone uses the plain one).
+    """
+
+    def forward(self, ws: torch.Tensor, c: Optional[torch.Tensor] = None, noise_mode: str = "random",
+                generator: Optional[torch.Generator] = None, return_features: bool = False,
+                fused: bool = True) -> SynthesisOutput:
+        """ws [N, num_ws, w_dim] -> SynthesisOutput(images [N, C, R, R] in about [-1, 1], features = the last
+        block's feature map [N, C_last, R, R] when ``return_features``). ``c`` is ignored (no camera)."""
+        img, feat = super().forward(ws, noise_mode=noise_mode, generator=generator, fused=fused,
+                                    return_features=True)
+        return SynthesisOutput(img, feat if return_features else None)
+
+
 class StyleGAN2Generator(ModelMixin, ConfigMixin):
     """StyleGAN2 (config-f, 'skip' generator) with NVIDIA parameter names; any size from tiny to FFHQ-1024.
 
@@ -42,34 +58,19 @@ class StyleGAN2Generator(ModelMixin, ConfigMixin):
         super().__init__()
         self.z_dim, self.w_dim, self.c_dim = z_dim, w_dim, c_dim
         self.img_resolution, self.img_channels = img_resolution, img_channels
-        synthesis = SynthesisNetwork(w_dim, img_resolution, img_channels, channel_base=channel_base,
+        synthesis = AdapterSynthesis(w_dim, img_resolution, img_channels, channel_base=channel_base,
                                      channel_max=channel_max, conv_clamp=conv_clamp, use_noise=use_noise)
         self.num_ws = synthesis.num_ws
-        # Stored under `mapping` / `synthesis` so state-dict keys follow NVIDIA's layout; the methods of the
-        # same names (the adapter protocol) shadow plain attribute access, hence the direct _modules entries.
-        self._modules["mapping"] = MappingNetwork(z_dim, c_dim, w_dim, self.num_ws, num_layers=mapping_layers,
-                                                  lr_multiplier=mapping_lr_multiplier)
-        self._modules["synthesis"] = synthesis
+        # `mapping` and `synthesis` are both the NVIDIA state-dict prefixes and the adapter protocol's callables.
+        self.mapping = MappingNetwork(z_dim, c_dim, w_dim, self.num_ws, num_layers=mapping_layers,
+                                      lr_multiplier=mapping_lr_multiplier)
+        self.synthesis = synthesis
 
     # -- GeneratorAdapter -------------------------------------------------------------------------------------
     @property
     def w_avg(self) -> torch.Tensor:
         """Mean intermediate latent [w_dim] (the mapping network's running average)."""
-        return self._modules["mapping"].w_avg
-
-    def mapping(self, z, c=None, truncation_psi: float = 1.0, truncation_cutoff: Optional[int] = None):
-        """z [N, z_dim] -> ws [N, num_ws, w_dim]."""
-        return self._modules["mapping"](z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff)
-
-    def synthesis(self, ws, c=None, noise_mode: str = "random", generator: Optional[torch.Generator] = None,
-                  return_features: bool = False, fused: bool = True) -> SynthesisOutput:
-        """ws [N, num_ws, w_dim] -> SynthesisOutput(images [N, C, R, R] in about [-1, 1],
-        features = last block's feature map [N, C_last, R, R] when requested). ``c`` is ignored (no camera)."""
-        net = self._modules["synthesis"]
-        if return_features:
-            img, feat = net(ws, noise_mode=noise_mode, generator=generator, fused=fused, return_features=True)
-            return SynthesisOutput(img, feat)
-        return SynthesisOutput(net(ws, noise_mode=noise_mode, generator=generator, fused=fused))
+        return self.mapping.w_avg
 
     def forward(self, z: torch.Tensor, c=None, truncation_psi: float = 1.0, noise_mode: str = "random",
                 generator: Optional[torch.Generator] = None) -> torch.Tensor:

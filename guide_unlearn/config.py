@@ -1,0 +1,166 @@
+"""EraseConfig: every knob of one erase, with the paper's defaults, and the two presets."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from .errors import ConfigError
+
+TARGET_KINDS = ("extrapolate", "average")
+MIXED_PRECISION = ("no", "bf16", "fp16")
+NOISE_MODES = ("random", "const", "none")
+
+
+@dataclass(frozen=True)
+class EraseConfig:
+    """How to erase one identity. Frozen: derive variants with :meth:`replace`.
+
+    The defaults are the LoRA preset (:meth:`lora`); :meth:`paper` gives the official GUIDE recipe.
+    """
+
+    iterations: int = 200
+    """Optimisation steps (GUIDE: 1000)."""
+    lr: float = 2e-3
+    """Adam learning rate (GUIDE full fine-tune: 1e-4; LoRA factors need a larger step, see README)."""
+    adam_betas: tuple[float, float] = (0.9, 0.999)
+    """Adam betas (torch defaults, as GUIDE)."""
+
+    target: str = "extrapolate"
+    """UFO target: 'extrapolate' (w_avg - d * w_id / ||w_id||, GUIDE) or 'average' (w_avg, the baseline)."""
+    target_distance: Optional[float] = None
+    """UFO distance d. None = the backend's default (EG3D: 30 absolute; StyleGAN2: 1 × typical distance)."""
+    target_distance_relative: Optional[bool] = None
+    """True: d is in units of the typical ||w - w_avg|| of mapped samples; None = the backend's default."""
+
+    local_weight: float = 1.0
+    """Weight of L_local (make G_u(w_u) look like G_s(w_t))."""
+    adjacency_weight: float = 1.0
+    """Weight of L_adj (the same terms at codes shifted toward random mapped codes)."""
+    global_weight: float = 1.0
+    """Weight of L_global (LPIPS between G_u and G_s on random mapped codes)."""
+    feature_mse_weight: float = 1e-2
+    """Weight of the MSE between intermediate features (EG3D tri-planes) inside L_local / L_adj."""
+    lpips_weight: float = 1.0
+    """Weight of the perceptual distance inside L_local / L_adj."""
+    id_weight: float = 0.1
+    """Weight of the identity term 1 - cos(ID(G_u), ID(G_s)) inside L_local / L_adj (0 disables it)."""
+    adjacency_samples: int = 2
+    """Random codes per iteration for L_adj (summed, as GUIDE)."""
+    global_samples: int = 2
+    """Random codes per iteration for L_global (summed, as GUIDE)."""
+    adjacency_alpha: tuple[float, float] = (0.0, 15.0)
+    """alpha ~ U(lo, hi): how far (absolute, Frobenius) the adjacency shift reaches."""
+    adjacency_alpha_relative: bool = False
+    """True: scale adjacency_alpha by the typical ||w - w_avg|| / 30 (the ratio GUIDE uses in EG3D)."""
+    truncation_psi: float = 1.0
+    """Truncation of the random mapped codes (GUIDE: 1, i.e. none)."""
+    noise_mode: str = "random"
+    """Synthesis noise during training: 'random' (GUIDE), 'const' or 'none'."""
+
+    lora: bool = True
+    """True: train a LoRA forget patch; False: fine-tune the full synthesis (the paper preset)."""
+    lora_rank: int = 4
+    """LoRA rank r."""
+    lora_alpha: float = 4.0
+    """LoRA alpha; the delta is scaled by alpha / r."""
+    lora_targets: Optional[tuple[str, ...]] = None
+    """Module names the LoRA wraps; None = the backend's default (the synthesis 3×3 convs)."""
+
+    mixed_precision: str = "no"
+    """accelerate mixed precision: 'no', 'bf16' or 'fp16'."""
+    seed: int = 0
+    """Seed of the run's single torch.Generator (z, alpha, cameras, noise): same seed -> identical patch."""
+    checkpoint_every: int = 0
+    """Save resumable state every N steps (0 = never). The state holds the person's code: see docs."""
+    log_every: int = 1
+    """Record losses in the history (and trackers) every N steps."""
+    progress: bool = True
+    """Show a tqdm progress bar with the current losses."""
+
+    # -- presets -----------------------------------------------------------------------------------------------
+    @classmethod
+    def lora(cls, **overrides: Any) -> "EraseConfig":
+        """The default preset: a rank-4 LoRA forget patch on the synthesis convs, 200 steps at lr 2e-3."""
+        return cls(**overrides)
+
+    @classmethod
+    def paper(cls, **overrides: Any) -> "EraseConfig":
+        """The official GUIDE recipe (SPEC §1): full fine-tune of the synthesis, Adam 1e-4, 1000 steps,
+        extrapolated target at d = 30, 2 adjacency + 2 global samples, random noise."""
+        base = dict(iterations=1000, lr=1e-4, lora=False, target="extrapolate", target_distance=30.0,
+                    target_distance_relative=False, noise_mode="random")
+        base.update(overrides)
+        return cls(**base)
+
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> "EraseConfig":
+        """A preset by name: 'lora' (default) or 'paper'."""
+        if name == "lora":
+            return cls.lora(**overrides)
+        if name == "paper":
+            return cls.paper(**overrides)
+        raise ConfigError(f"unknown preset {name!r}; use 'lora' or 'paper'")
+
+    def replace(self, **changes: Any) -> "EraseConfig":
+        """A copy with some fields changed (validated)."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable dict of every field."""
+        out = dataclasses.asdict(self)
+        for k, v in out.items():
+            if isinstance(v, tuple):
+                out[k] = list(v)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "EraseConfig":
+        """Inverse of :meth:`to_dict`; unknown keys are an error."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - names
+        if unknown:
+            raise ConfigError(f"unknown EraseConfig fields {sorted(unknown)}; known: {sorted(names)}")
+        fixed = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+        return cls(**fixed)
+
+    def __post_init__(self) -> None:
+        def need(cond: bool, msg: str) -> None:
+            if not cond:
+                raise ConfigError(msg)
+
+        need(isinstance(self.iterations, int) and self.iterations >= 1,
+             f"iterations must be an integer >= 1, got {self.iterations!r}")
+        need(_finite(self.lr) and self.lr > 0, f"lr must be a positive finite number, got {self.lr!r}")
+        need(self.target in TARGET_KINDS, f"target must be one of {TARGET_KINDS}, got {self.target!r}")
+        need(self.target_distance is None or (_finite(self.target_distance) and self.target_distance > 0),
+             f"target_distance must be > 0 (or None for the backend default), got {self.target_distance!r}")
+        for name in ("local_weight", "adjacency_weight", "global_weight", "feature_mse_weight", "lpips_weight",
+                     "id_weight"):
+            v = getattr(self, name)
+            need(_finite(v) and v >= 0, f"{name} must be a finite number >= 0, got {v!r}")
+        need(self.local_weight > 0, "local_weight must be > 0: without L_local nothing is erased")
+        for name in ("adjacency_samples", "global_samples"):
+            v = getattr(self, name)
+            need(isinstance(v, int) and v >= 0, f"{name} must be an integer >= 0, got {v!r}")
+        lo, hi = self.adjacency_alpha
+        need(_finite(lo) and _finite(hi) and 0 <= lo <= hi, f"adjacency_alpha must be 0 <= lo <= hi, got {(lo, hi)}")
+        need(_finite(self.truncation_psi), f"truncation_psi must be finite, got {self.truncation_psi!r}")
+        need(self.noise_mode in NOISE_MODES, f"noise_mode must be one of {NOISE_MODES}, got {self.noise_mode!r}")
+        need(isinstance(self.lora_rank, int) and self.lora_rank >= 1,
+             f"lora_rank must be an integer >= 1, got {self.lora_rank!r}")
+        need(_finite(self.lora_alpha) and self.lora_alpha > 0, f"lora_alpha must be > 0, got {self.lora_alpha!r}")
+        need(self.lora_targets is None or (len(self.lora_targets) > 0 and all(isinstance(t, str) for t in self.lora_targets)),
+             "lora_targets must be None or a non-empty tuple of module names")
+        need(self.mixed_precision in MIXED_PRECISION,
+             f"mixed_precision must be one of {MIXED_PRECISION}, got {self.mixed_precision!r}")
+        need(isinstance(self.seed, int) and self.seed >= 0, f"seed must be an integer >= 0, got {self.seed!r}")
+        need(isinstance(self.checkpoint_every, int) and self.checkpoint_every >= 0,
+             f"checkpoint_every must be an integer >= 0, got {self.checkpoint_every!r}")
+        need(isinstance(self.log_every, int) and self.log_every >= 1, f"log_every must be >= 1, got {self.log_every!r}")
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)

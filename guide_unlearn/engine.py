@@ -1,0 +1,367 @@
+"""The erase loop: UFO target + LTU losses, a LoRA (or full) update of the generator, run through accelerate."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Optional, Sequence
+
+import torch
+from torch import nn
+
+from . import lora as L
+from .config import EraseConfig
+from .errors import ConfigError, LatentError, PatchError, TrainingDivergedError
+from .fingerprint import patch_state
+from .io import PathLike, atomic_write_bytes
+from .losses import ltu_loss
+from .patch import ForgetPatch
+from .protocols import GeneratorAdapter, IdentityModel, PerceptualDistance, module_of
+from .targets import typical_distance, ufo_target
+
+logger = logging.getLogger(__name__)
+TRAIN_ADAPTER = "erasing"
+STATE_FILE = "erase_state.pt"
+
+
+@dataclass
+class ErasureResult:
+    """What :meth:`IdentityEraser.erase` returns.
+
+    patch:          the ForgetPatch (not applied to the eraser).
+    w_source:       the person's code(s) w_u [K, num_ws, w_dim] (kept in memory only; never in the patch).
+    w_target:       the UFO target(s) w_t [K, num_ws, w_dim].
+    history:        per logged step, a dict of losses ('loss', 'local', 'adjacency', 'global', ...).
+    images_before:  G_s(w_u) [K, 3, H, W] in [-1, 1]; images_after: G_u(w_u); target_images: G_s(w_t).
+    views_before / views_after: multi-view renders [V, 3, H, W] of the first code for camera models, else None.
+    metrics:        unoptimised measurements taken after the erase (pixel MSEs, see ``engine.measure``).
+    seconds:        wall time of the optimisation.
+    """
+
+    patch: ForgetPatch
+    w_source: torch.Tensor
+    w_target: torch.Tensor
+    history: list[dict[str, float]]
+    images_before: torch.Tensor
+    images_after: torch.Tensor
+    target_images: torch.Tensor
+    views_before: Optional[torch.Tensor] = None
+    views_after: Optional[torch.Tensor] = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def check_latents(ws: Any, generator: GeneratorAdapter) -> torch.Tensor:
+    """Validate person codes: a float tensor [K, num_ws, w_dim] (or [num_ws, w_dim]) of finite values."""
+    if not torch.is_tensor(ws):
+        raise LatentError(f"latent codes must be a torch.Tensor, got {type(ws).__name__}")
+    if ws.ndim == 2:
+        ws = ws.unsqueeze(0)
+    want = (generator.num_ws, generator.w_dim)
+    if ws.ndim != 3 or tuple(ws.shape[1:]) != want or ws.shape[0] < 1:
+        raise LatentError(f"latent codes must be [K, {want[0]}, {want[1]}] for this generator, got "
+                          f"{list(ws.shape)}; invert the photo with eraser.invert() to get them")
+    if not ws.is_floating_point():
+        raise LatentError(f"latent codes must be floating point, got {ws.dtype}")
+    if not torch.isfinite(ws).all():
+        raise LatentError("latent codes contain NaN or Inf; re-run the inversion")
+    device = generator.w_avg.device
+    if ws.device != device:
+        raise LatentError(f"latent codes are on {ws.device} but the generator is on {device}; call .to({str(device)!r})")
+    return ws.detach().to(torch.float32)
+
+
+def resolve_target_distance(cfg: EraseConfig, generator: GeneratorAdapter) -> tuple[float, float]:
+    """-> (UFO distance d, typical ||w - w_avg||) with the backend's defaults filled in."""
+    default_d, default_rel = generator.default_target_distance()
+    d = cfg.target_distance if cfg.target_distance is not None else default_d
+    rel = cfg.target_distance_relative if cfg.target_distance_relative is not None else default_rel
+    typical = float("nan")
+    if rel or cfg.adjacency_alpha_relative:
+        typical = typical_distance(generator.mapping, generator.w_avg, generator.z_dim, device=generator.w_avg.device)
+    return (d * typical if rel else d), typical
+
+
+@contextlib.contextmanager
+def _swapped(params: Sequence[nn.Parameter], frozen: Sequence[torch.Tensor]) -> Iterator[None]:
+    """Temporarily give ``params`` the frozen source values (pointer swap, no copy): G_s for the full fine-tune."""
+    for p, f in zip(params, frozen):
+        p.data, f.data = f.data, p.data
+    try:
+        yield
+    finally:
+        for p, f in zip(params, frozen):
+            p.data, f.data = f.data, p.data
+
+
+class _Trainable:
+    """What the loop trains: a fresh LoRA adapter, or the synthesis parameters with a frozen copy of them."""
+
+    def __init__(self, generator: GeneratorAdapter, cfg: EraseConfig, rng: torch.Generator):
+        self.model = module_of(generator)
+        self.cfg = cfg
+        self.previous_active = L.active_adapters(self.model)
+        self.previous_grad = {n: p.requires_grad for n, p in self.model.named_parameters()}
+        self.model.requires_grad_(False)
+        if cfg.lora:
+            targets = list(cfg.lora_targets) if cfg.lora_targets else generator.lora_target_modules()
+            known = {n.replace(".base_layer", "") for n, _ in self.model.named_modules()}
+            missing = [t for t in targets if t not in known]
+            if missing:
+                raise ConfigError(f"lora_targets {missing} are not modules of this generator; see "
+                                  "generator.lora_target_modules() for valid names")
+            if TRAIN_ADAPTER in L.adapter_names(self.model):
+                L.delete_adapter(self.model, TRAIN_ADAPTER)  # left over from an interrupted run
+            self.lora_config = L.make_lora_config(cfg.lora_rank, cfg.lora_alpha, targets, generator.lora_layer_types())
+            L.add_adapter(self.model, TRAIN_ADAPTER, self.lora_config)
+            L.set_active_adapters(self.model, self.previous_active + [TRAIN_ADAPTER], trainable=[TRAIN_ADAPTER])
+            L.reinit_lora_a(self.model, TRAIN_ADAPTER, rng)
+            self.names = [n for n, p in self.model.named_parameters() if f".{TRAIN_ADAPTER}." in n]
+            self.frozen: list[torch.Tensor] = []
+        else:
+            self.names = generator.full_finetune_parameters()
+            if not self.names:
+                raise ConfigError("this generator declares no parameters for a full fine-tune")
+        named = dict(self.model.named_parameters())
+        self.params = [named[n] for n in self.names]
+        for p in self.params:
+            p.requires_grad_(True)
+        if not cfg.lora:
+            self.frozen = [p.detach().clone() for p in self.params]
+
+    @contextlib.contextmanager
+    def source(self) -> Iterator[None]:
+        """Render as G_s (the generator before this erase) inside this context."""
+        with torch.no_grad():
+            if self.cfg.lora:
+                with L.suppressed(self.model, [TRAIN_ADAPTER]):
+                    yield
+            else:
+                with _swapped(self.params, self.frozen):
+                    yield
+
+    def state(self) -> dict[str, torch.Tensor]:
+        return {n: p.detach().clone() for n, p in zip(self.names, self.params)}
+
+    def load_state(self, tensors: dict[str, torch.Tensor]) -> None:
+        with torch.no_grad():
+            for n, p in zip(self.names, self.params):
+                if n not in tensors or tensors[n].shape != p.shape:
+                    raise ConfigError(f"the saved erase state does not match this run (tensor {n}); delete it or "
+                                      "run with the same config")
+                p.copy_(tensors[n])
+
+    def extract(self, generator: GeneratorAdapter, metadata: dict[str, Any]) -> ForgetPatch:
+        """Build the patch and restore the generator to its state before the erase."""
+        if self.cfg.lora:
+            from peft.utils import get_peft_model_state_dict
+
+            tensors = {k: v.detach().to("cpu").clone() for k, v in
+                       get_peft_model_state_dict(self.model, adapter_name=TRAIN_ADAPTER).items()}
+            lora_cfg = {"r": self.cfg.lora_rank, "lora_alpha": self.cfg.lora_alpha,
+                        "target_modules": sorted(self.lora_config.target_modules)}
+            return ForgetPatch("lora", tensors, metadata, lora_cfg)
+        tensors = {n: (p.detach() - f).to("cpu").clone() for n, p, f in zip(self.names, self.params, self.frozen)}
+        return ForgetPatch("delta", tensors, metadata)
+
+    def restore(self) -> None:
+        """Undo everything the run did to the generator (adapter removed, weights and grad flags restored)."""
+        if self.cfg.lora:
+            if TRAIN_ADAPTER in L.adapter_names(self.model):
+                L.delete_adapter(self.model, TRAIN_ADAPTER)
+            L.set_active_adapters(self.model, self.previous_active)
+        else:
+            with torch.no_grad():
+                for p, f in zip(self.params, self.frozen):
+                    p.copy_(f)
+        for n, p in self.model.named_parameters():
+            p.requires_grad_(self.previous_grad.get(n, False))
+
+
+def _accelerator(cfg: EraseConfig, device: torch.device, trackers: Optional[Sequence[str]], project_dir: Optional[str]):
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    kwargs: dict[str, Any] = dict(cpu=device.type == "cpu", mixed_precision=cfg.mixed_precision)
+    if trackers:
+        kwargs.update(log_with=list(trackers), project_dir=project_dir)
+    try:
+        return Accelerator(**kwargs)
+    except ValueError:
+        # accelerate's state is process-global; a previous erase with other settings must not block this one.
+        AcceleratorState._reset_state(reset_partial_state=True)
+        return Accelerator(**kwargs)
+
+
+def run_erase(
+    generator: GeneratorAdapter,
+    w_u: torch.Tensor,
+    cfg: EraseConfig,
+    perceptual: PerceptualDistance,
+    identity: Optional[IdentityModel] = None,
+    state_dir: Optional[PathLike] = None,
+    trackers: Optional[Sequence[str]] = None,
+    extra_metadata: Optional[dict[str, Any]] = None,
+) -> tuple[ForgetPatch, torch.Tensor, list[dict[str, float]], float]:
+    """Erase the identity whose code(s) are ``w_u`` [K, num_ws, w_dim] from ``generator``.
+
+    All K codes are photos of ONE person and are erased together. The generator is left exactly as it was
+    (the new patch is returned, not applied). With ``state_dir`` and ``cfg.checkpoint_every > 0`` the run
+    saves resumable state there and resumes from it if present; the state holds the person's code, so it is
+    deleted when the run succeeds. -> (patch, w_target [K, num_ws, w_dim], history, seconds).
+    """
+    w_u = check_latents(w_u, generator)
+    model = module_of(generator)
+    device = generator.w_avg.device
+    k = w_u.shape[0]
+    d, typical = resolve_target_distance(cfg, generator)
+    w_t = ufo_target(w_u, generator.w_avg, cfg.target, d)
+    alpha_lo, alpha_hi = cfg.adjacency_alpha
+    if cfg.adjacency_alpha_relative:
+        alpha_lo, alpha_hi = alpha_lo * typical / 30.0, alpha_hi * typical / 30.0
+    rng = torch.Generator(device=device).manual_seed(cfg.seed)
+    base = patch_state(model)["base_fingerprint"]
+
+    state_path = Path(state_dir) / STATE_FILE if state_dir is not None else None
+    trainable = _Trainable(generator, cfg, rng)
+    try:
+        accelerator = _accelerator(cfg, device, trackers, str(state_dir) if state_dir else None)
+        optimizer = torch.optim.Adam(trainable.params, lr=cfg.lr, betas=cfg.adam_betas)
+        optimizer = accelerator.prepare(optimizer)
+        if trackers:
+            accelerator.init_trackers("guide_unlearn", config={k_: str(v) for k_, v in cfg.to_dict().items()})
+        history: list[dict[str, float]] = []
+        start = 0
+        if state_path is not None and state_path.is_file():
+            start, history = _load_state(state_path, trainable, optimizer, rng, cfg, w_u)
+            logger.info("resumed erase from %s at step %d", state_path, start)
+
+        n_adj, n_glob = cfg.adjacency_samples, cfg.global_samples
+        t0 = time.perf_counter()
+        bar = _progress(cfg, start)
+        for step in range(start, cfg.iterations):
+            cam = generator.sample_cameras(1, rng)
+            z = torch.randn(n_adj + n_glob, generator.z_dim, generator=rng, device=device)
+            with torch.no_grad():
+                w_r = generator.mapping(z, None, truncation_psi=cfg.truncation_psi) if n_adj + n_glob else None
+            idx = torch.randint(0, k, (n_adj,), generator=rng, device=device)
+            alpha = torch.rand(n_adj, generator=rng, device=device) * (alpha_hi - alpha_lo) + alpha_lo
+            if n_adj:
+                direction = w_r[:n_adj] - w_u[idx]
+                norm = direction.flatten(1).norm(dim=1).clamp_min(1e-12)
+                delta = (alpha / norm).view(-1, 1, 1) * direction
+                ws_u = torch.cat([w_u, w_u[idx] + delta, w_r[n_adj:]])
+                ws_s = torch.cat([w_t, w_t[idx] + delta, w_r[n_adj:]])
+            else:
+                ws_u = torch.cat([w_u, w_r]) if n_glob else w_u
+                ws_s = torch.cat([w_t, w_r]) if n_glob else w_t
+            c = cam.expand(ws_u.shape[0], -1) if cam is not None else None
+            need_features = cfg.feature_mse_weight > 0
+            with accelerator.autocast():
+                with trainable.source():
+                    out_s = generator.synthesis(ws_s, c, noise_mode=cfg.noise_mode, generator=rng,
+                                                return_features=need_features)
+                out_u = generator.synthesis(ws_u, c, noise_mode=cfg.noise_mode, generator=rng,
+                                            return_features=need_features)
+                loss = ltu_loss(out_u, out_s, k, n_adj, n_glob, cfg, perceptual, identity)
+            if not torch.isfinite(loss.total):
+                raise TrainingDivergedError(
+                    f"the loss became {float(loss.total)} at step {step}; lower lr (now {cfg.lr}) or use "
+                    "mixed_precision='no'")
+            optimizer.zero_grad(set_to_none=True)
+            accelerator.backward(loss.total)
+            optimizer.step()
+            if step % cfg.log_every == 0 or step == cfg.iterations - 1:
+                entry = {"step": float(step), **loss.parts}
+                history.append(entry)
+                if trackers:
+                    accelerator.log(loss.parts, step=step)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix({k_: f"{v:.4f}" for k_, v in loss.parts.items() if k_ in ("loss", "local", "adjacency", "global")})
+            if state_path is not None and cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0 \
+                    and step + 1 < cfg.iterations:
+                _save_state(state_path, step + 1, history, trainable, optimizer, rng, cfg, w_u)
+        if bar is not None:
+            bar.close()
+        seconds = time.perf_counter() - t0
+        if trackers:
+            accelerator.end_training()
+        final = history[-1] if history else {}
+        metadata = {
+            "generator_family": generator.family,
+            "generator_config": _plain(getattr(generator, "config", {})),
+            "base_fingerprint": base,
+            "erase_config": cfg.to_dict(),
+            "target_distance_used": d,
+            "final_losses": {k_: v for k_, v in final.items() if k_ != "step"},
+            "perceptual": getattr(perceptual, "name", type(perceptual).__name__),
+            "perceptual_is_learned": bool(getattr(perceptual, "is_learned", False)),
+            "identity_model": getattr(identity, "name", None) if identity is not None and cfg.id_weight > 0 else None,
+            "library_version": _version(),
+            "num_codes": k,
+        }
+        metadata.update(extra_metadata or {})
+        patch = trainable.extract(generator, metadata)
+    finally:
+        trainable.restore()
+    if state_path is not None and state_path.exists():
+        state_path.unlink()  # holds the person's code: never keep it after success
+    return patch, w_t, history, seconds
+
+
+def _progress(cfg: EraseConfig, start: int):
+    if not cfg.progress:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=cfg.iterations, initial=start, desc="erasing", leave=False)
+
+
+def _save_state(path: Path, step: int, history, trainable: _Trainable, optimizer, rng: torch.Generator,
+                cfg: EraseConfig, w_u: torch.Tensor) -> None:
+    import io
+
+    blob = io.BytesIO()
+    torch.save({
+        "step": step, "history": history, "trainable": trainable.state(),
+        "optimizer": optimizer.state_dict(), "rng": rng.get_state(), "config": cfg.to_dict(), "w_u": w_u.cpu(),
+    }, blob)
+    atomic_write_bytes(path, blob.getvalue())
+
+
+def _load_state(path: Path, trainable: _Trainable, optimizer, rng: torch.Generator, cfg: EraseConfig,
+                w_u: torch.Tensor):
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # corrupt or foreign file
+        raise ConfigError(f"cannot read the saved erase state {path} ({e}); delete it to start over") from e
+    if state.get("config") != cfg.to_dict():
+        raise ConfigError(f"the saved erase state {path} was made with another config; delete it or resume with "
+                          "the same EraseConfig")
+    if not torch.equal(state["w_u"], w_u.cpu()):
+        raise ConfigError(f"the saved erase state {path} belongs to another identity; delete it to start over")
+    trainable.load_state(state["trainable"])
+    optimizer.load_state_dict(state["optimizer"])
+    rng.set_state(state["rng"])
+    return int(state["step"]), list(state["history"])
+
+
+def _plain(config: Any) -> dict[str, Any]:
+    out = {}
+    for k, v in dict(config).items():
+        if k.startswith("_"):
+            continue
+        out[k] = list(v) if isinstance(v, tuple) else v
+    return out
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__

@@ -1,0 +1,211 @@
+"""ForgetPatch: the small, versioned, safetensors-only artefact an erase produces.
+
+Folder layout (format version 1, see docs/patch_format.md)::
+
+    forget_patch.json            metadata (JSON, <= 1 MiB): base model family/config/fingerprint, erase config,
+                                 final losses, library version, sha256 of every tensor file
+    adapter_config.json          peft LoraConfig           (kind "lora")
+    adapter_model.safetensors    peft LoRA tensors          (kind "lora")
+    delta_model.safetensors      weight differences         (kind "delta", the paper preset)
+
+It never holds a photo or a latent code of the person.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save
+
+from .errors import PatchError
+from .io import PathLike, atomic_directory, sha256_file
+
+FORMAT = "guide_unlearn.forget_patch"
+FORMAT_VERSION = 1
+META_FILE = "forget_patch.json"
+LORA_CONFIG_FILE = "adapter_config.json"
+LORA_FILE = "adapter_model.safetensors"
+DELTA_FILE = "delta_model.safetensors"
+MAX_JSON_BYTES = 1 << 20
+_PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
+KINDS = ("lora", "delta")
+
+
+@dataclass
+class ForgetPatch:
+    """A forget patch: LoRA factors (``kind='lora'``) or full weight differences (``kind='delta'``).
+
+    tensors:     LoRA: peft keys ``<module>.lora_A.weight`` [r, I·k·k] / ``<module>.lora_B.weight`` [O, r];
+                 delta: parameter names -> differences shaped like the parameters.
+    lora_config: {'r', 'lora_alpha', 'target_modules'} for LoRA patches, else None.
+    metadata:    generator family/config, ``base_fingerprint``, erase config, final losses, versions.
+    """
+
+    kind: str
+    tensors: dict[str, torch.Tensor]
+    metadata: dict[str, Any]
+    lora_config: Optional[dict[str, Any]] = None
+    _id: Optional[str] = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise PatchError(f"unknown patch kind {self.kind!r}; expected one of {KINDS}")
+        if self.kind == "lora" and not self.lora_config:
+            raise PatchError("a LoRA patch needs its lora_config (r, lora_alpha, target_modules)")
+        for k, t in self.tensors.items():
+            if not torch.is_tensor(t):
+                raise PatchError(f"patch tensor {k!r} is not a tensor")
+
+    # -- identity ---------------------------------------------------------------------------------------------
+    @property
+    def patch_id(self) -> str:
+        """Content hash (16 hex) of the tensors and their kind: equal patches share it."""
+        if self._id is None:
+            h = hashlib.sha256(self.kind.encode())
+            for k in sorted(self.tensors):
+                t = self.tensors[k].detach().to("cpu", torch.float32).contiguous()
+                h.update(k.encode())
+                h.update(str(tuple(t.shape)).encode())
+                h.update(t.numpy().tobytes())
+            self._id = h.hexdigest()[:16]
+        return self._id
+
+    @property
+    def adapter_name(self) -> str:
+        """The name under which the patch is applied as a peft adapter."""
+        return f"forget_{self.patch_id}"
+
+    @property
+    def base_fingerprint(self) -> str:
+        """Fingerprint of the base generator weights this patch was made for."""
+        return str(self.metadata.get("base_fingerprint", ""))
+
+    @property
+    def num_parameters(self) -> int:
+        """Number of stored scalars."""
+        return sum(t.numel() for t in self.tensors.values())
+
+    @property
+    def num_bytes(self) -> int:
+        """Bytes of tensor data as stored (fp32)."""
+        return sum(t.numel() * t.element_size() for t in self.tensors.values())
+
+    def describe(self) -> dict[str, Any]:
+        """A short JSON-friendly summary (for ``guide-unlearn info``)."""
+        return {
+            "kind": self.kind, "patch_id": self.patch_id, "parameters": self.num_parameters, "bytes": self.num_bytes,
+            "generator_family": self.metadata.get("generator_family"), "base_fingerprint": self.base_fingerprint,
+            "lora": self.lora_config, "final_losses": self.metadata.get("final_losses"),
+            "perceptual": self.metadata.get("perceptual"), "identity_model": self.metadata.get("identity_model"),
+            "library_version": self.metadata.get("library_version"),
+        }
+
+    # -- persistence ------------------------------------------------------------------------------------------
+    def save_pretrained(self, save_directory: PathLike, overwrite: bool = True) -> Path:
+        """Write the patch folder atomically (built under a temporary name, then renamed). -> the folder."""
+        save_directory = Path(save_directory)
+        tensors = {k: v.detach().to("cpu").contiguous() for k, v in self.tensors.items()}
+        blob = save(tensors)
+        tensor_file = LORA_FILE if self.kind == "lora" else DELTA_FILE
+        meta = dict(self.metadata)
+        meta.update(format=FORMAT, format_version=FORMAT_VERSION, kind=self.kind, patch_id=self.patch_id,
+                    files={tensor_file: hashlib.sha256(blob).hexdigest()})
+        meta_bytes = json.dumps(meta, indent=2, sort_keys=True, default=_json_default).encode()
+        if len(meta_bytes) > MAX_JSON_BYTES:
+            raise PatchError(f"patch metadata is {len(meta_bytes)} bytes (limit {MAX_JSON_BYTES}); trim it")
+        with atomic_directory(save_directory, overwrite=overwrite) as tmp:
+            (tmp / tensor_file).write_bytes(blob)
+            if self.kind == "lora":
+                (tmp / LORA_CONFIG_FILE).write_text(json.dumps(_peft_config_json(self.lora_config), indent=2))
+            (tmp / META_FILE).write_bytes(meta_bytes)
+        return save_directory
+
+    @classmethod
+    def from_pretrained(cls, directory: PathLike) -> "ForgetPatch":
+        """Load and verify a patch folder (safetensors only; sha256 and sizes checked)."""
+        directory = Path(directory)
+        if not directory.is_dir():
+            raise PatchError(f"{directory} is not a folder; pass the folder written by patch.save_pretrained()")
+        pickles = sorted(p.name for p in directory.iterdir() if p.suffix.lower() in _PICKLE_SUFFIXES)
+        if pickles:
+            raise PatchError(f"{directory} contains pickle files {pickles}; forget patches are safetensors-only and "
+                             "pickles are never loaded. Re-export the patch with guide_unlearn, or delete them")
+        meta = _read_json(directory / META_FILE, "patch metadata")
+        if meta.get("format") != FORMAT:
+            raise PatchError(f"{directory / META_FILE} is not a guide_unlearn forget patch (format={meta.get('format')!r})")
+        version = meta.get("format_version")
+        if not isinstance(version, int) or version > FORMAT_VERSION or version < 1:
+            raise PatchError(f"patch format version {version!r} is not supported by this library (supports "
+                             f"1..{FORMAT_VERSION}); upgrade guide_unlearn")
+        kind = meta.get("kind")
+        if kind not in KINDS:
+            raise PatchError(f"patch kind {kind!r} is unknown; expected one of {KINDS}")
+        tensor_file = LORA_FILE if kind == "lora" else DELTA_FILE
+        path = directory / tensor_file
+        if not path.is_file():
+            raise PatchError(f"{path} is missing; the patch folder is incomplete — copy it again")
+        expected = (meta.get("files") or {}).get(tensor_file)
+        if expected != sha256_file(path):
+            raise PatchError(f"{path} does not match the sha256 recorded in {META_FILE}: the patch was modified or "
+                             "corrupted; get a fresh copy")
+        try:
+            tensors = load_file(str(path))
+        except (SafetensorError, OSError, ValueError) as e:
+            raise PatchError(f"{path} is not a readable safetensors file ({e}); get a fresh copy") from e
+        lora_config = None
+        if kind == "lora":
+            raw = _read_json(directory / LORA_CONFIG_FILE, "adapter config")
+            lora_config = {"r": raw.get("r"), "lora_alpha": raw.get("lora_alpha"),
+                           "target_modules": raw.get("target_modules")}
+            if not isinstance(lora_config["r"], int) or lora_config["r"] < 1 or not lora_config["target_modules"]:
+                raise PatchError(f"{directory / LORA_CONFIG_FILE} lacks a valid r / target_modules")
+            if isinstance(lora_config["target_modules"], str):
+                raise PatchError(f"{directory / LORA_CONFIG_FILE}: target_modules must be a list of module names")
+            lora_config["target_modules"] = sorted(lora_config["target_modules"])
+        metadata = {k: v for k, v in meta.items() if k not in ("format", "format_version", "kind", "files", "patch_id")}
+        patch = cls(kind=kind, tensors=tensors, metadata=metadata, lora_config=lora_config)
+        if meta.get("patch_id") not in (None, patch.patch_id):
+            raise PatchError(f"{directory}: patch_id in {META_FILE} does not match its tensors; get a fresh copy")
+        return patch
+
+
+def _read_json(path: Path, what: str) -> dict[str, Any]:
+    if not path.is_file():
+        raise PatchError(f"{path} ({what}) is missing; the patch folder is incomplete — copy it again")
+    size = path.stat().st_size
+    if size > MAX_JSON_BYTES:
+        raise PatchError(f"{path} is {size} bytes, over the {MAX_JSON_BYTES}-byte limit for {what}; refusing it")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise PatchError(f"{path} ({what}) is not valid JSON ({e}); get a fresh copy of the patch") from e
+    if not isinstance(data, dict):
+        raise PatchError(f"{path} ({what}) must hold a JSON object")
+    return data
+
+
+def _peft_config_json(lora_config: dict[str, Any]) -> dict[str, Any]:
+    """peft-compatible adapter_config.json (the custom layer mapping is re-registered at load time)."""
+    return {
+        "peft_type": "LORA", "task_type": None, "r": int(lora_config["r"]),
+        "lora_alpha": float(lora_config["lora_alpha"]), "target_modules": sorted(lora_config["target_modules"]),
+        "lora_dropout": 0.0, "bias": "none", "init_lora_weights": True, "use_rslora": False, "use_dora": False,
+        "fan_in_fan_out": False, "modules_to_save": None, "inference_mode": True,
+        "base_model_name_or_path": None, "guide_unlearn_layer": "WeightDeltaLoraLayer",
+    }
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, (set, tuple)):
+        return list(obj)
+    if isinstance(obj, Path):
+        return str(obj)
+    if hasattr(obj, "item"):
+        return obj.item()
+    raise TypeError(f"not JSON-serialisable: {type(obj).__name__}")

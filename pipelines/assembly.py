@@ -1,0 +1,101 @@
+"""Building an IdentityEraser from a name or a path, and the photo glue (alignment, cameras)."""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+from PIL import Image
+
+from guide_unlearn.errors import BackendUnavailableError, InputError, NoFaceError
+
+logger = logging.getLogger(__name__)
+
+TINY_NAMES = {"tiny-stylegan2": "stylegan2", "tiny-eg3d": "eg3d"}
+
+
+def assemble(cls, name_or_path: str, device: torch.device, **components: Any):
+    """Resolve ``name_or_path`` to a generator (+ its default inverter) and build ``cls`` around it."""
+    if name_or_path in TINY_NAMES:
+        from guide_unlearn.testing import tiny_eraser
+
+        eraser = tiny_eraser(TINY_NAMES[name_or_path])
+        for key, value in components.items():
+            setattr(eraser, key if key != "identity_model" else "identity_model", value)
+        return eraser
+    try:
+        from guide_unlearn.pipelines import registry
+    except ImportError as e:  # pragma: no cover - registry is part of the package
+        raise BackendUnavailableError(f"cannot resolve {name_or_path!r}: {e}") from e
+    generator = registry.load_generator(name_or_path, device=device)
+    perceptual = components.pop("perceptual", None)
+    inverter = components.pop("inverter", None)
+    if inverter is None:
+        inverter = _default_inverter(registry, name_or_path, generator, device)
+    identity = components.pop("identity_model", "default")
+    if identity == "default":
+        identity = default_identity_model(device)
+    if components:
+        raise InputError(f"unknown components {sorted(components)}; use inverter, identity_model, perceptual")
+    return cls(generator, inverter=inverter, identity_model=identity, perceptual=perceptual, name=str(name_or_path))
+
+
+def _default_inverter(registry, name: str, generator, device):
+    finder = getattr(registry, "default_inverter_for", None)
+    inv_name = finder(name) if finder is not None else None
+    if inv_name:
+        try:
+            return registry.load_inverter(inv_name, device=device, generator=generator)
+        except BackendUnavailableError as e:
+            logger.warning("%s; falling back to the optimisation inverter", e)
+    return None  # IdentityEraser builds the optimisation projector
+
+
+def default_identity_model(device: torch.device):
+    """The paper's ID-loss network (ArcFace IR-SE50) when its weights are found, else None (ID term off)."""
+    try:
+        from guide_unlearn.adapters.identity import load_identity_model
+    except ImportError:
+        return None
+    try:
+        return load_identity_model("arcface", device=str(device))
+    except Exception as e:  # weights missing: the ID term is disabled and we say so
+        logger.warning("ArcFace weights not available (%s); the ID loss term is disabled", e)
+        return None
+
+
+def align_photo(img: Image.Image, style: str, source: Any):
+    """Detect the largest face and align it for ``style``. -> (crop, camera label or None)."""
+    try:
+        from guide_unlearn import faces
+    except ImportError as e:
+        raise BackendUnavailableError("photo alignment needs guide_unlearn.faces; pass an aligned crop as a tensor "
+                                      "or align=False") from e
+    label = source if isinstance(source, (str, Path)) else "the given image"
+    found = faces.detect_faces(img)
+    if not found:
+        raise NoFaceError(f"no face found in {label}; pass a photo with a visible face, or an aligned crop with "
+                          "align=False")
+    face = max(found, key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1]))
+    crop = faces.align_face(img, face, style)
+    cam = None
+    if style == "eg3d":
+        cam = list(faces.estimate_camera(img, face).label)
+    return crop, cam
+
+
+def camera_from_user(generator, camera: Any, n: int) -> torch.Tensor:
+    """A 25-number label [c_dim] / [n, c_dim] or (yaw, pitch) in radians -> cameras [n, c_dim]."""
+    cam = torch.as_tensor(camera, dtype=torch.float32)
+    if cam.numel() == 2:
+        make = getattr(generator, "camera_from_angles", None)
+        if make is None:
+            raise InputError("this generator cannot build a camera from (yaw, pitch); pass the full label")
+        cam = make(float(cam[0]), float(cam[1]))
+    cam = cam.reshape(-1, generator.c_dim) if cam.numel() % generator.c_dim == 0 else None
+    if cam is None or not torch.isfinite(cam).all():
+        raise InputError(f"camera must be {generator.c_dim} finite numbers (or yaw, pitch in radians)")
+    return cam.expand(n, -1) if cam.shape[0] == 1 else cam

@@ -1,0 +1,323 @@
+"""IdentityEraser: the user-facing object that inverts a photo, erases the identity and manages patches."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any, Optional, Sequence, Union
+
+import torch
+from PIL import Image
+from torch import nn
+
+from guide_unlearn import lora as L
+from guide_unlearn.config import EraseConfig
+from guide_unlearn.engine import ErasureResult, check_latents, run_erase
+from guide_unlearn.errors import InputError, PatchMismatchError, PatchStateError
+from guide_unlearn.fingerprint import patch_state
+from guide_unlearn.images import load_image, pil_to_tensor
+from guide_unlearn.patch import ForgetPatch
+from guide_unlearn.protocols import GeneratorAdapter, IdentityModel, Inverter, PerceptualDistance, module_of
+
+logger = logging.getLogger(__name__)
+Inputs = Union[torch.Tensor, Image.Image, str, os.PathLike, Sequence[Any]]
+
+
+class IdentityEraser:
+    """Generator + inverter + identity model + perceptual distance, and the patches applied to the generator.
+
+    >>> eraser = IdentityEraser.from_pretrained("eg3d-ffhq")
+    >>> result = eraser.erase(Image.open("person.jpg"))
+    >>> result.patch.save_pretrained("patches/person-123")
+    """
+
+    def __init__(
+        self,
+        generator: GeneratorAdapter,  # the base generator (an nn.Module adapter)
+        inverter: Optional[Inverter] = None,  # photo -> codes; None = the optimisation projector
+        identity_model: Optional[IdentityModel] = None,  # ID-loss network (None disables the ID term)
+        perceptual: Optional[PerceptualDistance] = None,  # None = LPIPS if available, else the labelled stand-in
+        name: Optional[str] = None,  # where the generator came from (recorded in patches)
+    ):
+        module_of(generator)
+        self.generator = generator
+        if perceptual is None:
+            from guide_unlearn.adapters.perceptual import default_perceptual
+
+            perceptual = default_perceptual(generator.w_avg.device)
+        self.perceptual = perceptual
+        if inverter is None:
+            from guide_unlearn.adapters.projector import OptimizationInverter
+
+            inverter = OptimizationInverter(generator, perceptual)
+        self.inverter = inverter
+        self.identity_model = identity_model
+        self.name = name
+        patch_state(module_of(generator))  # fingerprint the base before anything touches it
+
+    # -- construction -----------------------------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, name_or_path: str = "eg3d-ffhq", device: Union[str, torch.device] = "cpu",
+                        **components: Any) -> "IdentityEraser":
+        """Assemble an eraser from a registry name ("eg3d-ffhq", "stylegan2-ffhq", "demo-faces",
+        "tiny-stylegan2", ...) or a local checkpoint / folder. ``components`` may override ``inverter``,
+        ``identity_model`` and ``perceptual``."""
+        from guide_unlearn.pipelines.assembly import assemble
+
+        return assemble(cls, name_or_path, torch.device(device), **components)
+
+    @property
+    def device(self) -> torch.device:
+        """Device of the generator."""
+        return self.generator.w_avg.device
+
+    # -- patches ----------------------------------------------------------------------------------------------
+    @property
+    def applied_patches(self) -> list[ForgetPatch]:
+        """Patches currently applied (in application order; merged ones are listed in ``merged_patches``)."""
+        return list(patch_state(module_of(self.generator))["applied"].values())
+
+    @property
+    def merged_patches(self) -> list[dict[str, Any]]:
+        """Records ({'patch_id', ...}) of patches merged into the base weights."""
+        return list(patch_state(module_of(self.generator))["merged"])
+
+    def _check_patch(self, patch: ForgetPatch) -> None:
+        state = patch_state(module_of(self.generator))
+        fam = patch.metadata.get("generator_family")
+        if fam != self.generator.family:
+            raise PatchMismatchError(f"this patch was made for a {fam!r} generator, not {self.generator.family!r}; "
+                                     "apply it to the base model it was made for")
+        if patch.base_fingerprint != state["base_fingerprint"]:
+            raise PatchMismatchError(
+                f"this patch was made for base weights {patch.base_fingerprint[:19]}…, but this generator's base is "
+                f"{state['base_fingerprint'][:19]}…; apply it to the same checkpoint it was made from")
+        if patch.patch_id in state["applied"] or any(m.get("patch_id") == patch.patch_id for m in state["merged"]):
+            raise PatchStateError(f"patch {patch.patch_id} is already applied (or merged); applying it twice would "
+                                  "double its effect")
+
+    def apply_patch(self, patch: Union[ForgetPatch, str, os.PathLike]) -> ForgetPatch:
+        """Apply a patch (object or folder) on top of the applied ones. -> the patch."""
+        if not isinstance(patch, ForgetPatch):
+            patch = ForgetPatch.from_pretrained(patch)
+        self._check_patch(patch)
+        model = module_of(self.generator)
+        if patch.kind == "lora":
+            _apply_lora(model, self.generator, patch)
+        else:
+            _add_delta(model, patch, sign=1.0)
+        patch_state(model)["applied"][patch.patch_id] = patch
+        return patch
+
+    def remove_patch(self, patch: Union[ForgetPatch, str]) -> None:
+        """Remove an applied patch (object or its patch_id)."""
+        pid = patch.patch_id if isinstance(patch, ForgetPatch) else str(patch)
+        model = module_of(self.generator)
+        applied = patch_state(model)["applied"]
+        if pid not in applied:
+            raise PatchStateError(f"patch {pid} is not applied; applied: {list(applied) or 'none'}")
+        p = applied[pid]
+        if p.kind == "lora":
+            L.delete_adapter(model, p.adapter_name)
+        else:
+            _add_delta(model, p, sign=-1.0)
+        del applied[pid]
+
+    def merge_patches(self) -> list[dict[str, Any]]:
+        """Merge every applied patch into the base weights (exact up to float rounding). The base fingerprint is
+        kept, so later patches made for the same base still apply. -> the merged records."""
+        model = module_of(self.generator)
+        state = patch_state(model)
+        L.unload_merged(model)
+        records = []
+        for pid, p in state["applied"].items():
+            records.append({"patch_id": pid, "kind": p.kind, "final_losses": p.metadata.get("final_losses")})
+        state["merged"].extend(records)
+        state["applied"].clear()
+        return records
+
+    # -- rendering and inversion ------------------------------------------------------------------------------
+    @torch.no_grad()
+    def synthesize(self, ws: torch.Tensor, seed: int = 0, camera: Optional[torch.Tensor] = None,
+                   noise_mode: str = "const") -> torch.Tensor:
+        """ws [N, num_ws, w_dim] (+ camera [N or 1, c_dim]) -> images [N, 3, H, W] in [-1, 1], rendered with the
+        applied patches. ``seed`` drives any randomness (random noise, ray jitter)."""
+        ws = check_latents(ws, self.generator)
+        g = torch.Generator(device=self.device).manual_seed(seed)
+        if camera is not None and camera.shape[0] == 1 and ws.shape[0] > 1:
+            camera = camera.expand(ws.shape[0], -1)
+        return self.generator.synthesis(ws, camera, noise_mode=noise_mode, generator=g).images.clamp(-1, 1)
+
+    def invert(self, image_or_images: Inputs, camera: Optional[torch.Tensor] = None, align: bool = True,
+               seed: int = 0) -> torch.Tensor:
+        """Photos (paths, PIL images, or a tensor [N, 3, H, W] in [-1, 1] of already aligned crops) -> codes
+        [N, num_ws, w_dim]. Paths and PIL images are face-aligned for the inverter when ``align``."""
+        images, cams = self._prepare_images(image_or_images, camera, align)
+        g = torch.Generator(device=self.device).manual_seed(seed)
+        return self.inverter.invert(images, cams, generator=g)
+
+    def _prepare_images(self, inputs: Inputs, camera: Optional[torch.Tensor], align: bool):
+        items = _as_list(inputs)
+        tensors, cams = [], []
+        size = getattr(self.generator, "img_resolution", None)
+        for item in items:
+            if torch.is_tensor(item):
+                x = item.unsqueeze(0) if item.ndim == 3 else item
+                if x.ndim != 4 or x.shape[1] != 3:
+                    raise InputError(f"image tensors must be [N, 3, H, W] in [-1, 1], got {list(item.shape)}")
+                if not torch.isfinite(x).all():
+                    raise InputError("image tensor contains NaN or Inf")
+                tensors.append(x.float())
+                cams.append(None)
+                continue
+            img = load_image(item)
+            cam = None
+            if align:
+                from guide_unlearn.pipelines.assembly import align_photo
+
+                img, cam = align_photo(img, self.inverter.input_alignment, item)
+            tensors.append(pil_to_tensor(img, size))
+            cams.append(cam)
+        shapes = {tuple(t.shape[-2:]) for t in tensors}
+        if len(shapes) > 1:
+            target = max(shapes)
+            tensors = [torch.nn.functional.interpolate(t, size=target, mode="bilinear", antialias=True) for t in tensors]
+        images = torch.cat(tensors).to(self.device)
+        cameras = self._cameras(camera, cams, images.shape[0])
+        return images, cameras
+
+    def _cameras(self, camera, estimated, n):
+        if self.generator.c_dim == 0:
+            return None
+        from guide_unlearn.pipelines.assembly import camera_from_user
+
+        if camera is not None:
+            return camera_from_user(self.generator, camera, n).to(self.device)
+        if all(c is not None for c in estimated):
+            return torch.stack([torch.as_tensor(c, dtype=torch.float32) for c in estimated]).to(self.device)
+        logger.warning("no camera given or estimated; using the frontal camera (pass camera=... for accuracy)")
+        frontal = self.generator.evaluation_cameras(1)
+        return frontal.expand(n, -1).to(self.device)
+
+    # -- erase ------------------------------------------------------------------------------------------------
+    def erase(self, inputs: Inputs, config: Optional[EraseConfig] = None, camera: Optional[torch.Tensor] = None,
+              state_dir: Optional[Union[str, os.PathLike]] = None, trackers: Optional[Sequence[str]] = None,
+              measure: bool = True) -> ErasureResult:
+        """Erase ONE person given photos of them (paths / PIL / image tensor [N, 3, H, W]) or their codes
+        [K, num_ws, w_dim]. All inputs are erased together. Returns with the applied patches as they were (the
+        new patch is not applied). See :class:`ErasureResult`."""
+        config = config or EraseConfig()
+        w_u = self._codes(inputs, camera)
+        patch, w_t, history, seconds = run_erase(
+            self.generator, w_u, config, self.perceptual, self.identity_model, state_dir=state_dir,
+            trackers=trackers, extra_metadata={"base_name": self.name})
+        return self._result(patch, w_u, w_t, history, seconds, measure)
+
+    def _codes(self, inputs: Inputs, camera) -> torch.Tensor:
+        if torch.is_tensor(inputs) and inputs.ndim in (2, 3) and tuple(inputs.shape[-2:]) == (
+                self.generator.num_ws, self.generator.w_dim):
+            return check_latents(inputs, self.generator)
+        if torch.is_tensor(inputs) and inputs.ndim in (2, 3) and inputs.shape[0] != 3:
+            return check_latents(inputs, self.generator)  # raises a LatentError with the expected shape
+        return self.invert(inputs, camera)
+
+    @torch.no_grad()
+    def _result(self, patch: ForgetPatch, w_u, w_t, history, seconds, measure: bool) -> ErasureResult:
+        before = self.synthesize(w_u)
+        target = self.synthesize(w_t)
+        views_before = views_after = None
+        cams = self.generator.evaluation_cameras(11)
+        if cams is not None:
+            cams = cams.to(self.device)
+            views_before = self.synthesize(w_u[:1].expand(cams.shape[0], -1, -1), camera=cams)
+        self.apply_patch(patch)
+        try:
+            after = self.synthesize(w_u)
+            if cams is not None:
+                views_after = self.synthesize(w_u[:1].expand(cams.shape[0], -1, -1), camera=cams)
+            metrics = _measure(self, w_u, w_t, patch) if measure else {}
+        finally:
+            self.remove_patch(patch)
+        return ErasureResult(patch=patch, w_source=w_u, w_target=w_t, history=history, images_before=before,
+                             images_after=after, target_images=target, views_before=views_before,
+                             views_after=views_after, metrics=metrics, seconds=seconds)
+
+
+def _measure(eraser: IdentityEraser, w_u, w_t, patch: ForgetPatch, n_random: int = 16, seed: int = 12345):
+    """Pixel-MSE measurements the loop does not optimise directly (patch applied on entry).
+
+    erased_mse:    MSE(G_u(w_u), G_s(w_t)); before_mse: MSE(G_s(w_u), G_s(w_t)) — erasure when erased < before.
+    preserved_mse: mean MSE(G_u(w_r), G_s(w_r)) on random mapped codes; random_pair_mse: mean MSE between
+                   different random samples of G_s — preservation when preserved << random_pair.
+    """
+    gen = eraser.generator
+    g = torch.Generator(device=eraser.device).manual_seed(seed)
+    z = torch.randn(n_random, gen.z_dim, generator=g, device=eraser.device)
+    w_r = gen.mapping(z, None)
+    after_u = eraser.synthesize(w_u)
+    after_r = eraser.synthesize(w_r)
+    eraser.remove_patch(patch)
+    try:
+        src_u = eraser.synthesize(w_u)
+        src_t = eraser.synthesize(w_t)
+        src_r = eraser.synthesize(w_r)
+    finally:
+        eraser.apply_patch(patch)
+    mse = lambda a, b: float((a - b).square().mean())
+    pairs = [mse(src_r[i], src_r[j]) for i in range(n_random) for j in range(i + 1, n_random)]
+    return {"erased_mse": mse(after_u, src_t), "before_mse": mse(src_u, src_t),
+            "preserved_mse": mse(after_r, src_r), "random_pair_mse": sum(pairs) / max(1, len(pairs))}
+
+
+def _as_list(inputs: Inputs) -> list[Any]:
+    if isinstance(inputs, (list, tuple)):
+        if not inputs:
+            raise InputError("no images given; pass at least one photo (path, PIL image or tensor)")
+        return list(inputs)
+    if torch.is_tensor(inputs) and inputs.numel() == 0:
+        raise InputError("the image tensor is empty; pass at least one photo")
+    return [inputs]
+
+
+def _apply_lora(model: nn.Module, generator: GeneratorAdapter, patch: ForgetPatch) -> None:
+    from peft.utils import set_peft_model_state_dict
+
+    targets = patch.lora_config["target_modules"]
+    known = {n.replace(".base_layer", "") for n, _ in model.named_modules()}
+    missing = [t for t in targets if t not in known]
+    if missing:
+        raise PatchMismatchError(f"the patch targets modules {missing[:3]} that this generator does not have; "
+                                 "it was made for another architecture")
+    cfg = L.make_lora_config(patch.lora_config["r"], patch.lora_config["lora_alpha"], targets,
+                             generator.lora_layer_types())
+    name = patch.adapter_name
+    L.add_adapter(model, name, cfg)
+    try:
+        expected = {}
+        for lname, layer in L.lora_layers(model):
+            if name in layer.lora_A:
+                expected[f"{lname}.lora_A.weight"] = layer.lora_A[name].weight.shape
+                expected[f"{lname}.lora_B.weight"] = layer.lora_B[name].weight.shape
+        got = {k: tuple(v.shape) for k, v in patch.tensors.items()}
+        if set(got) != set(expected) or any(tuple(expected[k]) != got[k] for k in got):
+            raise PatchMismatchError("the patch's tensors do not match its target layers on this generator "
+                                     "(different names or shapes); it was made for another architecture")
+        result = set_peft_model_state_dict(model, patch.tensors, adapter_name=name)
+        unexpected = getattr(result, "unexpected_keys", [])
+        if unexpected:
+            raise PatchMismatchError(f"patch tensors {unexpected[:3]} were not used by this generator")
+    except Exception:
+        L.delete_adapter(model, name)
+        raise
+
+
+def _add_delta(model: nn.Module, patch: ForgetPatch, sign: float) -> None:
+    params = {n.replace(".base_layer", ""): p for n, p in model.named_parameters() if ".lora_" not in n}
+    for n, t in patch.tensors.items():
+        if n not in params or tuple(params[n].shape) != tuple(t.shape):
+            raise PatchMismatchError(f"delta patch tensor {n} {tuple(t.shape)} has no matching parameter in this "
+                                     "generator; it was made for another architecture")
+    with torch.no_grad():
+        for n, t in patch.tensors.items():
+            params[n].add_(t.to(params[n]), alpha=sign)
