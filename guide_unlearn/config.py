@@ -60,8 +60,8 @@ class EraseConfig:
     noise_mode: str = "random"
     """Synthesis noise during training: 'random' (GUIDE), 'const' or 'none'."""
 
-    lora: bool = True
-    """True: train a LoRA forget patch; False: fine-tune the full synthesis (the paper preset)."""
+    full_finetune: bool = False
+    """False: train a LoRA forget patch; True: fine-tune every synthesis parameter (the paper preset)."""
     lora_rank: int = 4
     """LoRA rank r."""
     lora_alpha: float = 4.0
@@ -90,7 +90,7 @@ class EraseConfig:
     def paper(cls, **overrides: Any) -> "EraseConfig":
         """The official GUIDE recipe (SPEC §1): full fine-tune of the synthesis, Adam 1e-4, 1000 steps,
         extrapolated target at d = 30, 2 adjacency + 2 global samples, random noise."""
-        base = dict(iterations=1000, lr=1e-4, lora=False, target="extrapolate", target_distance=30.0,
+        base = dict(iterations=1000, lr=1e-4, full_finetune=True, target="extrapolate", target_distance=30.0,
                     target_distance_relative=False, noise_mode="random")
         base.update(overrides)
         return cls(**base)

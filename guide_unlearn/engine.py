@@ -68,11 +68,11 @@ def check_latents(ws: Any, generator: GeneratorAdapter) -> torch.Tensor:
                           f"{list(ws.shape)}; invert the photo with eraser.invert() to get them")
     if not ws.is_floating_point():
         raise LatentError(f"latent codes must be floating point, got {ws.dtype}")
-    if not torch.isfinite(ws).all():
-        raise LatentError("latent codes contain NaN or Inf; re-run the inversion")
     device = generator.w_avg.device
     if ws.device != device:
         raise LatentError(f"latent codes are on {ws.device} but the generator is on {device}; call .to({str(device)!r})")
+    if not torch.isfinite(ws).all():
+        raise LatentError("latent codes contain NaN or Inf; re-run the inversion")
     return ws.detach().to(torch.float32)
 
 
@@ -108,8 +108,8 @@ class _Trainable:
         self.previous_active = L.active_adapters(self.model)
         self.previous_grad = {n: p.requires_grad for n, p in self.model.named_parameters()}
         self.model.requires_grad_(False)
-        if cfg.lora:
-            targets = list(cfg.lora_targets) if cfg.lora_targets else generator.lora_target_modules()
+        if not cfg.full_finetune:
+            targets = [t.replace(".base_layer", "") for t in (cfg.lora_targets or generator.lora_target_modules())]
             known = {n.replace(".base_layer", "") for n, _ in self.model.named_modules()}
             missing = [t for t in targets if t not in known]
             if missing:
@@ -131,14 +131,14 @@ class _Trainable:
         self.params = [named[n] for n in self.names]
         for p in self.params:
             p.requires_grad_(True)
-        if not cfg.lora:
+        if cfg.full_finetune:
             self.frozen = [p.detach().clone() for p in self.params]
 
     @contextlib.contextmanager
     def source(self) -> Iterator[None]:
         """Render as G_s (the generator before this erase) inside this context."""
         with torch.no_grad():
-            if self.cfg.lora:
+            if not self.cfg.full_finetune:
                 with L.suppressed(self.model, [TRAIN_ADAPTER]):
                     yield
             else:
@@ -158,7 +158,7 @@ class _Trainable:
 
     def extract(self, generator: GeneratorAdapter, metadata: dict[str, Any]) -> ForgetPatch:
         """Build the patch and restore the generator to its state before the erase."""
-        if self.cfg.lora:
+        if not self.cfg.full_finetune:
             from peft.utils import get_peft_model_state_dict
 
             tensors = {k: v.detach().to("cpu").clone() for k, v in
@@ -171,7 +171,7 @@ class _Trainable:
 
     def restore(self) -> None:
         """Undo everything the run did to the generator (adapter removed, weights and grad flags restored)."""
-        if self.cfg.lora:
+        if not self.cfg.full_finetune:
             if TRAIN_ADAPTER in L.adapter_names(self.model):
                 L.delete_adapter(self.model, TRAIN_ADAPTER)
             L.set_active_adapters(self.model, self.previous_active)

@@ -177,7 +177,19 @@ def delete_adapter(model: nn.Module, name: str) -> None:
     peft_config = getattr(model, "peft_config", None)
     if isinstance(peft_config, dict):
         peft_config.pop(name, None)
+        if not peft_config:
+            del model.peft_config
+    _unwrap_empty(model)
     set_active_adapters(model, keep)
+
+
+def _unwrap_empty(model: nn.Module) -> None:
+    """Put the plain base layer back wherever a LoRA wrapper holds no adapter any more."""
+    for name, layer in list(lora_layers(model)):
+        if len(layer.lora_A) == 0:
+            parent_name, _, child = name.rpartition(".")
+            parent = model.get_submodule(parent_name) if parent_name else model
+            setattr(parent, child, layer.get_base_layer())
 
 
 def unload_merged(model: nn.Module) -> None:

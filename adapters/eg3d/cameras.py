@@ -6,7 +6,7 @@ Written from EG3D's conventions (SPEC §3.3), not from its code:
   camera space) flattened row-major, then the 3×3 intrinsics normalised by the image size, flattened.
 - Poses are sampled on a sphere of ``radius`` around the world origin: ``yaw`` is the azimuth about +y and
   ``pitch`` the polar angle from +y, both in radians, EG3D style: (pi/2, pi/2) puts the camera on the +z axis at
-  (0, 0, radius), looking back at the pivot, i.e. at the face's front. Larger yaw moves the camera towards -x.
+  (0, 0, radius), looking back at the pivot, i.e. at the face's front. Larger yaw moves the camera towards +x.
   As in EG3D, the polar angle goes through ``phi = arccos(1 - 2 * pitch / pi)`` (so pitch pi/2 - 0.2 gives
   phi ≈ 1.443, not 1.371) and the camera *position* ignores the pivot; only its viewing direction aims at it.
 - The focal length for a field of view uses EG3D's rounded constants (pi ≈ 3.14159, sqrt(2) ≈ 1.414):
@@ -129,7 +129,7 @@ def check_cameras(c: torch.Tensor, n: Optional[int] = None) -> None:
                          f"{shape}; build one with guide_unlearn.adapters.eg3d.cameras.make_cameras(yaw, pitch)")
     if n is not None and c.shape[0] not in (1, n):
         raise InputError(f"got {c.shape[0]} cameras for a batch of {n}; pass one camera or one per sample")
-    if not torch.is_floating_point(c) or not torch.isfinite(c).all():
+    if not torch.is_floating_point(c) or (c.device.type != "meta" and not torch.isfinite(c).all()):
         raise InputError("EG3D cameras must be finite floating-point numbers")
 
 

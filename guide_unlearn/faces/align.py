@@ -11,7 +11,7 @@ from PIL import Image
 from ..errors import ConfigError
 from .geometry import similarity_transform, warp_affine
 from .photo import ImageLike, load_image
-from .templates import (ARCFACE_112, DLIB_CHIP_PADDING, DLIB_CHIP_SIZE, EG3D_CROP, EG3D_RESCALE, EG3D_SIZE,
+from .templates import (ARCFACE_112, DLIB_CHIP_PADDING, DLIB_CHIP_TEMPLATE, DLIB_CHIP_SIZE, EG3D_CROP, EG3D_RESCALE, EG3D_SIZE,
                         FFHQ_SIZE, MTCNN_IN_DLIB_CHIP)
 from .types import Face
 
@@ -72,8 +72,13 @@ def alignment_matrix(face: Face, style: str, size: Optional[int] = None, image_h
     if style == "arcface":
         return similarity_transform(lm, ARCFACE_112 * (size / 112.0))
     if style == "dlib150":
-        dst = (DLIB_CHIP_PADDING + MTCNN_IN_DLIB_CHIP) / (1 + 2 * DLIB_CHIP_PADDING) * size
-        matrix = similarity_transform(lm, dst)
+        # dlib's own 5 points (a dlib detection) give exactly dlib's chip; other detectors' points use the
+        # measured position of the standard 5 points in that chip.
+        src, template = lm, MTCNN_IN_DLIB_CHIP
+        if "dlib_points" in face.extra:
+            src, template = np.asarray(face.extra["dlib_points"]), DLIB_CHIP_TEMPLATE
+        dst = (DLIB_CHIP_PADDING + template) / (1 + 2 * DLIB_CHIP_PADDING) * size
+        matrix = similarity_transform(src, dst)
         matrix[:, 2] -= 0.5  # dlib samples pixel corners, not centres (matches dlib.get_face_chip to ~1 level)
         return matrix
     if style == "ffhq":

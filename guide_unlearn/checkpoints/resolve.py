@@ -1,0 +1,228 @@
+"""Turn a checkpoint name or path into a local file: local path, cache, or download (with a progress bar).
+
+The cache follows huggingface_hub's layout, so its tools (``huggingface-cli scan-cache``) understand it::
+
+    <cache>/models--guide-unlearn--<name>/blobs/<sha256>
+    <cache>/models--guide-unlearn--<name>/refs/main            (-> revision)
+    <cache>/models--guide-unlearn--<name>/snapshots/<revision>/<file name>   (symlink to the blob)
+
+``<cache>`` is ``$GUIDE_UNLEARN_CACHE`` if set, else the Hugging Face hub cache (``$HF_HUB_CACHE``, else
+``$HF_HOME/hub``, else ``$XDG_CACHE_HOME/huggingface/hub``, else ``~/.cache/huggingface/hub``). A file dropped by
+hand into ``snapshots/manual/`` is found too, as is one in any folder listed in ``$GUIDE_UNLEARN_CHECKPOINTS``.
+
+This module knows nothing about model families: a :class:`CheckpointSource` is just a file name, an optional URL,
+an optional sha256 and an optional Hugging Face repo.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Union
+
+from ..errors import CheckpointError
+
+__all__ = ["CheckpointSource", "cache_root", "cached_path", "download", "offline", "resolve_file", "sha256_of"]
+
+USER_AGENT = "guide-unlearn checkpoint downloader"
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class CheckpointSource:
+    """Where one checkpoint file comes from.
+
+    name:      registry name (used for the cache folder and in messages).
+    filename:  the official file name.
+    url:       a direct download URL, or None when the source needs a browser (e.g. Google Drive).
+    sha256:    expected hex digest, or None when no published digest exists.
+    homepage:  where a person can get the file (shown when it is missing).
+    hf_repo:   optional Hugging Face repo id holding ``filename`` (looked up in the hub cache).
+    """
+
+    name: str
+    filename: str
+    url: Optional[str] = None
+    sha256: Optional[str] = None
+    homepage: Optional[str] = None
+    hf_repo: Optional[str] = None
+
+
+def cache_root() -> Path:
+    """The cache folder (see module docstring), read from the environment at call time."""
+    env = os.environ
+    if env.get("GUIDE_UNLEARN_CACHE"):
+        return Path(env["GUIDE_UNLEARN_CACHE"]).expanduser()
+    if env.get("HF_HUB_CACHE"):
+        return Path(env["HF_HUB_CACHE"]).expanduser()
+    if env.get("HF_HOME"):
+        return Path(env["HF_HOME"]).expanduser() / "hub"
+    xdg = env.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(xdg).expanduser() / "huggingface" / "hub"
+
+
+def offline() -> bool:
+    """True when downloads are disabled (``HF_HUB_OFFLINE`` or ``GUIDE_UNLEARN_OFFLINE`` set to 1/true/yes)."""
+    return any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on")
+               for v in ("HF_HUB_OFFLINE", "GUIDE_UNLEARN_OFFLINE"))
+
+
+def _repo_dir(name: str) -> Path:
+    safe = "".join(c if c.isalnum() or c in "-_." else "-" for c in name)
+    return cache_root() / f"models--guide-unlearn--{safe}"
+
+
+def _revision(source: CheckpointSource) -> str:
+    basis = source.url or source.filename
+    return hashlib.sha1(basis.encode()).hexdigest()  # noqa: S324 - a folder name, not a security digest
+
+
+def cached_path(source: CheckpointSource) -> Optional[Path]:
+    """The cached copy of ``source`` if there is one (checked: refs/main's snapshot, then any snapshot, then
+    ``$GUIDE_UNLEARN_CHECKPOINTS`` folders, then the Hugging Face cache of ``hf_repo``), else None."""
+    repo = _repo_dir(source.name)
+    candidates: list[Path] = []
+    ref = repo / "refs" / "main"
+    if ref.is_file():
+        candidates.append(repo / "snapshots" / ref.read_text().strip() / source.filename)
+    if (repo / "snapshots").is_dir():
+        candidates += sorted((repo / "snapshots").glob(f"*/{source.filename}"))
+    for folder in filter(None, os.environ.get("GUIDE_UNLEARN_CHECKPOINTS", "").split(os.pathsep)):
+        candidates.append(Path(folder).expanduser() / source.filename)
+    for c in candidates:
+        if c.is_file():
+            return c
+    if source.hf_repo:
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            hit = try_to_load_from_cache(source.hf_repo, source.filename, cache_dir=str(cache_root()))
+            if isinstance(hit, str) and os.path.isfile(hit):
+                return Path(hit)
+        except Exception:  # noqa: BLE001 - a broken HF cache must not hide the other lookups
+            pass
+    return None
+
+
+def sha256_of(path: Union[str, os.PathLike]) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(_CHUNK), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def download(url: str, dest: Union[str, os.PathLike], sha256: Optional[str] = None, progress: bool = True,
+             timeout: float = 60.0) -> Path:
+    """Download ``url`` to ``dest`` atomically (temp file + ``os.replace``), with a tqdm progress bar.
+
+    The size is checked against Content-Length and, when given, the content against ``sha256``; on any failure
+    nothing is left at ``dest``. Only http(s) URLs are accepted.
+
+    Raises:
+        CheckpointError: network / HTTP error, short read, or digest mismatch (the message says which).
+    """
+    dest = Path(dest)
+    scheme = urllib.parse.urlparse(url).scheme
+    if scheme not in ("http", "https"):
+        raise CheckpointError(f"refusing to download from a {scheme or 'scheme-less'} URL: {url}")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=dest.name + ".", suffix=".incomplete", dir=dest.parent)
+    tmp = Path(tmp_name)
+    h = hashlib.sha256()
+    try:
+        request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(request, timeout=timeout) as resp:  # noqa: S310
+            total = resp.headers.get("Content-Length")
+            total = int(total) if total and total.isdigit() else None
+            from tqdm.auto import tqdm
+
+            done = 0
+            with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=dest.name,
+                      disable=not progress) as bar:
+                for chunk in iter(lambda: resp.read(_CHUNK), b""):
+                    out.write(chunk)
+                    h.update(chunk)
+                    done += len(chunk)
+                    bar.update(len(chunk))
+        if total is not None and done != total:
+            raise CheckpointError(f"download of {url} stopped after {done} of {total} bytes; try again")
+        digest = h.hexdigest()
+        if sha256 is not None and digest != sha256.lower():
+            raise CheckpointError(f"download of {url} has sha256 {digest}, expected {sha256}; the file was "
+                                  "discarded (a changed or corrupted file); report it if this persists")
+        os.replace(tmp, dest)
+    except urllib.error.HTTPError as exc:
+        raise CheckpointError(f"download of {url} failed: HTTP {exc.code} {exc.reason}") from None
+    except (urllib.error.URLError, OSError, TimeoutError) as exc:
+        raise CheckpointError(f"download of {url} failed ({exc}); check the connection or download it by hand") \
+            from None
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return dest
+
+
+def _store_in_cache(source: CheckpointSource, progress: bool) -> Path:
+    repo = _repo_dir(source.name)
+    blobs = repo / "blobs"
+    tmp_blob = download(source.url, blobs / f"download-{os.getpid()}.part", sha256=source.sha256,
+                        progress=progress)
+    digest = sha256_of(tmp_blob)
+    blob = blobs / digest
+    os.replace(tmp_blob, blob)
+    revision = _revision(source)
+    snap_dir = repo / "snapshots" / revision
+    snap_dir.mkdir(parents=True, exist_ok=True)
+    link = snap_dir / source.filename
+    tmp_link = snap_dir / f".{source.filename}.{os.getpid()}.tmp"
+    try:
+        if tmp_link.exists() or tmp_link.is_symlink():
+            tmp_link.unlink()
+        os.symlink(os.path.relpath(blob, snap_dir), tmp_link)
+    except OSError:  # no symlinks (some Windows setups): keep a copy, as huggingface_hub does
+        shutil.copyfile(blob, tmp_link)
+    os.replace(tmp_link, link)
+    (repo / "refs").mkdir(parents=True, exist_ok=True)
+    ref_tmp = repo / "refs" / f".main.{os.getpid()}.tmp"
+    ref_tmp.write_text(revision)
+    os.replace(ref_tmp, repo / "refs" / "main")
+    return link
+
+
+def missing_file_message(source: CheckpointSource, why: str) -> str:
+    """The 'which file is missing and where to put it' sentence."""
+    where = _repo_dir(source.name) / "snapshots" / "manual" / source.filename
+    get = source.url or source.homepage or "its official source"
+    return (f"checkpoint '{source.name}' needs the file '{source.filename}', which is not on this machine ({why}). "
+            f"Download it from {get} and pass its path, or put it at {where} "
+            f"(or in a folder listed in GUIDE_UNLEARN_CHECKPOINTS).")
+
+
+def resolve_file(source: CheckpointSource, allow_download: Optional[bool] = None, progress: bool = True) -> Path:
+    """Local path of ``source``: the cache (see :func:`cached_path`), else a download into the cache.
+
+    allow_download: None = download unless offline (``HF_HUB_OFFLINE=1`` / ``GUIDE_UNLEARN_OFFLINE=1``);
+                    True / False force it on / off.
+
+    Raises:
+        CheckpointError: not cached and cannot be downloaded; the message names the file and where to put it.
+    """
+    hit = cached_path(source)
+    if hit is not None:
+        return hit
+    if allow_download is None:
+        allow_download = not offline()
+    if not source.url:
+        raise CheckpointError(missing_file_message(source, "its source has no direct download link"))
+    if not allow_download:
+        raise CheckpointError(missing_file_message(source, "downloads are disabled: offline mode"))
+    return _store_in_cache(source, progress)

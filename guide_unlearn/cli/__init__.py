@@ -1,0 +1,59 @@
+"""The ``guide-unlearn`` command line: erase, apply, merge, info (and convert for checkpoints)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from importlib import import_module
+from typing import Optional, Sequence
+
+from guide_unlearn.errors import GuideUnlearnError
+
+# Each module exposes add_parser(subparsers); its parser sets `func(args) -> int`.
+COMMAND_MODULES = ("guide_unlearn.cli.erase", "guide_unlearn.cli.patches", "guide_unlearn.cli.convert")
+
+EXIT_USER_ERROR = 2
+EXIT_INTERNAL = 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level argument parser with every available sub-command."""
+    parser = argparse.ArgumentParser(
+        prog="guide-unlearn",
+        description="Make a pretrained face generator forget a person (GUIDE) with small LoRA forget patches.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name in COMMAND_MODULES:
+        try:
+            module = import_module(name)
+        except ImportError:
+            continue  # an optional command whose module is absent
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point of the console script. Errors exit non-zero with one clear line on stderr."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s: %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except GuideUnlearnError as e:
+        print(f"guide-unlearn {args.command}: error: {e}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print(f"guide-unlearn {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # an internal error: still one line, with the exception type for bug reports
+        if args.verbose:
+            raise
+        print(f"guide-unlearn {args.command}: internal error: {type(e).__name__}: {e} (re-run with -v for the "
+              "traceback)", file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
