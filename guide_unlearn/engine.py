@@ -251,24 +251,10 @@ def run_erase(
                 w_r = generator.mapping(z, None, truncation_psi=cfg.truncation_psi) if n_adj + n_glob else None
             idx = torch.randint(0, k, (n_adj,), generator=rng, device=device)
             alpha = torch.rand(n_adj, generator=rng, device=device) * (alpha_hi - alpha_lo) + alpha_lo
-            if n_adj:
-                direction = w_r[:n_adj] - w_u[idx]
-                norm = direction.flatten(1).norm(dim=1).clamp_min(1e-12)
-                delta = (alpha / norm).view(-1, 1, 1) * direction
-                ws_u = torch.cat([w_u, w_u[idx] + delta, w_r[n_adj:]])
-                ws_s = torch.cat([w_t, w_t[idx] + delta, w_r[n_adj:]])
-            else:
-                ws_u = torch.cat([w_u, w_r]) if n_glob else w_u
-                ws_s = torch.cat([w_t, w_r]) if n_glob else w_t
-            c = cam.expand(ws_u.shape[0], -1) if cam is not None else None
-            need_features = cfg.feature_mse_weight > 0
+            ws_u, ws_s = step_codes(w_u, w_t, w_r, idx, alpha, n_adj)
             with accelerator.autocast():
-                with trainable.source():
-                    out_s = generator.synthesis(ws_s, c, noise_mode=cfg.noise_mode, generator=rng,
-                                                return_features=need_features)
-                out_u = generator.synthesis(ws_u, c, noise_mode=cfg.noise_mode, generator=rng,
-                                            return_features=need_features)
-                loss = ltu_loss(out_u, out_s, k, n_adj, n_glob, cfg, perceptual, identity)
+                loss = compute_step_loss(generator, trainable.source, ws_u, ws_s, cam, k, n_adj, cfg, perceptual,
+                                         identity, rng)
             if not torch.isfinite(loss.total):
                 raise TrainingDivergedError(
                     f"the loss became {float(loss.total)} at step {step}; lower lr (now {cfg.lr}) or use "
@@ -313,6 +299,39 @@ def run_erase(
     if state_path is not None and state_path.exists():
         state_path.unlink()  # holds the person's code: never keep it after success
     return patch, w_t, history, seconds
+
+
+def step_codes(w_u: torch.Tensor, w_t: torch.Tensor, w_r: Optional[torch.Tensor], idx: torch.Tensor,
+               alpha: torch.Tensor, n_adj: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The iteration's batched codes for G_u and G_s: rows [K local | n_adj adjacency | rest global].
+
+    w_u, w_t [K, num_ws, w_dim]; w_r [n_adj + n_glob, num_ws, w_dim] mapped codes (or None); idx [n_adj] which
+    local code each adjacency sample starts from; alpha [n_adj]. Adjacency: delta = alpha (w_r - w_u) /
+    ||w_r - w_u||_F, G_u at w_u + delta against G_s at w_t + delta. -> (ws_u, ws_s), each [B, num_ws, w_dim].
+    """
+    if w_r is None:
+        return w_u, w_t
+    direction = w_r[:n_adj] - w_u[idx]
+    norm = direction.flatten(1).norm(dim=1).clamp_min(1e-12)
+    delta = (alpha / norm).view(-1, 1, 1) * direction
+    ws_u = torch.cat([w_u, w_u[idx] + delta, w_r[n_adj:]])
+    ws_s = torch.cat([w_t, w_t[idx] + delta, w_r[n_adj:]])
+    return ws_u, ws_s
+
+
+def compute_step_loss(generator: GeneratorAdapter, source_context, ws_u: torch.Tensor, ws_s: torch.Tensor,
+                      cam: Optional[torch.Tensor], k: int, n_adj: int, cfg: EraseConfig,
+                      perceptual: PerceptualDistance, identity: Optional[IdentityModel],
+                      rng: Optional[torch.Generator]):
+    """One iteration's LTU loss: G_s (inside ``source_context()``, no graph) renders ``ws_s`` and G_u renders
+    ``ws_u`` [B, num_ws, w_dim], each in ONE batch, with the iteration's camera [1, c_dim] shared by all rows."""
+    n_glob = ws_u.shape[0] - k - n_adj
+    c = cam.expand(ws_u.shape[0], -1) if cam is not None else None
+    need_features = cfg.feature_mse_weight > 0
+    with source_context():
+        out_s = generator.synthesis(ws_s, c, noise_mode=cfg.noise_mode, generator=rng, return_features=need_features)
+    out_u = generator.synthesis(ws_u, c, noise_mode=cfg.noise_mode, generator=rng, return_features=need_features)
+    return ltu_loss(out_u, out_s, k, n_adj, n_glob, cfg, perceptual, identity)
 
 
 def _progress(cfg: EraseConfig, start: int):
