@@ -257,7 +257,7 @@ def run_erase(
                                          identity, rng)
             if not torch.isfinite(loss.total):
                 raise TrainingDivergedError(
-                    f"the loss became {float(loss.total)} at step {step}; lower lr (now {cfg.lr}) or use "
+                    f"the loss became {float(loss.total.detach())} at step {step}; lower lr (now {cfg.lr}) or use "
                     "mixed_precision='no'")
             optimizer.zero_grad(set_to_none=True)
             accelerator.backward(loss.total)

@@ -135,21 +135,27 @@ def modulated_conv2d(
     demodulate: bool = True,
     up: int = 1,
     resample_filter: Optional[torch.Tensor] = None,
-    fused: bool = True,
+    fused: Optional[bool] = None,
 ) -> torch.Tensor:
     """StyleGAN2 modulated (and optionally demodulated) convolution -> [N, O, H*up, W*up].
 
     Fused: one grouped conv with a per-sample weight. Non-fused: modulate activations, shared-weight conv,
-    demodulate activations. Both paths compute the same function (tested).
+    demodulate activations. Both paths compute the same function (tested); None picks per call (fused for a
+    single sample or without autograd).
     """
     n = x.shape[0]
     o, i, kh, kw = weight.shape
     weight = weight.to(x.dtype)
     styles = styles.to(x.dtype)
+    if fused is None:
+        # Fused needs a weight per sample and, under autograd, a weight gradient per sample: use it only when
+        # there is no backward pass or a single sample (NVIDIA makes the same choice for training).
+        fused = n == 1 or not torch.is_grad_enabled()
     dcoefs = None
     if demodulate:
-        w = weight.unsqueeze(0) * styles.reshape(n, 1, i, 1, 1)  # [N, O, I, k, k]
-        dcoefs = (w.square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt()  # [N, O]
+        # sum_{i,k} (W[o,i,k] s[n,i])^2 = s^2 @ sum_k W^2: the same number as demodulating the per-sample
+        # weight [N, O, I, k, k], without building it.
+        dcoefs = (styles.square() @ weight.square().sum(dim=[2, 3]).t() + 1e-8).rsqrt()  # [N, O]
     if fused:
         w = weight.unsqueeze(0) * styles.reshape(n, 1, i, 1, 1)
         if dcoefs is not None:
@@ -216,7 +222,7 @@ class SynthesisLayer(nn.Module):
         w: torch.Tensor,  # [N, w_dim]
         noise_mode: str = "random",
         generator: Optional[torch.Generator] = None,
-        fused: bool = True,
+        fused: Optional[bool] = None,
         weight_delta: Optional[torch.Tensor] = None,  # [O, I, k, k] added before modulation (LoRA)
     ) -> torch.Tensor:
         """-> [N, O, H*up, W*up]."""
@@ -262,7 +268,7 @@ class ToRGBLayer(nn.Module):
         self,
         x: torch.Tensor,  # [N, I, H, W]
         w: torch.Tensor,  # [N, w_dim]
-        fused: bool = True,
+        fused: Optional[bool] = None,
         weight_delta: Optional[torch.Tensor] = None,  # [O, I, 1, 1] added before modulation (LoRA)
     ) -> torch.Tensor:
         """-> [N, O, H, W]."""

@@ -22,7 +22,7 @@ class AdapterSynthesis(SynthesisNetwork):
 
     def forward(self, ws: torch.Tensor, c: Optional[torch.Tensor] = None, noise_mode: str = "random",
                 generator: Optional[torch.Generator] = None, return_features: bool = False,
-                fused: bool = True) -> SynthesisOutput:
+                fused: Optional[bool] = None) -> SynthesisOutput:
         """ws [N, num_ws, w_dim] -> SynthesisOutput(images [N, C, R, R] in about [-1, 1], features = the last
         block's feature map [N, C_last, R, R] when ``return_features``). ``c`` is ignored (no camera)."""
         img, feat = super().forward(ws, noise_mode=noise_mode, generator=generator, fused=fused,

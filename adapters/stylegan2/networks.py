@@ -117,7 +117,7 @@ class SynthesisBlock(nn.Module):
         ws: torch.Tensor,  # [N, num_conv + num_torgb, w_dim]
         noise_mode: str = "random",
         generator: Optional[torch.Generator] = None,
-        fused: bool = True,
+        fused: Optional[bool] = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """-> (features [N, O, H, W], image [N, C_img, H, W])."""
         w_iter = iter(ws.unbind(dim=1))
@@ -170,7 +170,7 @@ class SynthesisNetwork(nn.Module):
         ws: torch.Tensor,  # [N, num_ws, w_dim]
         noise_mode: str = "random",  # 'random' | 'const' | 'none'
         generator: Optional[torch.Generator] = None,  # drives 'random' noise
-        fused: bool = True,  # fused (grouped) modulated conv
+        fused: Optional[bool] = None,  # fused (grouped) modulated conv; None = automatic
         return_features: bool = False,  # also return the last block's feature map
     ):
         """-> image [N, img_channels, R, R] (and features [N, C_last, R, R] when return_features)."""
