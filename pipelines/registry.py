@@ -40,6 +40,7 @@ __all__ = [
     "REGISTRY",
     "CheckpointEntry",
     "build_architecture",
+    "default_inverter_for",
     "get_entry",
     "list_checkpoints",
     "load_generator",
@@ -136,12 +137,12 @@ def _e4e_arch(device: Any = "meta") -> nn.Module:
 
 
 def _eg3d_arch(device: Any = "meta") -> nn.Module:
-    build = _backend("guide_unlearn.adapters.eg3d.convert", "build_architecture", "the EG3D architecture")
+    build = _backend("guide_unlearn.adapters.eg3d.configs", "build_eg3d_ffhq", "the EG3D architecture")
     return build(device=device)
 
 
 def _goae_arch(device: Any = "meta") -> nn.Module:
-    build = _backend("guide_unlearn.adapters.goae.convert", "build_architecture", "the GOAE architecture")
+    build = _backend("guide_unlearn.adapters.goae.inverter", "build_goae_ffhq", "the GOAE architecture")
     return build(device=device)
 
 
@@ -200,6 +201,12 @@ REGISTRY: dict[str, CheckpointEntry] = {
 def list_checkpoints() -> list[CheckpointEntry]:
     """All registry entries, sorted by name."""
     return [REGISTRY[k] for k in sorted(REGISTRY)]
+
+
+def default_inverter_for(path_or_name: PathOrName) -> Optional[str]:
+    """Registry name of the inverter recommended for a generator name (None for paths and unknown names)."""
+    entry = REGISTRY.get(str(path_or_name))
+    return entry.default_inverter if entry is not None else None
 
 
 def get_entry(name: str) -> CheckpointEntry:
@@ -360,6 +367,17 @@ def load_generator(path_or_name: PathOrName, device: Any = "cpu", allow_download
 # Inverters
 
 
+def _load_goae(path: Path, generator: Optional[nn.Module], device: Any) -> nn.Module:
+    from guide_unlearn.checkpoints.torch_zip import scan_torch_file
+
+    if generator is None:
+        raise CheckpointError(f"{path}: GOAE codes are offsets from the EG3D generator's w_avg; pass generator= "
+                              "(e.g. load_generator('eg3d-ffhq'))")
+    load = _backend("guide_unlearn.adapters.goae.inverter", "load_goae_ffhq", f"GOAE encoder {path}")
+    scan_torch_file(path)  # refuse unsafe globals before the backend reads the file with weights_only=True
+    return load(path, generator.w_avg.detach(), device=device).eval()
+
+
 def load_inverter(path_or_name: PathOrName, device: Any = "cpu", generator: Optional[nn.Module] = None,
                   allow_download: Optional[bool] = None) -> nn.Module:
     """An inverter (core ``Inverter`` protocol: ``invert(images) -> ws``) from a file or registry name.
@@ -375,8 +393,7 @@ def load_inverter(path_or_name: PathOrName, device: Any = "cpu", generator: Opti
             raise CheckpointError(f"'{entry.name}' is a generator; its inverter is '{entry.default_inverter}'")
         raise CheckpointError(f"'{entry.name}' is a generator, not an inverter")
     if entry is not None and entry.family == "goae":
-        build = _backend("guide_unlearn.adapters.goae.convert", "from_state_dict", f"GOAE encoder {path}")
-        return build(load_torch_file(path), generator=generator).to(device).eval()
+        return _load_goae(path, generator, device)
     fmt = detect_format(path)
     if fmt.kind not in ("torch-zip", "torch-legacy"):
         raise CheckpointError(f"{path}: an inverter checkpoint is a torch.save file, this is {fmt.description}")
@@ -390,7 +407,6 @@ def load_inverter(path_or_name: PathOrName, device: Any = "cpu", generator: Opti
                                   f"{generator.num_ws}; use it with its StyleGAN2-1024 decoder")
         return inv.to(device).eval()
     if isinstance(obj, Mapping) and any(str(k).startswith("swin_model.") for k in obj):
-        build = _backend("guide_unlearn.adapters.goae.convert", "from_state_dict", f"GOAE encoder {path}")
-        return build(obj, generator=generator).to(device).eval()
+        return _load_goae(path, generator, device)
     keys = sorted(map(str, obj))[:8] if isinstance(obj, Mapping) else type(obj).__name__
     raise CheckpointError(f"{path}: not a known inverter checkpoint (found {keys}); supported: e4e .pt, GOAE .pt")

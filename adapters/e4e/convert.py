@@ -44,7 +44,11 @@ def split_e4e(ckpt: Mapping[str, Any]) -> tuple[dict, dict, Optional[torch.Tenso
 
 
 def config_from_state_dict(enc: Mapping[str, torch.Tensor]) -> E4EConfig:
-    """:class:`E4EConfig` read from encoder tensor shapes (works for the official and for tiny test encoders)."""
+    """:class:`E4EConfig` read from encoder tensor shapes (works for the official and for tiny test encoders).
+
+    Stage boundaries are where the channel count changes (IR-SE50: 64 | 128 | 256 | 512), so every stage after the
+    first must widen the features, as in the official encoder.
+    """
     try:
         num_ws = len({int(m.group(1)) for k in enc if (m := re.match(r"styles\.(\d+)\.", k))})
         w_dim = int(enc["styles.0.linear.weight"].shape[0])

@@ -185,7 +185,13 @@ def to_nvidia_state_dict(generator: nn.Module) -> dict[str, torch.Tensor]:
     if extra:
         raise CheckpointError(f"the generator still has adapter weights ({extra[0]}, ...); merge the forget patch "
                               "into the weights before exporting")
-    return {k: v.detach().to("cpu").contiguous() for k, v in sd.items()}
+    return {k: _cpu(v).contiguous() for k, v in sd.items()}
+
+
+def _cpu(t: torch.Tensor) -> torch.Tensor:
+    """Detached copy on the CPU (meta tensors stay meta: shapes only, for architecture checks)."""
+    t = t.detach()
+    return t if t.device.type == "meta" else t.to("cpu")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -329,8 +335,8 @@ def nvidia_to_rosinality(sd: Mapping[str, torch.Tensor], config: Optional[Mappin
     for ros, nv, kind in _rosinality_pairs(res, config["mapping_layers"], config.get("use_noise", True)):
         if nv not in sd:
             raise CheckpointError(f"state dict lacks '{nv}'; not a StyleGAN2 generator in NVIDIA's layout")
-        out[ros] = _to_rosinality_tensor(kind, sd[nv].detach().to("cpu")).contiguous()
-    return out, sd["mapping.w_avg"].detach().to("cpu").clone()
+        out[ros] = _to_rosinality_tensor(kind, _cpu(sd[nv])).contiguous()
+    return out, _cpu(sd["mapping.w_avg"]).clone()
 
 
 def from_rosinality(g_ema: Mapping[str, torch.Tensor], latent_avg: Optional[torch.Tensor] = None

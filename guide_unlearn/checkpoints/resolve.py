@@ -121,11 +121,12 @@ def sha256_of(path: Union[str, os.PathLike]) -> str:
 
 
 def download(url: str, dest: Union[str, os.PathLike], sha256: Optional[str] = None, progress: bool = True,
-             timeout: float = 60.0) -> Path:
+             timeout: float = 60.0, desc: Optional[str] = None) -> Path:
     """Download ``url`` to ``dest`` atomically (temp file + ``os.replace``), with a tqdm progress bar.
 
     The size is checked against Content-Length and, when given, the content against ``sha256``; on any failure
-    nothing is left at ``dest``. Only http(s) URLs are accepted.
+    nothing is left at ``dest``. Only http(s) URLs are accepted. ``desc`` labels the progress bar (default: the
+    destination's file name).
 
     Raises:
         CheckpointError: network / HTTP error, short read, or digest mismatch (the message says which).
@@ -146,7 +147,7 @@ def download(url: str, dest: Union[str, os.PathLike], sha256: Optional[str] = No
             from tqdm.auto import tqdm
 
             done = 0
-            with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=dest.name,
+            with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=desc or dest.name,
                       disable=not progress) as bar:
                 for chunk in iter(lambda: resp.read(_CHUNK), b""):
                     out.write(chunk)
@@ -175,7 +176,7 @@ def _store_in_cache(source: CheckpointSource, progress: bool) -> Path:
     repo = _repo_dir(source.name)
     blobs = repo / "blobs"
     tmp_blob = download(source.url, blobs / f"download-{os.getpid()}.part", sha256=source.sha256,
-                        progress=progress)
+                        progress=progress, desc=source.filename)
     digest = sha256_of(tmp_blob)
     blob = blobs / digest
     os.replace(tmp_blob, blob)

@@ -20,6 +20,7 @@ See docs/threat_model.md for what the allow-list admits and why.
 
 from __future__ import annotations
 
+import _compat_pickle
 import hashlib
 import io
 import os
@@ -48,6 +49,8 @@ __all__ = [
     "SafeUnpickler",
     "flatten_module",
     "load_nvidia_module",
+    "module_from_stub",
+    "qualified_name",
     "read_nvidia_pickle",
     "scan_pickle",
     "scan_torch_bytes",
@@ -145,6 +148,16 @@ _STRING_OPS = {"STRING", "BINSTRING", "SHORT_BINSTRING", "UNICODE", "BINUNICODE"
                "BINUNICODE8"}
 
 
+def qualified_name(module: str, name: str) -> str:
+    """``module.name`` as Python 3 would import it: protocol-2 names (``__builtin__``, ``copy_reg``) are mapped the
+    way the unpickler maps them, so the allow-list sees the real target."""
+    if (module, name) in _compat_pickle.NAME_MAPPING:
+        module, name = _compat_pickle.NAME_MAPPING[(module, name)]
+    elif module in _compat_pickle.IMPORT_MAPPING:
+        module = _compat_pickle.IMPORT_MAPPING[module]
+    return f"{module}.{name}"
+
+
 def _refuse(policy: PicklePolicy, qualified: str, pos: int, where: str) -> UnsafeCheckpointError:
     return UnsafeCheckpointError(
         f"{where}: refused global '{qualified}' (byte {pos}); it is not on the allow-list for a {policy.name}, and "
@@ -191,14 +204,14 @@ def scan_pickle(stream: Union[bytes, bytearray, io.BufferedIOBase], policy: Pick
             name = op.name
             if name in ("GLOBAL", "INST"):
                 module, _, attr = str(arg).partition(" ")
-                check(f"{module}.{attr}", pos)
+                check(qualified_name(module, attr), pos)
             elif name == "STACK_GLOBAL":
                 attr, module = pop(), pop()
                 if not (isinstance(module, str) and isinstance(attr, str)):
                     raise UnsafeCheckpointError(
                         f"{where}: refused a global whose module/name is computed at load time (byte {pos}); "
                         "official checkpoints never do this. The file was not loaded.")
-                check(f"{module}.{attr}", pos)
+                check(qualified_name(module, attr), pos)
                 stack.append(_UNKNOWN)
                 continue
             elif name in ("EXT1", "EXT2", "EXT4"):
@@ -262,6 +275,8 @@ def scan_torch_bytes(data: bytes, policy: PicklePolicy = STORAGE_BYTES_POLICY, w
             raise CheckpointError(f"{where}: corrupted zip archive ({exc})") from None
         return
     stream = io.BytesIO(data)
+    scan_pickle(stream, policy, where=where)  # whatever these bytes are, their first pickle must pass the scan
+    stream.seek(0)
     if _first_constant(stream) != TORCH_LEGACY_MAGIC:
         raise CheckpointError(f"{where}: not a torch.save stream (no legacy magic number and not a zip archive)")
     stream.seek(0)
@@ -323,7 +338,8 @@ class PersistentStub(ObjectStub):
         missing = [k for k in ("type", "version", "module_src", "class_name", "state") if k not in meta]
         if missing:
             raise CheckpointError(f"malformed persistence pickle: metadata lacks {missing}")
-        if meta["type"] != "class" or not isinstance(meta["class_name"], str) or not isinstance(meta["module_src"], str):
+        if (meta["type"] != "class" or not isinstance(meta["class_name"], str)
+                or not isinstance(meta["module_src"], str)):
             raise CheckpointError("malformed persistence pickle: metadata is not a persistent class record")
         self.class_name: str = meta["class_name"]
         self.version = meta["version"]
@@ -471,7 +487,7 @@ class SafeUnpickler(pickle._Unpickler):  # the pure-Python unpickler lets BUILD 
         self._callables: list[Any] = []
 
     def find_class(self, module: str, name: str) -> Any:
-        qualified = f"{module}.{name}"
+        qualified = qualified_name(module, name)
         if not self._policy.allows(qualified):
             raise _refuse(self._policy, qualified, -1, self._where)
         obj = _REPLACEMENTS.get(qualified)

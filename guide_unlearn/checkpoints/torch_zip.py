@@ -22,7 +22,7 @@ from ..errors import CheckpointError, UnsafeCheckpointError
 from .formats import detect_format
 from .safe_pickle import TORCH_FILE_POLICY, scan_pickle, scan_torch_bytes
 
-__all__ = ["load_torch_file", "load_state_file", "namespace_to_dict"]
+__all__ = ["load_torch_file", "load_state_file", "namespace_to_dict", "scan_torch_file"]
 
 
 def _scan_torch_file(path: Path, kind: str) -> list[str]:
@@ -41,6 +41,16 @@ def _scan_torch_file(path: Path, kind: str) -> list[str]:
     data = path.read_bytes()
     scan_torch_bytes(data, TORCH_FILE_POLICY, where=where)
     return []
+
+
+def scan_torch_file(path: Union[str, os.PathLike]) -> None:
+    """Run the allow-list scan of :func:`load_torch_file` alone (for backends that then load the file themselves
+    with ``weights_only=True``). Raises UnsafeCheckpointError / CheckpointError."""
+    path = Path(path)
+    fmt = detect_format(path)
+    if fmt.kind not in ("torch-zip", "torch-legacy"):
+        raise CheckpointError(f"{path}: expected a torch.save checkpoint, found {fmt.description}")
+    _scan_torch_file(path, fmt.kind)
 
 
 def load_torch_file(path: Union[str, os.PathLike], map_location: Any = "cpu") -> Any:

@@ -32,10 +32,7 @@ def _never(*args, **kwargs):  # pragma: no cover - must never run
     raise AssertionError("placeholder official function called")
 
 
-@contextlib.contextmanager
-def official_names():
-    """Register placeholder ``torch_utils.persistence``, ``dnnlib.util`` and ``training.networks`` modules."""
-    created = {}
+def _make_placeholders() -> list:
     tu = types.ModuleType("torch_utils")
     pers = types.ModuleType("torch_utils.persistence")
     _never.__module__ = "torch_utils.persistence"
@@ -43,22 +40,30 @@ def official_names():
     pers._reconstruct_persistent_obj = _never
     dn = types.ModuleType("dnnlib")
     du = types.ModuleType("dnnlib.util")
-    easy = type("EasyDict", (dict,), {"__module__": "dnnlib.util"})
-    du.EasyDict = easy
+    du.EasyDict = type("EasyDict", (dict,), {"__module__": "dnnlib.util"})
     tr = types.ModuleType("training")
-    trn = types.ModuleType("training.networks")
     trv = types.ModuleType("training.triplane")
-    osg = type("OSGDecoder", (nn.Module,), {"__module__": "training.triplane"})
-    trv.OSGDecoder = osg
-    for m in (tu, pers, dn, du, tr, trn, trv):
-        if m.__name__ in sys.modules:
+    trv.OSGDecoder = type("OSGDecoder", (nn.Module,), {"__module__": "training.triplane"})
+    return [tu, pers, dn, du, tr, trv]
+
+
+_PLACEHOLDERS = _make_placeholders()
+
+
+@contextlib.contextmanager
+def official_names():
+    """Register placeholder ``torch_utils.persistence``, ``dnnlib.util`` and ``training.triplane`` modules."""
+    for m in _PLACEHOLDERS:
+        if m.__name__ in sys.modules and sys.modules[m.__name__] is not m:
             raise RuntimeError(f"{m.__name__} already imported; tests must not import official code")
-        sys.modules[m.__name__] = created[m.__name__] = m
+    fresh = [m for m in _PLACEHOLDERS if m.__name__ not in sys.modules]
+    for m in fresh:
+        sys.modules[m.__name__] = m
     try:
-        yield types.SimpleNamespace(EasyDict=easy, reconstruct=_never, OSGDecoder=osg)
+        yield types.SimpleNamespace(EasyDict=_PLACEHOLDERS[3].EasyDict, OSGDecoder=_PLACEHOLDERS[5].OSGDecoder)
     finally:
-        for name in created:
-            sys.modules.pop(name, None)
+        for m in fresh:
+            sys.modules.pop(m.__name__, None)
 
 
 class Persistent:
