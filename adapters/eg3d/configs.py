@@ -42,9 +42,16 @@ def build_eg3d_ffhq(device="meta", paper_compat: bool = False) -> EG3DGenerator:
 
 
 def build_eg3d_tiny(device="cpu", seed: int = 0, **overrides) -> EG3DGenerator:
-    """A randomly initialised tiny EG3D (deterministic for a seed), in eval mode."""
+    """A randomly initialised tiny EG3D (deterministic for a seed), in eval mode.
+
+    Its ``w_avg`` is set to the mean of 1024 mapped codes (frontal conditioning camera), as a trained model's
+    running average would be, so truncation and UFO targets behave sensibly.
+    """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         with torch.device(device):
             gen = EG3DGenerator(**dict(EG3D_TINY, **overrides))
+        with torch.no_grad():
+            z = torch.randn(1024, gen.z_dim, device=device)
+            gen.w_avg.copy_(gen.mapping(z)[:, 0].mean(0))
     return gen.eval()

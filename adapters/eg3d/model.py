@@ -184,7 +184,7 @@ class EG3DGenerator(ModelMixin, ConfigMixin):
             raise LatentError(f"ws must be [N, {self.num_ws}, {self.w_dim}] for this EG3D, got {shape}")
 
     def features(self, ws: torch.Tensor, noise_mode: str = "random", generator: Optional[torch.Generator] = None,
-                 fused: bool = True) -> torch.Tensor:
+                 fused: Optional[bool] = None) -> torch.Tensor:
         """Tri-planes [N, 3, C_plane, P, P] for ws [N, num_ws, w_dim] (GUIDE's ``get_planes``)."""
         self._check_ws(ws)
         planes = self.backbone.synthesis(ws, noise_mode=noise_mode, generator=generator, fused=fused)
@@ -192,7 +192,7 @@ class EG3DGenerator(ModelMixin, ConfigMixin):
 
     def render(self, ws: torch.Tensor, c: Optional[torch.Tensor] = None, noise_mode: str = "random",
                generator: Optional[torch.Generator] = None, neural_rendering_resolution: Optional[int] = None,
-               fused: bool = True) -> EG3DRender:
+               fused: Optional[bool] = None) -> EG3DRender:
         """ws [N, num_ws, w_dim] + rendering camera [N or 1, 25] (None = frontal, yaw = pitch = pi/2)
         -> :class:`EG3DRender` (image, raw image, depth, opacity, planes). ``generator`` drives the backbone
         noise, the stratified jitter and the importance samples."""
@@ -217,7 +217,7 @@ class EG3DGenerator(ModelMixin, ConfigMixin):
 
     def synthesis(self, ws: torch.Tensor, c: Optional[torch.Tensor] = None, noise_mode: str = "random",
                   generator: Optional[torch.Generator] = None, return_features: bool = False,
-                  fused: bool = True) -> SynthesisOutput:
+                  fused: Optional[bool] = None) -> SynthesisOutput:
         """ws [N, num_ws, w_dim] + rendering camera [N or 1, 25] (None = frontal) -> SynthesisOutput(images
         [N, 3, R_img, R_img] super-resolved, in about [-1, 1]; features = tri-planes [N, 3, C_plane, P, P])."""
         out = self.render(ws, c, noise_mode=noise_mode, generator=generator, fused=fused)

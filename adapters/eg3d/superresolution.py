@@ -47,7 +47,7 @@ class SuperresolutionHybrid8XDC(nn.Module):
                                      conv_clamp=conv_clamp)
 
     def forward(self, rgb: torch.Tensor, x: torch.Tensor, ws: torch.Tensor, noise_mode: str = "none",
-                generator: Optional[torch.Generator] = None, fused: bool = True) -> torch.Tensor:
+                generator: Optional[torch.Generator] = None, fused: Optional[bool] = None) -> torch.Tensor:
         """rgb [N, 3, r, r], x [N, C, r, r], ws [N, num_ws, w_dim] -> image [N, 3, img_res, img_res]."""
         ws = ws[:, -1:, :].repeat(1, 3, 1)
         if x.shape[-1] != self.input_resolution:

@@ -17,8 +17,7 @@ Data flow (FFHQ sizes; L = tokens, D = channels):
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Optional
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F

@@ -72,7 +72,8 @@ class GOAEInverter(nn.Module):
         x = self.preprocess(images)
         if not self.official_train_mode:
             return self.encoder(x) + self.w_avg
-        seed = int(torch.randint(0, 2**62, (1,), generator=generator).item()) if generator is not None else None
+        seed = (int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device).item())
+                if generator is not None else None)
         devices = [x.device] if x.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             if seed is not None:
