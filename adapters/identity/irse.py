@@ -47,25 +47,32 @@ class Bottleneck(nn.Module):
 
 
 class IRBackbone(nn.Module):
-    """[N, 3, 112, 112] in [-1, 1] -> unit identity vectors [N, 512].
+    """[N, 3, 112, 112] in [-1, 1] -> unit identity vectors [N, embedding (512)].
 
     num_layers: 50, 100/101 or 152; se: squeeze-excitation units (IR-SE); affine_bn1d: whether the final
-    BatchNorm1d has weight/bias (ArcFace IR-SE50: yes; CurricularFace: no); drop: dropout ratio (eval: off).
+    BatchNorm1d has weight/bias (ArcFace IR-SE50: yes; CurricularFace: no); drop: dropout ratio (eval: off);
+    widths / stage_units / embedding: the stage widths, units per stage and output size — only changed for
+    tiny test models with the official key layout.
     """
 
-    def __init__(self, num_layers: int = 50, se: bool = True, affine_bn1d: bool = True, drop: float = 0.4) -> None:
+    def __init__(self, num_layers: int = 50, se: bool = True, affine_bn1d: bool = True, drop: float = 0.4,
+                 widths: tuple[int, ...] = WIDTHS, stage_units: tuple[int, ...] | None = None,
+                 embedding: int = 512) -> None:
         super().__init__()
         if num_layers not in STAGE_UNITS:
             raise ValueError(f"num_layers must be one of {sorted(STAGE_UNITS)}")
-        self.input_layer = nn.Sequential(nn.Conv2d(3, 64, 3, 1, 1, bias=False), nn.BatchNorm2d(64), nn.PReLU(64))
-        units, cin = [], 64
-        for width, count in zip(WIDTHS, STAGE_UNITS[num_layers]):
+        stage_units = stage_units or STAGE_UNITS[num_layers]
+        self.embedding = embedding
+        self.input_layer = nn.Sequential(nn.Conv2d(3, widths[0], 3, 1, 1, bias=False), nn.BatchNorm2d(widths[0]),
+                                         nn.PReLU(widths[0]))
+        units, cin = [], widths[0]
+        for width, count in zip(widths, stage_units):
             units.append(Bottleneck(cin, width, 2, se))
             units += [Bottleneck(width, width, 1, se) for _ in range(count - 1)]
             cin = width
         self.body = nn.Sequential(*units)
-        self.output_layer = nn.Sequential(nn.BatchNorm2d(512), nn.Dropout(drop), nn.Flatten(),
-                                          nn.Linear(512 * 7 * 7, 512), nn.BatchNorm1d(512, affine=affine_bn1d))
+        self.output_layer = nn.Sequential(nn.BatchNorm2d(cin), nn.Dropout(drop), nn.Flatten(),
+                                          nn.Linear(cin * 7 * 7, embedding), nn.BatchNorm1d(embedding, affine=affine_bn1d))
 
     def forward(self, x):
         assert x.shape[1:] == (3, 112, 112), f"IR backbones take [N, 3, 112, 112], got {tuple(x.shape)}"

@@ -2,8 +2,8 @@
 
 The BFM mean face's 5 points (``templates.BFM_LM3D``) are fitted to the landmarks with a weak-perspective
 camera (rotation, scale, 2-D shift; Gauss-Newton from Deep3DFaceRecon's affine "POS" solution). The face frame
-is EG3D's world frame (x to the image's right in the frontal view, y up, z towards the frontal camera), so the
-camera sits at ``pivot + radius * d`` with d the unit direction from the face to the camera.
+is EG3D's world frame (x to the image's right in the frontal view, y up, z towards the frontal camera), and the camera
+looks along -d (d: the unit direction from the face to the camera) from EG3D's sphere of cameras.
 """
 
 from __future__ import annotations
@@ -96,13 +96,20 @@ def camera_label(rotation: np.ndarray, radius: float = RADIUS, pivot=PIVOT, fov_
                  ) -> np.ndarray:
     """EG3D's 25-number camera from a head rotation [3, 3] (face -> camera, y up, z to the viewer).
 
-    cam2world (OpenCV axes: x right, y down, z forward) = R^T diag(1, -1, -1), origin = pivot + radius * d with
-    d = R^T e_z; intrinsics [[f, 0, 0.5], [0, f, 0.5], [0, 0, 1]]. Returns [25] float32.
+    As EG3D's LookAtPoseSampler: the camera sits on the sphere of ``radius`` around the world origin and looks
+    at ``pivot`` (its position ignores the pivot, only its direction aims at it). cam2world (OpenCV axes: x
+    right, y down, z forward) = R^T diag(1, -1, -1), so the estimated roll is kept; intrinsics
+    [[f, 0, 0.5], [0, f, 0.5], [0, 0, 1]]. Returns [25] float32.
     """
     rot = np.asarray(rotation, dtype=np.float64)
+    forward = -rot.T[:, 2]  # from the camera towards the face
+    p = np.asarray(pivot, dtype=np.float64)
+    # the point of the sphere |o| = radius from which the ray along ``forward`` passes through the pivot
+    pf = float(p @ forward)
+    t = pf + math.sqrt(max(pf * pf - float(p @ p) + radius * radius, 0.0))
     cam2world = np.eye(4)
     cam2world[:3, :3] = rot.T @ np.diag([1.0, -1.0, -1.0])
-    cam2world[:3, 3] = np.asarray(pivot, dtype=np.float64) + radius * rot.T[:, 2]
+    cam2world[:3, 3] = p - t * forward
     f = focal_from_fov(fov_deg)
     intrinsics = np.array([[f, 0, 0.5], [0, f, 0.5], [0, 0, 1]])
     return np.concatenate([cam2world.reshape(-1), intrinsics.reshape(-1)]).astype(np.float32)
@@ -126,10 +133,13 @@ def angles_from_cam2world(cam2world: np.ndarray) -> tuple[float, float, float]:
     return azimuth, elevation, roll
 
 
-def eg3d_sampler_angles(azimuth: float, elevation: float) -> tuple[float, float]:
-    """(yaw, pitch) of EG3D's LookAtPoseSampler giving this direction: yaw = pi/2 + azimuth,
-    pitch = pi/2 * (1 - sin(elevation)) (the sampler's polar parameter v, not a geometric angle)."""
-    return math.pi / 2 + azimuth, math.pi / 2 * (1 - math.sin(elevation))
+def eg3d_sampler_angles(cam2world: np.ndarray) -> tuple[float, float]:
+    """(yaw, pitch) for EG3D's LookAtPoseSampler that put a camera at this cam2world's position [4, 4]:
+    yaw = pi/2 + atan2(o_x, o_z), pitch = pi/2 * (1 - o_y / |o|) (the sampler's polar parameter v, not a
+    geometric angle). The sampler then looks at the pivot, reproducing the direction when roll is 0."""
+    origin = np.asarray(cam2world, dtype=np.float64).reshape(4, 4)[:3, 3]
+    norm = max(float(np.linalg.norm(origin)), 1e-12)
+    return math.pi / 2 + math.atan2(origin[0], origin[2]), math.pi / 2 * (1 - origin[1] / norm)
 
 
 def estimate_camera(image: Optional[ImageLike], face: Face, image_height: Optional[int] = None,
@@ -137,9 +147,10 @@ def estimate_camera(image: Optional[ImageLike], face: Face, image_height: Option
     """Estimate the EG3D camera of a face from its 5 landmarks.
 
     image: the photo the landmarks refer to (only its height is used; pass None with image_height instead).
-    Returns a CameraEstimate: ``yaw`` / ``pitch`` in EG3D's sampler convention ((pi/2, pi/2) = frontal),
-    geometric ``azimuth`` / ``elevation`` / ``roll`` in radians, and the 25-number ``label`` (camera at
-    ``radius`` from ``pivot``, looking at it, focal from ``fov_deg``). The crop does not change these angles,
+    Returns a CameraEstimate: ``yaw`` / ``pitch`` in EG3D's sampler convention ((pi/2, pi/2) = frontal; the
+    angles of the camera position, which the sampler turns back into this camera), geometric ``azimuth`` /
+    ``elevation`` / ``roll`` of the viewing direction in radians, and the 25-number ``label`` (camera at
+    ``radius`` from the world origin, looking at ``pivot``, as EG3D's sampler; focal from ``fov_deg``). The crop does not change these angles,
     so the face may be given in the photo or in its "eg3d" crop.
     """
     if image_height is None:
@@ -149,6 +160,6 @@ def estimate_camera(image: Optional[ImageLike], face: Face, image_height: Option
     rot, residual = fit_head_rotation(face.landmarks, int(image_height))
     label = camera_label(rot, radius, pivot, fov_deg)
     azimuth, elevation, roll = angles_from_cam2world(label[:16])
-    yaw, pitch = eg3d_sampler_angles(azimuth, elevation)
+    yaw, pitch = eg3d_sampler_angles(label[:16])
     return CameraEstimate(yaw=yaw, pitch=pitch, azimuth=azimuth, elevation=elevation, roll=roll, label=label,
                           residual=residual)

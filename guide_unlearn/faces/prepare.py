@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Optional, Union
 
+from PIL import Image
+
 from ..errors import NoFaceError
 from .align import align_face
 from .camera import estimate_camera
@@ -14,7 +16,7 @@ from .types import CameraEstimate, Face
 
 def prepare_photo(image: ImageLike, style: str, size: Optional[int] = None, face_index: Optional[int] = None,
                   detector: Union[str, Any] = "mtcnn", device: str = "cpu"
-                  ) -> tuple["Image.Image", Face, Optional[CameraEstimate]]:  # noqa: F821
+                  ) -> tuple[Image.Image, Face, Optional[CameraEstimate]]:
     """Load a photo, detect its faces, pick the largest (or ``face_index`` in largest-first order), align it.
 
     style: "arcface", "dlib150", "ffhq" or "eg3d"; size: crop side (default per style).

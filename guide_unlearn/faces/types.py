@@ -58,12 +58,13 @@ class Face:
 class CameraEstimate:
     """A camera estimated from a face's 5 landmarks (EG3D conventions, SPEC §3.3).
 
-    yaw, pitch: radians in EG3D's ``LookAtPoseSampler`` parametrisation: (pi/2, pi/2) is the frontal view;
-                yaw = pi/2 + azimuth; pitch is the sampler's polar parameter v with
-                cos(arccos(1 - 2 v / pi)) = sin(elevation), i.e. v = pi/2 * (1 - sin(elevation)).
-    azimuth, elevation, roll: the geometric head-relative angles in radians (azimuth > 0: the camera is to
-                the face's left, i.e. the person looks towards the image's left... see ``camera.py``;
-                elevation > 0: the camera is above the face).
+    yaw, pitch: radians in EG3D's ``LookAtPoseSampler`` parametrisation of the camera POSITION on its sphere
+                around the world origin ((pi/2, pi/2) = frontal): yaw = pi/2 + atan2(o_x, o_z); pitch is the
+                sampler's polar parameter v = pi/2 * (1 - o_y / |o|) (not a geometric angle). Fed back to the
+                sampler (looking at the pivot) they rebuild ``label`` up to its roll.
+    azimuth, elevation, roll: geometric angles in radians of the viewing direction (from the face towards
+                the camera), in EG3D's world frame (azimuth > 0: camera on the +x side, as for EG3D yaw > pi/2; elevation > 0: camera above
+                the face; roll: rotation about the viewing axis).
     label:      [25] float32 — cam2world 4x4 (OpenCV axes) flattened row-major + normalised 3x3 intrinsics.
     """
 
