@@ -35,6 +35,9 @@ _LAZY = {
     "ForgetPatch": "guide_unlearn.patch",
     "ErasureResult": "guide_unlearn.engine",
     "IdentityEraser": "guide_unlearn.pipelines.eraser",
+    "load_generator": "guide_unlearn.pipelines.registry",
+    "load_inverter": "guide_unlearn.pipelines.registry",
+    "load_identity_model": "guide_unlearn.adapters.identity",
 }
 
 
