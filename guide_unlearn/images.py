@@ -19,14 +19,17 @@ logger = logging.getLogger(__name__)
 MAX_PIXELS = 64_000_000  # refuse decompression bombs beyond 64 MP (about 8000 x 8000)
 MIN_SIDE = 16
 
-ImageLike = Union[str, os.PathLike, Image.Image]
+ImageLike = Union[str, os.PathLike, Image.Image, np.ndarray]
 
 
 def load_image(image: ImageLike) -> Image.Image:
-    """A path or PIL image -> an RGB PIL image (EXIF orientation applied; grayscale, RGBA, palette, CMYK and
-    16-bit converted; the first frame of an animation). Corrupt, non-image, tiny (< 16 px) or huge (> 64 MP)
-    inputs raise :class:`ImageLoadError` naming the file."""
-    label = str(image) if not isinstance(image, Image.Image) else "the given PIL image"
+    """A path, PIL image or array ([H, W] / [H, W, 3|4], uint8 / uint16 / float) -> an upright 8-bit RGB PIL image
+    (EXIF orientation applied; grayscale, RGBA, palette, CMYK and 16-bit converted; the first frame of an
+    animation). Corrupt, non-image, tiny (< 16 px) or huge (> 64 MP) inputs raise :class:`ImageLoadError` naming
+    the file; the returned image carries ``.filename`` so later errors can name it too."""
+    if isinstance(image, np.ndarray):
+        return array_to_image(image)
+    label = str(image) if not isinstance(image, Image.Image) else (getattr(image, "filename", "") or "the given PIL image")
     if isinstance(image, Image.Image):
         img = image
     else:
@@ -58,23 +61,54 @@ def load_image(image: ImageLike) -> Image.Image:
     if min(img.size) < MIN_SIDE:
         raise ImageLoadError(f"{label} is only {img.width}x{img.height} pixels; a face photo needs at least "
                              f"{MIN_SIDE} px per side")
-    return to_rgb(img)
+    out = to_rgb(img)
+    if not isinstance(image, Image.Image):
+        out.filename = str(image)  # type: ignore[attr-defined]
+    return out
 
 
-def to_rgb(img: Image.Image) -> Image.Image:
-    """Convert any PIL mode to 8-bit RGB (alpha composited on white, 16-bit scaled by its range)."""
-    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        arr = np.asarray(img, dtype=np.float64)
-        hi = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
-        arr = np.clip(arr / hi * 255.0, 0, 255).astype(np.uint8)
-        img = Image.fromarray(arr, mode="L")
-    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
-        rgba = img.convert("RGBA")
-        bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        img = Image.alpha_composite(bg, rgba)
-    if img.mode != "RGB":
-        img = img.convert("RGB")
-    return img
+def _sixteen_bit_to_8(arr: np.ndarray) -> np.ndarray:
+    """Map 16/32-bit integer or float pixel values to uint8 (scaled by their nominal range)."""
+    if arr.dtype == np.uint8:
+        return arr
+    if arr.dtype == bool:
+        return arr.astype(np.uint8) * 255
+    if np.issubdtype(arr.dtype, np.floating):
+        arr = np.nan_to_num(arr.astype(np.float64))
+        top = 1.0 if arr.max(initial=0.0) <= 1.0 else (255.0 if arr.max(initial=0.0) <= 255.0 else 65535.0)
+        return np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    top = 255.0 if arr.max(initial=0) <= 255 else 65535.0
+    return np.clip(arr.astype(np.float64) / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Any PIL mode -> 8-bit RGB. Alpha is composited on white; 16-bit ("I;16", "I") is rescaled, not clipped."""
+    if image.mode == "RGB":
+        return image
+    if image.mode == "P":
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA"):
+        image = image.convert("RGBA")
+        background = Image.new("RGBA", image.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, image).convert("RGB")
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        arr = _sixteen_bit_to_8(np.asarray(image))
+        return Image.fromarray(arr, mode="L").convert("RGB")
+    return image.convert("RGB")
+
+
+def array_to_image(arr: np.ndarray) -> Image.Image:
+    """[H, W], [H, W, 1|3|4] array (uint8, uint16 or float in [0, 1]) -> RGB PIL image."""
+    arr = np.asarray(arr)
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[..., 0]
+    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (3, 4)):
+        raise ImageLoadError(f"expected an image array [H, W] or [H, W, 3|4], got shape {arr.shape}; "
+                         "pass an RGB photo (channels last)")
+    arr = _sixteen_bit_to_8(arr)
+    if arr.ndim == 3 and arr.shape[2] == 4:
+        return to_rgb(Image.fromarray(arr, mode="RGBA"))
+    return Image.fromarray(arr).convert("RGB")
 
 
 def pil_to_tensor(img: Image.Image, size: int | None = None) -> torch.Tensor:

@@ -31,6 +31,10 @@ def assemble(cls, name_or_path: str, device: torch.device, **components: Any):
     except ImportError as e:  # pragma: no cover - registry is part of the package
         raise BackendUnavailableError(f"cannot resolve {name_or_path!r}: {e}") from e
     generator = registry.load_generator(name_or_path, device=device)
+    if Path(name_or_path).is_dir():
+        from guide_unlearn.pipelines.export import restore_record
+
+        restore_record(generator, name_or_path)  # patches merged before export keep their base fingerprint
     perceptual = components.pop("perceptual", None)
     inverter = components.pop("inverter", None)
     if inverter is None:

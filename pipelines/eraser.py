@@ -197,8 +197,10 @@ class IdentityEraser:
         if all(c is not None for c in estimated):
             return torch.stack([torch.as_tensor(c, dtype=torch.float32) for c in estimated]).to(self.device)
         logger.warning("no camera given or estimated; using the frontal camera (pass camera=... for accuracy)")
-        frontal = self.generator.evaluation_cameras(1)
-        return frontal.expand(n, -1).to(self.device)
+        frontal = getattr(self.generator, "frontal_camera", None)
+        if frontal is None:
+            return None  # the generator's own default rendering camera
+        return frontal(n).to(self.device)
 
     # -- erase ------------------------------------------------------------------------------------------------
     def erase(self, inputs: Inputs, config: Optional[EraseConfig] = None, camera: Optional[torch.Tensor] = None,

@@ -229,6 +229,14 @@ class EG3DGenerator(ModelMixin, ConfigMixin):
         ws = self.mapping(z, c, truncation_psi=truncation_psi)
         return self.synthesis(ws, c, noise_mode=noise_mode, generator=generator).images
 
+    def camera_from_angles(self, yaw: float, pitch: float) -> torch.Tensor:
+        """A rendering camera [1, 25] at absolute EG3D angles (radians; (pi/2, pi/2) = frontal)."""
+        return cam.make_cameras(yaw, pitch, self.cameras, device=self.w_avg.device)
+
+    def frontal_camera(self, n: int = 1) -> torch.Tensor:
+        """The centre view of the training/evaluation orbit (yaw pi/2, pitch pi/2 - 0.2), [n, 25]."""
+        return cam.frontal_rendering_cameras(n, self.cameras, device=self.w_avg.device)
+
     def sample_cameras(self, n: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
         """GUIDE's training cameras [n, 25]: yaw = pi/2 + U(-pi/12, pi/12), pitch = pi/2 - 0.2, drawn with
         ``generator``."""

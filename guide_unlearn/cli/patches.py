@@ -83,6 +83,10 @@ def run_info(args: argparse.Namespace) -> int:
     from guide_unlearn.pipelines.registry import load_generator
 
     gen = load_generator(str(path))
+    if path.is_dir():
+        from guide_unlearn.pipelines.export import restore_record
+
+        restore_record(gen, path)
     state = patch_state(gen)
     print(json.dumps({"type": "generator", "family": gen.family, "class": type(gen).__name__,
                       "parameters": sum(p.numel() for p in gen.parameters()),

@@ -25,25 +25,25 @@ def test_exif_orientation_is_applied(tmp_path):
 
 def test_grayscale_becomes_rgb_with_equal_channels(tmp_path):
     path = tmp_path / "gray.png"
-    Image.fromarray(np.full((8, 8), 100, np.uint8), mode="L").save(path)
+    Image.fromarray(np.full((16, 16), 100, np.uint8), mode="L").save(path)
     arr = np.asarray(load_image(path))
-    assert arr.shape == (8, 8, 3) and (arr == 100).all()
+    assert arr.shape == (16, 16, 3) and (arr == 100).all()
 
 
 def test_rgba_is_composited_on_white(tmp_path):
-    rgba = np.zeros((4, 4, 4), np.uint8)
+    rgba = np.zeros((16, 16, 4), np.uint8)
     rgba[..., 0] = 200
-    rgba[:, :2, 3] = 255  # left half opaque red, right half transparent
+    rgba[:, :8, 3] = 255  # left half opaque red, right half transparent
     path = tmp_path / "alpha.png"
     Image.fromarray(rgba, mode="RGBA").save(path)
     arr = np.asarray(load_image(path)).astype(int)
     assert arr[0, 0].tolist() == [200, 0, 0]
-    assert arr[0, 3].tolist() == [255, 255, 255]
+    assert arr[0, 15].tolist() == [255, 255, 255]
 
 
 def test_sixteen_bit_is_rescaled_not_clipped(tmp_path):
     path = tmp_path / "deep.png"
-    Image.fromarray(np.full((4, 4), 32768, np.uint16)).save(path)
+    Image.fromarray(np.full((16, 16), 32768, np.uint16)).save(path)
     value = np.asarray(load_image(path))[0, 0, 0]
     assert abs(int(value) - 128) <= 1  # half of 65535 -> half of 255
 
