@@ -106,6 +106,52 @@ class ForgetPatch:
             "library_version": self.metadata.get("library_version"),
         }
 
+    @classmethod
+    def combine(cls, patches: "list[ForgetPatch]", weights: "Optional[list[float]]" = None) -> "ForgetPatch":
+        """One LoRA patch whose delta is exactly sum_i weights[i] * delta_i (peft's 'cat' combination).
+
+        The factors are concatenated along the rank: A = [A_1; A_2; ...], B = [w_1 s_1 B_1, w_2 s_2 B_2, ...]
+        with s_i = alpha_i / r_i and the combined alpha = rank, so nothing is approximated. Patches must be LoRA
+        patches for the same base; a module one patch does not target contributes zeros.
+        """
+        if not patches:
+            raise PatchError("combine needs at least one patch")
+        weights = [1.0] * len(patches) if weights is None else [float(w) for w in weights]
+        if len(weights) != len(patches):
+            raise PatchError(f"got {len(weights)} weights for {len(patches)} patches")
+        if any(p.kind != "lora" for p in patches):
+            raise PatchError("only LoRA patches can be combined; apply delta patches one after the other")
+        bases = {p.base_fingerprint for p in patches}
+        families = {p.metadata.get("generator_family") for p in patches}
+        if len(bases) != 1 or len(families) != 1:
+            from .errors import PatchMismatchError
+
+            raise PatchMismatchError("these patches were made for different base generators; combine patches of "
+                                     "one base only")
+        modules = sorted({m for p in patches for m in p.lora_config["target_modules"]})
+        tensors: dict[str, torch.Tensor] = {}
+        for m in modules:
+            a_parts, b_parts = [], []
+            owner = next(p for p in patches if f"{m}.lora_A.weight" in p.tensors)
+            fan_in = owner.tensors[f"{m}.lora_A.weight"].shape[1]
+            fan_out = owner.tensors[f"{m}.lora_B.weight"].shape[0]
+            for p, w in zip(patches, weights):
+                r = int(p.lora_config["r"])
+                a = p.tensors.get(f"{m}.lora_A.weight")
+                b = p.tensors.get(f"{m}.lora_B.weight")
+                if a is None:
+                    a, b = torch.zeros(r, fan_in), torch.zeros(fan_out, r)
+                scale = float(p.lora_config["lora_alpha"]) / r
+                a_parts.append(a.float())
+                b_parts.append(b.float() * (w * scale))
+            tensors[f"{m}.lora_A.weight"] = torch.cat(a_parts, dim=0)
+            tensors[f"{m}.lora_B.weight"] = torch.cat(b_parts, dim=1)
+        rank = sum(int(p.lora_config["r"]) for p in patches)
+        metadata = dict(patches[0].metadata)
+        metadata["final_losses"] = None
+        metadata["combined_from"] = [{"patch_id": p.patch_id, "weight": w} for p, w in zip(patches, weights)]
+        return cls("lora", tensors, metadata, {"r": rank, "lora_alpha": float(rank), "target_modules": modules})
+
     # -- persistence ------------------------------------------------------------------------------------------
     def save_pretrained(self, save_directory: PathLike, overwrite: bool = True) -> Path:
         """Write the patch folder atomically (built under a temporary name, then renamed). -> the folder."""

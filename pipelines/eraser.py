@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from pathlib import Path
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Iterator, Optional, Sequence, Union
 
 import torch
 from PIL import Image
@@ -123,6 +124,14 @@ class IdentityEraser:
         else:
             _add_delta(model, p, sign=-1.0)
         del applied[pid]
+
+    @contextlib.contextmanager
+    def patches_disabled(self) -> Iterator[None]:
+        """Render the base generator inside this context (applied LoRA patches are switched off, not removed;
+        delta patches stay, as they live in the weights)."""
+        model = module_of(self.generator)
+        with L.suppressed(model, L.adapter_names(model)):
+            yield
 
     def merge_patches(self) -> list[dict[str, Any]]:
         """Merge every applied patch into the base weights (exact up to float rounding). The base fingerprint is

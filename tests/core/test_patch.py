@@ -166,3 +166,41 @@ def test_a_patch_with_mismatched_shapes_is_refused(made):
     with pytest.raises(PatchMismatchError):
         eraser.apply_patch(bad)
     assert eraser.applied_patches == []
+
+
+def test_weighted_combination_is_exactly_the_weighted_sum_of_deltas(made):
+    eraser, ws, p1, p2 = made
+    base = _render(eraser, ws)
+    combined = ForgetPatch.combine([p1, p2], [0.5, 2.0])
+    assert combined.lora_config["r"] == 4 + 2
+    eraser.apply_patch(combined)
+    via_combined = _render(eraser, ws)
+    eraser.remove_patch(combined)
+    # the same function, built from the two patches' own deltas
+    from guide_unlearn import lora as L
+
+    eraser.apply_patch(p1)
+    eraser.apply_patch(p2)
+    model = eraser.generator
+    with torch.no_grad():
+        for _, layer in L.lora_layers(model):
+            for name, w in ((p1.adapter_name, 0.5), (p2.adapter_name, 2.0)):
+                if name in layer.lora_B:
+                    layer.lora_B[name].weight.mul_(w)
+    via_weights = _render(eraser, ws)
+    eraser.remove_patch(p1)
+    eraser.remove_patch(p2)
+    assert (via_combined - via_weights).abs().max() < 1e-5
+    assert not torch.allclose(via_combined, base)
+
+
+def test_patches_can_be_switched_off_without_removing_them(made):
+    eraser, ws, p1, _ = made
+    base = _render(eraser, ws)
+    eraser.apply_patch(p1)
+    try:
+        with eraser.patches_disabled():
+            assert torch.equal(_render(eraser, ws), base)
+        assert not torch.equal(_render(eraser, ws), base)
+    finally:
+        eraser.remove_patch(p1)
