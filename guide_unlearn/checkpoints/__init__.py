@@ -1,6 +1,9 @@
 """Format-level checkpoint handling, independent of any model family.
 
-- :mod:`.safe_pickle`: NVIDIA persistence pickles read without executing them (allow-list scan + inert stubs).
+- :mod:`.policy`: pickle allow-lists and the opcode scan that refuses other globals before anything is built.
+- :mod:`.unpickler`: the restricted unpickler; NVIDIA persistence objects become inert stubs.
+- :mod:`.nvidia`: NVIDIA network pickles read without executing them (scan + stubs -> state dict + config).
+- :mod:`.safe_pickle`: the three above under their historical module name.
 - :mod:`.torch_zip`: ``torch.save`` files via ``torch.load(weights_only=True)`` after the same kind of scan.
 - :mod:`.formats`: what a file is (and what it seems to be when it is not usable).
 - :mod:`.resolve`: registry name -> local file (cache in huggingface_hub's layout, download with progress).
@@ -9,18 +12,9 @@ Model families (``guide_unlearn.adapters.*``) turn the resulting state dicts int
 """
 
 from .formats import FileFormat, describe_file, detect_format
+from .nvidia import NvidiaModule, flatten_module, load_nvidia_module, read_nvidia_pickle
+from .policy import NVIDIA_PICKLE_POLICY, STORAGE_BYTES_POLICY, TORCH_FILE_POLICY, PicklePolicy, scan_pickle
 from .resolve import CheckpointSource, cache_root, cached_path, download, offline, resolve_file
-from .safe_pickle import (
-    NVIDIA_PICKLE_POLICY,
-    STORAGE_BYTES_POLICY,
-    TORCH_FILE_POLICY,
-    NvidiaModule,
-    PicklePolicy,
-    flatten_module,
-    load_nvidia_module,
-    read_nvidia_pickle,
-    scan_pickle,
-)
 from .torch_zip import load_state_file, load_torch_file, namespace_to_dict
 
 __all__ = [

@@ -20,7 +20,7 @@ import torch
 
 from ..errors import CheckpointError, UnsafeCheckpointError
 from .formats import detect_format
-from .safe_pickle import TORCH_FILE_POLICY, scan_pickle, scan_torch_bytes
+from .policy import TORCH_FILE_POLICY, scan_pickle, scan_torch_bytes
 
 __all__ = ["load_torch_file", "load_state_file", "namespace_to_dict", "scan_torch_file"]
 
