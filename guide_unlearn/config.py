@@ -53,8 +53,9 @@ class EraseConfig:
     """Random codes per iteration for L_global (summed, as GUIDE)."""
     adjacency_alpha: tuple[float, float] = (0.0, 15.0)
     """alpha ~ U(lo, hi): how far (absolute, Frobenius) the adjacency shift reaches."""
-    adjacency_alpha_relative: bool = False
-    """True: scale adjacency_alpha by the typical ||w - w_avg|| / 30 (the ratio GUIDE uses in EG3D)."""
+    adjacency_alpha_relative: Optional[bool] = None
+    """True: scale adjacency_alpha by typical ||w - w_avg|| / 30 (GUIDE's range is absolute in EG3D's W space);
+    None = follow the backend's target-distance default (relative for StyleGAN2, absolute for EG3D)."""
     truncation_psi: float = 1.0
     """Truncation of the random mapped codes (GUIDE: 1, i.e. none)."""
     noise_mode: str = "random"

@@ -76,15 +76,19 @@ def check_latents(ws: Any, generator: GeneratorAdapter) -> torch.Tensor:
     return ws.detach().to(torch.float32)
 
 
-def resolve_target_distance(cfg: EraseConfig, generator: GeneratorAdapter) -> tuple[float, float]:
-    """-> (UFO distance d, typical ||w - w_avg||) with the backend's defaults filled in."""
+def resolve_distances(cfg: EraseConfig, generator: GeneratorAdapter) -> tuple[float, tuple[float, float]]:
+    """-> (UFO distance d, adjacency alpha range) with the backend's defaults and relative units resolved."""
     default_d, default_rel = generator.default_target_distance()
     d = cfg.target_distance if cfg.target_distance is not None else default_d
     rel = cfg.target_distance_relative if cfg.target_distance_relative is not None else default_rel
-    typical = float("nan")
-    if rel or cfg.adjacency_alpha_relative:
+    rel_alpha = cfg.adjacency_alpha_relative if cfg.adjacency_alpha_relative is not None else default_rel
+    lo, hi = cfg.adjacency_alpha
+    if rel or rel_alpha:
         typical = typical_distance(generator.mapping, generator.w_avg, generator.z_dim, device=generator.w_avg.device)
-    return (d * typical if rel else d), typical
+        d = d * typical if rel else d
+        if rel_alpha:
+            lo, hi = lo * typical / 30.0, hi * typical / 30.0
+    return d, (lo, hi)
 
 
 @contextlib.contextmanager
@@ -219,11 +223,8 @@ def run_erase(
     model = module_of(generator)
     device = generator.w_avg.device
     k = w_u.shape[0]
-    d, typical = resolve_target_distance(cfg, generator)
+    d, (alpha_lo, alpha_hi) = resolve_distances(cfg, generator)
     w_t = ufo_target(w_u, generator.w_avg, cfg.target, d)
-    alpha_lo, alpha_hi = cfg.adjacency_alpha
-    if cfg.adjacency_alpha_relative:
-        alpha_lo, alpha_hi = alpha_lo * typical / 30.0, alpha_hi * typical / 30.0
     rng = torch.Generator(device=device).manual_seed(cfg.seed)
     base = patch_state(model)["base_fingerprint"]
 
@@ -285,6 +286,7 @@ def run_erase(
             "base_fingerprint": base,
             "erase_config": cfg.to_dict(),
             "target_distance_used": d,
+            "adjacency_alpha_used": [alpha_lo, alpha_hi],
             "final_losses": {k_: v for k_, v in final.items() if k_ != "step"},
             "perceptual": getattr(perceptual, "name", type(perceptual).__name__),
             "perceptual_is_learned": bool(getattr(perceptual, "is_learned", False)),
