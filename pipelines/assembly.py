@@ -24,7 +24,9 @@ def assemble(cls, name_or_path: str, device: torch.device, **components: Any):
 
         eraser = tiny_eraser(TINY_NAMES[name_or_path])
         for key, value in components.items():
-            setattr(eraser, key if key != "identity_model" else "identity_model", value)
+            if key not in ("inverter", "identity_model", "perceptual"):
+                raise InputError(f"unknown component {key!r}; use inverter, identity_model, perceptual")
+            setattr(eraser, key, value)
         return eraser
     try:
         from guide_unlearn.pipelines import registry

@@ -61,8 +61,8 @@ class IdentityEraser:
     @classmethod
     def from_pretrained(cls, name_or_path: str = "eg3d-ffhq", device: Union[str, torch.device] = "cpu",
                         **components: Any) -> "IdentityEraser":
-        """Assemble an eraser from a registry name ("eg3d-ffhq", "stylegan2-ffhq", "demo-faces",
-        "tiny-stylegan2", ...) or a local checkpoint / folder. ``components`` may override ``inverter``,
+        """Assemble an eraser from a registry name ("eg3d-ffhq" — the default —, "stylegan2-ffhq", "e4e-ffhq",
+        "tiny-stylegan2", "tiny-eg3d", ...) or a local checkpoint / folder. ``components`` may override ``inverter``,
         ``identity_model`` and ``perceptual``."""
         from guide_unlearn.pipelines.assembly import assemble
 
