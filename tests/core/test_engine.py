@@ -176,3 +176,19 @@ def test_erase_from_aligned_image_tensors_inverts_first():
     assert result.w_source.shape == (2, eraser.generator.num_ws, eraser.generator.w_dim)
     assert result.patch.metadata["num_codes"] == 2
     assert math.isfinite(result.history[-1]["loss"])
+
+
+def test_bf16_mixed_precision_runs_with_finite_losses():
+    eraser = tiny_eraser()
+    result = eraser.erase(_codes(eraser), EraseConfig(iterations=3, mixed_precision="bf16", progress=False),
+                          measure=False)
+    assert all(math.isfinite(h["loss"]) for h in result.history)
+    assert result.patch.metadata["erase_config"]["mixed_precision"] == "bf16"
+
+
+def test_tensorboard_tracker_writes_event_files(tmp_path):
+    pytest.importorskip("tensorboard")
+    eraser = tiny_eraser()
+    eraser.erase(_codes(eraser), EraseConfig(iterations=2, progress=False), trackers=["tensorboard"],
+                 state_dir=tmp_path, measure=False)
+    assert list(tmp_path.rglob("events.out.tfevents.*"))
