@@ -18,6 +18,7 @@ from typing import Mapping, Union
 
 import torch
 
+from guide_unlearn.checkpoints import load_state_file
 from guide_unlearn.errors import CheckpointError
 
 from .encoder import GOAEncoder
@@ -78,12 +79,5 @@ def load_goae_checkpoint(path: Union[str, os.PathLike], encoder: GOAEncoder) -> 
     """Read ``encoder_FFHQ.pt`` (a raw state dict, loaded with ``weights_only=True``) into ``encoder``."""
     if not os.path.isfile(path):
         raise CheckpointError(f"GOAE checkpoint not found: {path}; download encoder_FFHQ.pt from the GOAE project")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise CheckpointError(f"could not read {path} as a weights-only torch checkpoint: {exc}") from exc
-    if isinstance(state, Mapping) and "state_dict" in state and isinstance(state["state_dict"], Mapping):
-        state = state["state_dict"]
-    if not isinstance(state, Mapping):
-        raise CheckpointError(f"{path} does not hold a state dict (got {type(state).__name__})")
+    state = load_state_file(path)  # allow-list scan + weights_only; unwraps {"state_dict": ...}
     return load_official_state_dict(encoder, state)

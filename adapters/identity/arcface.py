@@ -9,6 +9,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from guide_unlearn.checkpoints import load_state_file
 from guide_unlearn.errors import CheckpointError
 from guide_unlearn.faces.weights import PathLike, find_weight
 
@@ -21,13 +22,9 @@ def load_backbone_state(net: nn.Module, file: Path, what: str) -> None:
     ``module.`` prefix (DataParallel saves) and a {"state_dict": ...} wrapper; anything else missing or extra
     is a CheckpointError naming the keys."""
     try:
-        state = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise CheckpointError(f"cannot load {what} from {file}: {exc}; expected a raw PyTorch state_dict") from exc
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise CheckpointError(f"{file} holds a {type(state).__name__}, not a state_dict of {what}")
+        state = load_state_file(file)
+    except CheckpointError as exc:
+        raise CheckpointError(f"cannot load {what}: {exc}; expected a raw PyTorch state_dict") from exc
     state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
     missing, unexpected = net.load_state_dict(state, strict=False)
     if missing or unexpected:

@@ -81,9 +81,8 @@ def load_torch_file(path: Union[str, os.PathLike], map_location: Any = "cpu") ->
 
 
 def load_state_file(path: Union[str, os.PathLike]) -> dict:
-    """A flat {name: tensor} dict from a ``.safetensors`` file or a ``torch.save`` of a state dict.
-
-    Raises CheckpointError when the file holds something else.
+    """A flat {name: tensor} dict from a ``.safetensors`` file or a ``torch.save`` of a state dict (a
+    ``{"state_dict": {...}}`` wrapper is unwrapped). Raises CheckpointError when the file holds something else.
     """
     path = Path(path)
     fmt = detect_format(path)
@@ -95,6 +94,8 @@ def load_state_file(path: Union[str, os.PathLike]) -> dict:
         except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types
             raise CheckpointError(f"{path}: unreadable safetensors file ({exc})") from None
     obj = load_torch_file(path)
+    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        obj = obj["state_dict"]
     if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
         return dict(obj)
     raise CheckpointError(f"{path}: not a flat state dict (top-level keys {sorted(map(str, obj))[:8]})"

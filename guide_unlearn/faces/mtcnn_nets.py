@@ -7,12 +7,12 @@ on transposed images, so the flattening order must be kept for the state_dicts t
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Optional
 
 import torch
 from torch import nn
 
+from ..checkpoints import load_state_file
 from ..errors import CheckpointError
 from .weights import PathLike, find_weight
 
@@ -111,8 +111,7 @@ def load_mtcnn_nets(path: Optional[PathLike] = None, device: torch.device | str 
                            install_hint="The files are facenet_pytorch/data/{pnet,rnet,onet}.pt of the "
                                         "facenet-pytorch wheel (MIT).")
         try:
-            state = torch.load(Path(file), map_location="cpu", weights_only=True)
-            net.load_state_dict(state)
+            net.load_state_dict(load_state_file(file))
         except Exception as exc:  # corrupt file, wrong keys, pickle refused
             raise CheckpointError(f"cannot load MTCNN weights from {file}: {exc}; expected the facenet-pytorch "
                                   f"state_dict {name}") from exc
