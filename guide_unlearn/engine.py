@@ -160,8 +160,8 @@ class _Trainable:
                                       "run with the same config")
                 p.copy_(tensors[n])
 
-    def extract(self, generator: GeneratorAdapter, metadata: dict[str, Any]) -> ForgetPatch:
-        """Build the patch and restore the generator to its state before the erase."""
+    def extract(self, metadata: dict[str, Any]) -> ForgetPatch:
+        """Build the patch from the trained tensors (restore() puts the generator back)."""
         if not self.cfg.full_finetune:
             from peft.utils import get_peft_model_state_dict
 
@@ -295,7 +295,7 @@ def run_erase(
             "num_codes": k,
         }
         metadata.update(extra_metadata or {})
-        patch = trainable.extract(generator, metadata)
+        patch = trainable.extract(metadata)
     finally:
         trainable.restore()
     if state_path is not None and state_path.exists():

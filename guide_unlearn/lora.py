@@ -18,7 +18,7 @@ from typing import Iterable, Iterator, Optional, Sequence
 import torch
 from peft import LoraConfig, inject_adapter_in_model
 from peft.tuners.lora.layer import LoraLayer
-from peft.tuners.tuners_utils import BaseTunerLayer, check_adapters_to_merge
+from peft.tuners.tuners_utils import check_adapters_to_merge
 from torch import nn
 
 from .errors import ConfigError, PatchStateError

@@ -235,48 +235,44 @@ class IdentityEraser:
 
     @torch.no_grad()
     def _result(self, patch: ForgetPatch, w_u, w_t, history, seconds, measure: bool) -> ErasureResult:
+        # Everything the source generator renders first, then the patch is applied once for the patched renders.
         before = self.synthesize(w_u)
         target = self.synthesize(w_t)
-        views_before = views_after = None
         cams = self.generator.evaluation_cameras(11)
-        if cams is not None:
-            cams = cams.to(self.device)
-            views_before = self.synthesize(w_u[:1].expand(cams.shape[0], -1, -1), camera=cams)
+        orbit = lambda: self.synthesize(w_u[:1].expand(cams.shape[0], -1, -1), camera=cams.to(self.device))
+        views_before = orbit() if cams is not None else None
+        w_r = _random_codes(self, 16, seed=12345) if measure else None
+        src_r = self.synthesize(w_r) if measure else None
         self.apply_patch(patch)
         try:
             after = self.synthesize(w_u)
-            if cams is not None:
-                views_after = self.synthesize(w_u[:1].expand(cams.shape[0], -1, -1), camera=cams)
-            metrics = _measure(self, w_u, w_t, patch) if measure else {}
+            views_after = orbit() if cams is not None else None
+            after_r = self.synthesize(w_r) if measure else None
         finally:
             self.remove_patch(patch)
+        metrics = _pixel_metrics(before, after, target, src_r, after_r) if measure else {}
         return ErasureResult(patch=patch, w_source=w_u, w_target=w_t, history=history, images_before=before,
                              images_after=after, target_images=target, views_before=views_before,
                              views_after=views_after, metrics=metrics, seconds=seconds)
 
 
-def _measure(eraser: IdentityEraser, w_u, w_t, patch: ForgetPatch, n_random: int = 16, seed: int = 12345):
-    """Pixel-MSE measurements the loop does not optimise directly (patch applied on entry).
+def _random_codes(eraser: IdentityEraser, n: int, seed: int) -> torch.Tensor:
+    """n mapped codes [n, num_ws, w_dim] from a fixed seed (the same for every measurement)."""
+    g = torch.Generator(device=eraser.device).manual_seed(seed)
+    z = torch.randn(n, eraser.generator.z_dim, generator=g, device=eraser.device)
+    return eraser.generator.mapping(z, None)
+
+
+def _pixel_metrics(src_u, after_u, src_t, src_r, after_r) -> dict[str, float]:
+    """Pixel-MSE measurements the loop does not optimise directly.
 
     erased_mse:    MSE(G_u(w_u), G_s(w_t)); before_mse: MSE(G_s(w_u), G_s(w_t)) — erasure when erased < before.
     preserved_mse: mean MSE(G_u(w_r), G_s(w_r)) on random mapped codes; random_pair_mse: mean MSE between
                    different random samples of G_s — preservation when preserved << random_pair.
     """
-    gen = eraser.generator
-    g = torch.Generator(device=eraser.device).manual_seed(seed)
-    z = torch.randn(n_random, gen.z_dim, generator=g, device=eraser.device)
-    w_r = gen.mapping(z, None)
-    after_u = eraser.synthesize(w_u)
-    after_r = eraser.synthesize(w_r)
-    eraser.remove_patch(patch)
-    try:
-        src_u = eraser.synthesize(w_u)
-        src_t = eraser.synthesize(w_t)
-        src_r = eraser.synthesize(w_r)
-    finally:
-        eraser.apply_patch(patch)
     mse = lambda a, b: float((a - b).square().mean())
-    pairs = [mse(src_r[i], src_r[j]) for i in range(n_random) for j in range(i + 1, n_random)]
+    n = src_r.shape[0]
+    pairs = [mse(src_r[i], src_r[j]) for i in range(n) for j in range(i + 1, n)]
     return {"erased_mse": mse(after_u, src_t), "before_mse": mse(src_u, src_t),
             "preserved_mse": mse(after_r, src_r), "random_pair_mse": sum(pairs) / max(1, len(pairs))}
 
