@@ -1,0 +1,286 @@
+"""Train the demo face generator: the library's own StyleGAN2 classes, trained as GLO on shared/faces.
+
+GLO (Generative Latent Optimisation, Bojanowski et al. 2018) needs no discriminator, which is what makes a useful
+face model trainable in about an hour on two CPU cores from ~125 photos:
+
+- every training photo owns a learnable code z_i [z_dim], initialised from a PCA of the images (whitened, so the
+  codes start out distributed like the N(0, I) samples the mapping will see at test time);
+- z -> the StyleGAN2 mapping MLP -> one w broadcast to every layer -> synthesis; mapping, synthesis and codes are
+  trained jointly, so random z give face-like samples and a photo can be inverted in z or W;
+- loss: L1 + L1 on image gradients, at every scale of ``loss_scales`` (64, 32, 16 px);
+- Gaussian noise on the codes (``code_noise`` fading to 0 at ``code_noise_until``) spreads each code into a small
+  neighbourhood, so nearby codes render nearby faces (what the erase's adjacency loss relies on);
+- Adam (``lr`` network, ``code_lr`` codes), constant for ``constant_fraction`` of the run, then cosine to 0.
+
+Everything is seeded from ``TrainConfig.seed``; the run writes a resumable state every ``save_every`` steps.
+
+    python -m guide_unlearn.recipes.demo_faces.train --config recipes/demo_faces/config.json --out runs/demo-faces
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import dataclasses
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from guide_unlearn.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every setting of a demo-model training run (the run is a function of this and the photos)."""
+
+    seed: int = 0
+    resolution: int = 64  # output side (power of two)
+    z_dim: int = 64  # per-photo code width
+    w_dim: int = 256  # style width
+    mapping_layers: int = 4  # mapping MLP depth
+    mapping_lr_multiplier: float = 1.0  # equalised-lr multiplier of the mapping (trained from scratch with it)
+    channel_base: int = 2048  # channels = min(channel_base / res, channel_max): 256/256/128/64/32 at 4..64 px
+    channel_max: int = 256
+    iterations: int = 15000  # optimiser steps
+    batch: int = 16
+    lr: float = 2e-3  # Adam on mapping + synthesis
+    code_lr: float = 1e-2  # Adam on the per-photo codes
+    betas: tuple[float, float] = (0.9, 0.99)
+    constant_fraction: float = 0.4  # share of the run at constant lr before the cosine decay
+    code_noise: float = 0.3  # std of the Gaussian noise on codes at the start
+    code_noise_until: float = 0.7  # fraction of the run at which the noise has faded to 0
+    loss_scales: tuple[int, ...] = (64, 32, 16)  # resolutions of the L1 + gradient-L1 loss
+    gradient_weight: float = 1.0  # weight of the image-gradient L1 beside the plain L1
+    threads: int = 2  # torch CPU threads (set explicitly: the speed of the run depends on it)
+    save_every: int = 500  # steps between resumable states
+    log_every: int = 100
+
+    def __post_init__(self) -> None:
+        if self.resolution < 8 or self.resolution & (self.resolution - 1):
+            raise ConfigError(f"resolution must be a power of two >= 8, got {self.resolution}")
+        if self.iterations < 1 or self.batch < 1:
+            raise ConfigError("iterations and batch must be >= 1")
+        if not 0 <= self.constant_fraction <= 1 or not 0 < self.code_noise_until <= 1:
+            raise ConfigError("constant_fraction must be in [0, 1] and code_noise_until in (0, 1]")
+
+    @classmethod
+    def from_json(cls, path: Path, **overrides: Any) -> "TrainConfig":
+        """A config from a JSON file (unknown keys are an error), with keyword overrides on top."""
+        data = json.loads(Path(path).read_text())
+        data.pop("_comment", None)
+        unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ConfigError(f"{path}: unknown settings {sorted(unknown)}")
+        for key in ("betas", "loss_scales"):
+            if key in data:
+                data[key] = tuple(data[key])
+        data.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**data)
+
+    def generator_config(self) -> dict[str, Any]:
+        """Constructor kwargs of the StyleGAN2Generator this run trains."""
+        return dict(z_dim=self.z_dim, w_dim=self.w_dim, c_dim=0, img_resolution=self.resolution, img_channels=3,
+                    mapping_layers=self.mapping_layers, mapping_lr_multiplier=self.mapping_lr_multiplier,
+                    channel_base=self.channel_base, channel_max=self.channel_max, conv_clamp=None, use_noise=True)
+
+
+def pca_codes(images: torch.Tensor, dim: int) -> torch.Tensor:
+    """Whitened PCA scores of images [N, 3, R, R] -> codes [N, dim] with zero mean and unit variance per column.
+
+    With fewer photos than ``dim`` the missing columns are small Gaussian values from the caller's seed state.
+    """
+    x = images.flatten(1).double()
+    x = x - x.mean(0, keepdim=True)
+    u, s, _ = torch.linalg.svd(x, full_matrices=False)
+    k = min(dim, x.shape[0] - 1)
+    scores = u[:, :k] * s[:k]
+    scores = scores / scores.std(0, keepdim=True).clamp_min(1e-8)
+    if k < dim:
+        scores = torch.cat([scores, 0.1 * torch.randn(x.shape[0], dim - k, dtype=torch.float64)], 1)
+    return scores.float()
+
+
+def multiscale_l1(out: torch.Tensor, target: torch.Tensor, scales: tuple[int, ...], gradient_weight: float
+                  ) -> torch.Tensor:
+    """Mean over ``scales`` of L1 + ``gradient_weight`` × L1 of the horizontal/vertical differences. -> []"""
+    total = out.new_zeros(())
+    for s in scales:
+        a = out if out.shape[-1] == s else F.adaptive_avg_pool2d(out, s)
+        b = target if target.shape[-1] == s else F.adaptive_avg_pool2d(target, s)
+        loss = (a - b).abs().mean()
+        dxa, dxb = a[..., :, 1:] - a[..., :, :-1], b[..., :, 1:] - b[..., :, :-1]
+        dya, dyb = a[..., 1:, :] - a[..., :-1, :], b[..., 1:, :] - b[..., :-1, :]
+        loss = loss + gradient_weight * ((dxa - dxb).abs().mean() + (dya - dyb).abs().mean())
+        total = total + loss
+    return total / len(scales)
+
+
+def lr_factor(step: int, cfg: TrainConfig) -> float:
+    """Learning-rate multiplier at ``step``: 1 for the constant part, then a cosine to 0."""
+    start = cfg.constant_fraction * cfg.iterations
+    if step < start:
+        return 1.0
+    t = (step - start) / max(1.0, cfg.iterations - start)
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+
+
+def noise_std(step: int, cfg: TrainConfig) -> float:
+    """Std of the code noise at ``step`` (linear fade to 0 at ``code_noise_until`` of the run)."""
+    return cfg.code_noise * max(0.0, 1 - step / (cfg.code_noise_until * cfg.iterations))
+
+
+@torch.no_grad()
+def estimate_w_avg(generator, n: int = 4096, seed: int = 0) -> torch.Tensor:
+    """Mean w [w_dim] of the mapping over ``n`` seeded N(0, I) samples (written into ``mapping.w_avg``)."""
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(n, generator.z_dim, generator=g)
+    w = generator.mapping(z, None)[:, 0].mean(0)
+    generator.mapping.w_avg.copy_(w)
+    return w
+
+
+def _state(generator, codes, opt, step: int, cfg: TrainConfig, rng: torch.Generator, seconds: float) -> dict:
+    return {"generator": generator.state_dict(), "codes": codes.detach().clone(), "optimizer": opt.state_dict(),
+            "step": torch.tensor(step), "rng": rng.get_state(), "seconds": torch.tensor(seconds),
+            "config": json.dumps(dataclasses.asdict(cfg))}
+
+
+def train(cfg: TrainConfig, images: torch.Tensor, out_dir: Optional[Path] = None,
+          log: Optional[Callable[[dict], None]] = None):
+    """GLO-train a StyleGAN2Generator on aligned images [N, 3, R, R] in [-1, 1].
+
+    out_dir: where the resumable state (``train_state.pt``) and ``log.jsonl`` go (None: nothing is written);
+    an existing state for the same config is resumed. -> (generator in eval mode with w_avg set, codes [N, z_dim],
+    summary dict with 'seconds', 'final_loss', 'iterations').
+    """
+    from guide_unlearn.adapters.stylegan2 import StyleGAN2Generator
+    from guide_unlearn.io import atomic_write_bytes
+
+    if images.ndim != 4 or images.shape[1] != 3 or images.shape[-1] != cfg.resolution:
+        raise ConfigError(f"images must be [N, 3, {cfg.resolution}, {cfg.resolution}], got {list(images.shape)}")
+    torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)  # parameter initialisation (the constructor draws from the global generator)
+    generator = StyleGAN2Generator(**cfg.generator_config())
+    generator.train()
+    codes = torch.nn.Parameter(pca_codes(images, cfg.z_dim))
+    opt = torch.optim.Adam([{"params": list(generator.parameters()), "lr": cfg.lr},
+                            {"params": [codes], "lr": cfg.code_lr}], betas=cfg.betas)
+    rng = torch.Generator().manual_seed(cfg.seed + 1)  # batches and code noise
+    step, seconds = 0, 0.0
+    state_file = out_dir / "train_state.pt" if out_dir is not None else None
+    if state_file is not None and state_file.exists():
+        state = torch.load(state_file, map_location="cpu", weights_only=True)
+        if json.loads(state["config"]) != json.loads(json.dumps(dataclasses.asdict(cfg))):
+            raise ConfigError(f"{state_file} was written by another config; use a new --out folder")
+        generator.load_state_dict(state["generator"])
+        with torch.no_grad():
+            codes.copy_(state["codes"])
+        opt.load_state_dict(state["optimizer"])
+        rng.set_state(state["rng"])
+        step, seconds = int(state["step"]), float(state["seconds"])
+        logger.info("resumed at step %d", step)
+    n = images.shape[0]
+    base_lrs = [cfg.lr, cfg.code_lr]
+    loss_ema = None
+    t0 = time.perf_counter() - seconds
+    while step < cfg.iterations:
+        factor = lr_factor(step, cfg)
+        for group, base in zip(opt.param_groups, base_lrs):
+            group["lr"] = base * factor
+        idx = torch.randint(n, (cfg.batch,), generator=rng)
+        z = codes[idx]
+        sigma = noise_std(step, cfg)
+        if sigma > 0:
+            z = z + sigma * torch.randn(z.shape, generator=rng)
+        out = generator.synthesis(generator.mapping(z, None), noise_mode="const").images
+        loss = multiscale_l1(out, images[idx], cfg.loss_scales, cfg.gradient_weight)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        step += 1
+        value = loss.item()
+        loss_ema = value if loss_ema is None else 0.98 * loss_ema + 0.02 * value
+        if state_file is not None and (step % cfg.save_every == 0 or step == cfg.iterations):
+            buf = io.BytesIO()
+            torch.save(_state(generator, codes, opt, step, cfg, rng, time.perf_counter() - t0), buf)
+            atomic_write_bytes(state_file, buf.getvalue())
+        if log is not None and (step % cfg.log_every == 0 or step == cfg.iterations):
+            log({"step": step, "loss": round(loss_ema, 5), "lr_factor": round(factor, 4), "code_noise": round(sigma, 4),
+                 "seconds": round(time.perf_counter() - t0, 1)})
+    generator.eval()
+    estimate_w_avg(generator, seed=cfg.seed)
+    return generator, codes.detach(), {"seconds": round(time.perf_counter() - t0, 1), "final_loss": loss_ema,
+                                       "iterations": cfg.iterations}
+
+
+def export_model(generator, out_dir: Path, extra_files: Optional[dict[str, str]] = None) -> Path:
+    """Write the diffusers-style folder (config.json + fp16 safetensors) atomically. -> out_dir."""
+    import copy
+
+    from guide_unlearn.io import atomic_directory
+
+    model = copy.deepcopy(generator).to(torch.float16)
+    with atomic_directory(out_dir) as tmp:
+        model.save_pretrained(str(tmp), safe_serialization=True)
+        for name, text in (extra_files or {}).items():
+            (tmp / name).write_text(text)
+    return out_dir
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """Command line: prepare the photos, train, write the run folder (state, log, codes, faces, model)."""
+    from .data import build_face_set, faces_root, list_photos
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", type=Path, default=Path(__file__).with_name("config.json"))
+    p.add_argument("--out", type=Path, required=True, help="run folder (resumed when it holds a state)")
+    p.add_argument("--shared", type=Path, default=None, help="shared/ folder (default $GUIDE_SHARED or ../shared)")
+    p.add_argument("--iterations", type=int, default=None, help="override the config (smoke runs)")
+    p.add_argument("--max-photos", type=int, default=None, help="use only the first N photos (smoke runs)")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    cfg = TrainConfig.from_json(args.config, iterations=args.iterations)
+    args.out.mkdir(parents=True, exist_ok=True)
+    faces_file = args.out / "faces.npz"
+    from .data import FaceSet
+
+    if faces_file.exists():
+        faces = FaceSet.load(faces_file)
+    else:
+        root = faces_root(args.shared)
+        names = list_photos(root)[: args.max_photos]
+        faces = build_face_set(root, names, cfg.resolution)
+        faces.save(faces_file)
+    print(json.dumps({"photos": len(faces), "skipped": faces.skipped}), flush=True)
+    log_file = (args.out / "log.jsonl").open("a")
+
+    def log(rec: dict) -> None:
+        line = json.dumps(rec)
+        print(line, flush=True)
+        log_file.write(line + "\n")
+        log_file.flush()
+
+    generator, codes, summary = train(cfg, faces.images, args.out, log=log)
+    from safetensors.torch import save_file
+
+    save_file({"codes": codes.contiguous()}, str(args.out / "codes.safetensors"))
+    export_model(generator, args.out / "model")
+    (args.out / "summary.json").write_text(json.dumps({**summary, "photos": len(faces),
+                                                      "config": dataclasses.asdict(cfg)}, indent=1))
+    print(json.dumps({"done": True, **summary}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

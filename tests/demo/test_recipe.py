@@ -1,0 +1,132 @@
+"""The demo model's training recipe: seeded, resumable, and its command line runs end to end (a few steps)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from guide_unlearn.errors import ConfigError
+from guide_unlearn.recipes.demo_faces import train as T
+from guide_unlearn.recipes.demo_faces.data import HELD_OUT, FaceSet, list_photos, person_of
+
+TINY = dict(resolution=16, z_dim=8, w_dim=32, mapping_layers=2, channel_base=256, channel_max=32, batch=4,
+            threads=1, save_every=3, log_every=1)
+
+
+def _images(n=6, res=16, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(n, 3, res, res, generator=g) * 2 - 1
+
+
+def _flat(model):
+    return torch.cat([p.detach().flatten() for p in model.state_dict().values()])
+
+
+def test_same_seed_same_weights():
+    cfg = T.TrainConfig(iterations=4, **TINY)
+    a, ca, _ = T.train(cfg, _images())
+    b, cb, _ = T.train(cfg, _images())
+    assert torch.equal(_flat(a), _flat(b)) and torch.equal(ca, cb)
+
+
+def test_other_seed_other_weights():
+    a, _, _ = T.train(T.TrainConfig(iterations=2, **TINY), _images())
+    b, _, _ = T.train(T.TrainConfig(iterations=2, seed=1, **TINY), _images())
+    assert not torch.equal(_flat(a), _flat(b))
+
+
+class _Stop(Exception):
+    pass
+
+
+def _stop_at(step):
+    def log(rec):
+        if rec["step"] >= step:
+            raise _Stop
+
+    return log
+
+
+def test_resume_equals_uninterrupted(tmp_path):
+    straight, codes, _ = T.train(T.TrainConfig(iterations=6, **TINY), _images())
+    # Stop the run at step 3 (its state is saved there), then resume in a new call from the saved state.
+    with pytest.raises(_Stop):
+        T.train(T.TrainConfig(iterations=6, **TINY), _images(), tmp_path, log=_stop_at(3))
+    resumed, codes2, _ = T.train(T.TrainConfig(iterations=6, **TINY), _images(), tmp_path)
+    assert torch.allclose(_flat(straight), _flat(resumed), atol=1e-6)
+    assert torch.allclose(codes, codes2, atol=1e-6)
+
+
+def test_resume_with_other_config_refused(tmp_path):
+    T.train(T.TrainConfig(iterations=3, **TINY), _images(), tmp_path)
+    with pytest.raises(ConfigError, match="another config"):
+        T.train(T.TrainConfig(iterations=3, lr=1e-3, **TINY), _images(), tmp_path)
+
+
+def test_loss_goes_down():
+    """Four smooth images (4×4 noise upsampled): 100 steps fit them clearly better than the first step."""
+    smooth = torch.nn.functional.interpolate(_images(n=4, res=4), size=16, mode="bilinear", align_corners=False)
+    logs = []
+    T.train(T.TrainConfig(iterations=100, **TINY), smooth, log=logs.append)
+    assert logs[-1]["loss"] < 0.6 * logs[0]["loss"]
+
+
+def test_pca_codes_are_whitened():
+    codes = T.pca_codes(_images(n=20), 8)
+    assert codes.shape == (20, 8)
+    assert torch.allclose(codes.mean(0), torch.zeros(8), atol=1e-5)
+    assert torch.allclose(codes.std(0), torch.ones(8), atol=1e-5)
+
+
+def test_schedules():
+    cfg = T.TrainConfig(iterations=100, constant_fraction=0.4, code_noise=0.3, code_noise_until=0.5, **TINY)
+    assert T.lr_factor(0, cfg) == 1.0 and T.lr_factor(39, cfg) == 1.0
+    assert T.lr_factor(70, cfg) == pytest.approx(0.5) and T.lr_factor(100, cfg) == pytest.approx(0.0)
+    assert T.noise_std(0, cfg) == pytest.approx(0.3) and T.noise_std(25, cfg) == pytest.approx(0.15)
+    assert T.noise_std(60, cfg) == 0.0
+
+
+def test_config_file_is_the_shipped_run():
+    cfg = T.TrainConfig.from_json(T.Path(T.__file__).with_name("config.json"))
+    model_cfg = json.loads((T.Path(T.__file__).parents[2] / "guide_unlearn/models/demo_faces/config.json").read_text())
+    for key, value in cfg.generator_config().items():
+        assert model_cfg[key] == value, key
+
+
+def test_config_rejects_unknown_keys(tmp_path):
+    f = tmp_path / "c.json"
+    f.write_text(json.dumps({"iterations": 5, "learning_rate": 1}))
+    with pytest.raises(ConfigError, match="learning_rate"):
+        T.TrainConfig.from_json(f)
+
+
+def test_bad_image_shape_refused():
+    with pytest.raises(ConfigError, match=r"\[N, 3, 16, 16\]"):
+        T.train(T.TrainConfig(iterations=1, **TINY), torch.zeros(2, 3, 32, 32))
+
+
+def test_training_photos_leave_out_aligned_5(shared_dir):
+    names = list_photos(shared_dir / "faces")
+    assert HELD_OUT[0] not in names
+    assert "guide_celebahq512/aligned_1.jpg" in names and len(names) == 127
+    assert person_of("guide_celebahq512/aligned_3.jpg") == person_of("guide_celebahq512/aligned_1.jpg")
+    assert person_of("stargan_v2_celebahq/000001.jpg") != person_of("stargan_v2_celebahq/000002.jpg")
+
+
+def test_command_line_smoke_run(shared_dir, tmp_path):
+    """The real recipe (its config, its data code) for a few steps on four photos: every output is written and
+    the exported folder loads as a registry generator."""
+    from guide_unlearn.pipelines.registry import load_generator
+
+    out = tmp_path / "run"
+    assert T.main(["--out", str(out), "--shared", str(shared_dir), "--iterations", "3", "--max-photos", "4"]) == 0
+    faces = FaceSet.load(out / "faces.npz")
+    assert len(faces) == 4 and faces.images.shape == (4, 3, 64, 64)
+    assert faces.descriptors.shape == (4, 128) and faces.landmarks.shape == (4, 5, 2)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["iterations"] == 3 and summary["photos"] == 4
+    g = load_generator(out / "model")
+    assert g.img_resolution == 64 and g.num_ws == 10 and next(g.parameters()).dtype == torch.float32
+    assert torch.isfinite(g.w_avg).all() and g.w_avg.abs().sum() > 0
