@@ -1,5 +1,6 @@
-"""Generic optimisation inverter (projector) for any generator adapter."""
+"""Optimisation inverters (projectors) for generator adapters: W+ (any generator) and code space (z)."""
 
+from .codes import CodeInverter
 from .projector import OptimizationInverter
 
-__all__ = ["OptimizationInverter"]
+__all__ = ["CodeInverter", "OptimizationInverter"]
