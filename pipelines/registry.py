@@ -77,6 +77,8 @@ class CheckpointEntry:
     architecture:     builds the full-size model without weights: ``f(device) -> nn.Module``.
     default_inverter: registry name of the inverter to use with this generator (None: none known).
     generator:        for inverters, the registry name of the generator its codes belong to.
+    bundled:          folder under ``guide_unlearn/models`` when the weights ship inside the package (no file
+                      to fetch); for format 'projector' entries, no file at all (an optimisation inverter).
     """
 
     name: str
@@ -91,6 +93,7 @@ class CheckpointEntry:
     architecture: Optional[Callable[[Any], nn.Module]] = field(default=None, compare=False, repr=False)
     default_inverter: Optional[str] = None
     generator: Optional[str] = None
+    bundled: Optional[str] = None
 
     @property
     def source(self) -> CheckpointSource:
@@ -190,6 +193,16 @@ REGISTRY: dict[str, CheckpointEntry] = {
             homepage="https://catalog.ngc.nvidia.com/orgs/nvidia/teams/research/models/eg3d",
             family="eg3d", architecture=_eg3d_arch, default_inverter="goae-ffhq"),
         CheckpointEntry(
+            "demo-faces", "demo_faces", "folder", "generator",
+            "the embedded demo face generator: StyleGAN2 64², 3.1 M parameters, GLO-trained by this project on the "
+            "photos of shared/faces (non-commercial research licence; see its model card)",
+            homepage="guide_unlearn/models/demo_faces/README.md", bundled="demo_faces",
+            default_inverter="code-projector"),
+        CheckpointEntry(
+            "code-projector", "", "projector", "inverter",
+            "optimisation inverter in the mapping's input space (best of 64 seeded codes, then Adam on z); "
+            "no weights", family="projector"),
+        CheckpointEntry(
             "goae-ffhq", "encoder_FFHQ.pt", "state-dict", "inverter",
             "GOAE encoder for EG3D FFHQ (Swin-V2 backbone + cross-attention heads)",
             homepage="https://github.com/jiangyzy/GOAE (README: pretrained models, Google Drive)",
@@ -226,6 +239,8 @@ def resolve_checkpoint(path_or_name: PathOrName, allow_download: Optional[bool] 
     (see :func:`guide_unlearn.checkpoints.resolve_file`).
     """
     if isinstance(path_or_name, CheckpointEntry):
+        if path_or_name.bundled:
+            return _bundled_path(path_or_name), path_or_name
         return resolve_file(path_or_name.source, allow_download, progress), path_or_name
     p = Path(path_or_name).expanduser()
     if p.exists():
@@ -233,11 +248,26 @@ def resolve_checkpoint(path_or_name: PathOrName, allow_download: Optional[bool] 
     name = str(path_or_name)
     if name in REGISTRY:
         entry = REGISTRY[name]
+        if entry.format == "projector":
+            raise CheckpointError(f"'{name}' is an optimisation inverter with no file; build it with load_inverter")
+        if entry.bundled:
+            return _bundled_path(entry), entry
         return resolve_file(entry.source, allow_download, progress), entry
     if os.sep in name or "/" in name or p.suffix:
         raise CheckpointError(f"{name}: no such file or folder")
     get_entry(name)  # raises with the list of names
     raise AssertionError("unreachable")
+
+
+def _bundled_path(entry: CheckpointEntry) -> Path:
+    """The package folder of a bundled model; CheckpointError when this installation lacks it."""
+    from guide_unlearn.models import bundled_model_dir
+
+    path = bundled_model_dir(entry.bundled)
+    if not (path / "config.json").is_file():
+        raise CheckpointError(f"the bundled model '{entry.name}' is missing from this installation ({path}); "
+                              "reinstall guide-unlearn (pip install -e . from a full checkout)")
+    return path
 
 
 def build_architecture(name: str, device: Any = "meta") -> nn.Module:
@@ -378,15 +408,27 @@ def _load_goae(path: Path, generator: Optional[nn.Module], device: Any) -> nn.Mo
     return load(path, generator.w_avg.detach(), device=device).eval()
 
 
+def _projector(entry: CheckpointEntry, generator: Optional[nn.Module], device: Any) -> Any:
+    if generator is None:
+        raise CheckpointError(f"'{entry.name}' inverts through a generator; pass generator=")
+    from guide_unlearn.adapters.projector import CodeInverter
+
+    return CodeInverter(generator.to(device))
+
+
 def load_inverter(path_or_name: PathOrName, device: Any = "cpu", generator: Optional[nn.Module] = None,
                   allow_download: Optional[bool] = None) -> nn.Module:
     """An inverter (core ``Inverter`` protocol: ``invert(images) -> ws``) from a file or registry name.
 
     Supported: e4e ``.pt`` (Encoder4Editing, W+ codes of its StyleGAN2-1024 decoder); GOAE ``encoder_FFHQ.pt``
-    through the GOAE backend (which may use ``generator`` for its w_avg).
+    through the GOAE backend (which may use ``generator`` for its w_avg); ``"code-projector"`` (no file: the
+    code-space optimisation inverter through ``generator``).
 
     Raises CheckpointError / UnsafeCheckpointError / BackendUnavailableError like :func:`load_generator`.
     """
+    entry = REGISTRY.get(str(path_or_name)) if not Path(str(path_or_name)).expanduser().exists() else None
+    if entry is not None and entry.format == "projector":
+        return _projector(entry, generator, device)
     path, entry = resolve_checkpoint(path_or_name, allow_download)
     if entry is not None and entry.kind == "generator":
         if entry.default_inverter:
