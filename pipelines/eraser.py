@@ -62,8 +62,9 @@ class IdentityEraser:
     def from_pretrained(cls, name_or_path: str = "eg3d-ffhq", device: Union[str, torch.device] = "cpu",
                         **components: Any) -> "IdentityEraser":
         """Assemble an eraser from a registry name ("eg3d-ffhq" — the default —, "stylegan2-ffhq", "e4e-ffhq",
-        "tiny-stylegan2", "tiny-eg3d", ...) or a local checkpoint / folder. ``components`` may override ``inverter``,
-        ``identity_model`` and ``perceptual``."""
+        "demo-faces" — the embedded 64² face model, works offline —, "tiny-stylegan2", "tiny-eg3d", ...) or a
+        local checkpoint / folder. ``components`` may override ``inverter``, ``identity_model`` and
+        ``perceptual``."""
         from guide_unlearn.pipelines.assembly import assemble
 
         return assemble(cls, name_or_path, torch.device(device), **components)
@@ -219,25 +220,29 @@ class IdentityEraser:
         [K, num_ws, w_dim]. All inputs are erased together. Returns with the applied patches as they were (the
         new patch is not applied). See :class:`ErasureResult`."""
         config = config or EraseConfig()
-        w_u = self._codes(inputs, camera)
+        w_u, photos, cams = self._codes(inputs, camera)
         patch, w_t, history, seconds = run_erase(
             self.generator, w_u, config, self.perceptual, self.identity_model, state_dir=state_dir,
             trackers=trackers, extra_metadata={"base_name": self.name})
-        return self._result(patch, w_u, w_t, history, seconds, measure)
+        return self._result(patch, w_u, w_t, history, seconds, measure, photos, cams)
 
-    def _codes(self, inputs: Inputs, camera) -> torch.Tensor:
+    def _codes(self, inputs: Inputs, camera):
+        """-> (codes [K, num_ws, w_dim], the prepared photos [K, 3, H, W] or None, their cameras or None)."""
         if torch.is_tensor(inputs) and inputs.ndim in (2, 3) and tuple(inputs.shape[-2:]) == (
                 self.generator.num_ws, self.generator.w_dim):
-            return check_latents(inputs, self.generator)
+            return check_latents(inputs, self.generator), None, None
         if torch.is_tensor(inputs) and inputs.ndim in (2, 3) and inputs.shape[0] != 3:
-            return check_latents(inputs, self.generator)  # raises a LatentError with the expected shape
-        return self.invert(inputs, camera)
+            return check_latents(inputs, self.generator), None, None  # raises a LatentError with the shape
+        images, cams = self._prepare_images(inputs, camera, align=True)
+        g = torch.Generator(device=self.device).manual_seed(0)
+        return self.inverter.invert(images, cams, generator=g), images, cams
 
     @torch.no_grad()
-    def _result(self, patch: ForgetPatch, w_u, w_t, history, seconds, measure: bool) -> ErasureResult:
+    def _result(self, patch: ForgetPatch, w_u, w_t, history, seconds, measure: bool, photos=None,
+                photo_cams=None) -> ErasureResult:
         # Everything the source generator renders first, then the patch is applied once for the patched renders.
-        before = self.synthesize(w_u)
-        target = self.synthesize(w_t)
+        before = self.synthesize(w_u, camera=photo_cams)
+        target = self.synthesize(w_t, camera=photo_cams)
         cams = self.generator.evaluation_cameras(11)
         orbit = lambda: self.synthesize(w_u[:1].expand(cams.shape[0], -1, -1), camera=cams.to(self.device))
         views_before = orbit() if cams is not None else None
@@ -245,12 +250,14 @@ class IdentityEraser:
         src_r = self.synthesize(w_r) if measure else None
         self.apply_patch(patch)
         try:
-            after = self.synthesize(w_u)
+            after = self.synthesize(w_u, camera=photo_cams)
             views_after = orbit() if cams is not None else None
             after_r = self.synthesize(w_r) if measure else None
         finally:
             self.remove_patch(patch)
         metrics = _pixel_metrics(before, after, target, src_r, after_r) if measure else {}
+        if photos is not None:
+            metrics.update(_photo_fit(photos, before, after))
         return ErasureResult(patch=patch, w_source=w_u, w_target=w_t, history=history, images_before=before,
                              images_after=after, target_images=target, views_before=views_before,
                              views_after=views_after, metrics=metrics, seconds=seconds)
@@ -275,6 +282,17 @@ def _pixel_metrics(src_u, after_u, src_t, src_r, after_r) -> dict[str, float]:
     pairs = [mse(src_r[i], src_r[j]) for i in range(n) for j in range(i + 1, n)]
     return {"erased_mse": mse(after_u, src_t), "before_mse": mse(src_u, src_t),
             "preserved_mse": mse(after_r, src_r), "random_pair_mse": sum(pairs) / max(1, len(pairs))}
+
+
+def _photo_fit(photos: torch.Tensor, before: torch.Tensor, after: torch.Tensor) -> dict[str, float]:
+    """How close the model's rendering of the photo was, before and after the patch (mean |pixel| difference on
+    [-1, 1], at the rendering's size). A person the model never knew starts far (large ``photo_l1_before``);
+    an erased one moves away (``photo_l1_after`` > ``photo_l1_before``)."""
+    p = photos.to(before)
+    if p.shape[-2:] != before.shape[-2:]:
+        p = torch.nn.functional.interpolate(p, size=before.shape[-2:], mode="bilinear", align_corners=False,
+                                            antialias=True)
+    return {"photo_l1_before": float((before - p).abs().mean()), "photo_l1_after": float((after - p).abs().mean())}
 
 
 def _as_list(inputs: Inputs) -> list[Any]:
