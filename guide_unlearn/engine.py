@@ -41,6 +41,7 @@ class ErasureResult:
     views_before / views_after: multi-view renders [V, 3, H, W] of the first code for camera models, else None.
     metrics:        unoptimised measurements taken after the erase (pixel MSEs, see ``engine.measure``).
     seconds:        wall time of the optimisation.
+    photos:         the aligned photos [K, 3, H', W'] in [-1, 1] the codes were inverted from (None for codes).
     """
 
     patch: ForgetPatch
@@ -54,6 +55,7 @@ class ErasureResult:
     views_after: Optional[torch.Tensor] = None
     metrics: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
+    photos: Optional[torch.Tensor] = None
 
 
 def check_latents(ws: Any, generator: GeneratorAdapter) -> torch.Tensor:

@@ -260,7 +260,8 @@ class IdentityEraser:
             metrics.update(_photo_fit(photos, before, after))
         return ErasureResult(patch=patch, w_source=w_u, w_target=w_t, history=history, images_before=before,
                              images_after=after, target_images=target, views_before=views_before,
-                             views_after=views_after, metrics=metrics, seconds=seconds)
+                             views_after=views_after, metrics=metrics, seconds=seconds,
+                             photos=None if photos is None else photos.detach().cpu())
 
 
 def _random_codes(eraser: IdentityEraser, n: int, seed: int) -> torch.Tensor:

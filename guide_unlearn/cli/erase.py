@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from guide_unlearn.errors import InputError, LatentError
 
@@ -91,6 +92,11 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     result.patch.save_pretrained(out)
     rows = [result.images_before, result.images_after, result.target_images]
+    if result.photos is not None:  # first row: the aligned photo itself, at the rendering's size
+        rows.insert(0, F.interpolate(result.photos, size=rows[0].shape[-2:], mode="bilinear", antialias=True))
+    if rows[0].shape[-1] < 128:  # small models (demo-faces is 64²): enlarge so the picture is legible
+        scale = 128 // rows[0].shape[-1]
+        rows = [F.interpolate(r.float().cpu(), scale_factor=scale, mode="nearest") for r in rows]
     picture = out.parent / f"{out.name}_before_after.png"
     _save_png(image_strip(rows), picture)
     if result.views_before is not None:
