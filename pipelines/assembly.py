@@ -46,7 +46,10 @@ def assemble(cls, name_or_path: str, device: torch.device, **components: Any):
         identity = default_identity_model(device)
     if components:
         raise InputError(f"unknown components {sorted(components)}; use inverter, identity_model, perceptual")
-    return cls(generator, inverter=inverter, identity_model=identity, perceptual=perceptual, name=str(name_or_path))
+    entry = registry.REGISTRY.get(str(name_or_path)) if not Path(name_or_path).exists() else None
+    defaults = dict(entry.erase_defaults) if entry is not None else {}
+    return cls(generator, inverter=inverter, identity_model=identity, perceptual=perceptual, name=str(name_or_path),
+               erase_defaults=defaults)
 
 
 def _default_inverter(registry, name: str, generator, device):

@@ -40,6 +40,7 @@ class IdentityEraser:
         identity_model: Optional[IdentityModel] = None,  # ID-loss network (None disables the ID term)
         perceptual: Optional[PerceptualDistance] = None,  # None = LPIPS if available, else the labelled stand-in
         name: Optional[str] = None,  # where the generator came from (recorded in patches)
+        erase_defaults: Optional[dict[str, Any]] = None,  # EraseConfig fields this model recommends
     ):
         module_of(generator)
         self.generator = generator
@@ -55,6 +56,8 @@ class IdentityEraser:
         self.inverter = inverter
         self.identity_model = identity_model
         self.name = name
+        self.erase_defaults = dict(erase_defaults or {})
+        EraseConfig(**self.erase_defaults)  # validate now, not at the first erase
         patch_state(module_of(generator))  # fingerprint the base before anything touches it
 
     # -- construction -----------------------------------------------------------------------------------------
@@ -219,12 +222,18 @@ class IdentityEraser:
         """Erase ONE person given photos of them (paths / PIL / image tensor [N, 3, H, W]) or their codes
         [K, num_ws, w_dim]. All inputs are erased together. Returns with the applied patches as they were (the
         new patch is not applied). See :class:`ErasureResult`."""
-        config = config or EraseConfig()
+        config = config or self.default_config()
         w_u, photos, cams = self._codes(inputs, camera)
         patch, w_t, history, seconds = run_erase(
             self.generator, w_u, config, self.perceptual, self.identity_model, state_dir=state_dir,
             trackers=trackers, extra_metadata={"base_name": self.name})
         return self._result(patch, w_u, w_t, history, seconds, measure, photos, cams)
+
+    def default_config(self, preset: str = "lora", **overrides: Any) -> EraseConfig:
+        """The ``preset`` EraseConfig with this model's recommended settings (``erase_defaults``, from the registry
+        entry; applied to the LoRA preset only) and then ``overrides`` on top."""
+        base = self.erase_defaults if preset == "lora" else {}
+        return EraseConfig.preset(preset, **{**base, **overrides})
 
     def _codes(self, inputs: Inputs, camera):
         """-> (codes [K, num_ws, w_dim], the prepared photos [K, 3, H, W] or None, their cameras or None)."""

@@ -79,6 +79,8 @@ class CheckpointEntry:
     generator:        for inverters, the registry name of the generator its codes belong to.
     bundled:          folder under ``guide_unlearn/models`` when the weights ship inside the package (no file
                       to fetch); for format 'projector' entries, no file at all (an optimisation inverter).
+    erase_defaults:   EraseConfig fields this model's erase should use unless the caller says otherwise
+                      (measured for that model; see its model card).
     """
 
     name: str
@@ -94,6 +96,7 @@ class CheckpointEntry:
     default_inverter: Optional[str] = None
     generator: Optional[str] = None
     bundled: Optional[str] = None
+    erase_defaults: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
     @property
     def source(self) -> CheckpointSource:

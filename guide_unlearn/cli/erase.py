@@ -60,7 +60,7 @@ def load_latent(path: str) -> torch.Tensor:
 
 
 def run(args: argparse.Namespace) -> int:
-    from guide_unlearn import EraseConfig, IdentityEraser
+    from guide_unlearn import IdentityEraser
     from guide_unlearn.images import image_strip
 
     if bool(args.photos) == bool(args.latent):
@@ -74,8 +74,8 @@ def run(args: argparse.Namespace) -> int:
     if args.rank is not None:
         overrides["lora_rank"] = args.rank
         overrides["lora_alpha"] = float(args.rank)
-    config = EraseConfig.preset(args.preset, **overrides)
     eraser = IdentityEraser.from_pretrained(args.model, device=args.device)
+    config = eraser.default_config(args.preset, **overrides)  # the model's recommended settings, then the flags
     camera = None
     if args.camera:
         try:
