@@ -146,7 +146,9 @@ def sample_face_rate(eraser, n: int = 64, seed: int = 0, upscale: int = 256) -> 
 class ErasureReport:
     """Figures of one erase, all dlib distances (lower = more alike; same person below 0.6).
 
-    person_before / person_after: [P] mean distance of each photo's rendering to the person's P photos.
+    person_before / person_after: [P] distance of each photo's rendering to that photo (the reconstruction
+    measure: does it render as the person in it).
+    person_mean_before / person_mean_after: [P] mean distance of each rendering to all P photos of the person.
     others_before / others_after: [M] distance of each other training person's rendering to their own photo,
     for the M people recognised before the patch (distance < 0.6).
     pixel: unoptimised pixel measures (mean |render - aligned photo|) for the person and the others.
@@ -155,6 +157,8 @@ class ErasureReport:
     person_names: list[str]
     person_before: np.ndarray
     person_after: np.ndarray
+    person_mean_before: np.ndarray
+    person_mean_after: np.ndarray
     others_names: list[str]
     others_before: np.ndarray
     others_after: np.ndarray
@@ -177,6 +181,7 @@ class ErasureReport:
         r = lambda a: [round(float(x), 4) for x in a]
         return {"id_term": self.id_term, "erased": self.erased, "person_photos": self.person_names,
                 "person_before": r(self.person_before), "person_after": r(self.person_after),
+                "person_mean_before": r(self.person_mean_before), "person_mean_after": r(self.person_mean_after),
                 "others_recognised_before": len(self.others_names), "preserved_fraction": self.preserved_fraction,
                 "others_mean_distance_change": float((self.others_after - self.others_before).mean())
                 if len(self.others_names) else None,
@@ -204,9 +209,9 @@ def erasure_report(eraser, request: torch.Tensor, person: FaceSet, person_ws: to
     finally:
         eraser.identity_model = saved
 
-    def person_dist(images: torch.Tensor) -> np.ndarray:
+    def person_dist(images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         desc = metric.describe(images, person.landmarks)
-        return np.sqrt(((desc[:, None] - target[None]) ** 2).sum(-1)).mean(1)
+        return distances_to(desc, target), np.sqrt(((desc[:, None] - target[None]) ** 2).sum(-1)).mean(1)
 
     before_p, before_o = render(eraser, person_ws), render(eraser, others_ws)
     d_o = distances_to(metric.describe(before_o, others.landmarks), others.descriptors)
@@ -220,7 +225,8 @@ def erasure_report(eraser, request: torch.Tensor, person: FaceSet, person_ws: to
     l1 = lambda a, b: float((a - b).abs().mean())
     pixel = {"person_before": l1(before_p, person.images), "person_after": l1(after_p, person.images),
              "others_before": l1(before_o[keep], others.images[keep]), "others_after": l1(after_o, others.images[keep])}
-    report = ErasureReport(list(person.names), person_dist(before_p), person_dist(after_p),
+    (own_b, mean_b), (own_a, mean_a) = person_dist(before_p), person_dist(after_p)
+    report = ErasureReport(list(person.names), own_b, own_a, mean_b, mean_a,
                            [others.names[i] for i in keep], d_o[keep], d_o_after, pixel, result.seconds,
                            getattr(identity_model, "name", None))
     return report, result
@@ -256,7 +262,7 @@ REQUEST = PERSON_PHOTOS[-1]  # the deletion request: the held-out photo
 def inverter_record(eraser) -> dict[str, Any]:
     """The settings an inversion depends on (stored beside cached codes)."""
     inv = eraser.inverter
-    keys = ("name", "starts", "steps", "lr", "refine_steps", "refine_lr", "mse_weight", "noise_mode")
+    keys = ("name", "starts", "steps", "lr", "refine_steps", "refine_lr", "refine_space", "mse_weight", "noise_mode")
     return {k: getattr(inv, k) for k in keys if hasattr(inv, k)}
 
 
