@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Optional, Union
 
 from ..errors import CheckpointError
+from ..io import default_file_mode
 
 __all__ = ["CheckpointSource", "cache_root", "cached_path", "download", "offline", "resolve_file", "sha256_of"]
 
@@ -160,6 +161,7 @@ def download(url: str, dest: Union[str, os.PathLike], sha256: Optional[str] = No
         if sha256 is not None and digest != sha256.lower():
             raise CheckpointError(f"download of {url} has sha256 {digest}, expected {sha256}; the file was "
                                   "discarded (a changed or corrupted file); report it if this persists")
+        os.chmod(tmp, default_file_mode())  # mkstemp's 0o600 would hide a shared cache from other users
         os.replace(tmp, dest)
     except urllib.error.HTTPError as exc:
         raise CheckpointError(f"download of {url} failed: HTTP {exc.code} {exc.reason}") from None
