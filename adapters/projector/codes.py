@@ -4,8 +4,9 @@ For generators whose mapping network was trained on the codes of real photos (th
 model), z is the space the faces live in: starting there puts the code on the model's own face distribution,
 which is what the erase's adjacency and preservation losses assume. A short W+ refinement (one w per layer,
 small learning rate) then recovers what z cannot express, which matters for photos the model never saw: on
-``demo-faces`` it brings the held-out aligned_5.jpg from dlib distance 0.67 to 0.52 from its photo, while moving
-the codes by about a fifth of the typical ||w - w_avg||. ``refine_steps=0`` keeps the pure mapping output.
+``demo-faces`` it brings the held-out aligned_5.jpg from dlib distance 0.67 to 0.52 from its photo. It moves
+a training photo's code by about 2 (Frobenius, W+) and the unseen photo's by about 12, against a typical
+||w - w_avg|| of 21 for mapped samples. ``refine_steps=0`` keeps the pure mapping output.
 """
 
 from __future__ import annotations
