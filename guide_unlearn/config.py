@@ -57,7 +57,8 @@ class EraseConfig:
     """True: scale adjacency_alpha by typical ||w - w_avg|| / 30 (GUIDE's range is absolute in EG3D's W space);
     None = follow the backend's target-distance default (relative for StyleGAN2, absolute for EG3D)."""
     truncation_psi: float = 1.0
-    """Truncation of the random mapped codes (GUIDE: 1, i.e. none)."""
+    """Truncation of the random mapped codes used by L_adj and L_global (GUIDE: 1, i.e. none; < 1 pulls them
+    toward w_avg, > 1 pushes them out, e.g. to where a model's inverted real photos lie)."""
     noise_mode: str = "random"
     """Synthesis noise during training: 'random' (GUIDE), 'const' or 'none'."""
 

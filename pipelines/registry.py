@@ -200,11 +200,16 @@ REGISTRY: dict[str, CheckpointEntry] = {
             "the embedded demo face generator: StyleGAN2 64², 3.1 M parameters, GLO-trained by this project on the "
             "photos of shared/faces (non-commercial research licence; see its model card)",
             homepage="guide_unlearn/models/demo_faces/README.md", bundled="demo_faces",
-            default_inverter="code-projector"),
+            default_inverter="code-projector",
+            # The GLO model's real-photo codes lie ~1.6x as far from w_avg as mapped samples, so the adjacency
+            # and preservation samples are drawn there (psi 1.6), with 8 preservation samples at weight 2: on
+            # benchmarks/sweep_demo_erase.py this keeps 95 % of the other people recognised (GUIDE's defaults:
+            # 80 %). Farther UFO targets (d >= 2) erase more photos but stop rendering faces (model card).
+            erase_defaults={"truncation_psi": 1.6, "global_samples": 8, "global_weight": 2.0}),
         CheckpointEntry(
             "code-projector", "", "projector", "inverter",
-            "optimisation inverter in the mapping's input space (best of 64 seeded codes, then Adam on z); "
-            "no weights", family="projector"),
+            "optimisation inverter in the mapping's input space (best of 64 seeded codes, Adam on z, then a short "
+            "W+ refinement); no weights", family="projector"),
         CheckpointEntry(
             "goae-ffhq", "encoder_FFHQ.pt", "state-dict", "inverter",
             "GOAE encoder for EG3D FFHQ (Swin-V2 backbone + cross-attention heads)",
