@@ -15,10 +15,11 @@ from typing import Optional
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from guide_unlearn.errors import InputError
 from guide_unlearn.protocols import GeneratorAdapter, PerceptualDistance
+
+from .projector import frozen_weights
 
 
 class CodeInverter:
@@ -80,11 +81,7 @@ class CodeInverter:
         res = getattr(g, "img_resolution", images.shape[-1])
         if images.shape[-2:] != (res, res):
             images = F.interpolate(images, size=(res, res), mode="bilinear", align_corners=False, antialias=True)
-        module = g if isinstance(g, nn.Module) else None
-        grads = {n: p.requires_grad for n, p in module.named_parameters()} if module is not None else {}
-        if module is not None:
-            module.requires_grad_(False)
-        try:
+        with frozen_weights(g):
             z = self._starting_codes(images, generator).requires_grad_(True)
             opt = torch.optim.Adam([z], lr=self.lr)
             for _ in range(self.steps):
@@ -101,10 +98,6 @@ class CodeInverter:
                     opt.zero_grad(set_to_none=True)
                     loss.sum().backward()
                     opt.step()
-        finally:
-            if module is not None:
-                for n, p in module.named_parameters():
-                    p.requires_grad_(grads.get(n, False))
         return w.detach().expand(-1, g.num_ws, -1).contiguous()
 
     @torch.no_grad()

@@ -6,7 +6,8 @@ through the generator *as currently patched*.
 
 from __future__ import annotations
 
-from typing import Optional
+from contextlib import contextmanager
+from typing import Iterator, Optional
 
 import torch
 import torch.nn.functional as F
@@ -14,6 +15,23 @@ from torch import nn
 
 from guide_unlearn.errors import InputError
 from guide_unlearn.protocols import GeneratorAdapter, PerceptualDistance
+
+
+@contextmanager
+def frozen_weights(generator: object) -> Iterator[None]:
+    """Turn off gradients of the generator's weights (an ``nn.Module``; anything else is left alone) while codes
+    are optimised, and restore each parameter's ``requires_grad`` afterwards, also on error (an applied LoRA
+    patch keeps its trainable flags)."""
+    module = generator if isinstance(generator, nn.Module) else None
+    grads = {n: p.requires_grad for n, p in module.named_parameters()} if module is not None else {}
+    if module is not None:
+        module.requires_grad_(False)
+    try:
+        yield
+    finally:
+        if module is not None:
+            for n, p in module.named_parameters():
+                p.requires_grad_(grads.get(n, False))
 
 
 class OptimizationInverter:
@@ -56,12 +74,7 @@ class OptimizationInverter:
             images = F.interpolate(images, size=size, mode="bilinear", align_corners=False, antialias=True)
         ws = g.w_avg.detach().view(1, 1, -1).repeat(images.shape[0], g.num_ws, 1).clone().requires_grad_(True)
         opt = torch.optim.Adam([ws], lr=self.lr)
-        module = g if isinstance(g, nn.Module) else None
-        grads = {}
-        if module is not None:
-            grads = {n: p.requires_grad for n, p in module.named_parameters()}
-            module.requires_grad_(False)
-        try:
+        with frozen_weights(g):
             for _ in range(self.steps):
                 out = g.synthesis(ws, cameras, noise_mode=self.noise_mode, generator=generator).images
                 loss = self.mse_weight * (out - images).square().flatten(1).mean(1)
@@ -70,8 +83,4 @@ class OptimizationInverter:
                 opt.zero_grad(set_to_none=True)
                 loss.sum().backward()
                 opt.step()
-        finally:
-            if module is not None:
-                for n, p in module.named_parameters():
-                    p.requires_grad_(grads.get(n, False))
         return ws.detach()

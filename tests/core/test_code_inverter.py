@@ -101,3 +101,17 @@ def test_missing_bundled_model_says_reinstall(monkeypatch, tmp_path):
     monkeypatch.setattr(models, "bundled_model_dir", lambda name: tmp_path / name)
     with pytest.raises(CheckpointError, match="reinstall"):
         load_generator("demo-faces")
+
+
+def test_frozen_weights_restores_mixed_flags_after_an_error():
+    """Both inverters freeze the generator while fitting codes; a patch's trainable LoRA flags survive, even
+    when the fit fails."""
+    from guide_unlearn.adapters.projector.projector import frozen_weights
+
+    net = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 2))
+    net[0].requires_grad_(False)
+    with pytest.raises(RuntimeError, match="boom"):
+        with frozen_weights(net):
+            assert not any(p.requires_grad for p in net.parameters())
+            raise RuntimeError("boom")
+    assert [p.requires_grad for p in net.parameters()] == [False, False, True, True]
