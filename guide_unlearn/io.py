@@ -6,7 +6,6 @@ import contextlib
 import hashlib
 import os
 import shutil
-import tempfile
 import uuid
 from pathlib import Path
 from typing import Iterator, Union
@@ -25,26 +24,32 @@ def sha256_file(path: PathLike, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def default_file_mode() -> int:
-    """The mode ``open(path, "w")`` would give a new file here (0o666 minus the umask); ``mkstemp`` files are
-    0o600, which would make saved patches unreadable to other users of a shared folder."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
+def temp_file_beside(path: PathLike, suffix: str = ".tmp") -> tuple[int, Path]:
+    """Create a new, uniquely named hidden file next to ``path`` for writing. -> (fd, its path).
+
+    Unlike ``mkstemp`` (always 0o600), the file gets the mode of a normally created one (0o666 minus the umask,
+    applied by the kernel), so what is renamed into place stays readable to other users of a shared folder.
+    """
+    path = Path(path)
+    while True:
+        tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:8]}{suffix}"
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666), tmp
+        except FileExistsError:
+            continue
 
 
 def atomic_write_bytes(path: PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` via a temporary file in the same folder and ``os.replace``; the file gets the
-    mode of a normally created file (:func:`default_file_mode`)."""
+    mode of a normally created file (:func:`temp_file_beside`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = temp_file_beside(path)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-            os.fchmod(f.fileno(), default_file_mode())
         os.replace(tmp, path)
     except OSError as e:
         with contextlib.suppress(OSError):

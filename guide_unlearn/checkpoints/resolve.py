@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -28,7 +27,7 @@ from pathlib import Path
 from typing import Optional, Union
 
 from ..errors import CheckpointError
-from ..io import default_file_mode
+from ..io import temp_file_beside
 
 __all__ = ["CheckpointSource", "cache_root", "cached_path", "download", "offline", "resolve_file", "sha256_of"]
 
@@ -137,8 +136,7 @@ def download(url: str, dest: Union[str, os.PathLike], sha256: Optional[str] = No
     if scheme not in ("http", "https"):
         raise CheckpointError(f"refusing to download from a {scheme or 'scheme-less'} URL: {url}")
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=dest.name + ".", suffix=".incomplete", dir=dest.parent)
-    tmp = Path(tmp_name)
+    fd, tmp = temp_file_beside(dest, ".incomplete")  # the normal file mode, not mkstemp's 0o600
     h = hashlib.sha256()
     try:
         request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
@@ -161,7 +159,6 @@ def download(url: str, dest: Union[str, os.PathLike], sha256: Optional[str] = No
         if sha256 is not None and digest != sha256.lower():
             raise CheckpointError(f"download of {url} has sha256 {digest}, expected {sha256}; the file was "
                                   "discarded (a changed or corrupted file); report it if this persists")
-        os.chmod(tmp, default_file_mode())  # mkstemp's 0o600 would hide a shared cache from other users
         os.replace(tmp, dest)
     except urllib.error.HTTPError as exc:
         raise CheckpointError(f"download of {url} failed: HTTP {exc.code} {exc.reason}") from None

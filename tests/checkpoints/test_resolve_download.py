@@ -156,3 +156,18 @@ def test_generator_and_inverter_names_are_not_confused(tmp_path, monkeypatch):
         load_generator("goae-ffhq")
     with pytest.raises(CheckpointError, match="e4e-ffhq"):
         load_inverter("stylegan2-ffhq")
+
+
+def test_downloaded_file_gets_the_normal_file_mode(served, tmp_path):
+    """A shared cache stays readable to other users: umask 022 gives 0o644, not mkstemp's 0o600."""
+    import stat
+
+    root, base = served
+    (root / "f.bin").write_bytes(b"payload")
+    old = os.umask(0o022)
+    try:
+        dest = download(f"{base}/f.bin", tmp_path / "cache" / "f.bin", progress=False)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(dest.stat().st_mode) == 0o644 and dest.read_bytes() == b"payload"
+    assert [p.name for p in dest.parent.iterdir()] == ["f.bin"]
