@@ -35,8 +35,8 @@ _LAZY = {
     "ForgetPatch": "guide_unlearn.patch",
     "ErasureResult": "guide_unlearn.engine",
     "IdentityEraser": "guide_unlearn.pipelines.eraser",
-    "load_generator": "guide_unlearn.pipelines.registry",
-    "load_inverter": "guide_unlearn.pipelines.registry",
+    "load_generator": "guide_unlearn.pipelines.loading",
+    "load_inverter": "guide_unlearn.pipelines.loading",
     "load_identity_model": "guide_unlearn.adapters.identity",
 }
 

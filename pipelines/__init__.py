@@ -1,4 +1,4 @@
-"""User-facing orchestration (the IdentityEraser and the registry of known models).
+"""User-facing orchestration: the IdentityEraser, the registry of known models and the loaders that read them.
 
 Installed as ``guide_unlearn.pipelines``; import it only under that name.
 """

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import logging
-import math
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import torch
 from PIL import Image
@@ -28,11 +27,9 @@ def assemble(cls, name_or_path: str, device: torch.device, **components: Any):
                 raise InputError(f"unknown component {key!r}; use inverter, identity_model, perceptual")
             setattr(eraser, key, value)
         return eraser
-    try:
-        from guide_unlearn.pipelines import registry
-    except ImportError as e:  # pragma: no cover - registry is part of the package
-        raise BackendUnavailableError(f"cannot resolve {name_or_path!r}: {e}") from e
-    generator = registry.load_generator(name_or_path, device=device)
+    from guide_unlearn.pipelines import loading, registry
+
+    generator = loading.load_generator(name_or_path, device=device)
     if Path(name_or_path).is_dir():
         from guide_unlearn.pipelines.export import restore_record
 
@@ -40,7 +37,7 @@ def assemble(cls, name_or_path: str, device: torch.device, **components: Any):
     perceptual = components.pop("perceptual", None)
     inverter = components.pop("inverter", None)
     if inverter is None:
-        inverter = _default_inverter(registry, name_or_path, generator, device)
+        inverter = _default_inverter(name_or_path, generator, device)
     identity = components.pop("identity_model", "default")
     if identity == "default":
         identity = default_identity_model(device)
@@ -52,12 +49,14 @@ def assemble(cls, name_or_path: str, device: torch.device, **components: Any):
                erase_defaults=defaults)
 
 
-def _default_inverter(registry, name: str, generator, device):
-    finder = getattr(registry, "default_inverter_for", None)
-    inv_name = finder(name) if finder is not None else None
+def _default_inverter(name: str, generator, device):
+    from guide_unlearn.pipelines.loading import load_inverter
+    from guide_unlearn.pipelines.registry import default_inverter_for
+
+    inv_name = default_inverter_for(name)
     if inv_name:
         try:
-            return registry.load_inverter(inv_name, device=device, generator=generator)
+            return load_inverter(inv_name, device=device, generator=generator)
         except BackendUnavailableError as e:
             logger.warning("%s; falling back to the optimisation inverter", e)
     return None  # IdentityEraser builds the optimisation projector

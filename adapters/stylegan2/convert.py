@@ -363,7 +363,7 @@ def export_safetensors(generator: nn.Module, path: Union[str, os.PathLike], layo
     """Write the generator as one ``.safetensors`` state dict in ``layout`` 'nvidia' | 'rosinality' (atomic write).
 
     The header metadata records the layout and our config (JSON), so the file can be loaded back by
-    :func:`guide_unlearn.pipelines.registry.load_generator`.
+    :func:`guide_unlearn.pipelines.loading.load_generator`.
     """
     from safetensors.torch import save_file
 

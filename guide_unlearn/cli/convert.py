@@ -84,7 +84,7 @@ def _save_folder(generator, dst: Path, overwrite: bool) -> Path:
 
 def run_convert(args: argparse.Namespace) -> int:
     """Handler of ``guide-unlearn convert``; raises package errors (the CLI prints them as one line)."""
-    from guide_unlearn.pipelines.registry import load_generator
+    from guide_unlearn.pipelines.loading import load_generator
 
     allow = False if args.no_download else None
     generator = load_generator(args.src, device="cpu", allow_download=allow)

@@ -80,7 +80,7 @@ def run_info(args: argparse.Namespace) -> int:
         print(json.dumps({"type": "forget_patch", **ForgetPatch.from_pretrained(path).describe()}, indent=2))
         return 0
     from guide_unlearn.fingerprint import patch_state
-    from guide_unlearn.pipelines.registry import load_generator
+    from guide_unlearn.pipelines.loading import load_generator
 
     gen = load_generator(str(path))
     if path.is_dir():

@@ -11,7 +11,7 @@ import torch
 from ckpt_writers import tiny_generator
 from guide_unlearn.checkpoints import detect_format, load_torch_file
 from guide_unlearn.errors import CheckpointError
-from guide_unlearn.pipelines.registry import load_generator
+from guide_unlearn.pipelines.loading import load_generator
 
 
 def test_detects_each_supported_kind(tmp_path):

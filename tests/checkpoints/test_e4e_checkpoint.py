@@ -13,7 +13,7 @@ from ckpt_writers import render, tiny_generator
 from guide_unlearn.adapters.e4e import E4EConfig, E4EInverter
 from guide_unlearn.adapters.stylegan2.convert import to_rosinality_state_dict
 from guide_unlearn.errors import CheckpointError
-from guide_unlearn.pipelines.registry import load_generator, load_inverter
+from guide_unlearn.pipelines.loading import load_generator, load_inverter
 from guide_unlearn.protocols import Inverter
 
 DATA = Path(__file__).parent / "data"

@@ -15,7 +15,8 @@ import torch
 from ckpt_writers import render, tiny_generator, write_nvidia_pickle
 from guide_unlearn.checkpoints import CheckpointSource, cache_root, download, resolve_file
 from guide_unlearn.errors import CheckpointError
-from guide_unlearn.pipelines.registry import CheckpointEntry, load_generator, load_inverter, resolve_checkpoint
+from guide_unlearn.pipelines.loading import load_generator, load_inverter
+from guide_unlearn.pipelines.registry import CheckpointEntry, resolve_checkpoint
 
 
 class _Quiet(http.server.SimpleHTTPRequestHandler):

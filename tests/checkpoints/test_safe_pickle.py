@@ -23,7 +23,7 @@ from ckpt_writers import (
 )
 from guide_unlearn.checkpoints import NVIDIA_PICKLE_POLICY, load_torch_file, read_nvidia_pickle, scan_pickle
 from guide_unlearn.errors import CheckpointError, GuideUnlearnError, UnsafeCheckpointError
-from guide_unlearn.pipelines.registry import load_generator
+from guide_unlearn.pipelines.loading import load_generator
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from ckpt_writers import render, tiny_generator, write_nvidia_pickle
 from guide_unlearn.adapters.stylegan2 import StyleGAN2Generator
 from guide_unlearn.adapters.stylegan2 import convert as sg2
 from guide_unlearn.errors import CheckpointError
-from guide_unlearn.pipelines.registry import load_generator
+from guide_unlearn.pipelines.loading import load_generator
 
 
 def _same_model(a: torch.nn.Module, b: torch.nn.Module) -> None:

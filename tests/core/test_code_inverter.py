@@ -85,7 +85,8 @@ def test_bad_settings_and_images_are_refused(gen):
 
 
 def test_registry_code_projector_needs_a_generator(gen):
-    from guide_unlearn.pipelines.registry import load_inverter, resolve_checkpoint
+    from guide_unlearn.pipelines.loading import load_inverter
+    from guide_unlearn.pipelines.registry import resolve_checkpoint
 
     assert isinstance(load_inverter("code-projector", generator=gen), CodeInverter)
     with pytest.raises(CheckpointError, match="generator="):
@@ -96,7 +97,7 @@ def test_registry_code_projector_needs_a_generator(gen):
 
 def test_missing_bundled_model_says_reinstall(monkeypatch, tmp_path):
     import guide_unlearn.models as models
-    from guide_unlearn.pipelines.registry import load_generator
+    from guide_unlearn.pipelines.loading import load_generator
 
     monkeypatch.setattr(models, "bundled_model_dir", lambda name: tmp_path / name)
     with pytest.raises(CheckpointError, match="reinstall"):

@@ -118,7 +118,7 @@ def test_training_photos_leave_out_aligned_5(shared_dir):
 def test_command_line_smoke_run(shared_dir, tmp_path):
     """The real recipe (its config, its data code) for a few steps on four photos: every output is written and
     the exported folder loads as a registry generator."""
-    from guide_unlearn.pipelines.registry import load_generator
+    from guide_unlearn.pipelines.loading import load_generator
 
     out = tmp_path / "run"
     assert T.main(["--out", str(out), "--shared", str(shared_dir), "--iterations", "3", "--max-photos", "4"]) == 0
