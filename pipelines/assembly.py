@@ -56,10 +56,24 @@ def _default_inverter(name: str, generator, device):
     inv_name = default_inverter_for(name)
     if inv_name:
         try:
-            return load_inverter(inv_name, device=device, generator=generator)
+            return load_inverter(inv_name, device=device, generator=generator, code_book=_code_book_file(name))
         except BackendUnavailableError as e:
             logger.warning("%s; falling back to the optimisation inverter", e)
     return None  # IdentityEraser builds the optimisation projector
+
+
+def _code_book_file(name: str):
+    """The ``code_book.safetensors`` beside a model folder's config.json (GLO models ship one), else None."""
+    from guide_unlearn.adapters.projector import CODE_BOOK_FILE
+    from guide_unlearn.errors import GuideUnlearnError
+    from guide_unlearn.pipelines.registry import resolve_checkpoint
+
+    try:
+        folder, _ = resolve_checkpoint(name, allow_download=False)
+    except GuideUnlearnError:
+        return None
+    book = Path(folder) / CODE_BOOK_FILE
+    return book if Path(folder).is_dir() and book.is_file() else None
 
 
 def default_identity_model(device: torch.device):

@@ -14,6 +14,7 @@ Supported inputs of ``load_generator`` (any of them by path, or a registry name)
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
@@ -26,6 +27,8 @@ from guide_unlearn.errors import CheckpointError
 from .registry import REGISTRY, CheckpointEntry, PathOrName, _backend, resolve_checkpoint
 
 __all__ = ["load_generator", "load_inverter"]
+
+logger = logging.getLogger(__name__)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -155,27 +158,36 @@ def _load_goae(path: Path, generator: Optional[nn.Module], device: Any) -> nn.Mo
     return load(path, generator.w_avg.detach(), device=device).eval()
 
 
-def _projector(entry: CheckpointEntry, generator: Optional[nn.Module], device: Any) -> Any:
+def _projector(entry: CheckpointEntry, generator: Optional[nn.Module], device: Any, code_book: Any) -> Any:
     if generator is None:
         raise CheckpointError(f"'{entry.name}' inverts through a generator; pass generator=")
-    from guide_unlearn.adapters.projector import CodeInverter
+    from guide_unlearn.adapters.projector import CodeBook, CodeInverter
+    from guide_unlearn.errors import BackendUnavailableError
 
-    return CodeInverter(generator.to(device))
+    if code_book is not None and not isinstance(code_book, CodeBook):
+        try:
+            code_book = CodeBook.load(code_book)
+        except BackendUnavailableError as exc:  # dlib missing: invert every photo from random starts
+            logger.warning("the code book %s needs dlib (%s); photos of known people are inverted from random "
+                           "starts instead of their training codes", code_book, exc)
+            code_book = None
+    return CodeInverter(generator.to(device), code_book=code_book)
 
 
 def load_inverter(path_or_name: PathOrName, device: Any = "cpu", generator: Optional[nn.Module] = None,
-                  allow_download: Optional[bool] = None) -> nn.Module:
+                  allow_download: Optional[bool] = None, code_book: Any = None) -> nn.Module:
     """An inverter (core ``Inverter`` protocol: ``invert(images) -> ws``) from a file or registry name.
 
     Supported: e4e ``.pt`` (Encoder4Editing, W+ codes of its StyleGAN2-1024 decoder); GOAE ``encoder_FFHQ.pt``
     through the GOAE backend (which may use ``generator`` for its w_avg); ``"code-projector"`` (no file: the
-    code-space optimisation inverter through ``generator``).
+    code-space optimisation inverter through ``generator``; ``code_book``, a ``CodeBook`` or the path of a
+    ``code_book.safetensors``, lets it start photos of the model's training people from their own codes).
 
     Raises CheckpointError / UnsafeCheckpointError / BackendUnavailableError like :func:`load_generator`.
     """
     entry = REGISTRY.get(str(path_or_name)) if not Path(str(path_or_name)).expanduser().exists() else None
     if entry is not None and entry.format == "projector":
-        return _projector(entry, generator, device)
+        return _projector(entry, generator, device, code_book)
     path, entry = resolve_checkpoint(path_or_name, allow_download)
     if entry is not None and entry.kind == "generator":
         if entry.default_inverter:

@@ -191,7 +191,8 @@ REGISTRY: dict[str, CheckpointEntry] = {
         CheckpointEntry(
             "code-projector", "", "projector", "inverter",
             "optimisation inverter in the mapping's input space (best of 64 seeded codes, Adam on z, then a short "
-            "W+ refinement); no weights", family="projector"),
+            "W+ refinement; a photo of a known person starts from its training code when the model folder ships a "
+            "code book); no weights", family="projector"),
         CheckpointEntry(
             "goae-ffhq", "encoder_FFHQ.pt", "state-dict", "inverter",
             "GOAE encoder for EG3D FFHQ (Swin-V2 backbone + cross-attention heads)",

@@ -93,3 +93,21 @@ def dlib_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def dlib_descriptors(images: Sequence, weights: Optional[PathLike] = None) -> np.ndarray:
     """Raw dlib descriptors [N, 128] of "dlib150" chips (Euclidean convention, threshold 0.6)."""
     return DlibIdentity(weights).descriptors(images)
+
+
+def crop_chips(images: torch.Tensor, landmarks: np.ndarray) -> list:
+    """dlib150 chips cut out of aligned crops whose faces sit at known landmarks, without detecting again.
+
+    images [N, 3, R, R] in [-1, 1]; landmarks [N, 5, 2] or [5, 2] (crop pixels: eyes, nose, mouth corners) ->
+    N PIL chips of 150x150 for ``DlibIdentity.descriptors``. Used on renderings and crops too small for a
+    detector (the 64-px ``demo-faces`` crops)."""
+    from guide_unlearn.faces import Face, align_face
+    from guide_unlearn.images import tensor_to_pil
+
+    if images.ndim != 4 or images.shape[1] != 3:
+        raise InputError(f"images must be [N, 3, R, R] in [-1, 1], got {list(images.shape)}")
+    size = images.shape[-1]
+    lms = np.broadcast_to(np.asarray(landmarks, dtype=np.float64), (images.shape[0], 5, 2))
+    box = np.array([0, 0, size, size], dtype=np.float64)
+    return [align_face(tensor_to_pil(img), Face(box, lm, 1.0, detector="known"), "dlib150")
+            for img, lm in zip(images, lms)]

@@ -36,11 +36,9 @@ def _face(landmarks: np.ndarray, size: int):
 
 def render_chips(images: torch.Tensor, landmarks: np.ndarray) -> list:
     """images [N, 3, R, R] in [-1, 1] + landmarks [N, 5, 2] or [5, 2] (crop pixels) -> N dlib150 PIL chips."""
-    from guide_unlearn.faces import align_face
-    from guide_unlearn.images import tensor_to_pil
+    from guide_unlearn.adapters.identity.dlib_metric import crop_chips
 
-    lms = np.broadcast_to(np.asarray(landmarks, dtype=np.float64), (images.shape[0], 5, 2))
-    return [align_face(tensor_to_pil(img), _face(lm, images.shape[-1]), "dlib150") for img, lm in zip(images, lms)]
+    return crop_chips(images, landmarks)
 
 
 def chip_grid(landmarks: np.ndarray, size: int, chip: int = 150) -> torch.Tensor:
@@ -270,9 +268,17 @@ REQUEST = PERSON_PHOTOS[-1]  # the deletion request: the held-out photo
 
 def inverter_record(eraser) -> dict[str, Any]:
     """The settings an inversion depends on (stored beside cached codes)."""
+    import hashlib
+
     inv = eraser.inverter
-    keys = ("name", "starts", "steps", "lr", "refine_steps", "refine_lr", "refine_space", "mse_weight", "noise_mode")
-    return {k: getattr(inv, k) for k in keys if hasattr(inv, k)}
+    keys = ("name", "starts", "steps", "lr", "refine_steps", "refine_lr", "refine_space", "mse_weight", "noise_mode",
+            "book_refine_steps")
+    record = {k: getattr(inv, k) for k in keys if hasattr(inv, k)}
+    book = getattr(inv, "code_book", None)
+    if book is not None:  # which known codes and descriptors the photos were matched against
+        digest = hashlib.sha256(book.codes.numpy().tobytes() + book.descriptors.tobytes()).hexdigest()[:16]
+        record["code_book"] = f"{len(book)} codes, threshold {book.threshold}, sha256 {digest}"
+    return record
 
 
 def save_codes(path, names: Sequence[str], ws: torch.Tensor, eraser, seed: int = 0) -> None:

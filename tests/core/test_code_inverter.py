@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -116,3 +117,99 @@ def test_frozen_weights_restores_mixed_flags_after_an_error():
             assert not any(p.requires_grad for p in net.parameters())
             raise RuntimeError("boom")
     assert [p.requires_grad for p in net.parameters()] == [False, False, True, True]
+
+
+# ---- the code book: known codes keyed by a descriptor --------------------------------------------------------
+
+
+def _pixels(images):
+    """A stand-in descriptor that is exactly reproducible: the 4x4 average-pooled crop. [N, 48]"""
+    return torch.nn.functional.adaptive_avg_pool2d(images.float(), 4).flatten(1).double().numpy()
+
+
+def _book(gen, images, threshold=0.05, seed=11):
+    from guide_unlearn.adapters.projector import CodeBook
+
+    codes = torch.randn(len(images), gen.z_dim, generator=torch.Generator().manual_seed(seed))
+    return CodeBook(codes, _pixels(images), _pixels, threshold)
+
+
+def test_code_book_matches_known_crops_and_refuses_strangers(gen):
+    known, stranger = _target(gen, seed=1), _target(gen, seed=2)[:1]
+    book = _book(gen, known)
+    index, dist = book.match(torch.cat([known, stranger]))
+    assert index.tolist() == [0, 1, -1]
+    assert dist[:2].max() < 1e-9 and dist[2] > book.threshold
+
+
+def test_matched_photo_starts_from_its_training_code(gen):
+    """steps and book refinement off: a known crop's code is exactly the mapping of its book code."""
+    known = _target(gen, seed=1)
+    book = _book(gen, known)
+    inv = CodeInverter(gen, starts=4, steps=10, refine_steps=5, code_book=book, book_refine_steps=0)
+    ws = inv.invert(known, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = gen.mapping(book.codes, None)
+    assert torch.allclose(ws, expected, atol=1e-6)
+    assert inv.last_matches.tolist() == [0, 1]
+
+
+def test_unmatched_photo_is_inverted_as_without_a_book(gen):
+    known, stranger = _target(gen, seed=1), _target(gen, seed=2)[:1]
+    g = lambda: torch.Generator().manual_seed(0)
+    plain = CodeInverter(gen, starts=8, steps=10, refine_steps=5).invert(stranger, generator=g())
+    booked = CodeInverter(gen, starts=8, steps=10, refine_steps=5, code_book=_book(gen, known))
+    mixed = booked.invert(torch.cat([known[:1], stranger]), generator=g())
+    assert booked.last_matches.tolist() == [0, -1]
+    assert (mixed[1:] - plain).abs().max() < 2e-2  # batch rounding only
+
+
+def test_book_refinement_stops_after_its_own_steps(gen):
+    """A matched photo is refined book_refine_steps times even when the others in the batch take more steps."""
+    known, stranger = _target(gen, seed=1), _target(gen, seed=2)[:1]
+    book = _book(gen, known)
+    g = lambda: torch.Generator().manual_seed(0)
+    alone = CodeInverter(gen, starts=4, steps=3, refine_steps=3, refine_lr=0.05, code_book=book,
+                         book_refine_steps=3).invert(known[:1], generator=g())
+    mixed = CodeInverter(gen, starts=4, steps=3, refine_steps=12, refine_lr=0.05, code_book=book,
+                         book_refine_steps=3).invert(torch.cat([known[:1], stranger]), generator=g())
+    with torch.no_grad():
+        start = gen.mapping(book.codes[:1], None)
+    assert (alone - start).abs().max() > 1e-3  # it did move
+    assert (mixed[:1] - alone).abs().max() < 1e-4
+
+
+def test_code_book_of_another_width_is_refused(gen):
+    from guide_unlearn.adapters.projector import CodeBook
+
+    book = CodeBook(torch.zeros(1, gen.z_dim + 1), torch.zeros(1, 3).numpy(), _pixels, 0.1)
+    with pytest.raises(InputError, match="z_dim"):
+        CodeInverter(gen, code_book=book)
+
+
+def test_code_book_round_trip_and_registry_wiring(gen, tmp_path):
+    from guide_unlearn.adapters.projector import CodeBook
+    from guide_unlearn.pipelines.loading import load_inverter
+
+    known = _target(gen, seed=1)
+    book = _book(gen, known)
+    path = book.save(tmp_path / "code_book.safetensors")
+    again = CodeBook.load(path, describe=_pixels)
+    assert torch.equal(again.codes, book.codes) and again.threshold == book.threshold
+    assert np.allclose(again.descriptors, book.descriptors, atol=1e-6)
+    assert [p.name for p in tmp_path.iterdir()] == ["code_book.safetensors"]  # no temp file left behind
+    inv = load_inverter("code-projector", generator=gen, code_book=again)
+    assert inv.code_book is again
+
+
+def test_a_file_that_is_not_a_code_book_is_refused(tmp_path):
+    from safetensors.torch import save_file
+
+    from guide_unlearn.adapters.projector import CodeBook
+
+    save_file({"codes": torch.zeros(2, 4)}, str(tmp_path / "weights.safetensors"))
+    with pytest.raises(CheckpointError, match="format"):
+        CodeBook.load(tmp_path / "weights.safetensors", describe=_pixels)
+    (tmp_path / "broken.safetensors").write_bytes(b"\x00garbage")
+    with pytest.raises(CheckpointError, match="not a readable"):
+        CodeBook.load(tmp_path / "broken.safetensors", describe=_pixels)
