@@ -28,7 +28,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -64,6 +64,14 @@ class TrainConfig:
     threads: int = 2  # torch CPU threads (set explicitly: the speed of the run depends on it)
     save_every: int = 500  # steps between resumable states
     log_every: int = 100
+    # Stage 2, the same-person pull (``pull_people``): a short fine-tune that draws the codes of photos showing
+    # the same person to within ``pull_radius`` of their mean, so that the code book gives one person one place.
+    pull_iterations: int = 0  # 0 = no second stage
+    pull_radius: float = 0.5  # allowed distance of a code from its person's mean code (z units; codes ~17 long)
+    pull_weight: float = 10.0  # weight of the squared excess distance beside the image loss
+    pull_lr: float = 5e-4  # Adam on mapping + synthesis (cosine from this to 0)
+    pull_code_lr: float = 5e-3  # Adam on the codes
+    pull_code_noise: float = 0.1  # std of the code noise, fading with the learning rate
 
     def __post_init__(self) -> None:
         if self.resolution < 8 or self.resolution & (self.resolution - 1):
@@ -72,6 +80,13 @@ class TrainConfig:
             raise ConfigError("iterations and batch must be >= 1")
         if not 0 <= self.constant_fraction <= 1 or not 0 < self.code_noise_until <= 1:
             raise ConfigError("constant_fraction must be in [0, 1] and code_noise_until in (0, 1]")
+        if self.pull_iterations < 0 or self.pull_radius < 0 or self.pull_weight < 0:
+            raise ConfigError("pull_iterations, pull_radius and pull_weight must be >= 0")
+
+    def stage1(self) -> dict[str, Any]:
+        """The settings the first stage (``train``) depends on: what a resumable state must agree with."""
+        return {k: v for k, v in json.loads(json.dumps(dataclasses.asdict(self))).items()
+                if not k.startswith("pull_")}
 
     @classmethod
     def from_json(cls, path: Path, **overrides: Any) -> "TrainConfig":
@@ -180,7 +195,8 @@ def train(cfg: TrainConfig, images: torch.Tensor, out_dir: Optional[Path] = None
     state_file = out_dir / "train_state.pt" if out_dir is not None else None
     if state_file is not None and state_file.exists():
         state = torch.load(state_file, map_location="cpu", weights_only=True)
-        if json.loads(state["config"]) != json.loads(json.dumps(dataclasses.asdict(cfg))):
+        saved = {k: v for k, v in json.loads(state["config"]).items() if not k.startswith("pull_")}
+        if saved != cfg.stage1():
             raise ConfigError(f"{state_file} was written by another config; use a new --out folder")
         generator.load_state_dict(state["generator"])
         with torch.no_grad():
@@ -223,6 +239,75 @@ def train(cfg: TrainConfig, images: torch.Tensor, out_dir: Optional[Path] = None
                                        "iterations": cfg.iterations}
 
 
+def person_groups(people: Sequence[str]) -> list[torch.Tensor]:
+    """Indices of the photos of every person with more than one photo, people in sorted order. -> [idx [P_i]]"""
+    arr = np.asarray(people)
+    return [torch.from_numpy(np.flatnonzero(arr == p)) for p in sorted(set(people)) if (arr == p).sum() > 1]
+
+
+def pull_people(generator, codes: torch.Tensor, images: torch.Tensor, people: Sequence[str], cfg: TrainConfig,
+                log: Optional[Callable[[dict], None]] = None):
+    """Stage 2: fine-tune the generator and codes [N, z_dim] on images [N, 3, R, R] while drawing the codes of
+    each person with several photos to within ``cfg.pull_radius`` of their mean (penalty: squared excess
+    distance, weight ``cfg.pull_weight``). Every batch holds one photo of such a person (round robin over the
+    people), so their pulled codes keep fitting their photos.
+
+    GLO alone gives every photo its own code: the four training photos of the GUIDE person ended 18-25 apart in
+    z (any two people: 25), so a photo of them that the model never saw had no single place to go. -> (generator
+    in eval mode with w_avg re-estimated, codes [N, z_dim], summary dict).
+    """
+    torch.set_num_threads(cfg.threads)
+    groups = person_groups(people)
+    if cfg.pull_iterations == 0 or not groups:
+        return generator, codes, {"pull_iterations": 0}
+    generator.train()
+    codes = torch.nn.Parameter(codes.detach().clone())
+    opt = torch.optim.Adam([{"params": list(generator.parameters()), "lr": cfg.pull_lr},
+                            {"params": [codes], "lr": cfg.pull_code_lr}], betas=cfg.betas)
+    rng = torch.Generator().manual_seed(cfg.seed + 7)
+    n, ema, t0 = images.shape[0], None, time.perf_counter()
+
+    def spread() -> float:
+        return max(float(torch.pdist(codes.detach()[g]).max()) for g in groups)
+
+    for step in range(cfg.pull_iterations):
+        factor = 0.5 * (1 + math.cos(math.pi * step / cfg.pull_iterations))
+        for group, base in zip(opt.param_groups, (cfg.pull_lr, cfg.pull_code_lr)):
+            group["lr"] = base * factor
+        idx = torch.randint(n, (cfg.batch,), generator=rng)
+        person = groups[step % len(groups)]
+        idx[0] = person[torch.randint(len(person), (1,), generator=rng)]
+        z = codes[idx] + cfg.pull_code_noise * factor * torch.randn(cfg.batch, codes.shape[1], generator=rng)
+        out = generator.synthesis(generator.mapping(z, None), noise_mode="const").images
+        loss = multiscale_l1(out, images[idx], cfg.loss_scales, cfg.gradient_weight)
+        pull = sum(torch.relu((codes[g] - codes[g].mean(0, keepdim=True)).norm(dim=1) - cfg.pull_radius)
+                   .square().mean() for g in groups)
+        opt.zero_grad(set_to_none=True)
+        (loss + cfg.pull_weight * pull).backward()
+        opt.step()
+        ema = loss.item() if ema is None else 0.98 * ema + 0.02 * loss.item()
+        if log is not None and ((step + 1) % cfg.log_every == 0 or step + 1 == cfg.pull_iterations):
+            log({"pull_step": step + 1, "loss": round(ema, 5), "pull": round(pull.item(), 5),
+                 "largest_spread": round(spread(), 3), "seconds": round(time.perf_counter() - t0, 1)})
+    generator.eval()
+    estimate_w_avg(generator, seed=cfg.seed)
+    return generator, codes.detach(), {"pull_iterations": cfg.pull_iterations, "pull_final_loss": ema,
+                                       "pull_seconds": round(time.perf_counter() - t0, 1),
+                                       "largest_person_spread": round(spread(), 3)}
+
+
+def write_code_book(codes: torch.Tensor, images: torch.Tensor, landmarks: np.ndarray, path: Path,
+                    dlib_weights: Optional[str] = None) -> Path:
+    """The inverter's code book: codes [N, z_dim] with the dlib descriptor of each crop images [N, 3, R, R],
+    its chip cut at the mean ``landmarks`` [N, 5, 2] (how the inverter will describe a new crop). -> path."""
+    from guide_unlearn.adapters.projector.code_book import DLIB_DESCRIPTOR, CodeBook, dlib_crop_describer
+
+    mean = np.asarray(landmarks, dtype=np.float64).mean(0)
+    describe = dlib_crop_describer(mean, dlib_weights)
+    book = CodeBook(codes, describe(images), describe, threshold=0.6, landmarks=mean, descriptor=DLIB_DESCRIPTOR)
+    return book.save(path)
+
+
 def export_model(generator, out_dir: Path, extra_files: Optional[dict[str, str]] = None) -> Path:
     """Write the diffusers-style folder (config.json + fp16 safetensors) atomically. -> out_dir."""
     import copy
@@ -238,7 +323,8 @@ def export_model(generator, out_dir: Path, extra_files: Optional[dict[str, str]]
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    """Command line: prepare the photos, train, write the run folder (state, log, codes, faces, model)."""
+    """Command line: prepare the photos, train (stage 1), pull each person's codes together (stage 2), write
+    the run folder: state, log, stage-1 codes, faces, and the model folder with its code book."""
     from .data import build_face_set, faces_root, list_photos
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
@@ -247,10 +333,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--out", type=Path, required=True, help="run folder (resumed when it holds a state)")
     p.add_argument("--shared", type=Path, default=None, help="shared/ folder (default $GUIDE_SHARED or ../shared)")
     p.add_argument("--iterations", type=int, default=None, help="override the config (smoke runs)")
+    p.add_argument("--pull-iterations", type=int, default=None, help="override the config's stage 2 (smoke runs)")
     p.add_argument("--max-photos", type=int, default=None, help="use only the first N photos (smoke runs)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    cfg = TrainConfig.from_json(args.config, iterations=args.iterations)
+    cfg = TrainConfig.from_json(args.config, iterations=args.iterations, pull_iterations=args.pull_iterations)
     args.out.mkdir(parents=True, exist_ok=True)
     faces_file = args.out / "faces.npz"
     from .data import FaceSet
@@ -275,7 +362,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     from safetensors.torch import save_file
 
     save_file({"codes": codes.contiguous()}, str(args.out / "codes.safetensors"))
+    generator, codes, pulled = pull_people(generator, codes, faces.images, faces.people, cfg, log=log)
+    summary.update(pulled)
     export_model(generator, args.out / "model")
+    from guide_unlearn.adapters.projector import CODE_BOOK_FILE
+
+    write_code_book(codes, faces.images, faces.landmarks, args.out / "model" / CODE_BOOK_FILE)
     (args.out / "summary.json").write_text(json.dumps({**summary, "photos": len(faces),
                                                       "config": dataclasses.asdict(cfg)}, indent=1))
     print(json.dumps({"done": True, **summary}), flush=True)

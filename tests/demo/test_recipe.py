@@ -73,6 +73,35 @@ def test_loss_goes_down():
     assert logs[-1]["loss"] < 0.6 * logs[0]["loss"]
 
 
+def test_pull_draws_each_persons_codes_together():
+    """Stage 2: photos 0-2 show one person; their codes end close together, the others stay apart."""
+    cfg = T.TrainConfig(iterations=2, pull_iterations=60, pull_radius=0.1, pull_weight=10.0, pull_code_lr=0.3,
+                        **TINY)
+    images = _images()
+    g, codes, _ = T.train(cfg, images)
+    codes = codes + torch.randn(codes.shape, generator=torch.Generator().manual_seed(4))  # spread them out
+    people = ["a", "a", "a", "b", "c", "d"]
+    _, pulled, summary = T.pull_people(g, codes, images, people, cfg)
+    before = torch.pdist(codes[:3]).max()
+    assert summary["largest_person_spread"] == pytest.approx(float(torch.pdist(pulled[:3]).max()), abs=1e-3)
+    assert torch.pdist(pulled[:3]).max() < 0.2 * before
+    assert torch.pdist(pulled[3:]).min() > torch.pdist(pulled[:3]).max()  # only the person is drawn together
+
+
+def test_pull_is_skipped_without_repeated_people():
+    cfg = T.TrainConfig(iterations=1, pull_iterations=5, **TINY)
+    g, codes, _ = T.train(cfg, _images())
+    _, same, summary = T.pull_people(g, codes, _images(), list("abcdef"), cfg)
+    assert torch.equal(same, codes) and summary == {"pull_iterations": 0}
+
+
+def test_stage_2_settings_do_not_block_resuming_stage_1(tmp_path):
+    T.train(T.TrainConfig(iterations=3, **TINY), _images(), tmp_path)
+    _, _, summary = T.train(T.TrainConfig(iterations=3, pull_iterations=7, pull_radius=2.0, **TINY), _images(),
+                            tmp_path)
+    assert summary["iterations"] == 3
+
+
 def test_pca_codes_are_whitened():
     codes = T.pca_codes(_images(n=20), 8)
     assert codes.shape == (20, 8)
@@ -121,7 +150,8 @@ def test_command_line_smoke_run(shared_dir, tmp_path):
     from guide_unlearn.pipelines.loading import load_generator
 
     out = tmp_path / "run"
-    assert T.main(["--out", str(out), "--shared", str(shared_dir), "--iterations", "3", "--max-photos", "4"]) == 0
+    assert T.main(["--out", str(out), "--shared", str(shared_dir), "--iterations", "3", "--pull-iterations", "2",
+                   "--max-photos", "4"]) == 0
     faces = FaceSet.load(out / "faces.npz")
     assert len(faces) == 4 and faces.images.shape == (4, 3, 64, 64)
     assert faces.descriptors.shape == (4, 128) and faces.landmarks.shape == (4, 5, 2)
@@ -130,3 +160,9 @@ def test_command_line_smoke_run(shared_dir, tmp_path):
     g = load_generator(out / "model")
     assert g.img_resolution == 64 and g.num_ws == 10 and next(g.parameters()).dtype == torch.float32
     assert torch.isfinite(g.w_avg).all() and g.w_avg.abs().sum() > 0
+    from guide_unlearn.adapters.projector import CODE_BOOK_FILE, CodeBook
+
+    book = CodeBook.load(out / "model" / CODE_BOOK_FILE)  # the dlib describer named in the file
+    assert len(book) == 4 and book.z_dim == g.z_dim and book.threshold == 0.6
+    index, dist = book.match(faces.images)  # a training crop finds its own code
+    assert index.tolist() == [0, 1, 2, 3] and dist.max() < 1e-3  # descriptors are stored as float32
