@@ -22,11 +22,11 @@ CODES = HERE.parent / "tests" / "data" / "demo_faces_codes.safetensors"
 
 SETTINGS = [
     {},  # the library's LoRA preset as is
-    {"truncation_psi": 1.6, "global_samples": 8, "global_weight": 2.0},  # the registry's demo-faces defaults
+    {"truncation_psi": 1.6, "global_samples": 8, "global_weight": 2.0},
     {"truncation_psi": 1.6, "global_samples": 4, "global_weight": 1.5},
-    {"truncation_psi": 1.6, "global_samples": 8, "global_weight": 2.0, "target_distance": 1.5},
+    {"truncation_psi": 1.6, "global_samples": 8, "global_weight": 2.0, "target_distance": 1.5},  # the registry's
     {"global_samples": 16, "global_weight": 3.0, "target_distance": 4.0},
-    {"global_samples": 16, "global_weight": 3.0, "target_distance": 10.0},  # all 5 > 0.6, but not faces
+    {"global_samples": 16, "global_weight": 3.0, "target_distance": 10.0},  # all 5 > 0.6, but no faces left
 ]
 
 

@@ -3,7 +3,7 @@
 A GLO model has no encoder; what it has instead is one code per training photo. Stored with an identity
 descriptor of each training crop, those codes let an inverter start a photo of a person the model knows from
 that person's own code instead of from the best of a few random codes. This is what makes different photos of
-one person land near each other in code space (on ``demo-faces``: the five GUIDE photos lie 8-18 apart in W+
+one person land near each other in code space (on ``demo-faces``: the five GUIDE photos lie 8-17 apart in W+
 instead of 30-52), and so what lets a patch made from ONE photo reach the other photos of the person.
 
 File format (``code_book.safetensors``, beside the model's ``config.json``; written by the demo recipe):

@@ -3,15 +3,16 @@
 For generators whose mapping network was trained on the codes of real photos (the GLO-trained ``demo-faces``
 model), z is the space the faces live in: starting there puts the code on the model's own face distribution,
 which is what the erase's adjacency and preservation losses assume. A short W+ refinement (one w per layer,
-small learning rate) then recovers what z cannot express, which matters for photos the model never saw: on
-``demo-faces`` it brings the held-out aligned_5.jpg from dlib distance 0.67 to 0.52 from its photo. It moves
-a training photo's code by about 2 (Frobenius, W+) and the unseen photo's by about 12, against a typical
-||w - w_avg|| of 21 for mapped samples. ``refine_steps=0`` keeps the pure mapping output.
+small learning rate) then recovers what z cannot express, which matters for photos the model never saw.
+``refine_steps=0`` keeps the pure mapping output.
 
 With a :class:`~.code_book.CodeBook` (the training codes of a GLO model, keyed by a face descriptor), a photo
 whose descriptor matches a known one starts from that training code, skips the z search and gets a shorter
 refinement (``book_refine_steps``), so different photos of one known person end up near each other; photos
-that match nothing are inverted as above.
+that match nothing are inverted as above. Measured on ``demo-faces`` (codes ~39 from w_avg, Frobenius in W+):
+the 50-step refinement moves a training photo's code by 1.3 on average; the held-out aligned_5.jpg starts from
+aligned_2's code and moves 7.0, reaching dlib distance 0.55 from its photo; the five photos of that person end
+8-17 apart, while any of them is at least 36 from another person's code.
 """
 
 from __future__ import annotations

@@ -174,8 +174,10 @@ class ErasureReport:
 
     @property
     def erased(self) -> bool:
-        """Every photo of the person rendered as them before and as someone else after."""
-        return bool((self.person_before < THRESHOLD).all() and (self.person_after > THRESHOLD).all())
+        """Every photo of the person rendered as them before and as someone else after, and (where checked) still
+        as a face: a patch that turns the person into a non-face passes dlib's test by destruction."""
+        faces = self.person_faces_after is None or bool(np.all(self.person_faces_after))
+        return bool((self.person_before < THRESHOLD).all() and (self.person_after > THRESHOLD).all() and faces)
 
     @property
     def preserved_fraction(self) -> float:
