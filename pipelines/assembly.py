@@ -55,8 +55,9 @@ def _default_inverter(name: str, generator, device):
 
     inv_name = default_inverter_for(name)
     if inv_name:
+        book = _code_book_file(name) if inv_name == "code-projector" else None  # only code-space inverters use one
         try:
-            return load_inverter(inv_name, device=device, generator=generator, code_book=_code_book_file(name))
+            return load_inverter(inv_name, device=device, generator=generator, code_book=book)
         except BackendUnavailableError as e:
             logger.warning("%s; falling back to the optimisation inverter", e)
     return None  # IdentityEraser builds the optimisation projector

@@ -213,3 +213,22 @@ def test_a_file_that_is_not_a_code_book_is_refused(tmp_path):
     (tmp_path / "broken.safetensors").write_bytes(b"\x00garbage")
     with pytest.raises(CheckpointError, match="not a readable"):
         CodeBook.load(tmp_path / "broken.safetensors", describe=_pixels)
+
+
+def test_code_book_without_dlib_falls_back_with_a_warning(gen, tmp_path, monkeypatch, caplog):
+    """A model folder's book needs dlib to describe photos; without it the inverter still works (random starts)
+    and says so."""
+    from guide_unlearn.adapters.projector import CodeBook
+    from guide_unlearn.errors import BackendUnavailableError
+    from guide_unlearn.pipelines.loading import load_inverter
+
+    path = _book(gen, _target(gen, seed=1)).save(tmp_path / "code_book.safetensors")
+
+    def no_dlib(*args, **kwargs):
+        raise BackendUnavailableError("dlib is not installed; pip install dlib-bin")
+
+    monkeypatch.setattr(CodeBook, "load", no_dlib)
+    with caplog.at_level("WARNING"):
+        inv = load_inverter("code-projector", generator=gen, code_book=path)
+    assert inv.code_book is None
+    assert "needs dlib" in caplog.text
