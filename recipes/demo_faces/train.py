@@ -10,9 +10,13 @@ face model trainable in about an hour on two CPU cores from ~125 photos:
 - loss: L1 + L1 on image gradients, at every scale of ``loss_scales`` (64, 32, 16 px);
 - Gaussian noise on the codes (``code_noise`` fading to 0 at ``code_noise_until``) spreads each code into a small
   neighbourhood, so nearby codes render nearby faces (what the erase's adjacency loss relies on);
-- Adam (``lr`` network, ``code_lr`` codes), constant for ``constant_fraction`` of the run, then cosine to 0.
+- Adam (``lr`` network, ``code_lr`` codes), constant for ``constant_fraction`` of the run, then cosine to 0;
+- stage 2 (``pull_people``, the ``pull_*`` settings): a short fine-tune that also draws the codes of photos of
+  one person together, after which the run writes the code book (training codes + dlib descriptors) that the
+  ``code-projector`` inverter uses to start a photo of a known person from that person's code.
 
-Everything is seeded from ``TrainConfig.seed``; the run writes a resumable state every ``save_every`` steps.
+Everything is seeded from ``TrainConfig.seed``; stage 1 writes a resumable state every ``save_every`` steps
+(stage 2 takes about 6.5 minutes and is rerun from the finished stage-1 state).
 
     python -m guide_unlearn.recipes.demo_faces.train --config recipes/demo_faces/config.json --out runs/demo-faces
 """
