@@ -34,16 +34,10 @@ def _face(landmarks: np.ndarray, size: int):
     return Face(np.array([0, 0, size, size], dtype=np.float64), landmarks, 1.0, detector="known")
 
 
-def render_chips(images: torch.Tensor, landmarks: np.ndarray) -> list:
-    """images [N, 3, R, R] in [-1, 1] + landmarks [N, 5, 2] or [5, 2] (crop pixels) -> N dlib150 PIL chips."""
-    from guide_unlearn.adapters.identity.dlib_metric import crop_chips
-
-    return crop_chips(images, landmarks)
-
-
 def chip_grid(landmarks: np.ndarray, size: int, chip: int = 150) -> torch.Tensor:
     """Sampling grid [1, chip, chip, 2] (for ``F.grid_sample``, align_corners=False) that cuts dlib's chip out of
-    a size×size rendering whose face has ``landmarks`` [5, 2]: the differentiable twin of ``render_chips``."""
+    a size×size rendering whose face has ``landmarks`` [5, 2]: the differentiable twin of
+    ``dlib_metric.crop_chips``."""
     from guide_unlearn.faces import alignment_matrix
     from guide_unlearn.faces.geometry import invert_affine
 
@@ -87,8 +81,10 @@ class Metric:
 
     def describe(self, images: torch.Tensor, landmarks: Optional[np.ndarray] = None) -> np.ndarray:
         """images [N, 3, R, R] -> raw dlib descriptors [N, 128] (Euclidean convention)."""
+        from guide_unlearn.adapters.identity.dlib_metric import crop_chips
+
         lms = self.mean_landmarks if landmarks is None else landmarks
-        return self.dlib.descriptors(render_chips(images, lms))
+        return self.dlib.descriptors(crop_chips(images, lms))
 
 
 def metric_for(faces: FaceSet) -> Metric:
