@@ -7,6 +7,7 @@ Folder layout (format version 1, see docs/patch_format.md)::
     adapter_config.json          peft LoraConfig           (kind "lora")
     adapter_model.safetensors    peft LoRA tensors          (kind "lora")
     delta_model.safetensors      weight differences         (kind "delta", the paper preset)
+    README.md                    model card (YAML header + text; see guide_unlearn.hub), not read by the loader
 
 It never holds a photo or a latent code of the person.
 """
@@ -23,6 +24,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
+from . import hub as _hub
 from .errors import PatchError
 from .io import PathLike, atomic_directory, sha256_file
 
@@ -153,8 +155,13 @@ class ForgetPatch:
         return cls("lora", tensors, metadata, {"r": rank, "lora_alpha": float(rank), "target_modules": modules})
 
     # -- persistence ------------------------------------------------------------------------------------------
-    def save_pretrained(self, save_directory: PathLike, overwrite: bool = True) -> Path:
-        """Write the patch folder atomically (built under a temporary name, then renamed). -> the folder."""
+    def save_pretrained(self, save_directory: PathLike, overwrite: bool = True,
+                        card: "bool | dict[str, Any] | None" = True) -> Path:
+        """Write the patch folder atomically (built under a temporary name, then renamed). -> the folder.
+
+        card: write the README.md model card (True), not (False), or a dict of
+        :func:`guide_unlearn.hub.model_card` options, e.g. ``{"license": "apache-2.0"}``.
+        """
         save_directory = Path(save_directory)
         tensors = {k: v.detach().to("cpu").contiguous() for k, v in self.tensors.items()}
         blob = save(tensors)
@@ -165,23 +172,38 @@ class ForgetPatch:
         meta_bytes = json.dumps(meta, indent=2, sort_keys=True, default=_json_default).encode()
         if len(meta_bytes) > MAX_JSON_BYTES:
             raise PatchError(f"patch metadata is {len(meta_bytes)} bytes (limit {MAX_JSON_BYTES}); trim it")
+        card_text = _card_text(json.loads(meta_bytes), card)
         with atomic_directory(save_directory, overwrite=overwrite) as tmp:
             (tmp / tensor_file).write_bytes(blob)
             if self.kind == "lora":
                 (tmp / LORA_CONFIG_FILE).write_text(json.dumps(_peft_config_json(self.lora_config), indent=2))
             (tmp / META_FILE).write_bytes(meta_bytes)
+            if card_text is not None:
+                (tmp / _hub.CARD_FILE).write_text(card_text, encoding="utf-8")
         return save_directory
 
+    def push_to_hub(self, repo_id: str, private: bool = True, token: "str | bool | None" = None,
+                    commit_message: Optional[str] = None, revision: Optional[str] = None,
+                    subfolder: Optional[str] = None, **card: Any):
+        """Upload this patch and its model card to the hub repo ``repo_id`` (created private if missing), under
+        ``subfolder`` when given. ``card`` may set ``license`` / ``base_model``. -> huggingface_hub CommitInfo."""
+        return _hub.push_patch(self, repo_id, private=private, token=token, commit_message=commit_message,
+                               revision=revision, subfolder=subfolder, **card)
+
     @classmethod
-    def from_pretrained(cls, directory: PathLike) -> "ForgetPatch":
-        """Load and verify a patch folder (safetensors only; sha256 and sizes checked)."""
-        directory = Path(directory)
+    def from_pretrained(cls, directory: PathLike, revision: Optional[str] = None, subfolder: Optional[str] = None,
+                        token: "str | bool | None" = None) -> "ForgetPatch":
+        """Load and verify a patch folder (safetensors only; sha256 and sizes checked), or the patch of a hub repo
+        ``"user/repo"`` at ``revision`` / ``subfolder`` (a local folder of the same name wins; see
+        :func:`guide_unlearn.hub.resolve_patch_folder`)."""
+        directory = _hub.resolve_patch_folder(directory, revision=revision, subfolder=subfolder, token=token)
         if not directory.is_dir():
             raise PatchError(f"{directory} is not a folder; pass the folder written by patch.save_pretrained()")
         pickles = sorted(p.name for p in directory.iterdir() if p.suffix.lower() in _PICKLE_SUFFIXES)
         if pickles:
             raise PatchError(f"{directory} contains pickle files {pickles}; forget patches are safetensors-only and "
                              "pickles are never loaded. Re-export the patch with guide_unlearn, or delete them")
+        _refuse_links(directory, (META_FILE, LORA_CONFIG_FILE, LORA_FILE, DELTA_FILE))
         meta = _read_json(directory / META_FILE, "patch metadata")
         if meta.get("format") != FORMAT:
             raise PatchError(f"{directory / META_FILE} is not a guide_unlearn forget patch (format={meta.get('format')!r})")
@@ -219,6 +241,22 @@ class ForgetPatch:
         if meta.get("patch_id") not in (None, patch.patch_id):
             raise PatchError(f"{directory}: patch_id in {META_FILE} does not match its tensors; get a fresh copy")
         return patch
+
+
+def _card_text(meta: dict[str, Any], card: "bool | dict[str, Any] | None") -> Optional[str]:
+    """The README.md model card for ``meta`` (None when ``card`` is False)."""
+    options = _hub.card_options(card)
+    return None if options is None else str(_hub.model_card(meta, **options))
+
+
+def _refuse_links(directory: Path, names: tuple[str, ...]) -> None:
+    """Refuse symbolic links among the files a loader reads, except huggingface_hub's own cache links."""
+    for name in names:
+        path = directory / name
+        if path.is_symlink() and not _hub.is_hub_cache_link(path):
+            raise PatchError(f"{path} is a symbolic link; patch files must be regular files (the only links "
+                             "followed are huggingface_hub's cache links into the same repo's blobs/). Copy the "
+                             "real file into the folder")
 
 
 def _read_json(path: Path, what: str) -> dict[str, Any]:

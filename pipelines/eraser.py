@@ -225,8 +225,15 @@ class IdentityEraser:
         w_u, photos, cams = self._codes(inputs, camera)
         patch, w_t, history, seconds = run_erase(
             self.generator, w_u, config, self.perceptual, self.identity_model, state_dir=state_dir,
-            trackers=trackers, extra_metadata={"base_name": self.name})
+            trackers=trackers, extra_metadata=self._provenance())
         return self._result(patch, w_u, w_t, history, seconds, measure, photos, cams)
+
+    def _provenance(self) -> dict[str, Any]:
+        """Patch metadata naming the base: ``base_name`` and, when the registry knows it, ``base_license``."""
+        from guide_unlearn.pipelines.registry import base_license
+
+        lic = base_license(self.name)
+        return {"base_name": self.name, **({"base_license": lic} if lic else {})}
 
     def default_config(self, preset: str = "lora", **overrides: Any) -> EraseConfig:
         """The ``preset`` EraseConfig with this model's recommended settings (``erase_defaults``, from the registry

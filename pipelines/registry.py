@@ -23,6 +23,7 @@ from guide_unlearn.errors import BackendUnavailableError, CheckpointError
 __all__ = [
     "REGISTRY",
     "CheckpointEntry",
+    "base_license",
     "build_architecture",
     "default_inverter_for",
     "get_entry",
@@ -63,6 +64,8 @@ class CheckpointEntry:
                       to fetch); for format 'projector' entries, no file at all (an optimisation inverter).
     erase_defaults:   EraseConfig fields this model's erase should use unless the caller says otherwise
                       (measured for that model; see its model card).
+    license:          the weights' licence as hub card fields {'license', 'license_name', 'license_link'}
+                      when known; patches made from this model record it and their model card defaults to it.
     """
 
     name: str
@@ -79,6 +82,7 @@ class CheckpointEntry:
     generator: Optional[str] = None
     bundled: Optional[str] = None
     erase_defaults: Mapping[str, Any] = field(default_factory=dict, compare=False)
+    license: Optional[Mapping[str, str]] = field(default=None, compare=False)
 
     @property
     def source(self) -> CheckpointSource:
@@ -189,7 +193,9 @@ REGISTRY: dict[str, CheckpointEntry] = {
             # GUIDE person from one of them (all still faces) and keeps 99 % of the other people recognised
             # (GUIDE's defaults: 83 %). Much farther targets (d = 10) stop rendering faces (model card).
             erase_defaults={"truncation_psi": 1.6, "global_samples": 8, "global_weight": 2.0,
-                            "target_distance": 1.5}),
+                            "target_distance": 1.5},
+            license={"license": "other", "license_name": "guide-unlearn-demo-faces-nc",
+                     "license_link": "guide_unlearn/models/demo_faces/LICENSE"}),
         CheckpointEntry(
             "code-projector", "", "projector", "inverter",
             "optimisation inverter in the mapping's input space (best of 64 seeded codes, Adam on z, then a short "
@@ -213,6 +219,12 @@ def default_inverter_for(path_or_name: PathOrName) -> Optional[str]:
     """Registry name of the inverter recommended for a generator name (None for paths and unknown names)."""
     entry = REGISTRY.get(str(path_or_name))
     return entry.default_inverter if entry is not None else None
+
+
+def base_license(name: Optional[str]) -> Optional[dict[str, str]]:
+    """The registry's licence fields for a generator name (None for paths, unknown names and unknown licences)."""
+    entry = REGISTRY.get(str(name)) if name is not None else None
+    return dict(entry.license) if entry is not None and entry.license else None
 
 
 def get_entry(name: str) -> CheckpointEntry:

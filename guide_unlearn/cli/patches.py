@@ -32,8 +32,11 @@ def add_parser(sub) -> None:
     m.add_argument("--device", default="cpu")
     m.set_defaults(func=run_merge)
 
-    i = sub.add_parser("info", help="describe a patch folder or a generator checkpoint")
-    i.add_argument("path", help="patch folder, generator folder, checkpoint file or registry name")
+    i = sub.add_parser("info", help="describe a patch folder, a hub patch repo or a generator checkpoint")
+    i.add_argument("path", help="patch folder, hub repo id ('user/repo'), generator folder, checkpoint file or "
+                                "registry name")
+    i.add_argument("--revision", default=None, help="hub revision (branch, tag or commit) of a repo id")
+    i.add_argument("--subfolder", default=None, help="folder of the patch inside the repo or folder")
     i.set_defaults(func=run_info)
 
 
@@ -75,9 +78,14 @@ def run_merge(args: argparse.Namespace) -> int:
 def run_info(args: argparse.Namespace) -> int:
     from guide_unlearn.patch import META_FILE, ForgetPatch
 
+    from guide_unlearn.hub import looks_like_repo_id, patch_info
+
     path = Path(args.path)
-    if path.is_dir() and (path / META_FILE).is_file():
-        print(json.dumps({"type": "forget_patch", **ForgetPatch.from_pretrained(path).describe()}, indent=2))
+    revision, subfolder = getattr(args, "revision", None), getattr(args, "subfolder", None)
+    patch_dir = path / subfolder if subfolder else path
+    if (patch_dir.is_dir() and (patch_dir / META_FILE).is_file()) or (not path.exists()
+                                                                        and looks_like_repo_id(args.path)):
+        print(json.dumps(patch_info(args.path, revision=revision, subfolder=subfolder), indent=2))
         return 0
     from guide_unlearn.fingerprint import patch_state
     from guide_unlearn.pipelines.loading import load_generator
