@@ -341,7 +341,7 @@ def resolve_patch_folder(name_or_path: Union[str, os.PathLike], revision: Option
     offline = hub_offline() or (revision is not None and _COMMIT.match(revision) is not None
                                 and _cached_commit(cache, name, revision, prefix + META_FILE))
     if not offline:
-        _refuse_unsafe_remote_files(name, revision, sub, token)
+        offline = not _check_remote_files(name, revision, sub, token)
     try:
         folder = snapshot_download(name, revision=revision, cache_dir=str(cache), allow_patterns=patterns,
                                    local_files_only=bool(offline), token=token, library_name="guide_unlearn")
@@ -367,20 +367,26 @@ def _cached_commit(cache: Path, repo_id: str, commit: str, meta_rel: str) -> boo
     return (snap / meta_rel).exists()
 
 
-def _refuse_unsafe_remote_files(repo_id: str, revision: Optional[str], sub: Optional[str], token) -> None:
-    """Before downloading: refuse a patch folder on the hub that holds a pickle or an oversized JSON file.
-    Network errors are left to the download step (which falls back to the cache)."""
+def _check_remote_files(repo_id: str, revision: Optional[str], sub: Optional[str], token) -> bool:
+    """Before downloading: list the patch's folder on the hub (one request) and refuse a pickle or an oversized
+    JSON file there. -> False when the hub cannot be reached (the caller then uses the cache only, instead of
+    huggingface_hub retrying the connection a second time), True otherwise."""
     from huggingface_hub import HfApi
     from huggingface_hub.errors import HfHubHTTPError
 
     from .patch import MAX_JSON_BYTES
 
     try:
+        from httpx2 import HTTPError as TransportError  # huggingface_hub >= 1.x
+    except ImportError:  # pragma: no cover - older huggingface_hub on requests
+        from requests import RequestException as TransportError
+
+    try:
         entries = list(HfApi(token=token).list_repo_tree(repo_id, path_in_repo=sub or None, revision=revision))
-    except (HfHubHTTPError, OSError, ValueError):
-        return
-    except Exception:  # noqa: BLE001 - httpx connection errors: the download step reports them with the cache
-        return
+    except HfHubHTTPError:
+        return True  # not found / private / gated: snapshot_download reports it (after looking in the cache)
+    except (TransportError, OSError):
+        return False
     for e in entries:
         fname = e.path.rsplit("/", 1)[-1]
         size = getattr(e, "size", None)
@@ -390,6 +396,7 @@ def _refuse_unsafe_remote_files(repo_id: str, revision: Optional[str], sub: Opti
         if fname.endswith(".json") and isinstance(size, int) and size > MAX_JSON_BYTES:
             raise PatchError(f"hub repo {repo_id!r}: {e.path} is {size} bytes, over the {MAX_JSON_BYTES}-byte "
                              "limit for patch JSON files; nothing was downloaded")
+    return True
 
 
 def patch_info(name_or_path: Union[str, os.PathLike], revision: Optional[str] = None,

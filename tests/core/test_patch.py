@@ -41,7 +41,7 @@ def test_save_then_load_reproduces_outputs_bit_for_bit(made, tmp_path):
     eraser.remove_patch(loaded)
     assert torch.equal(direct, again)
     assert loaded.patch_id == p1.patch_id
-    assert sorted(os.listdir(tmp_path / "p")) == ["adapter_config.json", "adapter_model.safetensors",
+    assert sorted(os.listdir(tmp_path / "p")) == ["README.md", "adapter_config.json", "adapter_model.safetensors",
                                                   "forget_patch.json"]
 
 
