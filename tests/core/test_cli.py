@@ -11,7 +11,7 @@ from safetensors.torch import save_file
 from guide_unlearn.cli import main
 
 
-@pytest.mark.parametrize("command", ["erase", "apply", "merge", "info"])
+@pytest.mark.parametrize("command", ["erase", "apply", "merge", "info", "push"])
 def test_every_command_has_help(command, capsys):
     with pytest.raises(SystemExit) as e:
         main([command, "--help"])

@@ -368,3 +368,21 @@ def test_cli_push_uploads_a_patch_folder(tmp_path, monkeypatch, capsys):
     assert json.loads(capsys.readouterr().out)["commit"] == C1
     assert sent.repos[0][1]["private"] is True
     assert "p1/adapter_model.safetensors" in {op.path_in_repo for op in sent.commits[0][1]}
+
+
+def test_a_patch_saved_by_the_erase_command_carries_its_model_card(tmp_path, capsys):
+    import torch
+    from safetensors.torch import save_file
+
+    from guide_unlearn.cli import main
+    from guide_unlearn.testing import tiny_generator
+
+    gen = tiny_generator()
+    ws = gen.mapping(torch.randn(1, gen.z_dim, generator=torch.Generator().manual_seed(2))).detach()
+    save_file({"ws": ws.contiguous()}, str(tmp_path / "ws.safetensors"))
+    assert main(["erase", "--latent", str(tmp_path / "ws.safetensors"), "--model", "tiny-stylegan2", "--out",
+                 str(tmp_path / "patch"), "--iterations", "2", "--quiet"]) == 0
+    block = ModelCard.load(tmp_path / "patch" / "README.md").data.to_dict()["guide_unlearn"]
+    meta = json.loads((tmp_path / "patch" / "forget_patch.json").read_text())
+    assert block["base_name"] == "tiny-stylegan2" and block["patch_id"] == meta["patch_id"]
+    assert block["base_fingerprint"] == meta["base_fingerprint"] and block["final_losses"] == meta["final_losses"]
