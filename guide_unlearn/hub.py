@@ -166,6 +166,9 @@ def read_card_block(card_path: Union[str, os.PathLike]) -> Optional[dict[str, An
     from huggingface_hub import ModelCard
 
     path = Path(card_path)
+    if path.is_symlink() and not is_hub_cache_link(path):
+        raise PatchError(f"{path} is a symbolic link; a card must be a regular file (or a huggingface_hub cache "
+                         "link into the same repo's blobs/)")
     if not path.is_file():
         return None
     if path.stat().st_size > (1 << 20):
