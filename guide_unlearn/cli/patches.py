@@ -76,9 +76,8 @@ def run_merge(args: argparse.Namespace) -> int:
 
 
 def run_info(args: argparse.Namespace) -> int:
-    from guide_unlearn.patch import META_FILE, ForgetPatch
-
     from guide_unlearn.hub import looks_like_repo_id, patch_info
+    from guide_unlearn.patch import META_FILE
 
     path = Path(args.path)
     revision, subfolder = getattr(args, "revision", None), getattr(args, "subfolder", None)

@@ -371,7 +371,6 @@ def test_cli_push_uploads_a_patch_folder(tmp_path, monkeypatch, capsys):
 
 
 def test_a_patch_saved_by_the_erase_command_carries_its_model_card(tmp_path, capsys):
-    import torch
     from safetensors.torch import save_file
 
     from guide_unlearn.cli import main
