@@ -357,6 +357,9 @@ def resolve_patch_folder(name_or_path: Union[str, os.PathLike], revision: Option
             f"{name!r} (revision {revision or 'main'}) in the cache {cache} and on the hub: "
             f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}. {mode}") from e
     path = Path(folder) / sub if sub else Path(folder)
+    if sub and not Path(os.path.realpath(path)).is_relative_to(os.path.realpath(folder)):
+        raise PatchError(f"{path} leads out of the cached snapshot {folder} through a linked folder; the "
+                         "huggingface_hub cache never links folders — delete this snapshot and download it again")
     if not (path / META_FILE).exists():
         raise HubPatchNotFoundError(
             f"hub repo {name!r} (revision {revision or 'main'}) has no {prefix}{META_FILE}: it holds no forget patch "

@@ -264,6 +264,14 @@ def test_only_the_caches_own_links_into_its_blobs_are_followed(tmp_path, cache):
         ForgetPatch.from_pretrained("user/repo")
 
 
+def test_a_linked_folder_inside_a_cached_snapshot_is_refused(tmp_path, cache):
+    snap = _cache_repo(cache, "user/repo", C1, {"README.md": b"# empty"})
+    _patch().save_pretrained(tmp_path / "elsewhere")
+    os.symlink(tmp_path / "elsewhere", snap / "p")
+    with pytest.raises(PatchError, match="linked folder"):
+        ForgetPatch.from_pretrained("user/repo", subfolder="p")
+
+
 def test_a_symlink_in_a_local_patch_folder_is_refused(tmp_path):
     folder = _patch().save_pretrained(tmp_path / "p")
     real = tmp_path / "meta.json"
