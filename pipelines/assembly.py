@@ -13,21 +13,38 @@ from guide_unlearn.errors import BackendUnavailableError, InputError, NoFaceErro
 
 logger = logging.getLogger(__name__)
 
-TINY_NAMES = {"tiny-stylegan2": "stylegan2", "tiny-eg3d": "eg3d"}
+
+def tiny_eraser(cls, family: str = "stylegan2", seed: int = 0, inverter_steps: int = 60):
+    """``cls`` (an IdentityEraser) around the ``family``'s tiny random generator (its registry entry
+    ``tiny-<family>``), with the optimisation inverter (``inverter_steps`` steps), a tiny random identity network
+    and the offline perceptual stand-in. For tests, examples and benchmarks; it erases nothing real."""
+    from guide_unlearn.adapters.perceptual import MultiScaleGradL1
+    from guide_unlearn.adapters.projector import OptimizationInverter
+    from guide_unlearn.adapters.toy import ToyIdentityNet
+    from guide_unlearn.families import get_family
+
+    spec = get_family(family)
+    gen = spec.tiny(seed=seed)
+    perceptual = MultiScaleGradL1()
+    inverter = OptimizationInverter(gen, perceptual, steps=inverter_steps, lr=0.05,
+                                    input_alignment=spec.input_alignment)
+    return cls(gen, inverter=inverter, identity_model=ToyIdentityNet(seed=seed), perceptual=perceptual,
+               name=f"tiny-{family}")
 
 
 def assemble(cls, name_or_path: str, device: torch.device, **components: Any):
     """Resolve ``name_or_path`` to a generator (+ its default inverter) and build ``cls`` around it."""
-    if name_or_path in TINY_NAMES:
-        from guide_unlearn.testing import tiny_eraser
+    from guide_unlearn.pipelines import registry
 
-        eraser = tiny_eraser(TINY_NAMES[name_or_path])
+    entry = registry.REGISTRY.get(str(name_or_path)) if not Path(name_or_path).exists() else None
+    if entry is not None and entry.format == "tiny":
+        eraser = tiny_eraser(cls, entry.family)
         for key, value in components.items():
             if key not in ("inverter", "identity_model", "perceptual"):
                 raise InputError(f"unknown component {key!r}; use inverter, identity_model, perceptual")
             setattr(eraser, key, value)
         return eraser
-    from guide_unlearn.pipelines import loading, registry
+    from guide_unlearn.pipelines import loading
 
     generator = loading.load_generator(name_or_path, device=device)
     if Path(name_or_path).is_dir():
@@ -43,7 +60,6 @@ def assemble(cls, name_or_path: str, device: torch.device, **components: Any):
         identity = default_identity_model(device)
     if components:
         raise InputError(f"unknown components {sorted(components)}; use inverter, identity_model, perceptual")
-    entry = registry.REGISTRY.get(str(name_or_path)) if not Path(name_or_path).exists() else None
     defaults = dict(entry.erase_defaults) if entry is not None else {}
     return cls(generator, inverter=inverter, identity_model=identity, perceptual=perceptual, name=str(name_or_path),
                erase_defaults=defaults)

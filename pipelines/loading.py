@@ -21,10 +21,13 @@ from typing import Any, Mapping, Optional
 import torch
 from torch import nn
 
+import guide_unlearn.adapters  # noqa: F401  (registers the backend families and checkpoint formats)
 from guide_unlearn.checkpoints import NvidiaModule, detect_format, load_nvidia_module, load_torch_file
 from guide_unlearn.errors import CheckpointError
+from guide_unlearn.families import (checkpoint_formats, family_for_folder_class, family_for_pickle_class, get_family,
+                                    get_format, list_families, resolve_ref)
 
-from .registry import REGISTRY, CheckpointEntry, PathOrName, _backend, resolve_checkpoint
+from .registry import REGISTRY, CheckpointEntry, PathOrName, resolve_checkpoint
 
 __all__ = ["load_generator", "load_inverter"]
 
@@ -32,12 +35,8 @@ logger = logging.getLogger(__name__)
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Generators
-
-
-_FOLDER_CLASSES = {
-    "StyleGAN2Generator": ("guide_unlearn.adapters.stylegan2", "StyleGAN2Generator"),
-}
+# Generators: every branch below is a lookup in the family registry (guide_unlearn.families), filled by the
+# backends' own ``adapters/<family>/__init__.py``.
 
 
 def _load_folder(path: Path) -> nn.Module:
@@ -45,15 +44,12 @@ def _load_folder(path: Path) -> nn.Module:
         config = json.loads((path / "config.json").read_text())
     except (OSError, ValueError) as exc:
         raise CheckpointError(f"{path}/config.json is unreadable ({exc})") from None
-    cls_name = config.get("_class_name")
-    if cls_name in _FOLDER_CLASSES:
-        module, attr = _FOLDER_CLASSES[cls_name]
-    elif isinstance(cls_name, str) and "EG3D" in cls_name:
-        module, attr = "guide_unlearn.adapters.eg3d", cls_name
-    else:
+    cls_name = config.get("_class_name") if isinstance(config, dict) else None
+    family = family_for_folder_class(cls_name)
+    if family is None:
         raise CheckpointError(f"{path}: config.json names class {cls_name!r}, which is not a generator of this "
                               "library")
-    cls = _backend(module, attr, f"the model folder {path}")
+    cls = family.cls()
     try:
         return cls.from_pretrained(str(path))
     except (OSError, ValueError, RuntimeError) as exc:
@@ -61,29 +57,23 @@ def _load_folder(path: Path) -> nn.Module:
 
 
 def _generator_from_nvidia(mod: NvidiaModule, path: Path) -> nn.Module:
-    if mod.class_name == "Generator":
-        from guide_unlearn.adapters.stylegan2.convert import from_nvidia
-
-        return from_nvidia(mod.state_dict, mod.init_kwargs, mod.attributes)
-    if mod.class_name == "TriPlaneGenerator":
-        from_nvidia = _backend("guide_unlearn.adapters.eg3d.convert", "from_nvidia", f"EG3D pickle {path}")
-        return from_nvidia(mod.state_dict, mod.init_kwargs, mod.attributes)
-    raise CheckpointError(f"{path}: G_ema is a '{mod.class_name}', which this library cannot build (supported: "
-                          "StyleGAN2 Generator, EG3D TriPlaneGenerator)")
+    family = family_for_pickle_class(mod.class_name)
+    if family is None or family.from_pickle is None:
+        known = ", ".join(f"{f.name} {'/'.join(f.pickle_classes)}" for f in list_families() if f.pickle_classes)
+        raise CheckpointError(f"{path}: G_ema is a '{mod.class_name}', which this library cannot build (supported: "
+                              f"{known})")
+    from_nvidia = resolve_ref(family.from_pickle, f"{family.name} pickle {path}")
+    return from_nvidia(mod.state_dict, mod.init_kwargs, mod.attributes)
 
 
-def _generator_from_tensors(sd: Mapping[str, torch.Tensor], path: Path, latent_avg=None,
-                            config: Optional[dict] = None) -> nn.Module:
-    from guide_unlearn.adapters.stylegan2 import convert as sg2
-
-    if sg2.is_nvidia_state_dict(sd):
-        return sg2.from_nvidia_state_dict(sd, config, what=str(path))
-    if sg2.is_rosinality_state_dict(sd):
-        sd = dict(sd)
-        la = sd.pop("latent_avg", latent_avg)
-        return sg2.from_rosinality(sd, la)
+def _generator_from_tensors(sd: Mapping[str, torch.Tensor], path: Path, config: Optional[dict] = None
+                            ) -> nn.Module:
+    for fmt in checkpoint_formats("state-dict", "generator"):
+        if fmt.matches(sd):
+            return fmt.reader()(sd, config=config, what=str(path))
     keys = sorted(sd)[:5]
-    raise CheckpointError(f"{path}: tensors are neither NVIDIA nor rosinality StyleGAN2 names (first keys {keys})")
+    names = ", ".join(f.name for f in checkpoint_formats("state-dict", "generator"))
+    raise CheckpointError(f"{path}: tensors are in none of the known generator layouts ({names}); first keys {keys}")
 
 
 def _generator_from_file(path: Path) -> nn.Module:
@@ -101,7 +91,8 @@ def _generator_from_file(path: Path) -> nn.Module:
         config = None
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
-        if meta.get("format") == "stylegan2-nvidia" and meta.get("config"):
+        known = {f.name for f in checkpoint_formats("state-dict")}
+        if meta.get("format") in known and meta.get("config"):
             try:
                 config = json.loads(meta["config"])
             except ValueError:
@@ -109,18 +100,14 @@ def _generator_from_file(path: Path) -> nn.Module:
         return _generator_from_tensors(sd, path, config=config)
     obj = load_torch_file(path)
     if isinstance(obj, Mapping):
-        from guide_unlearn.adapters.e4e.convert import is_e4e_checkpoint, load_e4e
-
-        if "g_ema" in obj:
-            from guide_unlearn.adapters.stylegan2.convert import from_rosinality
-
-            return from_rosinality(obj["g_ema"], obj.get("latent_avg"))
-        if is_e4e_checkpoint(obj):
-            return load_e4e(obj, want="generator")
+        for layout in checkpoint_formats("checkpoint", "generator"):
+            if layout.matches(obj):
+                return layout.reader()(obj, what=str(path))
         if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
             return _generator_from_tensors(obj, path)
+        names = ", ".join(f.name for f in checkpoint_formats(kind="generator"))
         raise CheckpointError(f"{path}: a torch checkpoint with keys {sorted(map(str, obj))[:8]}, which is not a "
-                              "known generator format (rosinality {'g_ema', ...}, e4e, or a StyleGAN2 state dict)")
+                              f"known generator format ({names})")
     raise CheckpointError(f"{path}: a torch checkpoint holding a {type(obj).__name__}, not a generator")
 
 
@@ -135,6 +122,9 @@ def load_generator(path_or_name: PathOrName, device: Any = "cpu", allow_download
         CheckpointError: missing / truncated / unknown format (the message says what the file seems to be).
         BackendUnavailableError: the file needs a backend that is not installed.
     """
+    entry = REGISTRY.get(str(path_or_name)) if not Path(str(path_or_name)).expanduser().exists() else None
+    if entry is not None and entry.format == "tiny":  # no file: the family's tiny random model (seed 0)
+        return get_family(entry.family).tiny(seed=0).to(device).eval()
     path, entry = resolve_checkpoint(path_or_name, allow_download)
     if entry is not None and entry.kind == "inverter":
         raise CheckpointError(f"'{entry.name}' is an inverter; load it with load_inverter (its generator is "
@@ -145,17 +135,6 @@ def load_generator(path_or_name: PathOrName, device: Any = "cpu", allow_download
 
 # ----------------------------------------------------------------------------------------------------------------
 # Inverters
-
-
-def _load_goae(path: Path, generator: Optional[nn.Module], device: Any) -> nn.Module:
-    from guide_unlearn.checkpoints.torch_zip import scan_torch_file
-
-    if generator is None:
-        raise CheckpointError(f"{path}: GOAE codes are offsets from the EG3D generator's w_avg; pass generator= "
-                              "(e.g. load_generator('eg3d-ffhq'))")
-    load = _backend("guide_unlearn.adapters.goae.inverter", "load_goae_ffhq", f"GOAE encoder {path}")
-    scan_torch_file(path)  # refuse unsafe globals before the backend reads the file with weights_only=True
-    return load(path, generator.w_avg.detach(), device=device).eval()
 
 
 def _projector(entry: CheckpointEntry, generator: Optional[nn.Module], device: Any, code_book: Any) -> Any:
@@ -193,21 +172,16 @@ def load_inverter(path_or_name: PathOrName, device: Any = "cpu", generator: Opti
         if entry.default_inverter:
             raise CheckpointError(f"'{entry.name}' is a generator; its inverter is '{entry.default_inverter}'")
         raise CheckpointError(f"'{entry.name}' is a generator, not an inverter")
-    if entry is not None and entry.family == "goae":
-        return _load_goae(path, generator, device)
+    layout = get_format(entry.format) if entry is not None else None
+    if layout is not None and layout.kind == "inverter" and layout.read_inverter is not None:
+        return layout.inverter_reader()(None, path=path, generator=generator, device=device)
     fmt = detect_format(path)
     if fmt.kind not in ("torch-zip", "torch-legacy"):
         raise CheckpointError(f"{path}: an inverter checkpoint is a torch.save file, this is {fmt.description}")
     obj = load_torch_file(path)
-    from guide_unlearn.adapters.e4e.convert import is_e4e_checkpoint, load_e4e
-
-    if is_e4e_checkpoint(obj):
-        inv = load_e4e(obj, want="inverter")
-        if generator is not None and getattr(generator, "num_ws", inv.num_ws) != inv.num_ws:
-            raise CheckpointError(f"the e4e encoder makes {inv.num_ws} codes, the generator takes "
-                                  f"{generator.num_ws}; use it with its StyleGAN2-1024 decoder")
-        return inv.to(device).eval()
-    if isinstance(obj, Mapping) and any(str(k).startswith("swin_model.") for k in obj):
-        return _load_goae(path, generator, device)
+    for layout in checkpoint_formats("checkpoint", "inverter"):
+        if layout.matches(obj):
+            return layout.inverter_reader()(obj, path=path, generator=generator, device=device)
+    names = ", ".join(f.name for f in checkpoint_formats(kind="inverter"))
     keys = sorted(map(str, obj))[:8] if isinstance(obj, Mapping) else type(obj).__name__
-    raise CheckpointError(f"{path}: not a known inverter checkpoint (found {keys}); supported: e4e .pt, GOAE .pt")
+    raise CheckpointError(f"{path}: not a known inverter checkpoint (found {keys}); supported: {names}")

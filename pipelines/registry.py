@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from importlib import import_module
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Union
 
 import torch
 from torch import nn
 
+import guide_unlearn.adapters  # noqa: F401  (registers the backend families)
 from guide_unlearn.checkpoints import CheckpointSource, resolve_file
-from guide_unlearn.errors import BackendUnavailableError, CheckpointError
+from guide_unlearn.errors import CheckpointError
+from guide_unlearn.families import get_family, list_families, resolve_ref
 
 __all__ = [
     "REGISTRY",
@@ -36,12 +37,9 @@ PathOrName = Union[str, os.PathLike]
 NGC_STYLEGAN2 = "https://api.ngc.nvidia.com/v2/models/nvidia/research/stylegan2/versions/1/files/"
 NGC_EG3D = "https://api.ngc.nvidia.com/v2/models/nvidia/research/eg3d/versions/1/files/"
 
-# Full-size StyleGAN2 configs (constructor kwargs of StyleGAN2Generator).
-SG2_FFHQ_1024 = dict(z_dim=512, w_dim=512, c_dim=0, img_resolution=1024, img_channels=3, mapping_layers=8,
-                     mapping_lr_multiplier=0.01, channel_base=32768, channel_max=512, conv_clamp=None, use_noise=True)
-SG2_FFHQ_256 = {**SG2_FFHQ_1024, "img_resolution": 256, "channel_base": 16384, "conv_clamp": 256.0}
-SG2_FFHQ_512 = {**SG2_FFHQ_1024, "img_resolution": 512, "conv_clamp": 256.0}
-SG2_ADA_FFHQ_1024 = {**SG2_FFHQ_1024, "conv_clamp": 256.0}
+# Full-size StyleGAN2 configs (constructor kwargs of StyleGAN2Generator) live with their family; re-exported here.
+from guide_unlearn.adapters.stylegan2.configs import (  # noqa: E402
+    SG2_ADA_FFHQ_1024, SG2_FFHQ_256, SG2_FFHQ_512, SG2_FFHQ_1024)
 
 
 @dataclass(frozen=True)
@@ -50,13 +48,15 @@ class CheckpointEntry:
 
     name:             registry name (``"stylegan2-ffhq"``).
     filename:         the official file name.
-    format:           'nvidia-pkl' | 'rosinality-pt' | 'e4e-pt' | 'state-dict'.
+    format:           'nvidia-pkl' | 'rosinality-pt' | 'e4e-pt' | 'goae-pt' | 'folder' | 'projector' (no file) |
+                      'tiny' (no file: the family's tiny random model).
     kind:             'generator' | 'inverter' | 'generator+inverter'.
     description:      one line for listings and docs.
     url:              direct download URL, or None (browser-only source such as Google Drive).
     sha256:           expected digest; None unless a published source gives one.
     homepage:         where to get the file by hand.
-    family:           backend that builds it ('stylegan2', 'eg3d', 'e4e', 'goae').
+    family:           backend that builds it: a registered generator family ('stylegan2', 'eg3d'; see
+                      :mod:`guide_unlearn.families`) or the inverter package ('e4e', 'goae', 'projector').
     architecture:     builds the full-size model without weights: ``f(device) -> nn.Module``.
     default_inverter: registry name of the inverter to use with this generator (None: none known).
     generator:        for inverters, the registry name of the generator its codes belong to.
@@ -91,50 +91,41 @@ class CheckpointEntry:
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Lazy backends
+# Architectures come from the backend families (guide_unlearn.families), registered by guide_unlearn.adapters.
 
 
 def _backend(module: str, attr: str, what: str) -> Any:
-    """``module.attr``, imported now; BackendUnavailableError if that backend is not installed yet."""
-    try:
-        mod = import_module(module)
-    except ModuleNotFoundError as exc:
-        if exc.name and (module == exc.name or module.startswith(exc.name + ".")):
-            raise BackendUnavailableError(
-                f"{what} needs the backend module {module}, which is not available in this installation; "
-                "update guide_unlearn (the backend ships with the library)") from None
-        raise
-    try:
-        return getattr(mod, attr)
-    except AttributeError:
-        raise BackendUnavailableError(f"{what} needs {module}.{attr}, which this version of the backend lacks") \
-            from None
+    """``module.attr``, imported now; BackendUnavailableError if that backend is not installed yet.
+
+    Kept for callers of the old helper; new code names backends through :func:`guide_unlearn.families.resolve_ref`.
+    """
+    return resolve_ref(f"{module}:{attr}", what)
 
 
-def _stylegan2_arch(config: Mapping[str, Any]) -> Callable[[Any], nn.Module]:
+def _family_arch(family: str, config: str) -> Callable[[Any], nn.Module]:
+    """``f(device) -> nn.Module``: the named ``config`` of generator ``family``, without weights."""
     def build(device: Any = "meta") -> nn.Module:
-        from guide_unlearn.adapters.stylegan2 import StyleGAN2Generator
+        return get_family(family).build(config, device=device)
 
-        with torch.device(device):
-            return StyleGAN2Generator(**config)
+    return build
+
+
+def _tiny_arch(family: str) -> Callable[[Any], nn.Module]:
+    """``f(device) -> nn.Module``: the family's tiny random model (seed 0) on ``device``."""
+    def build(device: Any = "meta") -> nn.Module:
+        return get_family(family).tiny(seed=0, device=device)
 
     return build
 
 
 def _e4e_arch(device: Any = "meta") -> nn.Module:
-    from guide_unlearn.adapters.e4e import E4EInverter
-
+    cls = resolve_ref("guide_unlearn.adapters.e4e:E4EInverter", "the e4e architecture")
     with torch.device(device):
-        return E4EInverter()
-
-
-def _eg3d_arch(device: Any = "meta") -> nn.Module:
-    build = _backend("guide_unlearn.adapters.eg3d.configs", "build_eg3d_ffhq", "the EG3D architecture")
-    return build(device=device)
+        return cls()
 
 
 def _goae_arch(device: Any = "meta") -> nn.Module:
-    build = _backend("guide_unlearn.adapters.goae.inverter", "build_goae_ffhq", "the GOAE architecture")
+    build = resolve_ref("guide_unlearn.adapters.goae.inverter:build_goae_ffhq", "the GOAE architecture")
     return build(device=device)
 
 
@@ -146,30 +137,30 @@ REGISTRY: dict[str, CheckpointEntry] = {
             "StyleGAN2 config-f, FFHQ 1024² (NVIDIA's original network in the PyTorch pickle format)",
             url=NGC_STYLEGAN2 + "stylegan2-ffhq-1024x1024.pkl",
             homepage="https://catalog.ngc.nvidia.com/orgs/nvidia/teams/research/models/stylegan2",
-            architecture=_stylegan2_arch(SG2_FFHQ_1024), default_inverter="e4e-ffhq"),
+            architecture=_family_arch("stylegan2", "ffhq-1024"), default_inverter="e4e-ffhq"),
         CheckpointEntry(
             "stylegan2-ffhq-512", "stylegan2-ffhq-512x512.pkl", "nvidia-pkl", "generator",
             "StyleGAN2, FFHQ 512² (trained with the stylegan3 code base)",
             url=NGC_STYLEGAN2 + "stylegan2-ffhq-512x512.pkl",
             homepage="https://catalog.ngc.nvidia.com/orgs/nvidia/teams/research/models/stylegan2",
-            architecture=_stylegan2_arch(SG2_FFHQ_512)),
+            architecture=_family_arch("stylegan2", "ffhq-512")),
         CheckpointEntry(
             "stylegan2-ffhq-256", "stylegan2-ffhq-256x256.pkl", "nvidia-pkl", "generator",
             "StyleGAN2, FFHQ 256² (channel_base 16384; trained with the stylegan3 code base)",
             url=NGC_STYLEGAN2 + "stylegan2-ffhq-256x256.pkl",
             homepage="https://catalog.ngc.nvidia.com/orgs/nvidia/teams/research/models/stylegan2",
-            architecture=_stylegan2_arch(SG2_FFHQ_256)),
+            architecture=_family_arch("stylegan2", "ffhq-256")),
         CheckpointEntry(
             "stylegan2-ada-ffhq", "ffhq.pkl", "nvidia-pkl", "generator",
             "StyleGAN2-ADA, FFHQ 1024² (stylegan2-ada-pytorch 'paper1024' config)",
             url="https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/ffhq.pkl",
             homepage="https://github.com/NVlabs/stylegan2-ada-pytorch",
-            architecture=_stylegan2_arch(SG2_ADA_FFHQ_1024), default_inverter="e4e-ffhq"),
+            architecture=_family_arch("stylegan2", "ada-ffhq-1024"), default_inverter="e4e-ffhq"),
         CheckpointEntry(
             "stylegan2-ffhq-rosinality", "stylegan2-ffhq-config-f.pt", "rosinality-pt", "generator",
             "StyleGAN2 config-f FFHQ 1024² converted to rosinality/stylegan2-pytorch's .pt (as used by pSp / e4e)",
             homepage="https://github.com/rosinality/stylegan2-pytorch (README: 'Pretrained Checkpoints')",
-            architecture=_stylegan2_arch(SG2_FFHQ_1024), default_inverter="e4e-ffhq"),
+            architecture=_family_arch("stylegan2", "ffhq-1024"), default_inverter="e4e-ffhq"),
         CheckpointEntry(
             "e4e-ffhq", "e4e_ffhq_encode.pt", "e4e-pt", "generator+inverter",
             "encoder4editing FFHQ encoder (IR-SE50 + 18 GradualStyle heads) with its StyleGAN2-1024 decoder",
@@ -180,7 +171,7 @@ REGISTRY: dict[str, CheckpointEntry] = {
             "EG3D tri-plane generator, FFHQ (rebalanced) 512², neural rendering at 128²",
             url=NGC_EG3D + "ffhqrebalanced512-128.pkl",
             homepage="https://catalog.ngc.nvidia.com/orgs/nvidia/teams/research/models/eg3d",
-            family="eg3d", architecture=_eg3d_arch, default_inverter="goae-ffhq"),
+            family="eg3d", architecture=_family_arch("eg3d", "ffhq512"), default_inverter="goae-ffhq"),
         CheckpointEntry(
             "demo-faces", "demo_faces", "folder", "generator",
             "the embedded demo face generator: StyleGAN2 64², 3.1 M parameters, GLO-trained by this project on the "
@@ -202,10 +193,16 @@ REGISTRY: dict[str, CheckpointEntry] = {
             "W+ refinement; a photo of a known person starts from its training code when the model folder ships a "
             "code book); no weights", family="projector"),
         CheckpointEntry(
-            "goae-ffhq", "encoder_FFHQ.pt", "state-dict", "inverter",
+            "goae-ffhq", "encoder_FFHQ.pt", "goae-pt", "inverter",
             "GOAE encoder for EG3D FFHQ (Swin-V2 backbone + cross-attention heads)",
             homepage="https://github.com/jiangyzy/GOAE (README: pretrained models, Google Drive)",
             family="goae", architecture=_goae_arch, generator="eg3d-ffhq"),
+        # Tiny random models (NOT trained): each generator family's tiny config, for tests, examples, benchmarks.
+        *(CheckpointEntry(
+            f"tiny-{family}", "", "tiny", "generator",
+            f"a tiny random-initialised {family} generator (seed 0) for tests and demos; NOT a trained model",
+            family=family, architecture=_tiny_arch(family))
+          for family in (f.name for f in list_families() if f.tiny_config is not None or f.build_tiny is not None)),
     ]
 }
 
@@ -255,6 +252,8 @@ def resolve_checkpoint(path_or_name: PathOrName, allow_download: Optional[bool] 
         entry = REGISTRY[name]
         if entry.format == "projector":
             raise CheckpointError(f"'{name}' is an optimisation inverter with no file; build it with load_inverter")
+        if entry.format == "tiny":
+            raise CheckpointError(f"'{name}' is a tiny random model with no file; build it with load_generator")
         if entry.bundled:
             return _bundled_path(entry), entry
         return resolve_file(entry.source, allow_download, progress), entry

@@ -77,10 +77,10 @@ def test_rosinality_config_of_full_size_names_is_ffhq_config_f():
 
 def test_every_registry_entry_has_a_file_name_and_no_unpublished_digest():
     for entry in REGISTRY.values():
-        if entry.bundled or entry.format == "projector":  # shipped inside the package / no weights at all
-            assert entry.format in ("folder", "projector")
+        if entry.bundled or entry.format in ("projector", "tiny"):  # in the package / no weights at all
+            assert entry.format in ("folder", "projector", "tiny")
             continue
-        assert entry.filename and entry.format in ("nvidia-pkl", "rosinality-pt", "e4e-pt", "state-dict")
+        assert entry.filename and entry.format in ("nvidia-pkl", "rosinality-pt", "e4e-pt", "goae-pt")
         assert entry.sha256 is None  # no published digests exist for these files
 
 
