@@ -12,6 +12,8 @@ from typing import Optional
 import torch
 from torch import nn
 
+from guide_unlearn.errors import InputError, LatentError
+
 from .layers import (
     FullyConnectedLayer,
     SynthesisLayer,
@@ -62,11 +64,11 @@ class MappingNetwork(nn.Module):
     ) -> torch.Tensor:
         """-> ws [N, num_ws, w_dim]."""
         if z.ndim != 2 or z.shape[1] != self.z_dim:
-            raise ValueError(f"z must be [N, {self.z_dim}], got {list(z.shape)}")
+            raise LatentError(f"z must be [N, {self.z_dim}], got {list(z.shape)}")
         x = normalize_2nd_moment(z.to(torch.float32))
         if self.c_dim > 0:
             if c is None:
-                raise ValueError(f"this mapping is conditioned: pass c of shape [N, {self.c_dim}]")
+                raise InputError(f"this mapping is conditioned: pass c of shape [N, {self.c_dim}]")
             y = normalize_2nd_moment(self.embed(c.to(torch.float32) * self.c_scale))
             x = torch.cat([x, y], dim=1)
         for idx in range(self.num_layers):
@@ -175,7 +177,7 @@ class SynthesisNetwork(nn.Module):
     ):
         """-> image [N, img_channels, R, R] (and features [N, C_last, R, R] when return_features)."""
         if ws.ndim != 3 or ws.shape[1] != self.num_ws or ws.shape[2] != self.w_dim:
-            raise ValueError(f"ws must be [N, {self.num_ws}, {self.w_dim}], got {list(ws.shape)}")
+            raise LatentError(f"ws must be [N, {self.num_ws}, {self.w_dim}], got {list(ws.shape)}")
         x = img = None
         w_idx = 0
         for block in self.blocks():
