@@ -23,6 +23,11 @@ from torch import nn
 
 from .errors import ConfigError, PatchStateError
 
+try:  # peft's public functions for integrations; older peft: each layer's public delete_adapter (see below)
+    from peft.functional import delete_adapter as _peft_delete_adapter
+except ImportError:  # pragma: no cover - peft without peft.functional
+    _peft_delete_adapter = None
+
 
 class WeightDeltaLoraLayer(nn.Module, LoraLayer):
     """peft LoRA wrapper for any layer with a ``weight`` [O, I, *k] whose forward accepts ``weight_delta``."""
@@ -167,13 +172,14 @@ def delete_adapter(model: nn.Module, name: str) -> None:
         raise PatchStateError(f"no adapter named {name!r} is present")
     keep = [n for n in active_adapters(model) if n != name]
     for _, layer in lora_layers(model):
-        if name in layer.lora_A:
-            if name in layer.merged_adapters:
-                raise PatchStateError(f"adapter {name!r} is merged; unmerge it before removing it")
-            for attr in layer.adapter_layer_names + layer.other_param_names:
-                store = getattr(layer, attr, None)
-                if isinstance(store, (dict, nn.ModuleDict, nn.ParameterDict)) and name in store:
-                    del store[name]
+        if name in layer.merged_adapters:
+            raise PatchStateError(f"adapter {name!r} is merged; unmerge it before removing it")
+    if _peft_delete_adapter is not None:  # peft's public function (peft.functional)
+        _peft_delete_adapter(model, name, prefix="lora_", layer_cls=WeightDeltaLoraLayer)
+    else:  # older peft: each layer's public BaseTunerLayer.delete_adapter
+        for _, layer in lora_layers(model):
+            if name in layer.lora_A:
+                layer.delete_adapter(name)
     peft_config = getattr(model, "peft_config", None)
     if isinstance(peft_config, dict):
         peft_config.pop(name, None)
