@@ -10,11 +10,11 @@ from typing import Optional
 
 import numpy as np
 
-from ..errors import BackendUnavailableError, CheckpointError
-from .geometry import apply_transform, invert_affine, similarity_transform
-from .templates import DLIB_CHIP_TEMPLATE, MTCNN_IN_DLIB_CHIP
-from .types import Face
-from .weights import PathLike, find_weight
+from guide_unlearn.errors import BackendUnavailableError, CheckpointError
+from guide_unlearn.faces.geometry import apply_transform, invert_affine, similarity_transform
+from guide_unlearn.faces.templates import DLIB_CHIP_TEMPLATE, MTCNN_IN_DLIB_CHIP
+from guide_unlearn.faces.types import Face
+from guide_unlearn.faces.weights import PathLike, find_weight
 
 
 def import_dlib():

@@ -12,9 +12,9 @@ from typing import Optional
 import torch
 from torch import nn
 
-from ..checkpoints import load_state_file
-from ..errors import CheckpointError
-from .weights import PathLike, find_weight
+from guide_unlearn.checkpoints import load_state_file
+from guide_unlearn.errors import CheckpointError
+from guide_unlearn.faces.weights import PathLike, find_weight
 
 
 def _flatten_transposed(x: torch.Tensor) -> torch.Tensor:

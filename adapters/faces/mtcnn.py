@@ -14,9 +14,10 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from guide_unlearn.faces.types import Face
+from guide_unlearn.faces.weights import PathLike
+
 from .mtcnn_nets import ONet, PNet, RNet, load_mtcnn_nets
-from .types import Face
-from .weights import PathLike
 
 
 @dataclass(frozen=True)

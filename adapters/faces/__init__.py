@@ -1,0 +1,1 @@
+"""Face detector backends (MTCNN, dlib, insightface) behind guide_unlearn.faces."""
