@@ -28,6 +28,7 @@ __all__ = [
     "GeneratorFamily",
     "Ref",
     "checkpoint_formats",
+    "discover_backends",
     "family_for_folder_class",
     "family_for_pickle_class",
     "get_family",
@@ -262,3 +263,12 @@ def checkpoint_formats(container: Optional[str] = None, kind: Optional[str] = No
         if kind is not None and kind not in fmt.kind.split("+"):
             continue
         yield fmt
+
+
+def discover_backends() -> None:
+    """Import ``guide_unlearn.adapters`` so every installed backend registers itself (idempotent).
+
+    Core code calls this only where a user-facing lookup may come before any pipeline was imported (face
+    detectors); it names the backend package, never a concrete backend.
+    """
+    import_module("guide_unlearn.adapters")

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from guide_unlearn.errors import CheckpointError, InputError
-from guide_unlearn.faces.backends import find_dlib_file, import_dlib
+from guide_unlearn.adapters.faces.backends import find_dlib_file, import_dlib
 from guide_unlearn.faces.weights import PathLike
 
 from .common import Images

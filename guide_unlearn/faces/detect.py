@@ -9,10 +9,28 @@ from typing import Any, Iterable, Optional, Union
 import numpy as np
 
 from ..errors import ConfigError
+from ..families import discover_backends, resolve_ref
 from .photo import ImageLike, load_image
 from .types import Face
 
+#: The detectors that ship with the library (registered by ``guide_unlearn.adapters.faces``).
 DETECTORS = ("mtcnn", "dlib", "insightface")
+
+_DETECTOR_FACTORIES: dict[str, Any] = {}
+
+
+def register_detector(name: str, factory: Any) -> None:
+    """Make ``get_detector(name)`` build ``factory(weights, device)`` (a callable or a ``"module:attribute"``
+    reference, see :func:`guide_unlearn.families.resolve_ref`). Backends call this from their package's
+    ``__init__.py``; registering a name again replaces it (and clears the detector cache)."""
+    _DETECTOR_FACTORIES[name] = factory
+    get_detector.cache_clear()
+
+
+def registered_detectors() -> list[str]:
+    """Names ``get_detector`` accepts (importing the backend package first so every detector is registered)."""
+    discover_backends()
+    return sorted(_DETECTOR_FACTORIES)
 
 
 @functools.lru_cache(maxsize=8)
@@ -21,20 +39,13 @@ def get_detector(name: str = "mtcnn", weights: Optional[str] = None, device: str
 
     mtcnn: the facenet-pytorch P/R/O-Net state_dicts (weights = their folder); dlib: HOG detector + the
     5-point model (weights = shape_predictor_5_face_landmarks.dat); insightface: det_10g / SCRFD ONNX file.
+    The detectors are backends (``guide_unlearn.adapters.faces``) looked up by name.
     """
-    if name == "mtcnn":
-        from .mtcnn import MTCNN  # noqa: PLC0415
-
-        return MTCNN(weights, device=device)
-    if name == "dlib":
-        from .backends import DlibDetector  # noqa: PLC0415
-
-        return DlibDetector(weights)
-    if name == "insightface":
-        from .backends import InsightFaceDetector  # noqa: PLC0415
-
-        return InsightFaceDetector(weights)
-    raise ConfigError(f"unknown face detector {name!r}; choose one of {', '.join(DETECTORS)}")
+    if name not in _DETECTOR_FACTORIES:
+        discover_backends()
+    if name not in _DETECTOR_FACTORIES:
+        raise ConfigError(f"unknown face detector {name!r}; choose one of {', '.join(sorted(_DETECTOR_FACTORIES))}")
+    return resolve_ref(_DETECTOR_FACTORIES[name], f"the {name} face detector")(weights, device)
 
 
 def _resolve(detector: Union[str, Any], weights: Optional[str], device: str) -> Any:
