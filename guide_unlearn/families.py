@@ -138,6 +138,9 @@ class GeneratorFamily:
                      ``model_class(**tiny_config)`` under ``torch.random.fork_rng``.
     input_alignment: the face crop its inverters expect (``"ffhq"``, ``"eg3d"``).
     description:     one line for listings.
+    exporter:        ``f(model, path, layout=...) -> Path``: writes the model as a ``.safetensors`` state dict in
+                     an official key layout (``guide-unlearn convert --to``); None when the family has none.
+    export_layouts:  the layouts ``exporter`` writes (``"nvidia"``, ``"rosinality"``).
     """
 
     name: str
@@ -151,6 +154,8 @@ class GeneratorFamily:
     build_tiny: Optional[Ref] = None
     input_alignment: str = "ffhq"
     description: str = ""
+    exporter: Optional[Ref] = None
+    export_layouts: tuple[str, ...] = ()
 
     def cls(self) -> type:
         """The model class (imports the backend now; BackendUnavailableError when it is not installed)."""

@@ -58,6 +58,8 @@ FAMILY = register_family(GeneratorFamily(
     build_tiny=f"{_CONFIGS}:build_stylegan2_tiny",
     input_alignment="ffhq",
     description="StyleGAN2 config-f ('skip' generator), any size; NVIDIA parameter names",
+    exporter=f"{_CONVERT}:export_safetensors",
+    export_layouts=("nvidia", "rosinality"),
 ))
 
 __all__ = ["FAMILY", "StyleGAN2Generator"]

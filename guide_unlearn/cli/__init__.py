@@ -10,7 +10,8 @@ from typing import Optional, Sequence
 
 from guide_unlearn.errors import GuideUnlearnError
 
-# Each module exposes add_parser(subparsers); its parser sets `func(args) -> int`.
+# The commands, imported explicitly by build_parser (an import error propagates). Each module exposes
+# add_parser(subparsers); its parser sets `func(args) -> int`.
 COMMAND_MODULES = ("guide_unlearn.cli.erase", "guide_unlearn.cli.patches", "guide_unlearn.cli.convert",
                    "guide_unlearn.cli.hub")
 
@@ -27,11 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name in COMMAND_MODULES:
-        try:
-            module = import_module(name)
-        except ImportError:
-            continue  # an optional command whose module is absent
-        module.add_parser(sub)
+        # Every command ships with the package: a module that fails to import is a bug and must fail loudly here,
+        # never silently vanish from --help.
+        import_module(name).add_parser(sub)
     return parser
 
 

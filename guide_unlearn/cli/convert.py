@@ -41,22 +41,18 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def export_generator(generator, dst: Path, layout: str) -> Path:
     """Write ``generator`` to ``dst`` (.safetensors) in ``layout`` 'nvidia' | 'rosinality' (atomic)."""
-    family = getattr(generator, "family", None)
-    if family == "stylegan2":
-        from guide_unlearn.adapters.stylegan2.convert import export_safetensors
+    from guide_unlearn.families import list_families, resolve_ref
 
-        return export_safetensors(generator, dst, layout=layout)
-    if layout == "rosinality":
-        raise ConfigError(f"the rosinality layout exists only for 2D StyleGAN2 generators, not {family!r}; use "
-                          "--to nvidia")
-    try:
-        from importlib import import_module
-
-        backend = import_module(f"guide_unlearn.adapters.{family}.convert")
-        export = getattr(backend, "export_safetensors")
-    except (ImportError, AttributeError):
-        raise BackendUnavailableError(f"exporting a {family!r} generator to NVIDIA's layout is not available in "
-                                      "this installation") from None
+    name = getattr(generator, "family", None)
+    family = next((f for f in list_families() if f.name == name), None)
+    layouts = family.export_layouts if family is not None and family.exporter is not None else ()
+    if layout not in layouts:
+        if layout == "rosinality":
+            raise ConfigError(f"the rosinality layout exists only for 2D StyleGAN2 generators, not {name!r}; use "
+                              "--to nvidia")
+        raise BackendUnavailableError(f"exporting a {name!r} generator to NVIDIA's layout is not available in "
+                                      "this installation")
+    export = resolve_ref(family.exporter, f"exporting a {name!r} generator")
     return export(generator, dst, layout=layout)
 
 
