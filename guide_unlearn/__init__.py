@@ -8,7 +8,7 @@ Public API::
 from __future__ import annotations
 
 from importlib import import_module
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import (
     BackendUnavailableError,
@@ -27,6 +27,7 @@ from .errors import (
     UnsafeCheckpointError,
 )
 
+# The one place the version is written: pyproject.toml reads it from here ([tool.setuptools.dynamic]).
 __version__ = "0.1.0"
 
 # Heavy names load lazily so `import guide_unlearn` stays cheap and the pipelines/adapters can import the core.
@@ -39,6 +40,14 @@ _LAZY = {
     "load_inverter": "guide_unlearn.pipelines.loading",
     "load_identity_model": "guide_unlearn.adapters.identity",
 }
+
+if TYPE_CHECKING:  # what editors and type checkers see; at run time these load lazily through __getattr__
+    from guide_unlearn.adapters.identity import load_identity_model
+    from guide_unlearn.config import EraseConfig
+    from guide_unlearn.engine import ErasureResult
+    from guide_unlearn.patch import ForgetPatch
+    from guide_unlearn.pipelines.eraser import IdentityEraser
+    from guide_unlearn.pipelines.loading import load_generator, load_inverter
 
 
 def __getattr__(name: str) -> Any:
