@@ -25,11 +25,12 @@ def tiny_eraser(cls, family: str = "stylegan2", seed: int = 0, inverter_steps: i
 
     spec = get_family(family)
     gen = spec.tiny(seed=seed)
+    with torch.random.fork_rng(devices=[]):  # the toy network's default init must not move the caller's RNG
+        identity = ToyIdentityNet(seed=seed)
     perceptual = MultiScaleGradL1()
     inverter = OptimizationInverter(gen, perceptual, steps=inverter_steps, lr=0.05,
                                     input_alignment=spec.input_alignment)
-    return cls(gen, inverter=inverter, identity_model=ToyIdentityNet(seed=seed), perceptual=perceptual,
-               name=f"tiny-{family}")
+    return cls(gen, inverter=inverter, identity_model=identity, perceptual=perceptual, name=f"tiny-{family}")
 
 
 def assemble(cls, name_or_path: str, device: torch.device, **components: Any):

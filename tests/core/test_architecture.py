@@ -159,3 +159,15 @@ def test_version_is_written_in_one_place():
     assert 'dynamic = ["version"]' in text and 'attr = "guide_unlearn.__version__"' in text
     assert not [line for line in text.splitlines() if line.startswith("version =") and "attr" not in line]
     assert guide_unlearn.__version__.count(".") == 2
+
+
+def test_building_a_tiny_eraser_leaves_the_global_rng_alone():
+    import torch
+
+    from guide_unlearn.testing import tiny_eraser
+
+    torch.manual_seed(99)
+    expected = torch.rand(3)
+    torch.manual_seed(99)
+    tiny_eraser()
+    assert torch.equal(torch.rand(3), expected)
