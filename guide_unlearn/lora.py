@@ -72,30 +72,73 @@ class WeightDeltaLoraLayer(nn.Module, LoraLayer):
             if name in self.lora_A:
                 base.data -= self.get_delta_weight(name)
 
+    def _live(self) -> list[str]:
+        return [name for name in self.active_adapters
+                if name in self.lora_A and name not in self._suppressed and name not in self.merged_adapters]
+
     def active_delta(self) -> Optional[torch.Tensor]:
         """Sum of the deltas of the active, unmerged, unsuppressed adapters, or None."""
         delta = None
-        for name in self.active_adapters:
-            if name not in self.lora_A or name in self._suppressed or name in self.merged_adapters:
-                continue
+        for name in self._live():
             d = self.get_delta_weight(name)
             delta = d if delta is None else delta + d
         return delta
 
+    def active_low_rank_delta(self) -> Optional["LowRankDelta"]:
+        """The same sum as :meth:`active_delta`, kept as factors (None when no adapter is live)."""
+        live = self._live()
+        if not live:
+            return None
+        return LowRankDelta(self.get_base_layer().weight,
+                            [self.lora_A[n].weight for n in live],
+                            [self.lora_B[n].weight * self.scaling[n] for n in live])
+
     def forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
-        """Base forward with ``weight_delta`` = the active adapters' delta (added before modulation)."""
+        """Base forward with ``weight_delta`` = the active adapters' delta (added before modulation).
+
+        Base layers that declare ``accepts_low_rank_delta`` get it factored (:class:`LowRankDelta`), so they can
+        convolve with the thin factors instead of building the weight gradient of the whole kernel."""
         if self.disable_adapters:
             if self.merged:
                 self.unmerge()
             return self.base_layer(x, *args, **kwargs)
-        delta = self.active_delta()
+        extra = kwargs.pop("weight_delta", None)
+        if extra is None and getattr(self.get_base_layer(), "accepts_low_rank_delta", False):
+            delta = self.active_low_rank_delta()
+        else:
+            delta = self.active_delta()
+            if delta is not None and extra is not None:
+                delta = delta + (extra.dense() if isinstance(extra, LowRankDelta) else extra)
+        if delta is None:
+            delta = extra
         if delta is not None:
-            extra = kwargs.pop("weight_delta", None)
-            kwargs["weight_delta"] = delta if extra is None else delta + extra
+            kwargs["weight_delta"] = delta
         return self.base_layer(x, *args, **kwargs)
 
     def __repr__(self) -> str:
         return "lora." + super().__repr__()
+
+
+class LowRankDelta:
+    """A sum of LoRA deltas kept as factors: sum_j B_j @ A_j (scaling folded into B_j), shaped like ``base``.
+
+    base: the layer's weight [O, I, *k]; downs: A_j [r_j, I·prod(k)]; ups: B_j·scale_j [O, r_j].
+    """
+
+    def __init__(self, base: torch.Tensor, downs: Sequence[torch.Tensor], ups: Sequence[torch.Tensor]):
+        self.base = base
+        self.downs, self.ups = list(downs), list(ups)
+
+    def factors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> (down [R, I·prod(k)], up [O, R]) with R = sum of the ranks; up @ down == dense().view(O, -1)."""
+        if len(self.downs) == 1:
+            return self.downs[0].to(self.base.dtype), self.ups[0].to(self.base.dtype)
+        return torch.cat(self.downs).to(self.base.dtype), torch.cat(self.ups, dim=1).to(self.base.dtype)
+
+    def dense(self) -> torch.Tensor:
+        """The delta as one tensor shaped like the base weight [O, I, *k]."""
+        down, up = self.factors()
+        return (up @ down).view_as(self.base)
 
 
 def make_lora_config(rank: int, alpha: float, target_modules: Sequence[str],

@@ -136,21 +136,27 @@ def modulated_conv2d(
     up: int = 1,
     resample_filter: Optional[torch.Tensor] = None,
     fused: Optional[bool] = None,
+    low_rank: Optional[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = None,
 ) -> torch.Tensor:
     """StyleGAN2 modulated (and optionally demodulated) convolution -> [N, O, H*up, W*up].
 
     Fused: one grouped conv with a per-sample weight. Non-fused: modulate activations, shared-weight conv,
-    demodulate activations. Both paths compute the same function (tested); None picks per call (fused for a
-    single sample or without autograd).
+    demodulate activations. Both paths compute the same function (tested); None picks per call: non-fused under
+    autograd with several samples (as NVIDIA's training), otherwise whichever touches fewer numbers (building
+    the per-sample weight [N, O, I, k, k] costs more than modulating the activations at low resolutions).
+
+    ``low_rank`` = (base [O, I, k, k], down [R, I, k, k], up [O, R]) is a LoRA delta kept factored: ``weight``
+    is then the full effective weight base + up @ down (used for demodulation and by the fused path), and the
+    non-fused path convolves with ``base`` plus the two thin convs, so no gradient of an [O, I, k, k] weight is
+    formed per conv when only the factors train (see :func:`_conv`).
     """
     n = x.shape[0]
     o, i, kh, kw = weight.shape
     weight = weight.to(x.dtype)
     styles = styles.to(x.dtype)
     if fused is None:
-        # Fused needs a weight per sample and, under autograd, a weight gradient per sample: use it only when
-        # there is no backward pass or a single sample (NVIDIA makes the same choice for training).
-        fused = n == 1 or not torch.is_grad_enabled()
+        fused = not (low_rank is not None and torch.is_grad_enabled()) and \
+            _prefer_fused(n, o, i, kh * kw, x.shape[2] * x.shape[3], up)
     dcoefs = None
     if demodulate:
         # sum_{i,k} (W[o,i,k] s[n,i])^2 = s^2 @ sum_k W^2: the same number as demodulating the per-sample
@@ -164,31 +170,60 @@ def modulated_conv2d(
         x = _conv(x, w.reshape(n * o, i, kh, kw), up, resample_filter, groups=n)
         return x.reshape(n, o, *x.shape[2:])
     x = x * styles.reshape(n, i, 1, 1)
-    x = _conv(x, weight, up, resample_filter, groups=1)
+    if low_rank is not None:
+        base, down, up_w = low_rank
+        x = _conv(x, base.to(x.dtype), up, resample_filter, groups=1, low_rank=(down.to(x.dtype), up_w.to(x.dtype)))
+    else:
+        x = _conv(x, weight, up, resample_filter, groups=1)
     if dcoefs is not None:
         x = x * dcoefs.reshape(n, o, 1, 1)
     return x
 
 
-def _conv(x: torch.Tensor, w: torch.Tensor, up: int, f: Optional[torch.Tensor], groups: int) -> torch.Tensor:
-    """Plain 'same' conv (up=1) or transposed stride-2 conv followed by the FIR filter (up=2)."""
+def _prefer_fused(n: int, o: int, i: int, taps: int, pixels: int, up: int) -> bool:
+    """Automatic fused/non-fused choice for :func:`modulated_conv2d` (same result either way)."""
+    if n > 1 and torch.is_grad_enabled():
+        return False  # fused would need a weight gradient per sample
+    # Fused scales a weight of o*i*taps numbers per sample; non-fused scales the input (i*pixels) and the
+    # output (o*pixels*up^2) activations instead.
+    return o * i * taps < i * pixels + o * pixels * up * up
+
+
+def _conv(x: torch.Tensor, w: torch.Tensor, up: int, f: Optional[torch.Tensor], groups: int,
+          low_rank: Optional[tuple[torch.Tensor, torch.Tensor]] = None) -> torch.Tensor:
+    """Plain 'same' conv (up=1) or transposed stride-2 conv followed by the FIR filter (up=2).
+
+    ``low_rank`` = (down [R, I, k, k], up [O, R]) adds conv(x, up @ down) as a k×k conv to R channels followed by
+    a 1×1 conv to O (convolution is linear in its weight, so this is the same number as convolving with
+    w + up @ down, but the gradient reaches the factors without forming one for the [O, I, k, k] weight).
+    """
     k = w.shape[-1]
     if up == 1:
-        return F.conv2d(x, w, padding=k // 2, groups=groups)
+        y = F.conv2d(x, w, padding=k // 2, groups=groups)
+        if low_rank is not None:
+            down, up_w = low_rank
+            y = y + F.conv2d(F.conv2d(x, down, padding=k // 2), up_w[:, :, None, None])
+        return y
     # Transposed conv needs [I, O/g, k, k] per group.
     og = w.shape[0] // groups
     i = w.shape[1]
     wt = w.reshape(groups, og, i, k, k).transpose(1, 2).reshape(groups * i, og, k, k)
-    x = F.conv_transpose2d(x, wt, stride=up, groups=groups)
+    y = F.conv_transpose2d(x, wt, stride=up, groups=groups)
+    if low_rank is not None:
+        down, up_w = low_rank
+        y = y + F.conv2d(F.conv_transpose2d(x, down.transpose(0, 1), stride=up), up_w[:, :, None, None])
     fk = f.shape[-1]
     p = k // 2
     p0 = p + (fk + up - 1) // 2 - (k - 1)
     p1 = p + (fk - up) // 2 - (k - up)
-    return upfirdn2d(x, f, pad=(p0, p1, p0, p1), gain=up * up)
+    return upfirdn2d(y, f, pad=(p0, p1, p0, p1), gain=up * up)
 
 
 class SynthesisLayer(nn.Module):
     """Modulated 3×3 conv + noise + bias + lrelu (NVIDIA ``SynthesisLayer``)."""
+
+    #: forward() also takes a factored LoRA delta (``factors()`` / ``dense()``, see guide_unlearn.lora)
+    accepts_low_rank_delta = True
 
     def __init__(
         self,
@@ -223,13 +258,18 @@ class SynthesisLayer(nn.Module):
         noise_mode: str = "random",
         generator: Optional[torch.Generator] = None,
         fused: Optional[bool] = None,
-        weight_delta: Optional[torch.Tensor] = None,  # [O, I, k, k] added before modulation (LoRA)
+        weight_delta=None,  # [O, I, k, k] added before modulation (LoRA), or a factored lora.LowRankDelta
     ) -> torch.Tensor:
         """-> [N, O, H*up, W*up]."""
         styles = self.affine(w)
+        low_rank = None
+        if weight_delta is not None and hasattr(weight_delta, "factors"):  # a factored LoRA delta (lora.LowRankDelta)
+            down, up_w = weight_delta.factors()
+            low_rank = (self.weight, down.view(-1, *self.weight.shape[1:]), up_w)
+            weight_delta = weight_delta.dense()
         weight = self.weight if weight_delta is None else self.weight + weight_delta
         x = modulated_conv2d(x, weight, styles, demodulate=True, up=self.up,
-                             resample_filter=self.resample_filter, fused=fused)
+                             resample_filter=self.resample_filter, fused=fused, low_rank=low_rank)
         if self.use_noise and noise_mode != "none":
             if noise_mode == "random":
                 n, _, h, wd = x.shape
