@@ -258,9 +258,9 @@ def run_erase(
             with accelerator.autocast():
                 loss = compute_step_loss(generator, trainable.source, ws_u, ws_s, cam, k, n_adj, cfg, perceptual,
                                          identity, rng)
-            if not torch.isfinite(loss.total):
+            if not math.isfinite(loss.parts["loss"]):  # already on the host: no extra device sync
                 raise TrainingDivergedError(
-                    f"the loss became {float(loss.total.detach())} at step {step}; lower lr (now {cfg.lr}) or use "
+                    f"the loss became {loss.parts['loss']} at step {step}; lower lr (now {cfg.lr}) or use "
                     "mixed_precision='no'")
             optimizer.zero_grad(set_to_none=True)
             accelerator.backward(loss.total)

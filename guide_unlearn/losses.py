@@ -67,20 +67,22 @@ def ltu_loss(u: SynthesisOutput, s: SynthesisOutput, k: int, n_adj: int, n_glob:
 
     local = unlearning_terms(rows(u, 0, k), rows(s, 0, k), cfg, perceptual, identity)
     total = cfg.local_weight * local["total"].mean()
-    parts = {"local": _f(local["total"].mean()), "local_mse": _f(local["mse"].mean()),
-             "local_lpips": _f(local["lpips"].mean()), "local_id": _f(local["id"].mean())}
+    parts = {"local": local["total"].mean(), "local_mse": local["mse"].mean(),
+             "local_lpips": local["lpips"].mean(), "local_id": local["id"].mean()}
     if n_adj > 0:
         adj = unlearning_terms(rows(u, k, k + n_adj), rows(s, k, k + n_adj), cfg, perceptual, identity)
         total = total + cfg.adjacency_weight * adj["total"].sum()
-        parts["adjacency"] = _f(adj["total"].sum())
+        parts["adjacency"] = adj["total"].sum()
     if n_glob > 0:
         a, b = k + n_adj, k + n_adj + n_glob
         glob = perceptual(u.images[a:b], s.images[a:b]).sum()
         total = total + cfg.global_weight * glob
-        parts["global"] = _f(glob)
-    parts["loss"] = _f(total)
-    return LTULoss(total, parts)
+        parts["global"] = glob
+    parts["loss"] = total
+    return LTULoss(total, _floats(parts))
 
 
-def _f(x: torch.Tensor) -> float:
-    return float(x.detach())
+def _floats(parts: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Detached float copies of 0-d tensors with ONE device-to-host copy (not one sync per term)."""
+    values = torch.stack([v.detach().float().reshape(()) for v in parts.values()]).tolist()
+    return dict(zip(parts.keys(), values))

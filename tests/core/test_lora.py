@@ -48,6 +48,43 @@ def test_delta_is_added_before_modulation():
     assert not torch.allclose(via_lora, base(x, w, noise_mode="none"))
 
 
+@pytest.mark.parametrize("up", [1, 2])
+def test_factored_lora_gives_the_dense_delta_gradients(up):
+    # The erase loop convolves with the LoRA factors instead of the dense delta: same loss, same gradients.
+    gen, g, std = _gen_with_adapter()
+    _randomise(gen, "a", g, std)
+    _, layer = next((n, m) for n, m in L.lora_layers(gen) if m.get_base_layer().up == up)
+    base = layer.get_base_layer()
+    a, b = layer.lora_A["a"].weight, layer.lora_B["a"].weight
+    a.requires_grad_(True)
+    b.requires_grad_(True)
+    x = torch.randn(3, base.in_channels, 4, 4, generator=g)
+    w = torch.randn(3, gen.w_dim, generator=g)
+    target = torch.randn(3, base.out_channels, 4 * up, 4 * up, generator=g)
+    grads = []
+    for factored in (True, False):
+        kwargs = {} if factored else {"weight_delta": layer.get_delta_weight("a")}
+        out = layer(x, w, noise_mode="none") if factored else base(x, w, noise_mode="none", **kwargs)
+        loss = (out - target).square().mean()
+        ga, gb = torch.autograd.grad(loss, [a, b])
+        grads.append((loss.detach(), ga, gb))
+    (l1, a1, b1), (l2, a2, b2) = grads
+    assert torch.allclose(l1, l2, rtol=1e-5)
+    assert torch.allclose(a1, a2, rtol=1e-4, atol=1e-7) and torch.allclose(b1, b2, rtol=1e-4, atol=1e-7)
+    assert a1.abs().max() > 0 and b1.abs().max() > 0
+
+
+def test_stacked_adapters_are_one_factored_delta():
+    gen, g, std = _gen_with_adapter()
+    L.add_adapter(gen, "b", L.make_lora_config(2, 2.0, gen.lora_target_modules(), gen.lora_layer_types()))
+    _randomise(gen, "a", g, std)
+    _randomise(gen, "b", g, std)
+    _, layer = next(L.lora_layers(gen))
+    low = layer.active_low_rank_delta()
+    assert low.factors()[0].shape[0] == 4 + 2
+    assert torch.allclose(low.dense(), layer.active_delta(), atol=1e-7)
+
+
 def test_merged_and_unmerged_outputs_agree():
     gen, g, std = _gen_with_adapter()
     _randomise(gen, "a", g, std)

@@ -1,0 +1,67 @@
+"""The README main job's erase (demo-faces, one unseen photo of the GUIDE person) with its dlib figures.
+
+    python benchmarks/bench_main_job.py               # erase seconds + the id-off erasure figures (a few minutes)
+    python benchmarks/bench_main_job.py --time-only   # only the erase, as `guide-unlearn erase` runs it
+
+The erase is exactly the main job's (``eraser.erase(photo)`` with the model's default config, ID term off); the
+figures are ``bench_demo_faces.py``'s id-off erasure report (all five photos of the person before / after under
+dlib 0.6, preservation of the other recognised people, pixel L1), computed from the cached codes in
+``tests/data/demo_faces_codes.safetensors`` so the 127 inversions are not repeated. Only public API and the
+demo recipe's evaluation helpers are used, so the same script measures an older checkout too (put it first on
+PYTHONPATH). Prints one JSON line. Needs shared/ (GUIDE_SHARED or ../shared).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+CODES = HERE.parent / "tests" / "data" / "demo_faces_codes.safetensors"
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--time-only", action="store_true", help="only time the erase (no dlib figures)")
+    p.add_argument("--threads", type=int, default=2)
+    args = p.parse_args()
+
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from guide_unlearn import IdentityEraser
+    from guide_unlearn.recipes.demo_faces import evaluate as E
+    from guide_unlearn.recipes.demo_faces.data import build_face_set, faces_root, list_photos
+
+    root = faces_root()
+    eraser = IdentityEraser.from_pretrained("demo-faces")
+    if args.time_only:
+        from PIL import Image
+
+        photo = Image.open(root / E.REQUEST)
+        t = time.perf_counter()
+        result = eraser.erase(photo, config=eraser.default_config(progress=False), measure=False)
+        out = {"benchmark": "main_job", "erase_seconds": round(result.seconds, 2),
+               "call_seconds": round(time.perf_counter() - t, 2), "final_losses": result.history[-1]}
+        print(json.dumps(out))
+        return 0
+    faces = build_face_set(root, list_photos(root))
+    person = build_face_set(root, list(E.PERSON_PHOTOS))
+    metric = E.metric_for(faces)
+    codes = E.load_codes(CODES, eraser)
+    ws_train = torch.stack([codes[n] for n in faces.names])
+    ws_person = torch.stack([codes[n] for n in person.names])
+    _, others = E.split_people(faces)
+    report, result = E.erasure_report(eraser, person.images[4:5], person, ws_person, faces.subset(others),
+                                      ws_train[others], metric, identity_model=None)
+    out = {"benchmark": "main_job", "erase_seconds": round(result.seconds, 2), "final_losses": result.history[-1],
+           "id_off": report.figures()}
+    print(json.dumps(out, default=lambda o: o.item() if isinstance(o, np.generic) else str(o)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
