@@ -27,6 +27,7 @@ from .targets import typical_distance, ufo_target
 logger = logging.getLogger(__name__)
 TRAIN_ADAPTER = "erasing"
 STATE_FILE = "erase_state.pt"
+HISTORY_POINTS = 200  # at most this many loss-history points are stored in a patch (metadata "loss_history")
 
 
 @dataclass
@@ -295,6 +296,7 @@ def run_erase(
             "identity_model": getattr(identity, "name", None) if identity is not None and cfg.id_weight > 0 else None,
             "library_version": _version(),
             "num_codes": k,
+            "loss_history": downsample_history(history),
         }
         metadata.update(extra_metadata or {})
         patch = trainable.extract(metadata)
@@ -303,6 +305,21 @@ def run_erase(
     if state_path is not None and state_path.exists():
         state_path.unlink()  # holds the person's code: never keep it after success
     return patch, w_t, history, seconds
+
+
+def downsample_history(history: list[dict[str, float]], max_points: int = HISTORY_POINTS) -> dict[str, list]:
+    """The loss history as columns for the patch metadata (metadata key ``"loss_history"``):
+    {"step": [int], "<term>": [float]} with at most ``max_points`` evenly spaced entries, the last step always
+    kept (the audit report plots it; a patch stays small)."""
+    if not history:
+        return {"step": []}
+    n, k = len(history), min(len(history), max_points)
+    idx = sorted({round(i * (n - 1) / max(1, k - 1)) for i in range(k)})
+    keys = [k for k in history[-1] if k != "step"]
+    out: dict[str, list] = {"step": [int(history[i].get("step", i)) for i in idx]}
+    for k in keys:
+        out[k] = [round(float(history[i].get(k, float("nan"))), 6) for i in idx]
+    return out
 
 
 def step_codes(w_u: torch.Tensor, w_t: torch.Tensor, w_r: Optional[torch.Tensor], idx: torch.Tensor,

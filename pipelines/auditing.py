@@ -1,0 +1,1005 @@
+"""``guide_unlearn.audit``: prove (or disprove) an erasure with identity figures, attacks and a report.
+
+    report = guide_unlearn.audit(eraser, "patches/person-5", ["aligned_5.jpg"], held_out="photos/person-5/",
+                                 others="photos/others/")
+    report.metrics["held_out_recognised_after"]      # 0.0: none of the person's other photos comes back
+    report.save("audit/person-5")                    # report.json, report.html, the figure PNGs
+
+G_s is the eraser as given (its applied patches included); G_u is G_s with the audited patch on top. Every
+figure names the network that made it (``report.networks``); a protocol (``PROTOCOLS``) fixes those networks and
+is recorded in the report, never silently substituted. The metrics are explained in docs/audit.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import hashlib
+import io
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Mapping, Optional, Sequence, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from guide_unlearn import metrics as M
+from guide_unlearn.errors import (
+    BackendUnavailableError, ConfigError, GuideUnlearnError, ImageLoadError, InputError, NoFaceError, SaveError,
+)
+from guide_unlearn.patch import ForgetPatch
+
+logger = logging.getLogger(__name__)
+
+METRIC_KEYS = (
+    "id", "id_others", "held_out_recognised_before", "held_out_recognised_after", "held_out_similarity_before",
+    "held_out_similarity_after", "reinversion_default_recognised_before", "reinversion_default_recognised_after",
+    "reinversion_scratch_recognised_before", "reinversion_scratch_recognised_after", "others_kept",
+    "leakage_recognised", "leakage_similarity", "fd_pre", "fd_real_delta", "fid_pre", "fid_real_delta",
+)
+ATTACKS = ("reinvert", "leakage")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif")
+PhotoSpec = Union[None, str, os.PathLike, Image.Image, Sequence[Any], Mapping[str, Sequence[Any]]]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Protocols
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """A versioned choice of networks and settings; recorded in every report.
+
+    name:             "offline-v1" | "paper-v1" | "toy-v1".
+    identity:         the identity network ("dlib", "curricularface", "toy").
+    feature_space:    the label of the Fréchet distance ("FD-dlib", "FD-toy", "FID-inception"); the figure is
+                      always called by this label.
+    views:            rendering views of the ID metric on camera models (SPEC §2: 11 yaws).
+    samples:          default number of G_s / G_u samples for the Fréchet distance.
+    required_weights: (family folder, file name, what) of every weight file the protocol needs.
+    description:      one line for the report.
+    """
+
+    name: str
+    identity: str
+    feature_space: str
+    views: int = 11
+    samples: int = 500
+    required_weights: tuple[tuple[str, str, str], ...] = ()
+    description: str = ""
+
+
+PROTOCOLS: dict[str, Protocol] = {
+    "offline-v1": Protocol(
+        "offline-v1", "dlib", "FD-dlib", samples=500,
+        description="runs on any machine: dlib's face-recognition ResNet for identity (same person: Euclidean "
+                    "distance < 0.6 between raw descriptors), MTCNN to find faces, Fréchet distance between dlib "
+                    "descriptors of aligned chips (FD-dlib; not FID)"),
+    "paper-v1": Protocol(
+        "paper-v1", "curricularface", "FID-inception", samples=10000,
+        required_weights=(("curricularface", "CurricularFace_Backbone.pth", "CurricularFace IR-101 (ID metric)"),
+                          ("inception", "pt_inception-2015-12-05-6726825d.pth", "Inception-v3 FID network")),
+        description="the paper's evaluation (SPEC §2): CurricularFace IR-101 on MTCNN 112 crops, 11 views, "
+                    "Inception-v3 FID"),
+    "toy-v1": Protocol(
+        "toy-v1", "toy", "FD-toy", samples=64,
+        description="tests and tiny models only: a RANDOM toy identity network (not a face recogniser; its "
+                    "'same person' cut of cosine 0.9 is arbitrary); photos are taken as aligned crops"),
+}
+
+
+def get_protocol(name: str) -> Protocol:
+    """The protocol called ``name``; ConfigError listing the known ones. paper-v1 is refused (BackendUnavailableError
+    naming each missing weight file and where to put it) unless every file is present."""
+    if isinstance(name, Protocol):
+        return name
+    if name not in PROTOCOLS:
+        raise ConfigError(f"unknown audit protocol {name!r}; choose one of {', '.join(PROTOCOLS)}")
+    proto = PROTOCOLS[name]
+    if proto.required_weights:
+        from guide_unlearn.faces.weights import candidate_paths
+
+        missing = []
+        for sub, fname, what in proto.required_weights:
+            places = candidate_paths(sub, fname)
+            if not any(p.is_file() for p in places):
+                missing.append(f"{what}: {fname} (put it at {places[0]} or {places[-1]})")
+        if missing:
+            raise BackendUnavailableError(
+                f"protocol {name} needs weight files that are not here: " + "; ".join(missing)
+                + ". Nothing was substituted; use --protocol offline-v1 to audit with the offline networks")
+        raise BackendUnavailableError(
+            f"protocol {name}: the weight files are present, but this version of guide_unlearn has no Inception-v3 "
+            "FID feature extractor yet, so it cannot run the paper's protocol exactly; use offline-v1")
+    return proto
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Photos
+
+
+@dataclass
+class _Photo:
+    """One usable photo: its aligned crop for the inverter and what the identity network made of it."""
+
+    label: str  # the path (or "image #i")
+    person: str  # who it shows (the group label)
+    crop: torch.Tensor  # [1, 3, R, R] in [-1, 1], aligned for the inverter
+    camera: Optional[torch.Tensor]  # [c_dim] or None
+    descriptor: np.ndarray  # [D] identity vector of the photo (the network's own convention)
+    landmarks: Optional[np.ndarray]  # [5, 2] face landmarks in crop pixels (None: unknown)
+    key: Optional[str] = None  # absolute path, for the ``codes`` cache
+
+
+@dataclass
+class _PhotoSet:
+    photos: list[_Photo]
+    skipped: list[dict[str, str]]
+
+    def __len__(self) -> int:
+        return len(self.photos)
+
+    @property
+    def crops(self) -> torch.Tensor:
+        return torch.cat([p.crop for p in self.photos])
+
+    @property
+    def descriptors(self) -> np.ndarray:
+        return np.stack([p.descriptor for p in self.photos])
+
+
+def _list_folder(folder: Path, role: str) -> tuple[list[tuple[str, Any, str]], list[dict[str, str]]]:
+    """(label, item, person) of every file under ``folder``; files directly inside are one person each (for
+    role "others"), files in a sub-folder are the sub-folder's person. Hidden files are ignored."""
+    items, skipped = [], []
+    entries = sorted(p for p in folder.rglob("*") if not any(part.startswith(".") for part in
+                                                              p.relative_to(folder).parts))
+    for p in entries:
+        if not p.is_file():
+            continue
+        rel = p.relative_to(folder)
+        person = str(folder / rel.parts[0]) if len(rel.parts) > 1 else str(p)
+        items.append((str(p), p, person))
+    if not items:
+        raise InputError(f"the {role} folder {folder} holds no files; put photos (JPEG/PNG) in it")
+    return items, skipped
+
+
+def _items(spec: PhotoSpec, role: str) -> list[tuple[str, Any, str]]:
+    """Normalise a folder / path / PIL image / list / {person: [photos]} to (label, item, person) triples."""
+    if spec is None:
+        return []
+    if isinstance(spec, Mapping):
+        out = []
+        for person, group in spec.items():
+            out += [(lab, it, str(person)) for lab, it, _ in _items(group, role)]
+        return out
+    if isinstance(spec, (str, os.PathLike)):
+        path = Path(spec)
+        if path.is_dir():
+            return _list_folder(path, role)[0]
+        if not path.exists():
+            raise InputError(f"{role} photo or folder {path} does not exist")
+        return [(str(path), path, str(path))]
+    if isinstance(spec, Image.Image):
+        return [("image #0", spec, "image #0")]
+    if isinstance(spec, (list, tuple)):
+        if not spec:
+            raise InputError(f"the {role} photo list is empty; pass at least one photo")
+        out = []
+        for i, item in enumerate(spec):
+            if isinstance(item, (str, os.PathLike)) and Path(item).is_dir():
+                out += _list_folder(Path(item), role)[0]
+            elif isinstance(item, (str, os.PathLike)):
+                out.append((str(item), Path(item), str(item)))
+            elif isinstance(item, Image.Image):
+                label = getattr(item, "filename", "") or f"image #{i}"
+                out.append((label, item, label))
+            else:
+                raise InputError(f"{role} photos must be paths, folders or PIL images, got {type(item).__name__}")
+        return out
+    raise InputError(f"{role} must be a folder, a photo path, a PIL image or a list of them, got "
+                     f"{type(spec).__name__}")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Identity judges: how a protocol turns photos and renderings into identity vectors
+
+
+class _Judge:
+    """Identity vectors of photos and renderings, and the same-person rule, for one protocol."""
+
+    name = ""
+    rule = "cosine"  # "cosine" (>= threshold) or "euclidean" (< threshold) on ``descriptor`` vectors
+    threshold = 0.0
+    cosine_threshold = 0.0
+
+    def photo(self, image: Image.Image, label: str, person: str, eraser) -> _Photo: ...
+
+    def describe(self, images: torch.Tensor, landmarks: Optional[np.ndarray]) -> np.ndarray:
+        """renderings [N, 3, R, R] (+ face landmarks [N, 5, 2] in their pixels, or None: find them) -> [N, D]
+        (NaN rows where no face was found)."""
+
+    def faces(self, images: torch.Tensor) -> np.ndarray:
+        """renderings [N, 3, R, R] -> bool [N]: is there a face (a rendering without one is never recognised)."""
+
+    def networks(self) -> dict[str, Any]: ...
+
+    def thresholds(self) -> dict[str, Any]: ...
+
+    def best(self, rendered: np.ndarray, refs: np.ndarray, groups=None) -> tuple[np.ndarray, np.ndarray]:
+        """-> (best score under the judge's rule [N], best cosine [N]) of each rendering against its references."""
+        score = M.best_match(rendered, refs, groups, self.rule)
+        cos = M.best_match(rendered, refs, groups, "cosine")
+        return score, cos
+
+    def recognised(self, score: np.ndarray) -> np.ndarray:
+        return M.recognised(score, self.threshold, self.rule)
+
+
+def _file_digest(path: Union[str, Path]) -> str:
+    from guide_unlearn.io import sha256_file
+
+    return "sha256:" + sha256_file(path)
+
+
+class _DlibJudge(_Judge):
+    """offline-v1: MTCNN finds faces, dlib's ResNet describes dlib150 chips (raw descriptors, Euclidean < 0.6)."""
+
+    rule = "euclidean"
+
+    def __init__(self, style: str, resolution: int):
+        from guide_unlearn.adapters.identity.dlib_metric import DLIB_COSINE_THRESHOLD, DLIB_THRESHOLD, DlibIdentity
+        from guide_unlearn.faces import get_detector
+        from guide_unlearn.faces.backends import find_dlib_file
+
+        self.dlib = DlibIdentity()
+        self.dlib_file = find_dlib_file("dlib_face_recognition_resnet_model_v1.dat")
+        self.detector = get_detector("mtcnn")
+        self.style, self.resolution = style, resolution
+        self.name = "dlib_face_recognition_resnet_model_v1"
+        self.threshold, self.cosine_threshold = DLIB_THRESHOLD, DLIB_COSINE_THRESHOLD
+
+    def photo(self, image: Image.Image, label: str, person: str, eraser) -> _Photo:
+        from guide_unlearn.faces import align_face, alignment_matrix, detect_faces, estimate_camera, pick_face
+        from guide_unlearn.faces.align import DEFAULT_SIZES
+        from guide_unlearn.faces.geometry import apply_transform
+        from guide_unlearn.images import pil_to_tensor
+
+        found = detect_faces(image, self.detector)
+        if not found:
+            raise NoFaceError(f"no face found in {label}")
+        face = pick_face(found)
+        full = DEFAULT_SIZES[self.style]
+        crop = align_face(image, face, self.style)
+        matrix = alignment_matrix(face, self.style, full, image_height=image.height)
+        lms = (apply_transform(matrix, face.landmarks) + 0.5) * (self.resolution / full) - 0.5
+        camera = None
+        if eraser.generator.c_dim:
+            camera = torch.as_tensor(list(estimate_camera(image, face).label), dtype=torch.float32)
+        desc = self.dlib.descriptors([align_face(image, face, "dlib150")])[0]
+        return _Photo(label, person, pil_to_tensor(crop, self.resolution), camera, desc, lms)
+
+    def describe(self, images: torch.Tensor, landmarks: Optional[np.ndarray]) -> np.ndarray:
+        from guide_unlearn.adapters.identity.dlib_metric import crop_chips
+
+        images = images.detach().float().cpu()
+        if landmarks is not None:
+            return self.dlib.descriptors(crop_chips(images, landmarks))
+        out = np.full((images.shape[0], 128), np.nan)
+        from guide_unlearn.faces import align_face, detect_faces, pick_face
+
+        for i, pil in enumerate(self._upscaled(images)):
+            found = detect_faces(pil, self.detector)
+            if found:
+                out[i] = self.dlib.descriptors([align_face(pil, pick_face(found), "dlib150")])[0]
+        return out
+
+    def _upscaled(self, images: torch.Tensor) -> list[Image.Image]:
+        from guide_unlearn.images import tensor_to_pil
+
+        if images.shape[-1] < 256:
+            images = F.interpolate(images.float(), size=256, mode="bicubic", align_corners=False).clamp(-1, 1)
+        return [tensor_to_pil(x) for x in images]
+
+    def faces(self, images: torch.Tensor) -> np.ndarray:
+        from guide_unlearn.faces import detect_faces
+
+        return np.array([len(detect_faces(p, self.detector)) > 0 for p in self._upscaled(images.detach().cpu())],
+                        dtype=bool)
+
+    def networks(self) -> dict[str, Any]:
+        from guide_unlearn.faces.weights import candidate_paths
+
+        mtcnn = {}
+        for name in ("pnet.pt", "rnet.pt", "onet.pt"):
+            path = next((p for p in candidate_paths("mtcnn", name) if p.is_file()), None)
+            mtcnn[name] = _file_digest(path) if path is not None else None
+        return {"identity": {"name": self.name, "file": Path(self.dlib_file).name,
+                             "digest": _file_digest(self.dlib_file),
+                             "input": "dlib150 chips (5-point similarity alignment)"},
+                "detector": {"name": "mtcnn", "files": mtcnn},
+                "features": {"name": "FD-dlib", "what": "raw 128-d dlib descriptors of dlib150 chips cut from the "
+                             "renderings at fixed face landmarks (not Inception, not FID)"}}
+
+    def thresholds(self) -> dict[str, Any]:
+        return {"same_person": self.threshold, "same_person_rule": "Euclidean distance between raw dlib "
+                "descriptors < 0.6 (dlib's published threshold)", "same_person_cosine": self.cosine_threshold,
+                "same_person_cosine_rule": "cosine between L2-normalised dlib descriptors >= 0.92 (the equivalent "
+                "cut; used to read id / id_others)"}
+
+
+class _ToyJudge(_Judge):
+    """toy-v1: the random ToyIdentityNet on whole images; every rendering counts as a 'face'."""
+
+    rule = "cosine"
+    threshold = cosine_threshold = 0.9
+
+    def __init__(self, resolution: int):
+        from guide_unlearn.adapters.toy import ToyIdentityNet
+
+        self.net = ToyIdentityNet(seed=0)
+        self.resolution = resolution
+        self.name = self.net.name
+
+    def photo(self, image: Image.Image, label: str, person: str, eraser) -> _Photo:
+        from guide_unlearn.images import pil_to_tensor
+
+        crop = pil_to_tensor(image, self.resolution)
+        camera = None
+        if eraser.generator.c_dim:
+            camera = eraser.generator.frontal_camera(1)[0].detach().cpu()
+        return _Photo(label, person, crop, camera, self.describe(crop, None)[0], None)
+
+    @torch.no_grad()
+    def describe(self, images: torch.Tensor, landmarks: Optional[np.ndarray]) -> np.ndarray:
+        return self.net.embed(images.detach().float().cpu()).double().numpy()
+
+    def faces(self, images: torch.Tensor) -> np.ndarray:
+        return np.ones(images.shape[0], dtype=bool)
+
+    def networks(self) -> dict[str, Any]:
+        digest = hashlib.sha256(b"".join(p.detach().numpy().tobytes() for p in self.net.parameters())).hexdigest()
+        return {"identity": {"name": self.name, "file": None, "digest": f"sha256:{digest} (weights, seed 0)",
+                             "input": "whole image resized to 32x32"},
+                "detector": None, "features": {"name": "FD-toy", "what": "toy identity vectors (random network)"}}
+
+    def thresholds(self) -> dict[str, Any]:
+        return {"same_person": self.threshold, "same_person_rule": "cosine >= 0.9 (ARBITRARY: the toy network "
+                "is random and has no published threshold)", "same_person_cosine": self.cosine_threshold}
+
+
+def _judge(proto: Protocol, eraser) -> _Judge:
+    res = int(getattr(eraser.generator, "img_resolution", 0) or 0)
+    if proto.identity == "toy":
+        return _ToyJudge(res)
+    if proto.identity == "dlib":
+        return _DlibJudge(getattr(eraser.inverter, "input_alignment", "ffhq"), res)
+    raise ConfigError(f"protocol {proto.name} names identity network {proto.identity!r}, which has no judge")
+
+
+def _prepare(spec: PhotoSpec, role: str, judge: _Judge, eraser, skipped: list[dict[str, str]]) -> _PhotoSet:
+    """Load, detect and describe every photo of ``spec``; unreadable files and photos without a face are added to
+    ``skipped`` (with the reason) instead of raising."""
+    from guide_unlearn.images import load_image
+
+    out = []
+    for label, item, person in _items(spec, role):
+        try:
+            image = load_image(item)
+            photo = judge.photo(image, label, person, eraser)
+        except ImageLoadError as exc:
+            skipped.append({"role": role, "photo": label, "reason": f"not a usable image ({exc})"})
+            continue
+        except NoFaceError:
+            skipped.append({"role": role, "photo": label, "reason": "no face found"})
+            continue
+        if isinstance(item, (str, os.PathLike)):
+            photo.key = os.path.abspath(str(item))
+        out.append(photo)
+    return _PhotoSet(out, [s for s in skipped if s["role"] == role])
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The report
+
+
+@dataclass
+class AuditReport:
+    """What ``audit`` measured.
+
+    protocol:   {"name", "version", "description", "feature_space", "identity"}.
+    metrics:    the flat dict of floats (exactly ``METRIC_KEYS``; NaN where a metric could not run, the reason in
+                ``details["not_run"]``).
+    details:    per photo / per view / per attack rows, counts, skipped photos, settings.
+    networks:   which networks ran (identity, detector, feature space, generator, inverters) with file digests.
+    thresholds: the same-person rules used.
+    seconds:    wall time of the audit, and of its parts.
+    """
+
+    protocol: dict[str, Any]
+    metrics: dict[str, float]
+    details: dict[str, Any]
+    networks: dict[str, Any]
+    thresholds: dict[str, Any]
+    seconds: dict[str, float]
+    gallery: dict[str, Any] = field(default_factory=dict, repr=False)  # tensors for the figures (not in JSON)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (NaN becomes null)."""
+        return _jsonable({"protocol": self.protocol, "metrics": self.metrics, "details": self.details,
+                          "networks": self.networks, "thresholds": self.thresholds, "seconds": self.seconds})
+
+    def to_json(self, indent: Optional[int] = 2) -> str:
+        """The report as strict JSON (NaN written as null)."""
+        return json.dumps(self.to_dict(), indent=indent, sort_keys=False, allow_nan=False)
+
+    def summary(self) -> dict[str, Any]:
+        """The audit summary a patch carries (metadata key "audit"): protocol, metrics, networks, date."""
+        return _jsonable({"protocol": self.protocol["name"], "metrics": self.metrics, "networks": self.networks,
+                          "date": self.details.get("date")})
+
+    def figures(self) -> dict[str, bytes]:
+        """{file name: PNG bytes} of the report's figures (needs matplotlib: the 'audit' extra)."""
+        from guide_unlearn.pipelines.audit_figures import make_figures
+
+        return make_figures(self)
+
+    def save(self, directory: Union[str, os.PathLike]) -> Path:
+        """Write ``report.json``, a self-contained ``report.html`` (figures as PNG data URIs) and the figure PNGs
+        into ``directory`` (created, or used when empty; a non-empty folder is refused), atomically. -> it."""
+        from guide_unlearn.io import atomic_directory
+        from guide_unlearn.pipelines.audit_figures import render_html
+
+        directory = Path(directory)
+        if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
+            raise SaveError(f"{directory} exists and is not an empty folder; choose a new folder for the report "
+                            "(nothing was written)")
+        figures = self.figures()
+        html = render_html(self, figures)
+        with atomic_directory(directory, overwrite=True) as tmp:
+            (tmp / "report.json").write_text(self.to_json())
+            (tmp / "report.html").write_text(html, encoding="utf-8")
+            for name, data in figures.items():
+                (tmp / name).write_bytes(data)
+        return directory
+
+    def write_to_patch(self, patch_dir: Union[str, os.PathLike]) -> Path:
+        """Record :meth:`summary` in the patch folder's metadata (key "audit"); the tensors, their sha256 and the
+        patch id are unchanged, so the patch stays valid. -> the metadata file."""
+        return record_audit(patch_dir, self.summary())
+
+
+def record_audit(patch_dir: Union[str, os.PathLike], summary: Mapping[str, Any]) -> Path:
+    """Store ``summary`` under metadata key "audit" of the patch folder ``patch_dir`` (atomically; the patch is
+    loaded and verified before and after). -> the metadata file."""
+    from guide_unlearn.io import atomic_write_bytes
+    from guide_unlearn.patch import MAX_JSON_BYTES, META_FILE
+
+    patch_dir = Path(patch_dir)
+    ForgetPatch.from_pretrained(patch_dir)  # verify first: never annotate a tampered patch
+    path = patch_dir / META_FILE
+    meta = json.loads(path.read_text(encoding="utf-8"))
+    meta["audit"] = _jsonable(dict(summary))
+    data = json.dumps(meta, indent=2, sort_keys=True, allow_nan=False).encode()
+    if len(data) > MAX_JSON_BYTES:
+        raise SaveError(f"the patch metadata with the audit would be {len(data)} bytes (limit {MAX_JSON_BYTES}); "
+                        "nothing was written")
+    atomic_write_bytes(path, data)
+    ForgetPatch.from_pretrained(patch_dir)
+    return path
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _jsonable(obj.tolist())
+    if isinstance(obj, (np.floating, float)):
+        v = float(obj)
+        return round(v, 6) if math.isfinite(v) else None
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.bool_,)):
+        return bool(obj)
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Rendering helpers
+
+
+@contextlib.contextmanager
+def _patched(eraser, patch: ForgetPatch) -> Iterator[None]:
+    """G_u inside the context: the audited patch applied on top of the eraser's patches, removed afterwards."""
+    eraser.apply_patch(patch)
+    try:
+        yield
+    finally:
+        eraser.remove_patch(patch)
+
+
+def _render(eraser, ws: torch.Tensor, cams: Optional[torch.Tensor], batch: int = 32) -> torch.Tensor:
+    """ws [N, num_ws, w_dim] (+ cameras [N, c_dim]) -> renderings [N, 3, H, W] on the CPU (synthesize's
+    defaults: noise 'const', seed 0)."""
+    out = []
+    for i in range(0, ws.shape[0], batch):
+        cam = None if cams is None else cams[i:i + batch].to(eraser.device)
+        out.append(eraser.synthesize(ws[i:i + batch].to(eraser.device), camera=cam).cpu())
+    return torch.cat(out) if out else torch.empty(0)
+
+
+def _cams(photos: Sequence[_Photo]) -> Optional[torch.Tensor]:
+    if not photos or photos[0].camera is None:
+        return None
+    return torch.stack([p.camera for p in photos])
+
+
+def _landmarks(photos: Sequence[_Photo]) -> Optional[np.ndarray]:
+    if not photos or photos[0].landmarks is None:
+        return None
+    return np.stack([p.landmarks for p in photos])
+
+
+def _fresh_default_inverter(eraser):
+    """The base model's default inverter, loaded anew (never the eraser's inverter object): the registry's inverter
+    for ``eraser.name`` with the model's shipped code book, else the optimisation projector with its defaults."""
+    from guide_unlearn.adapters.projector import OptimizationInverter
+    from guide_unlearn.pipelines.assembly import _default_inverter
+
+    inverter = None
+    if eraser.name:
+        inverter = _default_inverter(eraser.name, eraser.generator, eraser.device)
+    if inverter is None:  # no registry inverter: a new optimisation projector (the eraser's settings if it is one)
+        own = eraser.inverter if isinstance(eraser.inverter, OptimizationInverter) else None
+        settings = {} if own is None else {"steps": own.steps, "lr": own.lr, "mse_weight": own.mse_weight}
+        inverter = OptimizationInverter(eraser.generator, eraser.perceptual, **settings,
+                                        input_alignment=getattr(eraser.inverter, "input_alignment", "ffhq"))
+    return inverter
+
+
+def _inverter_record(inv) -> dict[str, Any]:
+    rec = {"name": getattr(inv, "name", type(inv).__name__)}
+    for k in ("steps", "lr", "refine_steps", "book_refine_steps", "starts"):
+        if hasattr(inv, k):
+            rec[k] = getattr(inv, k)
+    book = getattr(inv, "code_book", None)
+    if book is not None:
+        digest = hashlib.sha256(book.codes.numpy().tobytes() + book.descriptors.tobytes()).hexdigest()
+        rec["code_book"] = {"codes": len(book), "threshold": book.threshold, "digest": f"sha256:{digest}"}
+    return rec
+
+
+def _invert(inverter, eraser, photos: Sequence[_Photo], seed: int, batch: int = 32) -> torch.Tensor:
+    """Codes [N, num_ws, w_dim] of the photos' crops through ``inverter`` (seeded)."""
+    out = []
+    for i in range(0, len(photos), batch):
+        chunk = photos[i:i + batch]
+        cams = _cams(chunk)
+        g = torch.Generator(device=eraser.device).manual_seed(seed)
+        out.append(inverter.invert(torch.cat([p.crop for p in chunk]).to(eraser.device),
+                                   None if cams is None else cams.to(eraser.device), generator=g).detach().cpu())
+    return torch.cat(out)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The audit
+
+
+def audit(eraser, patch: Union[ForgetPatch, str, os.PathLike], photos: PhotoSpec, held_out: PhotoSpec = None,
+          others: PhotoSpec = None, real: PhotoSpec = None, protocol: str = "offline-v1",
+          attacks: Sequence[str] = ATTACKS, seed: int = 0, *, samples: Optional[int] = None,
+          projector_steps: int = 400, leakage_starts: int = 16, leakage_steps: int = 100,
+          codes: Optional[Mapping[str, torch.Tensor]] = None) -> AuditReport:
+    """Measure how well ``patch`` erased the person of ``photos`` from ``eraser``'s generator.
+
+    eraser:   the IdentityEraser of the patch's base (its applied patches are G_s, and are as they were on return).
+    patch:    a ForgetPatch or its folder (PatchMismatchError when made for another base).
+    photos:   the deletion request (what ``erase`` was given); held_out: other photos of the SAME person;
+              others: photos of other people (each photo its own person, unless grouped in sub-folders or passed
+              as {person: [photos]}); real: real images for the fd_real_delta figure. Each a folder, a path, a
+              PIL image or a list of them. Unreadable files and photos without a face are skipped and counted.
+    protocol: "offline-v1" (dlib + FD-dlib), "paper-v1" (refused unless its weights are present), "toy-v1" (tests).
+    attacks:  any of "reinvert" (re-inversion with the fresh default inverter and the from-scratch projector) and
+              "leakage" (the patch-leakage probe).
+    seed:     seeds every inversion, sample and probe start.
+    samples:  G_s / G_u samples of the Fréchet distance (default: the protocol's; the expensive part with
+              ``projector_steps`` and the number of ``others``).
+    projector_steps: steps of the from-scratch projector attack (default 400).
+    leakage_starts, leakage_steps: random starts and gradient-ascent steps of the leakage probe.
+    codes:    optional {photo path: ws [num_ws, w_dim]} of G_s inversions already made with the eraser's inverter
+              (skips inverting those photos again).
+    -> AuditReport (metrics: exactly ``METRIC_KEYS``).
+    """
+    t_start = time.perf_counter()
+    timings: dict[str, float] = {}
+    proto = get_protocol(protocol)
+    attacks = tuple(attacks)
+    unknown = [a for a in attacks if a not in ATTACKS]
+    if unknown:
+        raise ConfigError(f"unknown attacks {unknown}; choose from {list(ATTACKS)}")
+    n_samples = proto.samples if samples is None else int(samples)
+    if n_samples < 2 or projector_steps < 1 or leakage_starts < 1 or leakage_steps < 0:
+        raise ConfigError("samples must be >= 2, projector_steps and leakage_starts >= 1, leakage_steps >= 0")
+    if not isinstance(patch, ForgetPatch):
+        patch = ForgetPatch.from_pretrained(patch)
+    eraser._check_patch(patch)  # PatchMismatchError for another base, PatchStateError if already applied
+    applied_before = [p.patch_id for p in eraser.applied_patches]
+
+    judge = _judge(proto, eraser)
+    skipped: list[dict[str, str]] = []
+    t = time.perf_counter()
+    request = _prepare(photos, "request", judge, eraser, skipped)
+    if not len(request):
+        raise NoFaceError(f"none of the request photos has a usable face ({len(skipped)} skipped: "
+                          f"{'; '.join(s['photo'] + ': ' + s['reason'] for s in skipped[:3])}); pass the photo "
+                          "the patch was made from")
+    held = _prepare(held_out, "held_out", judge, eraser, skipped)
+    oth = _prepare(others, "others", judge, eraser, skipped)
+    real_set = _prepare(real, "real", judge, eraser, skipped)
+    timings["photos"] = time.perf_counter() - t
+    person = request.photos + held.photos
+    person_desc = np.stack([p.descriptor for p in person])
+    not_run: dict[str, str] = {}
+    m: dict[str, float] = {k: float("nan") for k in METRIC_KEYS}
+    details: dict[str, Any] = {"date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                               "seed": seed, "attacks": list(attacks), "skipped": skipped}
+    gallery: dict[str, Any] = {"loss_history": patch.metadata.get("loss_history")}
+
+    # G_s inversions of every photo with the eraser's own inverter (what erase does).
+    t = time.perf_counter()
+    ws_request = _codes_for(eraser, request.photos, codes, seed)
+    ws_held = _codes_for(eraser, held.photos, codes, seed) if len(held) else None
+    ws_others = _codes_for(eraser, oth.photos, codes, seed) if len(oth) else None
+    timings["inversion"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    try:
+        views = eraser.generator.evaluation_cameras(proto.views) if eraser.generator.c_dim else None
+        # -- ID and ID_others, held-out: everything G_s renders first, then G_u
+        id_rows = _id_renders(eraser, patch, ws_request, views, request.photos)
+        gallery.update(request_photo=request.crops[:1], person_source=id_rows["source_images"][0],
+                       person_patched=id_rows["patched_images"][0])
+        m["id"], per = _id_metric(judge, id_rows, _landmarks(request.photos), views)
+        details["id"] = {"per_photo": [{"photo": p.label, "id": v} for p, v in zip(request.photos, per)],
+                         "views": 1 if views is None else int(views.shape[0])}
+        if ws_others is not None:
+            rows = _id_renders(eraser, patch, ws_others, views, oth.photos)
+            m["id_others"], per = _id_metric(judge, rows, _landmarks(oth.photos), views)
+            details["id_others"] = [{"photo": p.label, "id": v} for p, v in zip(oth.photos, per)]
+        else:
+            not_run["id_others"] = "no others photos given"
+        timings["id"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        groups_person = [list(range(len(person)))] * len(person)
+        if ws_held is not None:
+            rows = _recognition(eraser, patch, judge, ws_held, held.photos, person_desc,
+                                [list(range(len(person)))] * len(held))
+            for when in ("before", "after"):
+                m[f"held_out_recognised_{when}"] = M.fraction(rows[when]["recognised"])
+                m[f"held_out_similarity_{when}"] = _nanmean(rows[when]["cosine"])
+            details["held_out"] = _rows(held.photos, rows)
+            gallery.update(held_photos=held.crops, held_before=rows["before"]["images"],
+                           held_after=rows["after"]["images"], held_scores=(rows["before"]["score"],
+                                                                            rows["after"]["score"]))
+        else:
+            for k in ("held_out_recognised_before", "held_out_recognised_after", "held_out_similarity_before",
+                      "held_out_similarity_after"):
+                not_run[k] = "no held-out photos given (or none had a face)"
+        # Identity histograms: the person's and the others' G_s inversions, before vs after.
+        ws_person = torch.cat([ws_request] + ([ws_held] if ws_held is not None else []))
+        hist = _recognition(eraser, patch, judge, ws_person, person, person_desc, groups_person, images=False)
+        gallery["hist_person"] = (hist["before"]["score"], hist["after"]["score"])
+        others_before = None
+        if ws_others is not None:
+            own = _own_groups(oth.photos)
+            rows = _recognition(eraser, patch, judge, ws_others, oth.photos, oth.descriptors, own, images=False)
+            gallery["hist_others"] = (rows["before"]["score"], rows["after"]["score"])
+            others_before = rows["before"]["recognised"]
+            details["others"] = {"n": len(oth), "recognised_before_through_source": int(others_before.sum()),
+                                 "recognised_after_same_codes": int(rows["after"]["recognised"].sum())}
+        timings["held_out"] = time.perf_counter() - t
+
+        # -- attacks
+        if "reinvert" in attacks:
+            t = time.perf_counter()
+            default_inv = _fresh_default_inverter(eraser)
+            from guide_unlearn.adapters.projector import OptimizationInverter
+
+            scratch_inv = OptimizationInverter(eraser.generator, eraser.perceptual, steps=projector_steps,
+                                               input_alignment=getattr(eraser.inverter, "input_alignment", "ffhq"))
+            networks_attack = {"default": _inverter_record(default_inv), "scratch": _inverter_record(scratch_inv)}
+            details["reinversion"] = {"inverters": networks_attack}
+            for tag, inv in (("default", default_inv), ("scratch", scratch_inv)):
+                res = _reinvert(eraser, patch, judge, inv, person, person_desc, seed)
+                for when in ("before", "after"):
+                    m[f"reinversion_{tag}_recognised_{when}"] = M.fraction(res[when]["recognised"])
+                details["reinversion"][tag] = _rows(person, res)
+                gallery[f"attack_{tag}"] = (res["before"]["images"], res["after"]["images"])
+            timings["reinversion"] = time.perf_counter() - t
+            t = time.perf_counter()
+            if len(oth):
+                with _patched(eraser, patch):
+                    ws_u = _invert(default_inv, eraser, oth.photos, seed)
+                    imgs = _render(eraser, ws_u, _cams(oth.photos))
+                desc = judge.describe(imgs, _landmarks(oth.photos))
+                desc[~judge.faces(imgs)] = np.nan
+                score, _ = judge.best(desc, oth.descriptors, _own_groups(oth.photos))
+                kept = judge.recognised(score)
+                base = others_before if others_before is not None else np.ones(len(oth), bool)
+                m["others_kept"] = M.fraction(kept[base])
+                details["others_kept"] = {"recognised_before": int(base.sum()), "kept": int(kept[base].sum()),
+                                          "rows": [{"photo": p.label, "before": bool(b), "after_reinverted": bool(k),
+                                                    "score_after": s} for p, b, k, s in
+                                                   zip(oth.photos, base, kept, score)]}
+            else:
+                not_run["others_kept"] = "no others photos given"
+            timings["others_kept"] = time.perf_counter() - t
+        else:
+            for k in METRIC_KEYS:
+                if k.startswith("reinversion_") or k == "others_kept":
+                    not_run[k] = "the reinvert attack was not requested"
+
+        if "leakage" in attacks:
+            t = time.perf_counter()
+            probe = leakage_probe(eraser, patch, starts=leakage_starts, steps=leakage_steps, seed=seed)
+            mean_lms = _mean_landmarks(person + oth.photos)
+            lms = None if mean_lms is None or eraser.generator.c_dim else np.broadcast_to(
+                mean_lms, (probe["source_images"].shape[0], 5, 2))
+            desc = judge.describe(probe["source_images"], lms)
+            desc[~judge.faces(probe["source_images"])] = np.nan
+            score, cos = judge.best(desc, person_desc)
+            rec = judge.recognised(score)
+            m["leakage_recognised"] = M.fraction(rec)
+            m["leakage_similarity"] = float(np.nanmax(cos)) if np.isfinite(cos).any() else float("nan")
+            details["leakage"] = {"starts": leakage_starts, "steps": leakage_steps, "psi": probe["psi"],
+                                  "difference": probe["difference"].tolist(), "score": score.tolist(),
+                                  "cosine": cos.tolist(), "recognised": rec.tolist(),
+                                  "verdict": ("publishing this patch REVEALS whom it erases: the probe, using only "
+                                              "the base model and the patch, rendered the person") if rec.any()
+                                  else ("the probe (base model + patch, no photo) found no rendering recognised as "
+                                        "the person")}
+            gallery["leakage"] = (probe["source_images"], probe["patched_images"])
+            timings["leakage"] = time.perf_counter() - t
+        else:
+            not_run["leakage_recognised"] = not_run["leakage_similarity"] = "the leakage probe was not requested"
+
+        # -- Fréchet distances
+        t = time.perf_counter()
+        fd = _frechet(eraser, patch, judge, n_samples, seed, real_set, _mean_landmarks(person + oth.photos))
+        m["fd_pre"] = fd["pre"]
+        m["fd_real_delta"] = fd["real_delta"]
+        if not math.isfinite(fd["real_delta"]):
+            not_run["fd_real_delta"] = fd["why_real"]
+        details["fd"] = {"feature_space": proto.feature_space, "samples": n_samples, "seed": seed,
+                         "truncation_psi": 1.0, "real_images": len(real_set),
+                         "source_vs_real": fd.get("source_real"), "patched_vs_real": fd.get("patched_real")}
+        for k in ("fid_pre", "fid_real_delta"):
+            not_run[k] = (f"protocol {proto.name} runs no Inception-v3 network; FID is reported by paper-v1 only "
+                          f"(the offline figure is {proto.feature_space})")
+        timings["fd"] = time.perf_counter() - t
+    finally:
+        if [p.patch_id for p in eraser.applied_patches] != applied_before:  # pragma: no cover - defensive
+            logger.error("the eraser's applied patches changed during the audit")
+    for k, v in m.items():
+        if not math.isfinite(v) and k not in not_run:
+            not_run[k] = "no value could be computed (no face found in the renderings it needs)"
+    details["not_run"] = not_run
+    details["counts"] = {"request": len(request), "held_out": len(held), "others": len(oth), "real": len(real_set),
+                         "skipped": len(skipped),
+                         "held_out_skipped": sum(1 for s in skipped if s["role"] == "held_out")}
+    details["patch"] = {"patch_id": patch.patch_id, "kind": patch.kind,
+                        "has_loss_history": bool(patch.metadata.get("loss_history"))}
+    networks = judge.networks()
+    networks["generator"] = {"name": eraser.name, "family": eraser.generator.family,
+                             "base_fingerprint": patch.base_fingerprint}
+    networks["inverter"] = _inverter_record(eraser.inverter)
+    networks["patch"] = {"patch_id": patch.patch_id, "erase_identity_model": patch.metadata.get("identity_model")}
+    timings["total"] = time.perf_counter() - t_start
+    proto_rec = {"name": proto.name, "version": int(proto.name.rsplit("-v", 1)[1]), "identity": judge.name,
+                 "feature_space": proto.feature_space, "description": proto.description}
+    return AuditReport(proto_rec, m, details, networks, judge.thresholds(), timings, gallery)
+
+
+def _nanmean(x: np.ndarray) -> float:
+    x = np.asarray(x, np.float64)
+    return float(np.nanmean(x)) if np.isfinite(x).any() else float("nan")
+
+
+def _mean_landmarks(photos: Sequence[_Photo]) -> Optional[np.ndarray]:
+    lms = [p.landmarks for p in photos if p.landmarks is not None]
+    return np.mean(lms, axis=0) if lms else None
+
+
+def _own_groups(photos: Sequence[_Photo]) -> list[list[int]]:
+    """For each photo, the indices of the photos of the same person (itself included)."""
+    return [[j for j, q in enumerate(photos) if q.person == p.person] for p in photos]
+
+
+def _codes_for(eraser, photos: Sequence[_Photo], codes: Optional[Mapping[str, torch.Tensor]], seed: int
+               ) -> torch.Tensor:
+    """G_s codes [N, num_ws, w_dim]: from ``codes`` where given (by absolute path), else the eraser's inverter."""
+    cache = {os.path.abspath(str(k)): v for k, v in (codes or {}).items()}
+    out: list[Optional[torch.Tensor]] = [cache.get(p.key) if p.key else None for p in photos]
+    todo = [i for i, w in enumerate(out) if w is None]
+    if todo:
+        fresh = _invert(eraser.inverter, eraser, [photos[i] for i in todo], seed)
+        for i, w in zip(todo, fresh):
+            out[i] = w
+    ws = torch.stack([torch.as_tensor(w).float().cpu() for w in out])
+    from guide_unlearn.engine import check_latents
+
+    return check_latents(ws, eraser.generator).cpu()
+
+
+def _id_renders(eraser, patch, ws: torch.Tensor, views: Optional[torch.Tensor], photos) -> dict[str, Any]:
+    """G_s and G_u renderings of each code: [N, V, 3, H, W] over the views (camera models) or [N, 1, ...]."""
+    def render_all():
+        if views is None:
+            return _render(eraser, ws, _cams(photos)).unsqueeze(1)
+        v = views.shape[0]
+        flat = ws.repeat_interleave(v, 0)
+        cams = views.cpu().repeat(ws.shape[0], 1)
+        imgs = _render(eraser, flat, cams)
+        return imgs.view(ws.shape[0], v, *imgs.shape[1:])
+
+    source = render_all()
+    with _patched(eraser, patch):
+        patched = render_all()
+    return {"source_images": source, "patched_images": patched}
+
+
+def _id_metric(judge: _Judge, rows, landmarks: Optional[np.ndarray], views) -> tuple[float, np.ndarray]:
+    s, p = rows["source_images"], rows["patched_images"]
+    n, v = s.shape[:2]
+    lms = None if (landmarks is None or views is not None) else np.repeat(landmarks, v, axis=0)
+    ds = judge.describe(s.flatten(0, 1), lms).reshape(n, v, -1)
+    dp = judge.describe(p.flatten(0, 1), lms).reshape(n, v, -1)
+    return M.id_cosine(ds, dp)
+
+
+def _recognition(eraser, patch, judge: _Judge, ws, photos, refs, groups, images: bool = True) -> dict[str, Any]:
+    """Render ``ws`` by G_s and G_u with each photo's camera; best score / cosine against ``refs`` (per
+    ``groups``), recognised flags (no face -> not recognised)."""
+    out = {}
+    cams = _cams(photos)
+    lms = _landmarks(photos)
+    for when in ("before", "after"):
+        ctx = _patched(eraser, patch) if when == "after" else contextlib.nullcontext()
+        with ctx:
+            imgs = _render(eraser, ws, cams)
+        desc = judge.describe(imgs, lms)
+        face = judge.faces(imgs) if images else np.ones(len(photos), bool)
+        desc[~face] = np.nan
+        score, cos = judge.best(desc, refs, groups)
+        out[when] = {"score": score, "cosine": cos, "recognised": judge.recognised(score), "face": face,
+                     "images": imgs if images else None}
+    return out
+
+
+def _reinvert(eraser, patch, judge, inverter, person, person_desc, seed) -> dict[str, Any]:
+    """The attack: invert the person's photos THROUGH G_s / G_u with ``inverter`` and render them there."""
+    out = {}
+    groups = [list(range(len(person)))] * len(person)
+    for when in ("before", "after"):
+        ctx = _patched(eraser, patch) if when == "after" else contextlib.nullcontext()
+        with ctx:
+            ws = _invert(inverter, eraser, person, seed)
+            imgs = _render(eraser, ws, _cams(person))
+        desc = judge.describe(imgs, _landmarks(person))
+        face = judge.faces(imgs)
+        desc[~face] = np.nan
+        score, cos = judge.best(desc, person_desc, groups)
+        out[when] = {"score": score, "cosine": cos, "recognised": judge.recognised(score), "face": face,
+                     "images": imgs}
+    return out
+
+
+def _rows(photos: Sequence[_Photo], res: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = []
+    for i, p in enumerate(photos):
+        row = {"photo": p.label}
+        for when in ("before", "after"):
+            r = res[when]
+            row.update({f"score_{when}": r["score"][i], f"cosine_{when}": r["cosine"][i],
+                        f"recognised_{when}": bool(r["recognised"][i]), f"face_{when}": bool(r["face"][i])})
+        rows.append(row)
+    return rows
+
+
+def leakage_probe(eraser, patch: ForgetPatch, starts: int = 16, steps: int = 100, seed: int = 0, lr: float = 0.05
+                  ) -> dict[str, Any]:
+    """The patch-leakage probe: with the base model and the patch only (no photo), gradient ascent on the
+    pixel MSE + perceptual distance between G_u(w) and G_s(w) over the mapping input z, from ``starts`` seeded
+    random codes (mapped with the erase's truncation psi, read from the patch). -> {"source_images" [S, 3, H, W]
+    (G_s where G_u differs most), "patched_images", "codes" [S, num_ws, w_dim], "difference" [S], "psi"}."""
+    from guide_unlearn import lora as L
+    from guide_unlearn.adapters.projector.projector import frozen_weights
+
+    gen = eraser.generator
+    psi = float((patch.metadata.get("erase_config") or {}).get("truncation_psi", 1.0))
+    g = torch.Generator(device=eraser.device).manual_seed(seed)
+    z = torch.randn(starts, gen.z_dim, generator=g, device=eraser.device).requires_grad_(True)
+    cams = gen.frontal_camera(starts) if gen.c_dim and hasattr(gen, "frontal_camera") else None
+    model = gen
+    eraser.apply_patch(patch)
+    try:
+        def both(ws, grad_source: bool):
+            out_u = gen.synthesis(ws, cams, noise_mode="const").images
+            if patch.kind == "lora":
+                with L.suppressed(model, [patch.adapter_name]):
+                    out_s = gen.synthesis(ws if grad_source else ws.detach(), cams, noise_mode="const").images
+            else:  # a delta patch lives in the weights: G_s is rendered without gradient by removing it
+                eraser.remove_patch(patch)
+                try:
+                    with torch.no_grad():
+                        out_s = gen.synthesis(ws.detach(), cams, noise_mode="const").images
+                finally:
+                    eraser.apply_patch(patch)
+            return out_u, out_s
+
+        def difference(out_u, out_s):
+            d = (out_u - out_s).square().flatten(1).mean(1)
+            return d + eraser.perceptual(out_u, out_s)
+
+        with frozen_weights(gen):
+            opt = torch.optim.Adam([z], lr=lr)
+            for _ in range(steps):
+                ws = gen.mapping(z, None, truncation_psi=psi)
+                loss = -difference(*both(ws, patch.kind == "lora")).sum()
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+        with torch.no_grad():
+            ws = gen.mapping(z.detach(), None, truncation_psi=psi)
+            out_u, out_s = both(ws, False)
+            diff = difference(out_u, out_s)
+    finally:
+        eraser.remove_patch(patch)
+    return {"source_images": out_s.detach().cpu().clamp(-1, 1), "patched_images": out_u.detach().cpu().clamp(-1, 1),
+            "codes": ws.detach().cpu(), "difference": diff.detach().cpu().numpy(), "psi": psi}
+
+
+def _frechet(eraser, patch, judge: _Judge, n: int, seed: int, real: _PhotoSet, landmarks) -> dict[str, Any]:
+    """FD between the judge's features of n G_s and G_u samples (the same z and cameras, psi 1), and against
+    ``real`` photos' crops when given."""
+    gen = eraser.generator
+    g = torch.Generator(device=eraser.device).manual_seed(seed)
+    z = torch.randn(n, gen.z_dim, generator=g, device=eraser.device)
+    cams = gen.sample_cameras(n, g) if gen.c_dim else None
+    with torch.no_grad():
+        ws = gen.mapping(z, None, truncation_psi=1.0)
+    lms = None if landmarks is None or gen.c_dim else np.broadcast_to(landmarks, (n, 5, 2))
+
+    def feats():
+        imgs = _render(eraser, ws, cams)
+        return judge.describe(imgs, lms)
+
+    fs = feats()
+    with _patched(eraser, patch):
+        fu = feats()
+    keep = np.isfinite(fs).all(1) & np.isfinite(fu).all(1)
+    out: dict[str, Any] = {"pre": M.frechet_distance_of(fs[keep], fu[keep]) if keep.sum() >= 2 else float("nan"),
+                           "real_delta": float("nan"), "why_real": "no real-image folder given (real=)"}
+    if len(real) >= 2:
+        fr = judge.describe(real.crops, _landmarks(real.photos))
+        fr = fr[np.isfinite(fr).all(1)]
+        if len(fr) >= 2:
+            out["source_real"] = M.frechet_distance_of(fr, fs[keep])
+            out["patched_real"] = M.frechet_distance_of(fr, fu[keep])
+            out["real_delta"] = out["patched_real"] - out["source_real"]
+    elif real.photos or real.skipped:
+        out["why_real"] = "fewer than 2 usable real images"
+    return out
