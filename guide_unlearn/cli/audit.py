@@ -30,6 +30,8 @@ def add_parser(sub) -> None:
     p.add_argument("--out", help="report folder to create (default: <patch>_audit); must be new or empty")
     p.add_argument("--samples", type=int, help="G_s/G_u samples for the Fréchet distance (default: the protocol's)")
     p.add_argument("--projector-steps", type=int, default=400, help="steps of the from-scratch projector attack")
+    p.add_argument("--leakage-starts", type=int, default=16, help="random starts of the patch-leakage probe")
+    p.add_argument("--leakage-steps", type=int, default=100, help="gradient-ascent steps of the leakage probe")
     p.add_argument("--no-attacks", action="store_true", help="skip the re-inversion attacks and the leakage probe")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
@@ -54,7 +56,8 @@ def run(args: argparse.Namespace) -> int:
     eraser = IdentityEraser.from_pretrained(args.model, device=args.device)
     report = audit(eraser, patch, args.photos or list(args.photo), held_out=args.held_out, others=args.others,
                    real=args.real, protocol=args.protocol, attacks=() if args.no_attacks else ATTACKS,
-                   seed=args.seed, samples=args.samples, projector_steps=args.projector_steps)
+                   seed=args.seed, samples=args.samples, projector_steps=args.projector_steps,
+                   leakage_starts=args.leakage_starts, leakage_steps=args.leakage_steps)
     report.save(out)
     if args.write_to_patch:
         report.write_to_patch(patch_dir)

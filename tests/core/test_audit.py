@@ -200,6 +200,7 @@ def test_cli_audit_prints_metrics_and_writes_a_report(tiny, tmp_path, capsys):
     code = main(["audit", str(folder), "--model", "tiny-stylegan2", "--photo", str(tmp_path / "p0.png"),
                  "--held-out", str(tmp_path / "p1.png"), "--others", str(tmp_path / "p2.png"),
                  str(tmp_path / "p3.png"), "--protocol", "toy-v1", "--samples", "16", "--projector-steps", "10",
+                 "--leakage-starts", "2", "--leakage-steps", "3",
                  "--out", str(out), "--write-to-patch"])
     assert code == 0
     lines = capsys.readouterr().out.strip().splitlines()
