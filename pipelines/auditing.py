@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import hashlib
-import io
 import json
 import logging
 import math
@@ -23,7 +22,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, Optional, Sequence, Union
+from typing import Any, Iterator, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -32,7 +31,7 @@ from PIL import Image
 
 from guide_unlearn import metrics as M
 from guide_unlearn.errors import (
-    BackendUnavailableError, ConfigError, GuideUnlearnError, ImageLoadError, InputError, NoFaceError, SaveError,
+    BackendUnavailableError, ConfigError, ImageLoadError, InputError, NoFaceError, SaveError,
 )
 from guide_unlearn.patch import ForgetPatch
 

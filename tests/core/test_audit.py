@@ -9,7 +9,6 @@ import json
 import math
 from html.parser import HTMLParser
 
-import numpy as np
 import pytest
 import torch
 from PIL import Image
