@@ -478,7 +478,8 @@ class AuditReport:
 
 def record_audit(patch_dir: Union[str, os.PathLike], summary: Mapping[str, Any]) -> Path:
     """Store ``summary`` under metadata key "audit" of the patch folder ``patch_dir`` (atomically; the patch is
-    loaded and verified before and after). -> the metadata file."""
+    loaded and verified before and after) and refresh its model card (README.md) when it has one, so a shared
+    patch carries its evidence. -> the metadata file."""
     from guide_unlearn.io import atomic_write_bytes
     from guide_unlearn.patch import MAX_JSON_BYTES, META_FILE
 
@@ -492,6 +493,11 @@ def record_audit(patch_dir: Union[str, os.PathLike], summary: Mapping[str, Any])
         raise SaveError(f"the patch metadata with the audit would be {len(data)} bytes (limit {MAX_JSON_BYTES}); "
                         "nothing was written")
     atomic_write_bytes(path, data)
+    from guide_unlearn import hub
+
+    card = patch_dir / hub.CARD_FILE
+    if card.is_file():  # the patch's model card shows the audit: refresh it (default card options)
+        atomic_write_bytes(card, str(hub.model_card(meta)).encode("utf-8"))
     ForgetPatch.from_pretrained(patch_dir)
     return path
 

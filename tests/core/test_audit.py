@@ -174,6 +174,8 @@ def test_write_to_patch_records_the_summary_and_keeps_the_patch_valid(tiny, repo
     assert audit["protocol"] == "toy-v1" and set(audit["metrics"]) == set(METRIC_KEYS)
     assert audit["metrics"]["fid_pre"] is None and audit["date"].endswith("+00:00")
     assert "identity" in audit["networks"]
+    card = (folder / "README.md").read_text()
+    assert "toy-v1" in card
 
 
 def test_erase_stores_a_downsampled_loss_history(tiny):
