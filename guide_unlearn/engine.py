@@ -22,7 +22,7 @@ from .io import PathLike, atomic_write_bytes
 from .losses import ltu_loss
 from .patch import ForgetPatch
 from .protocols import GeneratorAdapter, IdentityModel, PerceptualDistance, module_of
-from .targets import typical_distance, ufo_target
+from .targets import separated_targets, target_similarity, typical_distance, ufo_target
 
 logger = logging.getLogger(__name__)
 TRAIN_ADAPTER = "erasing"
@@ -213,10 +213,17 @@ def run_erase(
     state_dir: Optional[PathLike] = None,
     trackers: Optional[Sequence[str]] = None,
     extra_metadata: Optional[dict[str, Any]] = None,
+    person_of: Optional[torch.Tensor] = None,
+    person_ids: Optional[Sequence[str]] = None,
 ) -> tuple[ForgetPatch, torch.Tensor, list[dict[str, float]], float]:
     """Erase the identity whose code(s) are ``w_u`` [K, num_ws, w_dim] from ``generator``.
 
-    All K codes are photos of ONE person and are erased together. The generator is left exactly as it was
+    All K codes are photos of ONE person and are erased together, unless ``person_of`` [K] (long, 0..P-1) says
+    which of P people each code shows: then each person gets their own UFO target (kept apart when
+    ``cfg.distinct_targets``), L_local takes ``cfg.persons_per_step`` people per iteration in a fixed cyclic
+    order (see :class:`PersonSchedule`), and the adjacency samples start from the visited people's codes.
+    ``person_ids`` (P strings, e.g. request ids) label the per-person final losses in the patch metadata
+    (key ``"requests"``); no code or target is ever stored. The generator is left exactly as it was
     (the new patch is returned, not applied). With ``state_dir`` and ``cfg.checkpoint_every > 0`` the run
     saves resumable state there and resumes from it if present; the state holds the person's code, so it is
     deleted when the run succeeds. -> (patch, w_target [K, num_ws, w_dim], history, seconds).
@@ -226,7 +233,13 @@ def run_erase(
     device = generator.w_avg.device
     k = w_u.shape[0]
     d, (alpha_lo, alpha_hi) = resolve_distances(cfg, generator)
-    w_t = ufo_target(w_u, generator.w_avg, cfg.target, d)
+    person_of, people = _person_index(person_of, k, person_ids, device)
+    if people > 1 and cfg.distinct_targets:
+        w_t = separated_targets(w_u, person_of, generator.w_avg, cfg.target, d)
+    else:
+        w_t = ufo_target(w_u, generator.w_avg, cfg.target, d)
+    schedule = PersonSchedule(person_of, cfg.persons_per_step, cfg.seed) if people > 1 else None
+    per_person: list[dict[str, float]] = [{} for _ in range(people)]
     rng = torch.Generator(device=device).manual_seed(cfg.seed)
     base = patch_state(model)["base_fingerprint"]
 
@@ -252,12 +265,17 @@ def run_erase(
             z = torch.randn(n_adj + n_glob, generator.z_dim, generator=rng, device=device)
             with torch.no_grad():
                 w_r = generator.mapping(z, None, truncation_psi=cfg.truncation_psi) if n_adj + n_glob else None
-            idx = torch.randint(0, k, (n_adj,), generator=rng, device=device)
+            rows = schedule.rows(step) if schedule is not None else None
+            w_us, w_ts = (w_u, w_t) if rows is None else (w_u[rows], w_t[rows])
+            k_s = w_us.shape[0]
+            idx = torch.randint(0, k_s, (n_adj,), generator=rng, device=device)
             alpha = torch.rand(n_adj, generator=rng, device=device) * (alpha_hi - alpha_lo) + alpha_lo
-            ws_u, ws_s = step_codes(w_u, w_t, w_r, idx, alpha, n_adj)
+            ws_u, ws_s = step_codes(w_us, w_ts, w_r, idx, alpha, n_adj)
             with accelerator.autocast():
-                loss = compute_step_loss(generator, trainable.source, ws_u, ws_s, cam, k, n_adj, cfg, perceptual,
+                loss = compute_step_loss(generator, trainable.source, ws_u, ws_s, cam, k_s, n_adj, cfg, perceptual,
                                          identity, rng)
+            if rows is not None:
+                _record_people(per_person, person_of[rows], loss.local_rows, step)
             if not torch.isfinite(loss.total):
                 raise TrainingDivergedError(
                     f"the loss became {float(loss.total.detach())} at step {step}; lower lr (now {cfg.lr}) or use "
@@ -296,6 +314,17 @@ def run_erase(
             "library_version": _version(),
             "num_codes": k,
         }
+        if people > 1:
+            metadata["num_persons"] = people
+            metadata["persons_per_step"] = min(cfg.persons_per_step, people)
+            metadata["target_separation"] = target_similarity(w_t, person_of, generator.w_avg)
+        if person_ids is not None:
+            if people == 1:
+                per_person = [metadata["final_losses"]]
+            metadata["requests"] = [
+                {"request_id": str(rid), "final_losses": {k_: v for k_, v in losses.items() if k_ != "step"},
+                 "last_step": int(losses.get("step", final.get("step", cfg.iterations - 1)))}
+                for rid, losses in zip(person_ids, per_person)]
         metadata.update(extra_metadata or {})
         patch = trainable.extract(metadata)
     finally:
@@ -303,6 +332,60 @@ def run_erase(
     if state_path is not None and state_path.exists():
         state_path.unlink()  # holds the person's code: never keep it after success
     return patch, w_t, history, seconds
+
+
+class PersonSchedule:
+    """Which people enter L_local at each iteration of a joint run: a fixed seeded permutation of the P people,
+    read cyclically ``per_step`` at a time (iteration t takes positions t·S .. t·S+S-1 mod P, S = min(per_step,
+    P)). No person appears twice in one iteration, every person is visited exactly once every P/S iterations
+    (at most ceil(P/S) apart), and the schedule is a pure function of the step, so resuming needs no state.
+
+    person_of: [K] long person index of each code. rows(step) -> the code indices [k_s] of the visited people.
+    """
+
+    def __init__(self, person_of: torch.Tensor, per_step: int, seed: int):
+        people = int(person_of.max()) + 1
+        self.per_step = min(per_step, people)
+        g = torch.Generator().manual_seed(seed + 0x5EED)
+        self.order = torch.randperm(people, generator=g).tolist()
+        self.codes = [torch.nonzero(person_of == p).flatten() for p in range(people)]
+
+    def people(self, step: int) -> list[int]:
+        """The person indices visited at ``step``."""
+        n = len(self.order)
+        return [self.order[(step * self.per_step + j) % n] for j in range(self.per_step)]
+
+    def rows(self, step: int) -> torch.Tensor:
+        """The code indices [k_s] of the people visited at ``step``."""
+        return torch.cat([self.codes[p] for p in self.people(step)])
+
+
+def _person_index(person_of: Optional[torch.Tensor], k: int, person_ids: Optional[Sequence[str]],
+                  device: torch.device) -> tuple[torch.Tensor, int]:
+    """Validate ``person_of`` [K] (default: all codes one person). -> (person_of on device, number of people)."""
+    if person_of is None:
+        person_of = torch.zeros(k, dtype=torch.long)
+    person_of = torch.as_tensor(person_of)
+    if person_of.shape != (k,) or person_of.dtype not in (torch.int32, torch.int64) or int(person_of.min()) < 0:
+        raise LatentError(f"person_of must be [K={k}] person indices >= 0, got {list(person_of.shape)} "
+                          f"{person_of.dtype}")
+    people = int(person_of.max()) + 1
+    if set(person_of.tolist()) != set(range(people)):
+        raise LatentError("person_of must use every person index 0..P-1 at least once")
+    if person_ids is not None and len(person_ids) != people:
+        raise LatentError(f"{len(person_ids)} person ids for {people} people; give one id per person")
+    return person_of.to(device=device, dtype=torch.long), people
+
+
+def _record_people(per_person: list[dict[str, float]], visited: torch.Tensor,
+                   rows: Optional[dict[str, torch.Tensor]], step: int) -> None:
+    """Keep, per person, the mean L_local terms over their codes at their latest visit."""
+    if rows is None:
+        return
+    for p in visited.unique().tolist():
+        mask = visited == p
+        per_person[p] = {name: float(v[mask].mean()) for name, v in rows.items()}
+        per_person[p]["step"] = float(step)
 
 
 def step_codes(w_u: torch.Tensor, w_t: torch.Tensor, w_r: Optional[torch.Tensor], idx: torch.Tensor,

@@ -52,6 +52,8 @@ class LTULoss:
 
     total: torch.Tensor
     parts: dict[str, float]
+    local_rows: Optional[dict[str, torch.Tensor]] = None
+    """The L_local terms per local code (detached [K] tensors: 'local', 'local_mse', 'local_lpips', 'local_id')."""
 
 
 def ltu_loss(u: SynthesisOutput, s: SynthesisOutput, k: int, n_adj: int, n_glob: int, cfg: EraseConfig,
@@ -79,7 +81,8 @@ def ltu_loss(u: SynthesisOutput, s: SynthesisOutput, k: int, n_adj: int, n_glob:
         total = total + cfg.global_weight * glob
         parts["global"] = _f(glob)
     parts["loss"] = _f(total)
-    return LTULoss(total, parts)
+    rows_ = {"local": local["total"], "local_mse": local["mse"], "local_lpips": local["lpips"], "local_id": local["id"]}
+    return LTULoss(total, parts, {k_: v.detach() for k_, v in rows_.items()})
 
 
 def _f(x: torch.Tensor) -> float:
