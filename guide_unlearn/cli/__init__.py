@@ -11,7 +11,8 @@ from typing import Optional, Sequence
 from guide_unlearn.errors import GuideUnlearnError
 
 # Each module exposes add_parser(subparsers); its parser sets `func(args) -> int`.
-COMMAND_MODULES = ("guide_unlearn.cli.erase", "guide_unlearn.cli.patches", "guide_unlearn.cli.convert")
+COMMAND_MODULES = ("guide_unlearn.cli.erase", "guide_unlearn.cli.patches", "guide_unlearn.cli.convert",
+                   "guide_unlearn.cli.batch")
 
 EXIT_USER_ERROR = 2
 EXIT_INTERNAL = 1
