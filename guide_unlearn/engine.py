@@ -215,6 +215,7 @@ def run_erase(
     extra_metadata: Optional[dict[str, Any]] = None,
     person_of: Optional[torch.Tensor] = None,
     person_ids: Optional[Sequence[str]] = None,
+    keep: Optional[torch.Tensor] = None,
 ) -> tuple[ForgetPatch, torch.Tensor, list[dict[str, float]], float]:
     """Erase the identity whose code(s) are ``w_u`` [K, num_ws, w_dim] from ``generator``.
 
@@ -223,7 +224,11 @@ def run_erase(
     ``cfg.distinct_targets``), L_local takes ``cfg.persons_per_step`` people per iteration in a fixed cyclic
     order (see :class:`PersonSchedule`), and the adjacency samples start from the visited people's codes.
     ``person_ids`` (P strings, e.g. request ids) label the per-person final losses in the patch metadata
-    (key ``"requests"``); no code or target is ever stored. The generator is left exactly as it was
+    (key ``"requests"``); no code or target is ever stored.
+
+    ``keep`` [M, num_ws, w_dim]: codes of people erased by patches applied before this run (continual requests).
+    Each joins the schedule as a person whose target is its own code under G_s — i.e. its current, already
+    erased rendering — so the new update cannot bring them back. Only their number is recorded. The generator is left exactly as it was
     (the new patch is returned, not applied). With ``state_dir`` and ``cfg.checkpoint_every > 0`` the run
     saves resumable state there and resumes from it if present; the state holds the person's code, so it is
     deleted when the run succeeds. -> (patch, w_target [K, num_ws, w_dim], history, seconds).
@@ -238,6 +243,13 @@ def run_erase(
         w_t = separated_targets(w_u, person_of, generator.w_avg, cfg.target, d)
     else:
         w_t = ufo_target(w_u, generator.w_avg, cfg.target, d)
+    erased_people, erased_codes = people, k
+    if keep is not None:  # earlier people: their target is their own code under G_s (already erased there)
+        keep = check_latents(keep, generator)
+        w_u, w_t = torch.cat([w_u, keep]), torch.cat([w_t, keep])
+        person_of = torch.cat([person_of, people + torch.arange(keep.shape[0], device=device)])
+        people += keep.shape[0]
+        k = w_u.shape[0]
     schedule = PersonSchedule(person_of, cfg.persons_per_step, cfg.seed) if people > 1 else None
     per_person: list[dict[str, float]] = [{} for _ in range(people)]
     rng = torch.Generator(device=device).manual_seed(cfg.seed)
@@ -273,7 +285,7 @@ def run_erase(
             ws_u, ws_s = step_codes(w_us, w_ts, w_r, idx, alpha, n_adj)
             with accelerator.autocast():
                 loss = compute_step_loss(generator, trainable.source, ws_u, ws_s, cam, k_s, n_adj, cfg, perceptual,
-                                         identity, rng)
+                                         identity, rng, None if rows is None else schedule.weights[rows])
             if rows is not None:
                 _record_people(per_person, person_of[rows], loss.local_rows, step)
             if not torch.isfinite(loss.total):
@@ -312,26 +324,30 @@ def run_erase(
             "perceptual_is_learned": bool(getattr(perceptual, "is_learned", False)),
             "identity_model": getattr(identity, "name", None) if identity is not None and cfg.id_weight > 0 else None,
             "library_version": _version(),
-            "num_codes": k,
+            "num_codes": erased_codes,
         }
+        if keep is not None:
+            metadata["kept_erased"] = int(keep.shape[0])
         if people > 1:
-            metadata["num_persons"] = people
+            metadata["num_persons"] = erased_people
             metadata["persons_per_step"] = min(cfg.persons_per_step, people)
-            metadata["target_separation"] = target_similarity(w_t, person_of, generator.w_avg)
+            if erased_people > 1:
+                mine = person_of < erased_people
+                metadata["target_separation"] = target_similarity(w_t[mine], person_of[mine], generator.w_avg)
         if person_ids is not None:
             if people == 1:
                 per_person = [metadata["final_losses"]]
             metadata["requests"] = [
                 {"request_id": str(rid), "final_losses": {k_: v for k_, v in losses.items() if k_ != "step"},
                  "last_step": int(losses.get("step", final.get("step", cfg.iterations - 1)))}
-                for rid, losses in zip(person_ids, per_person)]
+                for rid, losses in zip(person_ids, per_person[:erased_people])]
         metadata.update(extra_metadata or {})
         patch = trainable.extract(metadata)
     finally:
         trainable.restore()
     if state_path is not None and state_path.exists():
         state_path.unlink()  # holds the person's code: never keep it after success
-    return patch, w_t, history, seconds
+    return patch, w_t[:erased_codes], history, seconds
 
 
 class PersonSchedule:
@@ -349,6 +365,8 @@ class PersonSchedule:
         g = torch.Generator().manual_seed(seed + 0x5EED)
         self.order = torch.randperm(people, generator=g).tolist()
         self.codes = [torch.nonzero(person_of == p).flatten() for p in range(people)]
+        counts = torch.bincount(person_of, minlength=people).to(torch.float32)
+        self.weights = 1.0 / counts[person_of]  # [K] local-row weights: each visited person's codes sum to 1
 
     def people(self, step: int) -> list[int]:
         """The person indices visited at ``step``."""
@@ -409,16 +427,17 @@ def step_codes(w_u: torch.Tensor, w_t: torch.Tensor, w_r: Optional[torch.Tensor]
 def compute_step_loss(generator: GeneratorAdapter, source_context, ws_u: torch.Tensor, ws_s: torch.Tensor,
                       cam: Optional[torch.Tensor], k: int, n_adj: int, cfg: EraseConfig,
                       perceptual: PerceptualDistance, identity: Optional[IdentityModel],
-                      rng: Optional[torch.Generator]):
+                      rng: Optional[torch.Generator], local_weights: Optional[torch.Tensor] = None):
     """One iteration's LTU loss: G_s (inside ``source_context()``, no graph) renders ``ws_s`` and G_u renders
-    ``ws_u`` [B, num_ws, w_dim], each in ONE batch, with the iteration's camera [1, c_dim] shared by all rows."""
+    ``ws_u`` [B, num_ws, w_dim], each in ONE batch, with the iteration's camera [1, c_dim] shared by all rows.
+    ``local_weights`` [k]: see :func:`ltu_loss`."""
     n_glob = ws_u.shape[0] - k - n_adj
     c = cam.expand(ws_u.shape[0], -1) if cam is not None else None
     need_features = cfg.feature_mse_weight > 0
     with source_context():
         out_s = generator.synthesis(ws_s, c, noise_mode=cfg.noise_mode, generator=rng, return_features=need_features)
     out_u = generator.synthesis(ws_u, c, noise_mode=cfg.noise_mode, generator=rng, return_features=need_features)
-    return ltu_loss(out_u, out_s, k, n_adj, n_glob, cfg, perceptual, identity)
+    return ltu_loss(out_u, out_s, k, n_adj, n_glob, cfg, perceptual, identity, local_weights)
 
 
 def _progress(cfg: EraseConfig, start: int):

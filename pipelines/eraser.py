@@ -246,19 +246,25 @@ class IdentityEraser:
     # -- erase ------------------------------------------------------------------------------------------------
     def erase(self, inputs: Inputs, config: Optional[EraseConfig] = None, camera: Optional[torch.Tensor] = None,
               state_dir: Optional[Union[str, os.PathLike]] = None, trackers: Optional[Sequence[str]] = None,
-              measure: bool = True) -> ErasureResult:
+              measure: bool = True, keep_erased: Optional[Inputs] = None) -> ErasureResult:
         """Erase ONE person given photos of them (paths / PIL / image tensor [N, 3, H, W]) or their codes
         [K, num_ws, w_dim]. All inputs are erased together. Returns with the applied patches as they were (the
-        new patch is not applied). See :class:`ErasureResult`."""
+        new patch is not applied). See :class:`ErasureResult`.
+
+        ``keep_erased``: photos or codes of people erased by the patches applied now (continual requests); the
+        run keeps their current, erased rendering so that this patch does not bring them back (docs/queue.md).
+        They are used in memory only."""
         config = config or self.default_config()
         w_u, photos, cams = self._codes(inputs, camera)
+        keep = self._keep_codes(keep_erased, camera)
         patch, w_t, history, seconds = run_erase(
             self.generator, w_u, config, self.perceptual, self.identity_model, state_dir=state_dir,
-            trackers=trackers, extra_metadata={"base_name": self.name})
+            trackers=trackers, extra_metadata={"base_name": self.name}, keep=keep)
         return self._result(patch, w_u, w_t, history, seconds, measure, photos, cams)
 
     def erase_many(self, requests: Requests, config: Optional[EraseConfig] = None,
-                   camera: Optional[torch.Tensor] = None, measure: bool = True) -> ManyErasureResult:
+                   camera: Optional[torch.Tensor] = None, measure: bool = True,
+                   keep_erased: Optional[Inputs] = None) -> ManyErasureResult:
         """Erase SEVERAL people in one run and one patch.
 
         ``requests`` maps a request id (any non-empty string the caller chooses; it is stored in the patch
@@ -268,7 +274,8 @@ class IdentityEraser:
         person through a cyclic schedule of ``config.persons_per_step`` people per iteration; L_global preserves
         the rest. Without ``config`` the model's default config is used with iterations raised so that every
         person is visited at least half as often as a single erase visits its person. ``measure`` adds the
-        target-similarity figures. The applied patches stay as they were. See :class:`ManyErasureResult`.
+        target-similarity figures. ``keep_erased``: as in :meth:`erase`. The applied patches stay as they were.
+        See :class:`ManyErasureResult`.
         """
         items = _request_items(requests)
         if config is None:
@@ -287,9 +294,10 @@ class IdentityEraser:
         ids = [rid for rid, _ in items]
         w_u = torch.cat(codes)
         person = torch.tensor(person_of, dtype=torch.long)
+        keep = self._keep_codes(keep_erased, camera)
         patch, w_t, history, seconds = run_erase(
             self.generator, w_u, config, self.perceptual, self.identity_model,
-            extra_metadata={"base_name": self.name}, person_of=person, person_ids=ids)
+            extra_metadata={"base_name": self.name}, person_of=person, person_ids=ids, keep=keep)
         split = [c.shape[0] for c in codes]
         w_src = dict(zip(ids, torch.split(w_u, split)))
         w_tgt = dict(zip(ids, torch.split(w_t, split)))
@@ -297,6 +305,15 @@ class IdentityEraser:
         similarity = self._target_similarity(w_u, w_t, person, config) if measure else {}
         return ManyErasureResult(patch=patch, request_ids=ids, w_source=w_src, w_target=w_tgt, final_losses=losses,
                                  history=history, seconds=seconds, target_similarity=similarity)
+
+    def _keep_codes(self, keep_erased: Optional[Inputs], camera) -> Optional[torch.Tensor]:
+        if keep_erased is None:
+            return None
+        try:
+            _check_not_empty(keep_erased)
+            return self._codes(keep_erased, camera)[0]
+        except InputError as e:
+            raise type(e)(f"keep_erased: {e}") from e
 
     @torch.no_grad()
     def _target_similarity(self, w_u, w_t, person, config: EraseConfig) -> dict[str, float]:
