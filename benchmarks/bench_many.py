@@ -125,6 +125,8 @@ def joint_section(eraser, faces, codes, metric, n: int) -> dict:
 
 
 def continual_section(eraser, faces, codes, metric, n: int) -> dict:
+    """Erase n people one after another (each patch applied before the next), plain stacking and with
+    ``keep_erased`` (the earlier people's codes passed to the later erases)."""
     import torch
 
     from guide_unlearn.recipes.demo_faces import evaluate as E
@@ -133,20 +135,23 @@ def continual_section(eraser, faces, codes, metric, n: int) -> dict:
     chosen = chosen[:n]
     cfg = eraser.default_config(progress=False)
     ws = [codes[faces.names[i]].unsqueeze(0) for i in chosen]
-    after_each = []
-    patches = []
-    try:
-        for k in range(n):
-            patches.append(eraser.apply_patch(eraser.erase(ws[k], cfg, measure=False).patch))
-            after_each.append([round(float(x), 3) for x in _distances(eraser, faces, torch.cat(ws[:k + 1]),
-                                                                       chosen[:k + 1], metric)])
-    finally:
-        for p in reversed(patches):
-            eraser.remove_patch(p)
-    final = after_each[-1]
-    return {"people": [faces.people[i] for i in chosen], "dlib_after_each_step": after_each,
-            "earlier_still_erased": int(sum(x > E.THRESHOLD for x in final[:-1])), "earlier": n - 1,
-            "all_erased_at_end": bool(all(x > E.THRESHOLD for x in final))}
+    out = {"people": [faces.people[i] for i in chosen]}
+    for mode in ("stacked", "stacked_keep_erased"):
+        after_each, patches = [], []
+        try:
+            for k in range(n):
+                keep = torch.cat(ws[:k]) if k and mode == "stacked_keep_erased" else None
+                patches.append(eraser.apply_patch(eraser.erase(ws[k], cfg, measure=False, keep_erased=keep).patch))
+                after_each.append([round(float(x), 3) for x in _distances(eraser, faces, torch.cat(ws[:k + 1]),
+                                                                           chosen[:k + 1], metric)])
+        finally:
+            for p in reversed(patches):
+                eraser.remove_patch(p)
+        final = after_each[-1]
+        out[mode] = {"dlib_after_each_step": after_each,
+                     "earlier_still_erased": int(sum(x > E.THRESHOLD for x in final[:-1])), "earlier": n - 1,
+                     "all_erased_at_end": bool(all(x > E.THRESHOLD for x in final))}
+    return out
 
 
 def queue_section(requests: int, iterations: int) -> dict:
@@ -224,8 +229,10 @@ def main() -> int:
                   f"{j['target_dlib_pair_distance_separated']}; latent cosine {j['target_latent_cosine']}")
         if "continual" in sections:
             c = figures["continual"] = continual_section(eraser, faces, codes, metric, args.continual)
-            print(f"continual: dlib after each step {c['dlib_after_each_step']}; earlier still erased "
-                  f"{c['earlier_still_erased']}/{c['earlier']}")
+            for mode in ("stacked", "stacked_keep_erased"):
+                m = c[mode]
+                print(f"continual, {mode}: dlib after each step {m['dlib_after_each_step']}; earlier still erased "
+                      f"{m['earlier_still_erased']}/{m['earlier']}")
     if "queue" in sections:
         q = figures["queue"] = queue_section(args.queue_requests, args.queue_iterations)
         print(f"queue (tiny-stylegan2, {q['requests']} requests): 1 process {q['one_process_seconds']} s, 2 processes "
