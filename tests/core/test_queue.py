@@ -42,9 +42,22 @@ def _tensors(folder: Path) -> bytes:
     return (folder / "adapter_model.safetensors").read_bytes()
 
 
-def test_two_accelerate_processes_give_the_same_patches_as_one_and_a_bad_request_fails_alone(tmp_path, shared_dir):
-    req = _requests(tmp_path, shared_dir)
-    _cli(["erase-batch", str(req), "--model", "tiny-stylegan2", "--out", str(tmp_path / "one"), "--quiet", *ITER])
+@pytest.fixture(scope="module")
+def one_process_run(tmp_path_factory, shared_dir):
+    """The queue run once in this process: (REQUESTS folder, its output folder). Tests copy the output."""
+    tmp = tmp_path_factory.mktemp("queue")
+    req = _requests(tmp, shared_dir)
+    summary = run_queue(read_requests(req), "tiny-stylegan2", tmp / "one", overrides={"seed": 0, "iterations": 3},
+                        progress=False)
+    assert summary["done"] == 2 and summary["failed"] == 1 and summary["processes"] == 1
+    return req, tmp / "one"
+
+
+def test_two_accelerate_processes_give_the_same_patches_as_one_and_a_bad_request_fails_alone(tmp_path,
+                                                                                                one_process_run):
+    req, one = one_process_run
+    # `accelerate launch --cpu` starts ONE process unless given an MPI hostfile (accelerate 1.x); on a machine
+    # without GPUs `--multi_gpu` launches the processes through torchrun and they talk over gloo (MULTI_CPU).
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
               "29517", "-m", "guide_unlearn.cli"]
@@ -52,23 +65,22 @@ def test_two_accelerate_processes_give_the_same_patches_as_one_and_a_bad_request
                  *ITER], launcher=launch)
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
     assert summary["processes"] == 2 and summary["done"] == 2 and summary["failed"] == 1
-    one, two = read_manifest(tmp_path / "one"), read_manifest(tmp_path / "two")
-    assert [r["request_id"] for r in two] == ["person-0", "person-1", "person-bad"]
-    assert [r["status"] for r in two] == ["done", "done", "failed"]
-    assert "not a readable image" in two[2]["error"] and "\n" not in two[2]["error"]
-    assert {r["process"] for r in two} == {0, 1}  # really sharded
-    assert [r["patch_id"] for r in one] == [r["patch_id"] for r in two]
+    rows_one, rows_two = read_manifest(one), read_manifest(tmp_path / "two")
+    assert [r["request_id"] for r in rows_two] == ["person-0", "person-1", "person-bad"]
+    assert [r["status"] for r in rows_two] == ["done", "done", "failed"]
+    assert "not a readable image" in rows_two[2]["error"] and "\n" not in rows_two[2]["error"]
+    assert {r["process"] for r in rows_two} == {0, 1}  # really sharded
+    assert [r["patch_id"] for r in rows_one] == [r["patch_id"] for r in rows_two]
     for rid in ("person-0", "person-1"):
-        assert _tensors(tmp_path / "one" / rid) == _tensors(tmp_path / "two" / rid)  # bit-identical
+        assert _tensors(one / rid) == _tensors(tmp_path / "two" / rid)  # bit-identical
     assert not (tmp_path / "two" / "person-bad").exists()
 
 
-def test_a_rerun_after_a_kill_redoes_only_what_is_missing_and_removes_half_written_folders(tmp_path, shared_dir):
-    req = _requests(tmp_path, shared_dir, good=2, broken=False)
-    requests = read_requests(req)
+def test_a_rerun_after_a_kill_redoes_only_what_is_missing_and_removes_half_written_folders(tmp_path,
+                                                                                           one_process_run):
+    req, one = one_process_run
     out = tmp_path / "out"
-    first = run_queue(requests, "tiny-stylegan2", out, overrides={"seed": 0, "iterations": 3}, progress=False)
-    assert first["done"] == 2
+    shutil.copytree(one, out)
     rows = read_manifest(out)
     kept_mtime = (out / "person-0" / "adapter_model.safetensors").stat().st_mtime_ns
     # what a kill during person-1 leaves: no person-1 patch nor result, a temporary folder, a header-only manifest
@@ -78,8 +90,10 @@ def test_a_rerun_after_a_kill_redoes_only_what_is_missing_and_removes_half_writt
     (out / ".person-1.tmp-0badc0de" / "adapter_model.safetensors").write_bytes(b"half")
     header = (out / MANIFEST).read_text().splitlines()[0]
     (out / MANIFEST).write_text(header + "\n")
-    again = run_queue(requests, "tiny-stylegan2", out, overrides={"seed": 0, "iterations": 3}, progress=False)
-    assert again["resumed"] and again["redone_units"] == 1 and again["done"] == 2
+    again = run_queue(read_requests(req), "tiny-stylegan2", out, overrides={"seed": 0, "iterations": 3},
+                      progress=False)
+    assert again["resumed"] and again["done"] == 2 and again["failed"] == 1
+    assert again["redone_units"] == 2  # person-1 and the failed request; person-0 is complete
     assert (out / "person-0" / "adapter_model.safetensors").stat().st_mtime_ns == kept_mtime  # skipped
     strip = lambda rs: [{k: v for k, v in r.items() if k != "seconds"} for r in rs]
     assert strip(read_manifest(out)) == strip(rows)  # same patches, same rows
