@@ -35,6 +35,7 @@ _LAZY = {
     "EraseConfig": "guide_unlearn.config",
     "ForgetPatch": "guide_unlearn.patch",
     "ErasureResult": "guide_unlearn.engine",
+    "ManyErasureResult": "guide_unlearn.pipelines.eraser",
     "IdentityEraser": "guide_unlearn.pipelines.eraser",
     "load_generator": "guide_unlearn.pipelines.loading",
     "load_inverter": "guide_unlearn.pipelines.loading",

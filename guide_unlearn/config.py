@@ -61,6 +61,13 @@ class EraseConfig:
     toward w_avg, > 1 pushes them out, e.g. to where a model's inverted real photos lie)."""
     noise_mode: str = "random"
     """Synthesis noise during training: 'random' (GUIDE), 'const' or 'none'."""
+    persons_per_step: int = 8
+    """Joint runs (``erase_many``): how many people's codes enter L_local per iteration. People are visited in a
+    fixed seeded cyclic order, so each is visited once every ceil(P / persons_per_step) iterations and the batch
+    stays bounded however many people there are (see docs/queue.md). Ignored for one person."""
+    distinct_targets: bool = True
+    """Joint runs: keep the people's UFO targets apart (orthogonalised target directions, see
+    ``targets.separated_targets``) so that two people are not erased into the same face. Ignored for one person."""
 
     full_finetune: bool = False
     """False: train a LoRA forget patch; True: fine-tune every synthesis parameter (the paper preset)."""
@@ -151,6 +158,8 @@ class EraseConfig:
         need(_finite(lo) and _finite(hi) and 0 <= lo <= hi, f"adjacency_alpha must be 0 <= lo <= hi, got {(lo, hi)}")
         need(_finite(self.truncation_psi), f"truncation_psi must be finite, got {self.truncation_psi!r}")
         need(self.noise_mode in NOISE_MODES, f"noise_mode must be one of {NOISE_MODES}, got {self.noise_mode!r}")
+        need(isinstance(self.persons_per_step, int) and self.persons_per_step >= 1,
+             f"persons_per_step must be an integer >= 1, got {self.persons_per_step!r}")
         need(isinstance(self.lora_rank, int) and self.lora_rank >= 1,
              f"lora_rank must be an integer >= 1, got {self.lora_rank!r}")
         need(_finite(self.lora_alpha) and self.lora_alpha > 0, f"lora_alpha must be > 0, got {self.lora_alpha!r}")

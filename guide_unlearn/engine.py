@@ -22,7 +22,7 @@ from .io import PathLike, atomic_write_bytes
 from .losses import ltu_loss
 from .patch import ForgetPatch
 from .protocols import GeneratorAdapter, IdentityModel, PerceptualDistance, module_of
-from .targets import typical_distance, ufo_target
+from .targets import separated_targets, target_similarity, typical_distance, ufo_target
 
 logger = logging.getLogger(__name__)
 TRAIN_ADAPTER = "erasing"
@@ -214,10 +214,22 @@ def run_erase(
     state_dir: Optional[PathLike] = None,
     trackers: Optional[Sequence[str]] = None,
     extra_metadata: Optional[dict[str, Any]] = None,
+    person_of: Optional[torch.Tensor] = None,
+    person_ids: Optional[Sequence[str]] = None,
+    keep: Optional[torch.Tensor] = None,
 ) -> tuple[ForgetPatch, torch.Tensor, list[dict[str, float]], float]:
     """Erase the identity whose code(s) are ``w_u`` [K, num_ws, w_dim] from ``generator``.
 
-    All K codes are photos of ONE person and are erased together. The generator is left exactly as it was
+    All K codes are photos of ONE person and are erased together, unless ``person_of`` [K] (long, 0..P-1) says
+    which of P people each code shows: then each person gets their own UFO target (kept apart when
+    ``cfg.distinct_targets``), L_local takes ``cfg.persons_per_step`` people per iteration in a fixed cyclic
+    order (see :class:`PersonSchedule`), and the adjacency samples start from the visited people's codes.
+    ``person_ids`` (P strings, e.g. request ids) label the per-person final losses in the patch metadata
+    (key ``"requests"``); no code or target is ever stored.
+
+    ``keep`` [M, num_ws, w_dim]: codes of people erased by patches applied before this run (continual requests).
+    Each joins the schedule as a person whose target is its own code under G_s — i.e. its current, already
+    erased rendering — so the new update cannot bring them back. Only their number is recorded. The generator is left exactly as it was
     (the new patch is returned, not applied). With ``state_dir`` and ``cfg.checkpoint_every > 0`` the run
     saves resumable state there and resumes from it if present; the state holds the person's code, so it is
     deleted when the run succeeds. -> (patch, w_target [K, num_ws, w_dim], history, seconds).
@@ -227,7 +239,20 @@ def run_erase(
     device = generator.w_avg.device
     k = w_u.shape[0]
     d, (alpha_lo, alpha_hi) = resolve_distances(cfg, generator)
-    w_t = ufo_target(w_u, generator.w_avg, cfg.target, d)
+    person_of, people = _person_index(person_of, k, person_ids, device)
+    if people > 1 and cfg.distinct_targets:
+        w_t = separated_targets(w_u, person_of, generator.w_avg, cfg.target, d)
+    else:
+        w_t = ufo_target(w_u, generator.w_avg, cfg.target, d)
+    erased_people, erased_codes = people, k
+    if keep is not None:  # earlier people: their target is their own code under G_s (already erased there)
+        keep = check_latents(keep, generator)
+        w_u, w_t = torch.cat([w_u, keep]), torch.cat([w_t, keep])
+        person_of = torch.cat([person_of, people + torch.arange(keep.shape[0], device=device)])
+        people += keep.shape[0]
+        k = w_u.shape[0]
+    schedule = PersonSchedule(person_of, cfg.persons_per_step, cfg.seed) if people > 1 else None
+    per_person: list[dict[str, float]] = [{} for _ in range(people)]
     rng = torch.Generator(device=device).manual_seed(cfg.seed)
     base = patch_state(model)["base_fingerprint"]
 
@@ -253,12 +278,17 @@ def run_erase(
             z = torch.randn(n_adj + n_glob, generator.z_dim, generator=rng, device=device)
             with torch.no_grad():
                 w_r = generator.mapping(z, None, truncation_psi=cfg.truncation_psi) if n_adj + n_glob else None
-            idx = torch.randint(0, k, (n_adj,), generator=rng, device=device)
+            rows = schedule.rows(step) if schedule is not None else None
+            w_us, w_ts = (w_u, w_t) if rows is None else (w_u[rows], w_t[rows])
+            k_s = w_us.shape[0]
+            idx = torch.randint(0, k_s, (n_adj,), generator=rng, device=device)
             alpha = torch.rand(n_adj, generator=rng, device=device) * (alpha_hi - alpha_lo) + alpha_lo
-            ws_u, ws_s = step_codes(w_u, w_t, w_r, idx, alpha, n_adj)
+            ws_u, ws_s = step_codes(w_us, w_ts, w_r, idx, alpha, n_adj)
             with accelerator.autocast():
-                loss = compute_step_loss(generator, trainable.source, ws_u, ws_s, cam, k, n_adj, cfg, perceptual,
-                                         identity, rng)
+                loss = compute_step_loss(generator, trainable.source, ws_u, ws_s, cam, k_s, n_adj, cfg, perceptual,
+                                         identity, rng, None if rows is None else schedule.weights[rows])
+            if rows is not None:
+                _record_people(per_person, person_of[rows], loss.local_rows, step)
             if not math.isfinite(loss.parts["loss"]):  # already on the host: no extra device sync
                 raise TrainingDivergedError(
                     f"the loss became {loss.parts['loss']} at step {step}; lower lr (now {cfg.lr}) or use "
@@ -295,16 +325,87 @@ def run_erase(
             "perceptual_is_learned": bool(getattr(perceptual, "is_learned", False)),
             "identity_model": getattr(identity, "name", None) if identity is not None and cfg.id_weight > 0 else None,
             "library_version": _version(),
-            "num_codes": k,
+            "num_codes": erased_codes,
             "loss_history": downsample_history(history),
         }
+        if keep is not None:
+            metadata["kept_erased"] = int(keep.shape[0])
+        if people > 1:
+            metadata["num_persons"] = erased_people
+            metadata["persons_per_step"] = min(cfg.persons_per_step, people)
+            if erased_people > 1:
+                mine = person_of < erased_people
+                metadata["target_separation"] = target_similarity(w_t[mine], person_of[mine], generator.w_avg)
+        if person_ids is not None:
+            if people == 1:
+                per_person = [metadata["final_losses"]]
+            metadata["requests"] = [
+                {"request_id": str(rid), "final_losses": {k_: v for k_, v in losses.items() if k_ != "step"},
+                 "last_step": int(losses.get("step", final.get("step", cfg.iterations - 1)))}
+                for rid, losses in zip(person_ids, per_person[:erased_people])]
         metadata.update(extra_metadata or {})
         patch = trainable.extract(metadata)
     finally:
         trainable.restore()
     if state_path is not None and state_path.exists():
         state_path.unlink()  # holds the person's code: never keep it after success
-    return patch, w_t, history, seconds
+    return patch, w_t[:erased_codes], history, seconds
+
+
+class PersonSchedule:
+    """Which people enter L_local at each iteration of a joint run: a fixed seeded permutation of the P people,
+    read cyclically ``per_step`` at a time (iteration t takes positions t·S .. t·S+S-1 mod P, S = min(per_step,
+    P)). No person appears twice in one iteration, every person is visited exactly once every P/S iterations
+    (at most ceil(P/S) apart), and the schedule is a pure function of the step, so resuming needs no state.
+
+    person_of: [K] long person index of each code. rows(step) -> the code indices [k_s] of the visited people.
+    """
+
+    def __init__(self, person_of: torch.Tensor, per_step: int, seed: int):
+        people = int(person_of.max()) + 1
+        self.per_step = min(per_step, people)
+        g = torch.Generator().manual_seed(seed + 0x5EED)
+        self.order = torch.randperm(people, generator=g).tolist()
+        self.codes = [torch.nonzero(person_of == p).flatten() for p in range(people)]
+        counts = torch.bincount(person_of, minlength=people).to(torch.float32)
+        self.weights = 1.0 / counts[person_of]  # [K] local-row weights: each visited person's codes sum to 1
+
+    def people(self, step: int) -> list[int]:
+        """The person indices visited at ``step``."""
+        n = len(self.order)
+        return [self.order[(step * self.per_step + j) % n] for j in range(self.per_step)]
+
+    def rows(self, step: int) -> torch.Tensor:
+        """The code indices [k_s] of the people visited at ``step``."""
+        return torch.cat([self.codes[p] for p in self.people(step)])
+
+
+def _person_index(person_of: Optional[torch.Tensor], k: int, person_ids: Optional[Sequence[str]],
+                  device: torch.device) -> tuple[torch.Tensor, int]:
+    """Validate ``person_of`` [K] (default: all codes one person). -> (person_of on device, number of people)."""
+    if person_of is None:
+        person_of = torch.zeros(k, dtype=torch.long)
+    person_of = torch.as_tensor(person_of)
+    if person_of.shape != (k,) or person_of.dtype not in (torch.int32, torch.int64) or int(person_of.min()) < 0:
+        raise LatentError(f"person_of must be [K={k}] person indices >= 0, got {list(person_of.shape)} "
+                          f"{person_of.dtype}")
+    people = int(person_of.max()) + 1
+    if set(person_of.tolist()) != set(range(people)):
+        raise LatentError("person_of must use every person index 0..P-1 at least once")
+    if person_ids is not None and len(person_ids) != people:
+        raise LatentError(f"{len(person_ids)} person ids for {people} people; give one id per person")
+    return person_of.to(device=device, dtype=torch.long), people
+
+
+def _record_people(per_person: list[dict[str, float]], visited: torch.Tensor,
+                   rows: Optional[dict[str, torch.Tensor]], step: int) -> None:
+    """Keep, per person, the mean L_local terms over their codes at their latest visit."""
+    if rows is None:
+        return
+    for p in visited.unique().tolist():
+        mask = visited == p
+        per_person[p] = {name: float(v[mask].mean()) for name, v in rows.items()}
+        per_person[p]["step"] = float(step)
 
 
 def downsample_history(history: list[dict[str, float]], max_points: int = HISTORY_POINTS) -> dict[str, list]:
@@ -343,16 +444,17 @@ def step_codes(w_u: torch.Tensor, w_t: torch.Tensor, w_r: Optional[torch.Tensor]
 def compute_step_loss(generator: GeneratorAdapter, source_context, ws_u: torch.Tensor, ws_s: torch.Tensor,
                       cam: Optional[torch.Tensor], k: int, n_adj: int, cfg: EraseConfig,
                       perceptual: PerceptualDistance, identity: Optional[IdentityModel],
-                      rng: Optional[torch.Generator]):
+                      rng: Optional[torch.Generator], local_weights: Optional[torch.Tensor] = None):
     """One iteration's LTU loss: G_s (inside ``source_context()``, no graph) renders ``ws_s`` and G_u renders
-    ``ws_u`` [B, num_ws, w_dim], each in ONE batch, with the iteration's camera [1, c_dim] shared by all rows."""
+    ``ws_u`` [B, num_ws, w_dim], each in ONE batch, with the iteration's camera [1, c_dim] shared by all rows.
+    ``local_weights`` [k]: see :func:`ltu_loss`."""
     n_glob = ws_u.shape[0] - k - n_adj
     c = cam.expand(ws_u.shape[0], -1) if cam is not None else None
     need_features = cfg.feature_mse_weight > 0
     with source_context():
         out_s = generator.synthesis(ws_s, c, noise_mode=cfg.noise_mode, generator=rng, return_features=need_features)
     out_u = generator.synthesis(ws_u, c, noise_mode=cfg.noise_mode, generator=rng, return_features=need_features)
-    return ltu_loss(out_u, out_s, k, n_adj, n_glob, cfg, perceptual, identity)
+    return ltu_loss(out_u, out_s, k, n_adj, n_glob, cfg, perceptual, identity, local_weights)
 
 
 def _progress(cfg: EraseConfig, start: int):

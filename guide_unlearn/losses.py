@@ -52,22 +52,28 @@ class LTULoss:
 
     total: torch.Tensor
     parts: dict[str, float]
+    local_rows: Optional[dict[str, torch.Tensor]] = None
+    """The L_local terms per local code (detached [K] tensors: 'local', 'local_mse', 'local_lpips', 'local_id')."""
 
 
 def ltu_loss(u: SynthesisOutput, s: SynthesisOutput, k: int, n_adj: int, n_glob: int, cfg: EraseConfig,
-             perceptual: PerceptualDistance, identity: Optional[IdentityModel]) -> LTULoss:
+             perceptual: PerceptualDistance, identity: Optional[IdentityModel],
+             local_weights: Optional[torch.Tensor] = None) -> LTULoss:
     """Combine L_local (mean over the K codes of the person; K = 1 in GUIDE), L_adj (summed over its samples,
     as GUIDE's loop does) and L_global (perceptual distance, summed over its samples).
 
-    u, s: batched outputs with rows [K local | n_adj adjacency | n_glob global].
+    u, s: batched outputs with rows [K local | n_adj adjacency | n_glob global]. ``local_weights`` [K] replaces
+    the mean over the local rows by a weighted sum (joint runs: 1 / codes of that person, so L_local is the sum
+    over the visited people of each person's mean and every person weighs as much as in a single erase).
     """
     def rows(out: SynthesisOutput, a: int, b: int) -> SynthesisOutput:
         feats = out.features[a:b] if out.features is not None else None
         return SynthesisOutput(out.images[a:b], feats)
 
     local = unlearning_terms(rows(u, 0, k), rows(s, 0, k), cfg, perceptual, identity)
-    total = cfg.local_weight * local["total"].mean()
-    parts = {"local": local["total"].mean(), "local_mse": local["mse"].mean(),
+    local_total = local["total"].mean() if local_weights is None else (local["total"] * local_weights).sum()
+    total = cfg.local_weight * local_total
+    parts = {"local": local_total, "local_mse": local["mse"].mean(),
              "local_lpips": local["lpips"].mean(), "local_id": local["id"].mean()}
     if n_adj > 0:
         adj = unlearning_terms(rows(u, k, k + n_adj), rows(s, k, k + n_adj), cfg, perceptual, identity)
@@ -79,7 +85,8 @@ def ltu_loss(u: SynthesisOutput, s: SynthesisOutput, k: int, n_adj: int, n_glob:
         total = total + cfg.global_weight * glob
         parts["global"] = glob
     parts["loss"] = total
-    return LTULoss(total, _floats(parts))
+    rows_ = {"local": local["total"], "local_mse": local["mse"], "local_lpips": local["lpips"], "local_id": local["id"]}
+    return LTULoss(total, _floats(parts), {k_: v.detach() for k_, v in rows_.items()})
 
 
 def _floats(parts: dict[str, torch.Tensor]) -> dict[str, float]:

@@ -44,3 +44,51 @@ def typical_distance(mapping, w_avg: torch.Tensor, z_dim: int, n: int = 256, see
     ws = mapping(z, truncation_psi=truncation_psi)
     avg = w_avg.to(ws.dtype)
     return float((ws - avg).flatten(1).norm(dim=1).mean())
+
+
+def separated_targets(w_u: torch.Tensor, person_of: torch.Tensor, w_avg: torch.Tensor, kind: str = "extrapolate",
+                      distance: float = 30.0) -> torch.Tensor:
+    """UFO targets for a joint run over several people, kept apart from each other.
+
+    UFO sends every person to the sphere of radius ``distance`` around w_avg, opposite their identity direction;
+    people whose directions are alike get targets that are alike. Here each person's mean identity direction
+    m_p (unit, flattened [num_ws·w_dim]) is replaced by the closest set of mutually ORTHOGONAL unit directions
+    (Löwdin's symmetric orthogonalisation V = (M Mᵀ)^-1/2 M: order-independent, and the least change to the set
+    in the least-squares sense), so any two people's targets are d·√2 apart. A person with several codes keeps
+    the per-code spread: each code's direction is shifted by its person's correction (v_p - m_p) and re-normalised.
+
+    w_u:       [K, num_ws, w_dim] codes of all people; person_of [K] long, person index 0..P-1 of each code.
+    -> w_t [K, num_ws, w_dim]. With one person, or kind 'average' (every target is w_avg by definition), this is
+    :func:`ufo_target`.
+    """
+    base = ufo_target(w_u, w_avg, kind, distance)
+    people = int(person_of.max()) + 1 if person_of.numel() else 0
+    if kind != "extrapolate" or people < 2:
+        return base
+    avg = w_avg.to(base) if w_avg.ndim == 2 else w_avg.to(base).expand_as(base[0])
+    n = ((avg - base) / distance).flatten(1).double()  # per-code unit identity directions [K, D]
+    m = torch.zeros(people, n.shape[1], dtype=n.dtype, device=n.device).index_add_(0, person_of.to(n.device), n)
+    m = m / m.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    evals, evecs = torch.linalg.eigh(m @ m.T)
+    inv_sqrt = evecs @ torch.diag(evals.clamp_min(1e-8).rsqrt()) @ evecs.T
+    v = inv_sqrt @ m
+    v = v / v.norm(dim=1, keepdim=True)
+    shifted = n + (v - m)[person_of.to(n.device)]
+    shifted = shifted / shifted.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    return (avg - distance * shifted.to(base.dtype).view_as(base)).contiguous()
+
+
+def target_similarity(w_t: torch.Tensor, person_of: torch.Tensor, w_avg: torch.Tensor) -> dict[str, float]:
+    """How alike the people's targets are in latent space: cosine between their mean target directions
+    (w_t - w_avg, flattened), over every pair of different people. w_t [K, num_ws, w_dim], person_of [K].
+    -> {'latent_cosine_max', 'latent_cosine_mean'} (0 for a single person)."""
+    people = int(person_of.max()) + 1 if person_of.numel() else 0
+    if people < 2:
+        return {"latent_cosine_max": 0.0, "latent_cosine_mean": 0.0}
+    avg = w_avg.to(w_t) if w_avg.ndim == 2 else w_avg.to(w_t).expand_as(w_t[0])
+    d = (w_t - avg).flatten(1).double()
+    m = torch.zeros(people, d.shape[1], dtype=d.dtype, device=d.device).index_add_(0, person_of.to(d.device), d)
+    m = m / m.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    cos = m @ m.T
+    pairs = cos[torch.triu(torch.ones_like(cos, dtype=torch.bool), diagonal=1)]
+    return {"latent_cosine_max": float(pairs.max()), "latent_cosine_mean": float(pairs.mean())}

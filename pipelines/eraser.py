@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
-from typing import Any, Iterator, Optional, Sequence, Union
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Mapping, Optional, Sequence, Union
 
 import torch
 from PIL import Image
@@ -14,7 +16,7 @@ from torch import nn
 from guide_unlearn import lora as L
 from guide_unlearn.config import EraseConfig
 from guide_unlearn.engine import ErasureResult, check_latents, run_erase
-from guide_unlearn.errors import InputError, PatchMismatchError, PatchStateError
+from guide_unlearn.errors import GuideUnlearnError, InputError, PatchMismatchError, PatchStateError
 from guide_unlearn.fingerprint import patch_state
 from guide_unlearn.images import load_image, pil_to_tensor
 from guide_unlearn.patch import ForgetPatch
@@ -22,6 +24,33 @@ from guide_unlearn.protocols import GeneratorAdapter, IdentityModel, Inverter, P
 
 logger = logging.getLogger(__name__)
 Inputs = Union[torch.Tensor, Image.Image, str, os.PathLike, Sequence[Any]]
+Requests = Union[Mapping[str, Inputs], Sequence[tuple[str, Inputs]]]
+
+
+@dataclass
+class ManyErasureResult:
+    """What :meth:`IdentityEraser.erase_many` returns.
+
+    patch:          ONE ForgetPatch erasing every person (not applied); its metadata lists the request ids and
+                    each person's final losses under ``"requests"``.
+    request_ids:    the P request ids, in the order of the run.
+    w_source:       request id -> that person's codes [K_i, num_ws, w_dim] (memory only; never in the patch).
+    w_target:       request id -> their UFO targets [K_i, num_ws, w_dim] (memory only).
+    final_losses:   request id -> L_local terms at that person's last visit.
+    target_similarity: how alike the people's targets are: 'latent_cosine_max/mean' (target directions) and,
+                    with an identity model, 'identity_cosine_max/mean' (its embeddings of G_s(w_t)); the same
+                    figures for plain per-person UFO targets under 'ufo_*' keys, for comparison.
+    history, seconds: as :class:`ErasureResult`.
+    """
+
+    patch: ForgetPatch
+    request_ids: list[str]
+    w_source: dict[str, torch.Tensor]
+    w_target: dict[str, torch.Tensor]
+    final_losses: dict[str, dict[str, float]]
+    history: list[dict[str, float]]
+    seconds: float = 0.0
+    target_similarity: dict[str, float] = field(default_factory=dict)
 
 
 class IdentityEraser:
@@ -217,16 +246,94 @@ class IdentityEraser:
     # -- erase ------------------------------------------------------------------------------------------------
     def erase(self, inputs: Inputs, config: Optional[EraseConfig] = None, camera: Optional[torch.Tensor] = None,
               state_dir: Optional[Union[str, os.PathLike]] = None, trackers: Optional[Sequence[str]] = None,
-              measure: bool = True) -> ErasureResult:
+              measure: bool = True, keep_erased: Optional[Inputs] = None) -> ErasureResult:
         """Erase ONE person given photos of them (paths / PIL / image tensor [N, 3, H, W]) or their codes
         [K, num_ws, w_dim]. All inputs are erased together. Returns with the applied patches as they were (the
-        new patch is not applied). See :class:`ErasureResult`."""
+        new patch is not applied). See :class:`ErasureResult`.
+
+        ``keep_erased``: photos or codes of people erased by the patches applied now (continual requests); the
+        run keeps their current, erased rendering so that this patch does not bring them back (docs/queue.md).
+        They are used in memory only."""
         config = config or self.default_config()
         w_u, photos, cams = self._codes(inputs, camera)
+        keep = self._keep_codes(keep_erased, camera)
         patch, w_t, history, seconds = run_erase(
             self.generator, w_u, config, self.perceptual, self.identity_model, state_dir=state_dir,
-            trackers=trackers, extra_metadata=self._provenance())
+            trackers=trackers, extra_metadata=self._provenance(), keep=keep)
         return self._result(patch, w_u, w_t, history, seconds, measure, photos, cams)
+
+    def erase_many(self, requests: Requests, config: Optional[EraseConfig] = None,
+                   camera: Optional[torch.Tensor] = None, measure: bool = True,
+                   keep_erased: Optional[Inputs] = None) -> ManyErasureResult:
+        """Erase SEVERAL people in one run and one patch.
+
+        ``requests`` maps a request id (any non-empty string the caller chooses; it is stored in the patch
+        metadata, so do not use a name unless you mean to) to that person's photos or codes [K_i, num_ws, w_dim]
+        (as :meth:`erase`); a sequence of (id, inputs) pairs is accepted too (duplicate ids are refused). Each
+        person gets their own UFO target (kept apart, ``config.distinct_targets``); L_local and L_adj cover every
+        person through a cyclic schedule of ``config.persons_per_step`` people per iteration; L_global preserves
+        the rest. Without ``config`` the model's default config is used with iterations raised so that every
+        person is visited at least half as often as a single erase visits its person. ``measure`` adds the
+        target-similarity figures. ``keep_erased``: as in :meth:`erase`. The applied patches stay as they were.
+        See :class:`ManyErasureResult`.
+        """
+        items = _request_items(requests)
+        if config is None:
+            config = self.default_config()
+            visits = math.ceil(config.iterations * len(items) / (2 * min(config.persons_per_step, len(items))))
+            config = config.replace(iterations=max(config.iterations, visits))
+        codes, person_of = [], []
+        for p, (rid, inputs) in enumerate(items):
+            try:
+                _check_not_empty(inputs)
+                w, _, _ = self._codes(inputs, camera)
+            except GuideUnlearnError as e:
+                raise type(e)(f"request {rid!r}: {e}") from e
+            codes.append(w)
+            person_of += [p] * w.shape[0]
+        ids = [rid for rid, _ in items]
+        w_u = torch.cat(codes)
+        person = torch.tensor(person_of, dtype=torch.long)
+        keep = self._keep_codes(keep_erased, camera)
+        patch, w_t, history, seconds = run_erase(
+            self.generator, w_u, config, self.perceptual, self.identity_model,
+            extra_metadata=self._provenance(), person_of=person, person_ids=ids, keep=keep)
+        split = [c.shape[0] for c in codes]
+        w_src = dict(zip(ids, torch.split(w_u, split)))
+        w_tgt = dict(zip(ids, torch.split(w_t, split)))
+        losses = {r["request_id"]: r["final_losses"] for r in patch.metadata["requests"]}
+        similarity = self._target_similarity(w_u, w_t, person, config) if measure else {}
+        return ManyErasureResult(patch=patch, request_ids=ids, w_source=w_src, w_target=w_tgt, final_losses=losses,
+                                 history=history, seconds=seconds, target_similarity=similarity)
+
+    def _keep_codes(self, keep_erased: Optional[Inputs], camera) -> Optional[torch.Tensor]:
+        if keep_erased is None:
+            return None
+        try:
+            _check_not_empty(keep_erased)
+            return self._codes(keep_erased, camera)[0]
+        except InputError as e:
+            raise type(e)(f"keep_erased: {e}") from e
+
+    @torch.no_grad()
+    def _target_similarity(self, w_u, w_t, person, config: EraseConfig) -> dict[str, float]:
+        """Pairwise likeness of the people's targets (separated, and plain UFO for comparison)."""
+        from guide_unlearn.engine import resolve_distances
+        from guide_unlearn.targets import target_similarity, ufo_target
+
+        d, _ = resolve_distances(config, self.generator)
+        plain = ufo_target(w_u, self.generator.w_avg, config.target, d)
+        out: dict[str, float] = {}
+        for prefix, targets in (("", w_t), ("ufo_", plain)):
+            out.update({prefix + k: v for k, v in target_similarity(targets, person, self.generator.w_avg).items()})
+            if self.identity_model is not None and int(person.max()) > 0:
+                first = torch.stack([targets[(person == p).nonzero()[0, 0]] for p in range(int(person.max()) + 1)])
+                emb = torch.nn.functional.normalize(self.identity_model.embed(self.synthesize(first)).float(), dim=1)
+                cos = emb @ emb.T
+                pairs = cos[torch.triu(torch.ones_like(cos, dtype=torch.bool), diagonal=1)]
+                out[prefix + "identity_cosine_max"] = float(pairs.max())
+                out[prefix + "identity_cosine_mean"] = float(pairs.mean())
+        return out
 
     def _provenance(self) -> dict[str, Any]:
         """Patch metadata naming the base: ``base_name`` and, when the registry knows it, ``base_license``."""
@@ -277,6 +384,34 @@ class IdentityEraser:
                              images_after=after, target_images=target, views_before=views_before,
                              views_after=views_after, metrics=metrics, seconds=seconds,
                              photos=None if photos is None else photos.detach().cpu())
+
+
+def _request_items(requests: Requests) -> list[tuple[str, Inputs]]:
+    """Validate erase_many's requests -> [(request id, inputs)] in the given order."""
+    if isinstance(requests, Mapping):
+        items = list(requests.items())
+    elif isinstance(requests, (list, tuple)) and all(isinstance(r, (list, tuple)) and len(r) == 2 for r in requests):
+        items = [tuple(r) for r in requests]
+    else:
+        raise InputError("requests must map request id -> photos or codes (a dict), or be a list of (id, inputs) "
+                         "pairs")
+    if not items:
+        raise InputError("no requests given; pass at least one request id -> photos or codes")
+    seen: set[str] = set()
+    for rid, _ in items:
+        if not isinstance(rid, str) or not rid.strip():
+            raise InputError(f"request ids must be non-empty strings, got {rid!r}")
+        if rid in seen:
+            raise InputError(f"request id {rid!r} appears twice; give each request its own id (merge the photos of "
+                             "one person into one request)")
+        seen.add(rid)
+    return items
+
+
+def _check_not_empty(inputs: Inputs) -> None:
+    if inputs is None or (isinstance(inputs, (list, tuple)) and not inputs) or (
+            torch.is_tensor(inputs) and inputs.numel() == 0):
+        raise InputError("the request is empty; give at least one photo or code of the person")
 
 
 def _random_codes(eraser: IdentityEraser, n: int, seed: int) -> torch.Tensor:

@@ -13,7 +13,7 @@ from guide_unlearn.errors import GuideUnlearnError
 # The commands, imported explicitly by build_parser (an import error propagates). Each module exposes
 # add_parser(subparsers); its parser sets `func(args) -> int`.
 COMMAND_MODULES = ("guide_unlearn.cli.erase", "guide_unlearn.cli.patches", "guide_unlearn.cli.convert",
-                   "guide_unlearn.cli.hub", "guide_unlearn.cli.audit")
+                   "guide_unlearn.cli.hub", "guide_unlearn.cli.audit", "guide_unlearn.cli.batch")
 
 EXIT_USER_ERROR = 2
 EXIT_INTERNAL = 1
