@@ -14,6 +14,7 @@ from .errors import (
     BackendUnavailableError,
     CheckpointError,
     ConfigError,
+    FaceChoiceError,
     GuideUnlearnError,
     ImageLoadError,
     InputError,
@@ -61,7 +62,7 @@ def __getattr__(name: str) -> Any:
 __all__ = sorted(
     list(_LAZY)
     + [
-        "BackendUnavailableError", "CheckpointError", "ConfigError", "GuideUnlearnError", "ImageLoadError",
+        "BackendUnavailableError", "CheckpointError", "ConfigError", "FaceChoiceError", "GuideUnlearnError", "ImageLoadError",
         "InputError", "LatentError", "NoFaceError", "PatchError", "PatchMismatchError", "PatchStateError",
         "SaveError", "TrainingDivergedError", "UnsafeCheckpointError", "__version__",
     ]
