@@ -62,8 +62,8 @@ def __getattr__(name: str) -> Any:
 __all__ = sorted(
     list(_LAZY)
     + [
-        "BackendUnavailableError", "CheckpointError", "ConfigError", "FaceChoiceError", "GuideUnlearnError", "ImageLoadError",
-        "InputError", "LatentError", "NoFaceError", "PatchError", "PatchMismatchError", "PatchStateError",
-        "SaveError", "TrainingDivergedError", "UnsafeCheckpointError", "__version__",
+        "BackendUnavailableError", "CheckpointError", "ConfigError", "FaceChoiceError", "GuideUnlearnError",
+        "ImageLoadError", "InputError", "LatentError", "NoFaceError", "PatchError", "PatchMismatchError",
+        "PatchStateError", "SaveError", "TrainingDivergedError", "UnsafeCheckpointError", "__version__",
     ]
 )

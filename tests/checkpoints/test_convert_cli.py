@@ -9,7 +9,7 @@ import torch
 
 from ckpt_writers import render, tiny_generator, write_nvidia_pickle
 from guide_unlearn.cli import convert as cli_convert
-from guide_unlearn.errors import CheckpointError, ConfigError, SaveError
+from guide_unlearn.errors import CheckpointError, SaveError
 from guide_unlearn.pipelines.loading import load_generator
 
 

@@ -176,3 +176,17 @@ def test_exports_carry_licence_card_and_code_book_with_normal_modes(tmp_path):
         assert set(record["files"]) == set(names) - {"guide_unlearn.json"}
     again = IdentityEraser.from_pretrained(str(tmp_path / "export"), identity_model=None)
     assert patch_state(again.generator)["base_fingerprint"] == patch_state(eraser.generator)["base_fingerprint"]
+
+
+def test_every_generator_family_saves_through_the_lineage_writer(tmp_path):
+    from guide_unlearn.testing import tiny_generator
+
+    for family in ("stylegan2", "eg3d"):
+        g = tiny_generator(family)
+        base = patch_state(g)["base_fingerprint"]
+        g.save_pretrained(tmp_path / family)
+        record = json.loads((tmp_path / family / "guide_unlearn.json").read_text())
+        assert record["base_fingerprint"] == base
+        assert patch_state(load_generator(tmp_path / family))["base_fingerprint"] == base
+        with pytest.raises(SaveError, match="overwrite"):
+            g.save_pretrained(tmp_path / family)
