@@ -14,7 +14,7 @@ from torch import nn
 from guide_unlearn import lora as L
 from guide_unlearn.config import EraseConfig
 from guide_unlearn.engine import ErasureResult, check_latents, judge_erasure, run_erase
-from guide_unlearn.errors import InputError, PatchMismatchError, PatchStateError
+from guide_unlearn.errors import ConfigError, InputError, PatchMismatchError, PatchStateError
 from guide_unlearn.fingerprint import patch_state
 from guide_unlearn.images import load_image, pil_to_tensor
 from guide_unlearn.patch import ForgetPatch
@@ -242,6 +242,7 @@ class IdentityEraser:
         Settings: ``eraser.erase(photo, iterations=20)`` changes fields of :meth:`default_config` (this model's
         recommended settings stay); ``config=`` replaces them all (``overrides`` then apply on top of it).
         ``face`` picks the face in photos with several (see :meth:`invert`)."""
+        _check_fields(overrides)
         if config is None:
             config = self.default_config(**overrides)
         else:
@@ -269,6 +270,7 @@ class IdentityEraser:
         """The ``preset`` EraseConfig with this model's recommended settings (``erase_defaults``, from the registry
         entry; applied to the LoRA preset only) and then ``overrides`` on top: ``default_config(iterations=20)``
         is the way to change a few settings and keep the rest of the model's recommendation."""
+        _check_fields(overrides)
         base = self.erase_defaults if preset == "lora" else {}
         return EraseConfig.preset(preset, **{**base, **overrides})
 
@@ -350,6 +352,20 @@ def _photo_fit(photos: torch.Tensor, before: torch.Tensor, after: torch.Tensor) 
         p = torch.nn.functional.interpolate(p, size=before.shape[-2:], mode="bilinear", align_corners=False,
                                             antialias=True)
     return {"photo_l1_before": float((before - p).abs().mean()), "photo_l1_after": float((after - p).abs().mean())}
+
+
+def _check_fields(overrides: dict[str, Any]) -> None:
+    """Keyword settings must name EraseConfig fields (a typo would otherwise be a bare TypeError)."""
+    import dataclasses
+
+    known = {f.name for f in dataclasses.fields(EraseConfig)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        import difflib
+
+        hints = [m for u in unknown for m in difflib.get_close_matches(u, known, n=1)]
+        hint = f" (did you mean {', '.join(hints)}?)" if hints else ""
+        raise ConfigError(f"unknown erase settings {unknown}{hint}; the EraseConfig fields are {sorted(known)}")
 
 
 def _face_choices(face: Faces, n: int) -> list[Optional[int]]:

@@ -123,6 +123,13 @@ def test_erase_keyword_overrides_keep_the_models_recommended_settings():
     assert (used["iterations"], used["truncation_psi"], used["global_samples"]) == (2, 1.6, 3)
 
 
+def test_a_misspelt_keyword_setting_is_a_config_error_naming_the_field():
+    from guide_unlearn.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="did you mean iterations"):
+        tiny_eraser().erase(torch.zeros(1, 8, 32), iteratons=5)
+
+
 def test_a_plain_erase_config_that_drops_the_recommended_settings_is_not_silent(caplog):
     eraser = tiny_eraser()
     eraser.erase_defaults = {"truncation_psi": 1.6}
