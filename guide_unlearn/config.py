@@ -127,12 +127,14 @@ class EraseConfig:
         return {k: v for k, v in self.to_dict().items() if k not in PRESENTATION_FIELDS}
 
     def digest(self) -> str:
-        """sha256 (16 hex) of :meth:`recipe_dict`: equal for configs that produce the same patch from the same
-        inputs, whatever their progress bar or logging settings."""
+        """``"sha256:<16 hex>"`` of :meth:`recipe_dict`: equal for configs that produce the same patch from the
+        same inputs, whatever their progress bar or logging settings. The same value as the recipe digest in a
+        patch's model card (:func:`guide_unlearn.hub.erase_config_digest`)."""
         import hashlib
         import json
 
-        return hashlib.sha256(json.dumps(self.recipe_dict(), sort_keys=True).encode()).hexdigest()[:16]
+        blob = json.dumps(self.recipe_dict(), sort_keys=True, separators=(",", ":"), default=str).encode()
+        return "sha256:" + hashlib.sha256(blob).hexdigest()[:16]
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "EraseConfig":

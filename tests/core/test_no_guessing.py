@@ -143,6 +143,9 @@ def test_presentation_settings_change_neither_the_digest_nor_what_a_patch_record
     b = a.replace(progress=False, log_every=5, checkpoint_every=2)
     assert a.digest() == b.digest() != a.replace(lr=1e-3).digest()
     assert a.recipe_dict() == b.recipe_dict() and "progress" not in a.recipe_dict()
+    from guide_unlearn.hub import erase_config_digest
+
+    assert erase_config_digest(b.to_dict()) == a.digest()  # one digest of a recipe in the whole library
 
 
 def test_resume_accepts_a_run_that_differs_only_in_presentation(tmp_path, monkeypatch):
