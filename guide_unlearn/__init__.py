@@ -14,6 +14,7 @@ from .errors import (
     BackendUnavailableError,
     CheckpointError,
     ConfigError,
+    FaceChoiceError,
     GuideUnlearnError,
     ImageLoadError,
     InputError,
@@ -64,8 +65,8 @@ def __getattr__(name: str) -> Any:
 __all__ = sorted(
     list(_LAZY)
     + [
-        "BackendUnavailableError", "CheckpointError", "ConfigError", "GuideUnlearnError", "ImageLoadError",
-        "InputError", "LatentError", "NoFaceError", "PatchError", "PatchMismatchError", "PatchStateError",
-        "SaveError", "TrainingDivergedError", "UnsafeCheckpointError", "__version__",
+        "BackendUnavailableError", "CheckpointError", "ConfigError", "FaceChoiceError", "GuideUnlearnError",
+        "ImageLoadError", "InputError", "LatentError", "NoFaceError", "PatchError", "PatchMismatchError",
+        "PatchStateError", "SaveError", "TrainingDivergedError", "UnsafeCheckpointError", "__version__",
     ]
 )

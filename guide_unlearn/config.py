@@ -12,6 +12,9 @@ from .errors import ConfigError
 TARGET_KINDS = ("extrapolate", "average")
 MIXED_PRECISION = ("no", "bf16", "fp16")
 NOISE_MODES = ("random", "const", "none")
+PRESENTATION_FIELDS = ("progress", "log_every", "checkpoint_every")
+"""Fields that change how a run is shown or saved along the way, never its result (the patch): they are left out
+of :meth:`EraseConfig.recipe_dict` / :meth:`EraseConfig.digest`, so a resume or a comparison ignores them."""
 
 
 @dataclass(frozen=True)
@@ -124,6 +127,21 @@ class EraseConfig:
             if isinstance(v, tuple):
                 out[k] = list(v)
         return out
+
+    def recipe_dict(self) -> dict[str, Any]:
+        """:meth:`to_dict` without the presentation fields (:data:`PRESENTATION_FIELDS`): exactly the settings that
+        decide the patch. What a resume compares and what a patch records."""
+        return {k: v for k, v in self.to_dict().items() if k not in PRESENTATION_FIELDS}
+
+    def digest(self) -> str:
+        """``"sha256:<16 hex>"`` of :meth:`recipe_dict`: equal for configs that produce the same patch from the
+        same inputs, whatever their progress bar or logging settings. The same value as the recipe digest in a
+        patch's model card (:func:`guide_unlearn.hub.erase_config_digest`)."""
+        import hashlib
+        import json
+
+        blob = json.dumps(self.recipe_dict(), sort_keys=True, separators=(",", ":"), default=str).encode()
+        return "sha256:" + hashlib.sha256(blob).hexdigest()[:16]
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "EraseConfig":

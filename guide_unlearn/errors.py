@@ -27,6 +27,15 @@ class NoFaceError(InputError):
     """No face was found in a photo that must contain one."""
 
 
+class FaceChoiceError(InputError):
+    """A photo has several faces, or only a face too small for the inverter, and no face was chosen: the library
+    does not guess whom to erase. ``faces`` lists what was found: [{'index', 'box', 'size', 'score'}]."""
+
+    def __init__(self, message: str, faces: "list[dict] | None" = None):
+        super().__init__(message)
+        self.faces = list(faces or [])
+
+
 class LatentError(InputError):
     """A latent code has the wrong shape, dtype or device, or contains NaN / Inf."""
 

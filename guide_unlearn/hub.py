@@ -24,6 +24,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Optional, Union
 
+from .config import PRESENTATION_FIELDS
 from .errors import PatchError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -50,8 +51,9 @@ CARD_FILE = "README.md"
 CARD_FORMAT = "guide_unlearn.model_card"
 CARD_VERSION = 1
 TAGS = ("unlearning", "identity-unlearning", "guide")
-# EraseConfig fields that change how a run behaves, never what it produces: left out of the recipe digest.
-RUNTIME_FIELDS = ("progress", "log_every", "checkpoint_every")
+# EraseConfig fields that change how a run behaves, never what it produces: left out of the recipe digest (one
+# list for the whole library: the resume check and EraseConfig.digest() use the same).
+RUNTIME_FIELDS = PRESENTATION_FIELDS
 _REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$")
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 _LICENSE_ID = re.compile(r"^[a-z0-9][a-z0-9.+-]{0,63}$")

@@ -155,9 +155,13 @@ class ForgetPatch:
         return cls("lora", tensors, metadata, {"r": rank, "lora_alpha": float(rank), "target_modules": modules})
 
     # -- persistence ------------------------------------------------------------------------------------------
-    def save_pretrained(self, save_directory: PathLike, overwrite: bool = True,
+    def save_pretrained(self, save_directory: PathLike, overwrite: bool = False,
                         card: "bool | dict[str, Any] | None" = True) -> Path:
         """Write the patch folder atomically (built under a temporary name, then renamed). -> the folder.
+
+        A missing path or an empty folder is written; an existing patch folder is replaced only with
+        ``overwrite=True``; a folder holding anything that is not part of a complete forget patch is never
+        replaced (SaveError, see :func:`guide_unlearn.io.check_output_dir`).
 
         card: write the README.md model card (True), not (False), or a dict of
         :func:`guide_unlearn.hub.model_card` options, e.g. ``{"license": "apache-2.0"}``.
@@ -173,7 +177,7 @@ class ForgetPatch:
         if len(meta_bytes) > MAX_JSON_BYTES:
             raise PatchError(f"patch metadata is {len(meta_bytes)} bytes (limit {MAX_JSON_BYTES}); trim it")
         card_text = _card_text(json.loads(meta_bytes), card)
-        with atomic_directory(save_directory, overwrite=overwrite) as tmp:
+        with atomic_directory(save_directory, overwrite=overwrite, recognise=patch_files, what="forget patch") as tmp:
             (tmp / tensor_file).write_bytes(blob)
             if self.kind == "lora":
                 (tmp / LORA_CONFIG_FILE).write_text(json.dumps(_peft_config_json(self.lora_config), indent=2))
@@ -257,6 +261,27 @@ def _refuse_links(directory: Path, names: tuple[str, ...]) -> None:
             raise PatchError(f"{path} is a symbolic link; patch files must be regular files (the only links "
                              "followed are huggingface_hub's cache links into the same repo's blobs/). Copy the "
                              "real file into the folder")
+
+
+def patch_files(directory: PathLike) -> Optional[list[str]]:
+    """The files of a complete forget patch in ``directory`` (its metadata, config and tensor file), or None when
+    the folder is not one (no readable ``forget_patch.json`` of this format, or a file it lists is missing).
+    Used to decide whether a folder may be replaced; it does not verify the tensors (``from_pretrained`` does)."""
+    directory = Path(directory)
+    try:
+        meta = _read_json(directory / META_FILE, "patch metadata")
+    except PatchError:
+        return None
+    files = meta.get("files")
+    if meta.get("format") != FORMAT or meta.get("kind") not in KINDS or not isinstance(files, dict) or not files:
+        return None
+    names = [META_FILE] + [str(n) for n in files]
+    if meta.get("kind") == "lora":
+        names.append(LORA_CONFIG_FILE)
+    names.append(_hub.CARD_FILE)  # the model card this library writes beside the patch (optional)
+    if any("/" in n or "\\" in n or not (directory / n).is_file() for n in names if n != _hub.CARD_FILE):
+        return None
+    return names
 
 
 def _read_json(path: Path, what: str) -> dict[str, Any]:

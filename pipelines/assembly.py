@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import torch
 from PIL import Image
 
-from guide_unlearn.errors import BackendUnavailableError, InputError, NoFaceError
+from guide_unlearn.errors import BackendUnavailableError, FaceChoiceError, InputError, NoFaceError
 
 logger = logging.getLogger(__name__)
 
@@ -33,8 +33,9 @@ def tiny_eraser(cls, family: str = "stylegan2", seed: int = 0, inverter_steps: i
     return cls(gen, inverter=inverter, identity_model=identity, perceptual=perceptual, name=f"tiny-{family}")
 
 
-def assemble(cls, name_or_path: str, device: torch.device, **components: Any):
-    """Resolve ``name_or_path`` to a generator (+ its default inverter) and build ``cls`` around it."""
+def assemble(cls, name_or_path: str, device: torch.device, allow_download: bool = False, **components: Any):
+    """Resolve ``name_or_path`` to a generator (+ its default inverter) and build ``cls`` around it. Missing
+    registry files are downloaded only with ``allow_download``."""
     from guide_unlearn.pipelines import registry
 
     entry = registry.REGISTRY.get(str(name_or_path)) if not Path(name_or_path).exists() else None
@@ -47,7 +48,7 @@ def assemble(cls, name_or_path: str, device: torch.device, **components: Any):
         return eraser
     from guide_unlearn.pipelines import loading
 
-    generator = loading.load_generator(name_or_path, device=device)
+    generator = loading.load_generator(name_or_path, device=device, allow_download=allow_download)
     if Path(name_or_path).is_dir():
         from guide_unlearn.pipelines.export import restore_record
 
@@ -55,7 +56,7 @@ def assemble(cls, name_or_path: str, device: torch.device, **components: Any):
     perceptual = components.pop("perceptual", None)
     inverter = components.pop("inverter", None)
     if inverter is None:
-        inverter = _default_inverter(name_or_path, generator, device)
+        inverter = _default_inverter(name_or_path, generator, device, allow_download)
     identity = components.pop("identity_model", "default")
     if identity == "default":
         identity = default_identity_model(device)
@@ -66,7 +67,7 @@ def assemble(cls, name_or_path: str, device: torch.device, **components: Any):
                erase_defaults=defaults)
 
 
-def _default_inverter(name: str, generator, device):
+def _default_inverter(name: str, generator, device, allow_download: bool = False):
     from guide_unlearn.pipelines.loading import load_inverter
     from guide_unlearn.pipelines.registry import default_inverter_for
 
@@ -74,7 +75,8 @@ def _default_inverter(name: str, generator, device):
     if inv_name:
         book = _code_book_file(name) if inv_name == "code-projector" else None  # only code-space inverters use one
         try:
-            return load_inverter(inv_name, device=device, generator=generator, code_book=book)
+            return load_inverter(inv_name, device=device, generator=generator, code_book=book,
+                                 allow_download=allow_download)
         except BackendUnavailableError as e:
             logger.warning("%s; falling back to the optimisation inverter", e)
     return None  # IdentityEraser builds the optimisation projector
@@ -107,23 +109,48 @@ def default_identity_model(device: torch.device):
         return None
 
 
-def align_photo(img: Image.Image, style: str, source: Any):
-    """Detect the largest face and align it for ``style``. -> (crop, camera label or None)."""
+def align_photo(img: Image.Image, style: str, source: Any, face: Optional[int] = None, min_face: int = 0):
+    """Detect the faces and align the chosen one for ``style``. -> (crop, camera label or None).
+
+    A deletion must not guess whom it erases: with several faces, or with only a face whose box is smaller than
+    ``min_face`` pixels, a FaceChoiceError lists the faces (index, box, size; largest first) unless ``face``
+    (an index into that list) chose one.
+    """
     try:
         from guide_unlearn import faces
     except ImportError as e:
         raise BackendUnavailableError("photo alignment needs guide_unlearn.faces; pass an aligned crop as a tensor "
                                       "or align=False") from e
     label = source if isinstance(source, (str, Path)) else "the given image"
-    found = faces.detect_faces(img)
+    found = faces.detect_faces(img)  # largest first
     if not found:
         raise NoFaceError(f"no face found in {label}; pass a photo with a visible face, or an aligned crop with "
                           "align=False")
-    face = max(found, key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1]))
-    crop = faces.align_face(img, face, style)
+    listed = [{"index": i, "box": [round(float(v)) for v in f.box], "size": [round(f.width), round(f.height)],
+               "score": round(f.score, 3)} for i, f in enumerate(found)]
+    text = "; ".join(f"#{d['index']}: box {d['box']} ({d['size'][0]}x{d['size'][1]} px)" for d in listed)
+    how = "choose one with face=INDEX (Python) or --face INDEX (command line)"
+    if face is not None:
+        if not -len(found) <= face < len(found):
+            raise FaceChoiceError(f"face={face} but {label} has {len(found)} face(s): {text}; {how}", listed)
+        chosen = found[face]
+    elif len(found) > 1:
+        raise FaceChoiceError(f"{label} shows {len(found)} faces ({text}); a deletion request must not guess whom to "
+                              f"erase: {how}", listed)
+    else:
+        chosen = found[0]
+        if min(chosen.width, chosen.height) < min_face:
+            raise FaceChoiceError(
+                f"the only face in {label} is {round(chosen.width)}x{round(chosen.height)} px (box "
+                f"{listed[0]['box']}), far smaller than the {min_face} px this model's inverter needs; pass a "
+                f"larger photo of the person, or {how.replace('choose one', 'confirm it')} to use it anyway", listed)
+    if min(chosen.width, chosen.height) < min_face:
+        logger.warning("the chosen face in %s is %dx%d px, smaller than the %d px the inverter needs; the inversion "
+                       "may not look like the person", label, round(chosen.width), round(chosen.height), min_face)
+    crop = faces.align_face(img, chosen, style)
     cam = None
     if style == "eg3d":
-        cam = list(faces.estimate_camera(img, face).label)
+        cam = list(faces.estimate_camera(img, chosen).label)
     return crop, cam
 
 

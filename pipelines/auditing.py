@@ -492,12 +492,12 @@ def record_audit(patch_dir: Union[str, os.PathLike], summary: Mapping[str, Any])
     if len(data) > MAX_JSON_BYTES:
         raise SaveError(f"the patch metadata with the audit would be {len(data)} bytes (limit {MAX_JSON_BYTES}); "
                         "nothing was written")
-    atomic_write_bytes(path, data)
+    atomic_write_bytes(path, data, overwrite=True)  # --write-to-patch is the request to update the record
     from guide_unlearn import hub
 
     card = patch_dir / hub.CARD_FILE
     if card.is_file():  # the patch's model card shows the audit: refresh it (default card options)
-        atomic_write_bytes(card, str(hub.model_card(meta)).encode("utf-8"))
+        atomic_write_bytes(card, str(hub.model_card(meta)).encode("utf-8"), overwrite=True)
     ForgetPatch.from_pretrained(patch_dir)
     return path
 

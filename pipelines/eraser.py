@@ -15,8 +15,8 @@ from torch import nn
 
 from guide_unlearn import lora as L
 from guide_unlearn.config import EraseConfig
-from guide_unlearn.engine import ErasureResult, check_latents, run_erase
-from guide_unlearn.errors import GuideUnlearnError, InputError, PatchMismatchError, PatchStateError
+from guide_unlearn.engine import ErasureResult, check_latents, judge_erasure, run_erase
+from guide_unlearn.errors import ConfigError, GuideUnlearnError, InputError, PatchMismatchError, PatchStateError
 from guide_unlearn.fingerprint import patch_state
 from guide_unlearn.images import load_image, pil_to_tensor
 from guide_unlearn.patch import ForgetPatch
@@ -24,6 +24,7 @@ from guide_unlearn.protocols import GeneratorAdapter, IdentityModel, Inverter, P
 
 logger = logging.getLogger(__name__)
 Inputs = Union[torch.Tensor, Image.Image, str, os.PathLike, Sequence[Any]]
+Faces = Union[None, int, Sequence[Optional[int]]]
 Requests = Union[Mapping[str, Inputs], Sequence[tuple[str, Inputs]]]
 
 
@@ -91,14 +92,25 @@ class IdentityEraser:
     # -- construction -----------------------------------------------------------------------------------------
     @classmethod
     def from_pretrained(cls, name_or_path: str = "eg3d-ffhq", device: Union[str, torch.device] = "cpu",
-                        **components: Any) -> "IdentityEraser":
+                        allow_download: bool = False, **components: Any) -> "IdentityEraser":
         """Assemble an eraser from a registry name ("eg3d-ffhq" — the default —, "stylegan2-ffhq", "e4e-ffhq",
         "demo-faces" — the embedded 64² face model, works offline —, "tiny-stylegan2", "tiny-eg3d", ...) or a
-        local checkpoint / folder. ``components`` may override ``inverter``, ``identity_model`` and
-        ``perceptual``."""
+        local checkpoint / folder. Nothing is downloaded unless ``allow_download=True`` (or the file was fetched
+        with ``guide-unlearn download NAME``); a missing file raises CheckpointError saying where to put it.
+        ``components`` may override ``inverter``, ``identity_model`` and ``perceptual``."""
         from guide_unlearn.pipelines.assembly import assemble
 
-        return assemble(cls, name_or_path, torch.device(device), **components)
+        return assemble(cls, name_or_path, torch.device(device), allow_download=allow_download, **components)
+
+    def save_pretrained(self, save_directory: Union[str, os.PathLike], overwrite: bool = False):
+        """Save the generator as a model folder that loads again with its lineage: applied patches folded into
+        the weights and recorded as merged, the original base fingerprint kept (so patches made for the base
+        still apply), and the licence, model card and code book of the model it came from carried over. An
+        existing folder is replaced only with ``overwrite=True`` and only when it is a generator folder written
+        by this library (see :mod:`guide_unlearn.lineage`). -> the folder (pathlib.Path)."""
+        from guide_unlearn.lineage import save_generator
+
+        return save_generator(module_of(self.generator), save_directory, overwrite=overwrite)
 
     @property
     def device(self) -> torch.device:
@@ -191,18 +203,21 @@ class IdentityEraser:
         return self.generator.synthesis(ws, camera, noise_mode=noise_mode, generator=g).images.clamp(-1, 1)
 
     def invert(self, image_or_images: Inputs, camera: Optional[torch.Tensor] = None, align: bool = True,
-               seed: int = 0) -> torch.Tensor:
+               seed: int = 0, face: Faces = None) -> torch.Tensor:
         """Photos (paths, PIL images, or a tensor [N, 3, H, W] in [-1, 1] of already aligned crops) -> codes
-        [N, num_ws, w_dim]. Paths and PIL images are face-aligned for the inverter when ``align``."""
-        images, cams = self._prepare_images(image_or_images, camera, align)
+        [N, num_ws, w_dim]. Paths and PIL images are face-aligned for the inverter when ``align``; a photo with
+        several faces (or a face too small for the inverter) is refused unless ``face`` picks one: an index into
+        the faces listed by the error (largest first), or one index per photo."""
+        images, cams = self._prepare_images(image_or_images, camera, align, face)
         g = torch.Generator(device=self.device).manual_seed(seed)
         return self.inverter.invert(images, cams, generator=g)
 
-    def _prepare_images(self, inputs: Inputs, camera: Optional[torch.Tensor], align: bool):
+    def _prepare_images(self, inputs: Inputs, camera: Optional[torch.Tensor], align: bool, face: Faces = None):
         items = _as_list(inputs)
         tensors, cams = [], []
         size = getattr(self.generator, "img_resolution", None)
-        for item in items:
+        choices = _face_choices(face, len(items))
+        for item, choice in zip(items, choices):
             if torch.is_tensor(item):
                 x = item.unsqueeze(0) if item.ndim == 3 else item
                 if x.ndim != 4 or x.shape[1] != 3:
@@ -217,7 +232,8 @@ class IdentityEraser:
             if align:
                 from guide_unlearn.pipelines.assembly import align_photo
 
-                img, cam = align_photo(img, self.inverter.input_alignment, item)
+                img, cam = align_photo(img, self.inverter.input_alignment, item, face=choice,
+                                       min_face=_min_face_size(self.inverter, size))
             tensors.append(pil_to_tensor(img, size))
             cams.append(cam)
         shapes = {tuple(t.shape[-2:]) for t in tensors}
@@ -246,21 +262,37 @@ class IdentityEraser:
     # -- erase ------------------------------------------------------------------------------------------------
     def erase(self, inputs: Inputs, config: Optional[EraseConfig] = None, camera: Optional[torch.Tensor] = None,
               state_dir: Optional[Union[str, os.PathLike]] = None, trackers: Optional[Sequence[str]] = None,
-              measure: bool = True, keep_erased: Optional[Inputs] = None) -> ErasureResult:
+              measure: bool = True, face: Faces = None, keep_erased: Optional[Inputs] = None,
+              **overrides: Any) -> ErasureResult:
         """Erase ONE person given photos of them (paths / PIL / image tensor [N, 3, H, W]) or their codes
         [K, num_ws, w_dim]. All inputs are erased together. Returns with the applied patches as they were (the
-        new patch is not applied). See :class:`ErasureResult`.
+        new patch is not applied). See :class:`ErasureResult`; ``result.verdict`` / ``result.succeeded`` judge
+        the measured figures, and a failed erase is logged as a warning.
+
+        Settings: ``eraser.erase(photo, iterations=20)`` changes fields of :meth:`default_config` (this model's
+        recommended settings stay); ``config=`` replaces them all (``overrides`` then apply on top of it).
+        ``face`` picks the face in photos with several (see :meth:`invert`).
 
         ``keep_erased``: photos or codes of people erased by the patches applied now (continual requests); the
         run keeps their current, erased rendering so that this patch does not bring them back (docs/queue.md).
         They are used in memory only."""
-        config = config or self.default_config()
-        w_u, photos, cams = self._codes(inputs, camera)
+        _check_fields(overrides)
+        if config is None:
+            config = self.default_config(**overrides)
+        else:
+            self._warn_dropped_defaults(config)
+            if overrides:
+                config = config.replace(**overrides)
+        w_u, photos, cams = self._codes(inputs, camera, face)
         keep = self._keep_codes(keep_erased, camera)
         patch, w_t, history, seconds = run_erase(
             self.generator, w_u, config, self.perceptual, self.identity_model, state_dir=state_dir,
             trackers=trackers, extra_metadata=self._provenance(), keep=keep)
-        return self._result(patch, w_u, w_t, history, seconds, measure, photos, cams)
+        result = self._result(patch, w_u, w_t, history, seconds, measure, photos, cams)
+        result.verdict = judge_erasure(result.metrics, config.iterations, config.lr)
+        if result.succeeded is False:
+            logger.warning("the erase did not succeed: %s", "; ".join(result.verdict["problems"]))
+        return result
 
     def erase_many(self, requests: Requests, config: Optional[EraseConfig] = None,
                    camera: Optional[torch.Tensor] = None, measure: bool = True,
@@ -344,18 +376,30 @@ class IdentityEraser:
 
     def default_config(self, preset: str = "lora", **overrides: Any) -> EraseConfig:
         """The ``preset`` EraseConfig with this model's recommended settings (``erase_defaults``, from the registry
-        entry; applied to the LoRA preset only) and then ``overrides`` on top."""
+        entry; applied to the LoRA preset only) and then ``overrides`` on top: ``default_config(iterations=20)``
+        is the way to change a few settings and keep the rest of the model's recommendation."""
+        _check_fields(overrides)
         base = self.erase_defaults if preset == "lora" else {}
         return EraseConfig.preset(preset, **{**base, **overrides})
 
-    def _codes(self, inputs: Inputs, camera):
+    def _warn_dropped_defaults(self, config: EraseConfig) -> None:
+        """An explicit config built from EraseConfig() silently loses this model's recommended settings: say so."""
+        plain = EraseConfig()
+        dropped = {k: v for k, v in self.erase_defaults.items()
+                   if getattr(config, k) == getattr(plain, k) and getattr(plain, k) != v and not config.full_finetune}
+        if dropped:
+            logger.warning("this config does not use %s's recommended settings %s; to change a few settings and keep "
+                           "the rest use eraser.erase(photo, iterations=...) or eraser.default_config(iterations=...)",
+                           self.name or "this model", ", ".join(f"{k}={v!r}" for k, v in sorted(dropped.items())))
+
+    def _codes(self, inputs: Inputs, camera, face: Faces = None):
         """-> (codes [K, num_ws, w_dim], the prepared photos [K, 3, H, W] or None, their cameras or None)."""
         if torch.is_tensor(inputs) and inputs.ndim in (2, 3) and tuple(inputs.shape[-2:]) == (
                 self.generator.num_ws, self.generator.w_dim):
             return check_latents(inputs, self.generator), None, None
         if torch.is_tensor(inputs) and inputs.ndim in (2, 3) and inputs.shape[0] != 3:
             return check_latents(inputs, self.generator), None, None  # raises a LatentError with the shape
-        images, cams = self._prepare_images(inputs, camera, align=True)
+        images, cams = self._prepare_images(inputs, camera, align=True, face=face)
         g = torch.Generator(device=self.device).manual_seed(0)
         return self.inverter.invert(images, cams, generator=g), images, cams
 
@@ -444,6 +488,42 @@ def _photo_fit(photos: torch.Tensor, before: torch.Tensor, after: torch.Tensor) 
         p = torch.nn.functional.interpolate(p, size=before.shape[-2:], mode="bilinear", align_corners=False,
                                             antialias=True)
     return {"photo_l1_before": float((before - p).abs().mean()), "photo_l1_after": float((after - p).abs().mean())}
+
+
+def _check_fields(overrides: dict[str, Any]) -> None:
+    """Keyword settings must name EraseConfig fields (a typo would otherwise be a bare TypeError)."""
+    import dataclasses
+
+    known = {f.name for f in dataclasses.fields(EraseConfig)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        import difflib
+
+        hints = [m for u in unknown for m in difflib.get_close_matches(u, known, n=1)]
+        hint = f" (did you mean {', '.join(hints)}?)" if hints else ""
+        raise ConfigError(f"unknown erase settings {unknown}{hint}; the EraseConfig fields are {sorted(known)}")
+
+
+def _face_choices(face: Faces, n: int) -> list[Optional[int]]:
+    """``face`` (None, one index for every photo, or one per photo) -> one choice per photo."""
+    if face is None or isinstance(face, int):
+        if isinstance(face, bool):
+            raise InputError("face must be an integer index (largest face first) or one index per photo")
+        return [face] * n
+    choices = list(face)
+    if len(choices) != n or not all(c is None or (isinstance(c, int) and not isinstance(c, bool)) for c in choices):
+        raise InputError(f"face must be one index for every photo or a list of {n} indices (one per photo), "
+                         f"got {face!r}")
+    return choices
+
+
+def _min_face_size(inverter: Any, resolution: Optional[int]) -> int:
+    """Smallest face box side (pixels) the inverter can use without inventing detail: its ``min_face_size`` if it
+    declares one, else 1/8 of the generator's resolution (a crop enlarged more than ~4x), at least 16."""
+    declared = getattr(inverter, "min_face_size", None)
+    if declared is not None:
+        return int(declared)
+    return max(16, int(resolution or 0) // 8)
 
 
 def _as_list(inputs: Inputs) -> list[Any]:

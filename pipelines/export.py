@@ -1,43 +1,34 @@
-"""Saving a generator with merged patches, and restoring its patch record when it is loaded again."""
+"""Saving a generator with its patches and lineage, and restoring its patch record when it is loaded again.
+
+The work is done by :mod:`guide_unlearn.lineage` (which ``generator.save_pretrained`` also uses); these names stay
+for callers of the pipelines API.
+"""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
+from typing import Optional
 
 from torch import nn
 
-from guide_unlearn.errors import CheckpointError
-from guide_unlearn.fingerprint import patch_state, set_base_record
-from guide_unlearn.io import PathLike, atomic_directory
+from guide_unlearn.io import PathLike
+from guide_unlearn.lineage import RECORD_FILE, generator_files
+from guide_unlearn.lineage import restore_record as _restore
+from guide_unlearn.lineage import save_generator as _save
 
-RECORD_FILE = "guide_unlearn.json"
+__all__ = ["RECORD_FILE", "generator_files", "restore_record", "save_generator"]
 
 
-def save_generator(generator: nn.Module, directory: PathLike) -> Path:
-    """Write the generator (patches must be merged, none applied) as config.json + safetensors, plus
-    guide_unlearn.json with the ORIGINAL base fingerprint and the merged patches, atomically. -> the folder."""
-    state = patch_state(generator)
-    if state["applied"]:
-        raise CheckpointError("patches are applied but not merged; call eraser.merge_patches() before saving")
-    directory = Path(directory)
-    with atomic_directory(directory) as tmp:
-        generator.save_pretrained(tmp, safe_serialization=True)
-        record = {"base_fingerprint": state["base_fingerprint"], "merged_patches": state["merged"]}
-        (tmp / RECORD_FILE).write_text(json.dumps(record, indent=2))
-    return directory
+def save_generator(generator: nn.Module, directory: PathLike, overwrite: bool = False,
+                   carry_from: Optional[PathLike] = None) -> Path:
+    """Write the generator as config.json + safetensors + guide_unlearn.json (the ORIGINAL base fingerprint and
+    every merged or applied patch; applied patches are folded into the written weights), carrying the licence,
+    model card and code book of the folder it was loaded from, atomically. An existing folder is replaced only
+    with ``overwrite`` and only when it is a generator folder of this library. -> the folder."""
+    return _save(generator, directory, overwrite=overwrite, carry_from=carry_from)
 
 
 def restore_record(generator: nn.Module, directory: PathLike) -> None:
-    """If ``directory`` holds a guide_unlearn.json, declare its base fingerprint and merged patches."""
-    path = Path(directory) / RECORD_FILE
-    if not path.is_file():
-        return
-    if path.stat().st_size > 1 << 20:
-        raise CheckpointError(f"{path} is larger than 1 MiB; refusing to read it")
-    try:
-        record: dict[str, Any] = json.loads(path.read_text())
-        set_base_record(generator, str(record["base_fingerprint"]), list(record.get("merged_patches", [])))
-    except (ValueError, KeyError, TypeError) as e:
-        raise CheckpointError(f"{path} is malformed ({e}); delete it to treat the weights as a new base") from e
+    """If ``directory`` holds a guide_unlearn.json, declare its base fingerprint and merged patches (the weights
+    must still match the record)."""
+    _restore(generator, directory)

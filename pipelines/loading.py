@@ -76,6 +76,19 @@ def _generator_from_tensors(sd: Mapping[str, torch.Tensor], path: Path, config: 
     raise CheckpointError(f"{path}: tensors are in none of the known generator layouts ({names}); first keys {keys}")
 
 
+def _restore_lineage(model: nn.Module, lineage: Optional[str], path: Path) -> None:
+    """Declare the base fingerprint and merged patches an exported file records (its header 'lineage')."""
+    if not lineage:
+        return
+    from guide_unlearn.fingerprint import set_base_record
+
+    try:
+        record = json.loads(lineage)
+        set_base_record(model, str(record["base_fingerprint"]), list(record.get("merged_patches", [])))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"{path}: the 'lineage' metadata is malformed ({exc}); re-export the file") from None
+
+
 def _generator_from_file(path: Path) -> nn.Module:
     fmt = detect_format(path)
     if fmt.kind == "folder":
@@ -97,7 +110,9 @@ def _generator_from_file(path: Path) -> nn.Module:
                 config = json.loads(meta["config"])
             except ValueError:
                 config = None
-        return _generator_from_tensors(sd, path, config=config)
+        model = _generator_from_tensors(sd, path, config=config)
+        _restore_lineage(model, meta.get("lineage"), path)
+        return model
     obj = load_torch_file(path)
     if isinstance(obj, Mapping):
         for layout in checkpoint_formats("checkpoint", "generator"):

@@ -175,21 +175,29 @@ def prepare_output(out: Path, head: dict[str, Any], overwrite: bool) -> bool:
     """Claim ``out`` for this queue (main process only). -> True when resuming an earlier run of the same queue.
 
     An empty or missing folder is claimed. A folder whose manifest header matches ``head`` is resumed (stale
-    temporary folders from a killed run are removed). Any other non-empty folder is refused unless ``overwrite``,
-    which empties it first.
+    temporary folders from a killed run are removed). An erase-batch output of ANOTHER queue (other model,
+    --joint or config) is replaced only with ``overwrite``, and only when it holds nothing but this queue's own
+    files (manifest, results, complete patch folders); any other non-empty folder is never replaced.
     """
-    if out.exists() and not out.is_dir():
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
         raise SaveError(f"{out} exists and is not a folder; choose another --out")
     resume = False
     if out.is_dir() and any(out.iterdir()):
         found = read_header(out)
         if found == head:
             resume = True
+        elif found is None:
+            raise SaveError(f"{out} is not empty and is not an erase-batch output folder (no {MANIFEST} of this "
+                            "queue); it is never replaced, even with --overwrite: choose an empty or new --out")
         elif not overwrite:
-            what = ("an erase-batch output made with another model, --joint or config" if found is not None
-                    else "not an erase-batch output folder")
-            raise SaveError(f"{out} is {what}; choose an empty --out, or pass --overwrite to replace its contents")
+            raise SaveError(f"{out} is an erase-batch output made with another model, --joint or config; choose "
+                            "an empty --out, or pass --overwrite to replace it")
         else:
+            foreign = [c.name for c in out.iterdir() if not _queue_owned(c)]
+            if foreign:
+                listed = ", ".join(sorted(foreign)[:5])
+                raise SaveError(f"{out} holds files erase-batch did not write ({listed}); it is never replaced, "
+                                "even with --overwrite: move them out or choose another --out")
             for child in out.iterdir():
                 shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
     out.mkdir(parents=True, exist_ok=True)
@@ -198,8 +206,25 @@ def prepare_output(out: Path, head: dict[str, Any], overwrite: bool) -> bool:
             shutil.rmtree(child, ignore_errors=True) if child.is_dir() else child.unlink(missing_ok=True)
     (out / RESULTS).mkdir(exist_ok=True)
     if not resume:
-        atomic_write_bytes(out / MANIFEST, (json.dumps(head) + "\n").encode())
+        atomic_write_bytes(out / MANIFEST, (json.dumps(head) + "\n").encode(), overwrite=True)
     return resume
+
+
+def _queue_owned(entry: Path) -> bool:
+    """Whether ``entry`` (a child of an output folder) is something this queue writes: its manifest, its results
+    folder, a temporary left by a kill, or a complete forget patch folder."""
+    from guide_unlearn.patch import patch_files
+
+    if entry.is_symlink():
+        return False
+    if entry.name == MANIFEST and entry.is_file():
+        return True
+    if entry.name == RESULTS and entry.is_dir():
+        return all(p.is_file() and not p.is_symlink() and p.suffix == ".json" for p in entry.iterdir())
+    if entry.name.startswith(".") and ".tmp-" in entry.name:
+        return True
+    return entry.is_dir() and patch_files(entry) is not None and \
+        {p.name for p in entry.iterdir()} <= set(patch_files(entry))
 
 
 def read_header(out: Path) -> Optional[dict[str, Any]]:
@@ -294,7 +319,7 @@ def run_queue(requests: Sequence[Request], model: str, out: os.PathLike | str, j
             for unit in mine:
                 rows = _run_unit(eraser, unit, out, overrides)
                 rows = [{**r, "process": state.process_index} for r in rows]
-                atomic_write_bytes(out / RESULTS / f"{unit.name}.json", json.dumps(rows).encode())
+                atomic_write_bytes(out / RESULTS / f"{unit.name}.json", json.dumps(rows).encode(), overwrite=True)
                 if bar is not None:
                     bar.n = _finished(out, units)
                     bar.refresh()
@@ -306,7 +331,7 @@ def run_queue(requests: Sequence[Request], model: str, out: os.PathLike | str, j
             bar.close()
         rows = _collect(out, units)
         lines = [json.dumps(head)] + [json.dumps(r) for r in rows]
-        atomic_write_bytes(out / MANIFEST, ("\n".join(lines) + "\n").encode())
+        atomic_write_bytes(out / MANIFEST, ("\n".join(lines) + "\n").encode(), overwrite=True)
         summary = {"requests": len(requests), "units": len(units), "redone_units": len(todo),
                    "processes": state.num_processes, "resumed": resume,
                    "seconds": round(time.perf_counter() - t0, 2), "manifest": str(out / MANIFEST)}
@@ -344,7 +369,7 @@ def _run_unit(eraser, unit: Unit, out: Path, overrides: dict[str, Any]) -> list[
             else:
                 cfg = config.replace(seed=request_seed(unit.name, base_seed))
                 patch = eraser.erase_many(codes, config=cfg, measure=False).patch
-            patch.save_pretrained(out / unit.name)
+            patch.save_pretrained(out / unit.name, overwrite=True)  # a redone unit replaces its own patch
             seconds = round(time.perf_counter() - t0, 2)
             for entry in patch.metadata["requests"]:
                 rows[entry["request_id"]] = {"request_id": entry["request_id"], "status": "done", "patch": unit.name,

@@ -237,13 +237,13 @@ def resolve_checkpoint(path_or_name: PathOrName, allow_download: Optional[bool] 
                        progress: bool = True) -> tuple[Path, Optional[CheckpointEntry]]:
     """(local path, registry entry or None) for a path or a registry name.
 
-    An existing path wins; otherwise a registry name is looked up in the cache and downloaded where allowed
-    (see :func:`guide_unlearn.checkpoints.resolve_file`).
+    An existing path wins; otherwise a registry name is looked up in the cache and downloaded only when
+    ``allow_download`` is True (see :func:`guide_unlearn.checkpoints.resolve_file`).
     """
     if isinstance(path_or_name, CheckpointEntry):
         if path_or_name.bundled:
             return _bundled_path(path_or_name), path_or_name
-        return resolve_file(path_or_name.source, allow_download, progress), path_or_name
+        return _resolve_entry(path_or_name, allow_download, progress), path_or_name
     p = Path(path_or_name).expanduser()
     if p.exists():
         return p, None
@@ -256,11 +256,24 @@ def resolve_checkpoint(path_or_name: PathOrName, allow_download: Optional[bool] 
             raise CheckpointError(f"'{name}' is a tiny random model with no file; build it with load_generator")
         if entry.bundled:
             return _bundled_path(entry), entry
-        return resolve_file(entry.source, allow_download, progress), entry
+        return _resolve_entry(entry, allow_download, progress), entry
     if os.sep in name or "/" in name or p.suffix:
         raise CheckpointError(f"{name}: no such file or folder")
     get_entry(name)  # raises with the list of names
     raise AssertionError("unreachable")
+
+
+OFFLINE_HINT = ("The bundled demo model works offline with no file to fetch: `--model demo-faces` on the command "
+                "line, IdentityEraser.from_pretrained('demo-faces') in Python.")
+
+
+def _resolve_entry(entry: CheckpointEntry, allow_download: Optional[bool], progress: bool) -> Path:
+    """The entry's file (cache, or a download only when ``allow_download``); a missing file's error also says
+    which model works offline."""
+    try:
+        return resolve_file(entry.source, allow_download, progress)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{exc} {OFFLINE_HINT}") from None
 
 
 def _bundled_path(entry: CheckpointEntry) -> Path:

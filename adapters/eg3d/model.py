@@ -16,6 +16,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
 from guide_unlearn.errors import ConfigError, LatentError
+from guide_unlearn.lineage import LineageSaveMixin
 from guide_unlearn.protocols import SynthesisOutput
 
 from ..stylegan2.layers import SynthesisLayer, ToRGBLayer
@@ -54,7 +55,7 @@ class TriPlaneBackbone(nn.Module):
         self.synthesis = synthesis  # ws -> [N, 3·C_plane, P, P]
 
 
-class EG3DGenerator(ModelMixin, ConfigMixin):
+class EG3DGenerator(LineageSaveMixin, ModelMixin, ConfigMixin):
     """EG3D (Chan et al. 2022) in pure PyTorch; any size from a tiny CPU test model to FFHQ-512.
 
     Implements :class:`guide_unlearn.protocols.GeneratorAdapter`: ``mapping`` takes a conditioning camera

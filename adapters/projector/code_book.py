@@ -80,8 +80,9 @@ class CodeBook:
         index = torch.from_numpy(np.where(best < self.threshold, nearest, -1)).long()
         return index, best
 
-    def save(self, path: Union[str, Path]) -> Path:
-        """Write the book to ``path`` (a .safetensors file) atomically. -> path."""
+    def save(self, path: Union[str, Path], overwrite: bool = False) -> Path:
+        """Write the book to ``path`` (a .safetensors file) atomically; an existing file is replaced only with
+        ``overwrite``. -> path."""
         from safetensors.torch import save
 
         from guide_unlearn.io import atomic_write_bytes
@@ -90,7 +91,7 @@ class CodeBook:
         if self.landmarks is not None:
             tensors["landmarks"] = torch.from_numpy(self.landmarks).float()
         meta = {"format": FORMAT, "descriptor": self.descriptor, "threshold": repr(self.threshold)}
-        atomic_write_bytes(Path(path), save(tensors, metadata=meta))
+        atomic_write_bytes(Path(path), save(tensors, metadata=meta), overwrite=overwrite)
         return Path(path)
 
     @classmethod

@@ -176,12 +176,18 @@ def load_nvidia_pickle(path: Union[str, os.PathLike], key: str = "G_ema") -> Sty
 
 
 def to_nvidia_state_dict(generator: nn.Module) -> dict[str, torch.Tensor]:
-    """The generator's tensors under NVIDIA's G_ema names (ours are the same), detached, contiguous, on CPU.
+    """The generator's tensors under NVIDIA's G_ema names (ours are the same), detached, contiguous, on CPU, with
+    every applied forget patch folded in (:func:`guide_unlearn.lineage.effective_state_dict`).
 
-    Raises CheckpointError if the model still carries unmerged adapters (names with 'lora' / 'base_layer').
+    Raises CheckpointError if the model carries adapters that are not applied patches (names with 'lora').
     """
-    sd = generator.state_dict()
-    extra = [k for k in sd if "lora" in k or "base_layer" in k]
+    from guide_unlearn.lineage import effective_state_dict
+
+    if any(p.is_meta for p in generator.parameters()):
+        sd = {k.replace(".base_layer", ""): v for k, v in generator.state_dict().items()}  # architecture checks
+    else:
+        sd = effective_state_dict(generator)
+    extra = [k for k in sd if "lora" in k]
     if extra:
         raise CheckpointError(f"the generator still has adapter weights ({extra[0]}, ...); merge the forget patch "
                               "into the weights before exporting")
@@ -359,14 +365,20 @@ def to_rosinality_state_dict(generator: nn.Module, include_latent_avg: bool = Tr
     return g_ema
 
 
-def export_safetensors(generator: nn.Module, path: Union[str, os.PathLike], layout: str = "nvidia") -> Path:
-    """Write the generator as one ``.safetensors`` state dict in ``layout`` 'nvidia' | 'rosinality' (atomic write).
+def export_safetensors(generator: nn.Module, path: Union[str, os.PathLike], layout: str = "nvidia",
+                       overwrite: bool = False) -> Path:
+    """Write the generator as one ``.safetensors`` state dict in ``layout`` 'nvidia' | 'rosinality' (atomic write;
+    an existing file is replaced only with ``overwrite``). Applied forget patches are folded in.
 
-    The header metadata records the layout and our config (JSON), so the file can be loaded back by
-    :func:`guide_unlearn.pipelines.loading.load_generator`.
+    The header metadata records the layout, our config (JSON) and the lineage (the original base fingerprint and
+    the merged patches), so :func:`guide_unlearn.pipelines.loading.load_generator` loads the file back with it.
     """
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
+    from guide_unlearn.fingerprint import patch_state
+    from guide_unlearn.io import atomic_write_bytes, check_output_file
+
+    check_output_file(path, overwrite)
     if layout == "nvidia":
         sd = to_nvidia_state_dict(generator)
     elif layout == "rosinality":
@@ -374,16 +386,13 @@ def export_safetensors(generator: nn.Module, path: Union[str, os.PathLike], layo
     else:
         raise CheckpointError(f"unknown export layout '{layout}'; use 'nvidia' or 'rosinality'")
     config = {k: v for k, v in dict(getattr(generator, "config", {}) or {}).items() if not k.startswith("_")}
-    meta = {"format": f"stylegan2-{layout}", "config": json.dumps(config), "library": "guide_unlearn"}
+    state = patch_state(generator)
+    merged = list(state["merged"]) + [{"patch_id": pid, "kind": p.kind} for pid, p in state["applied"].items()]
+    lineage = {"base_fingerprint": state["base_fingerprint"], "merged_patches": merged}
+    meta = {"format": f"stylegan2-{layout}", "config": json.dumps(config), "library": "guide_unlearn",
+            "lineage": json.dumps(lineage, default=str)}
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        save_file({k: v.contiguous() for k, v in sd.items()}, str(tmp), metadata=meta)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    atomic_write_bytes(path, save({k: v.contiguous() for k, v in sd.items()}, metadata=meta), overwrite=overwrite)
     return path
 
 

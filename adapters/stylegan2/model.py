@@ -8,6 +8,7 @@ import torch
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 
+from guide_unlearn.lineage import LineageSaveMixin
 from guide_unlearn.protocols import SynthesisOutput
 
 from .layers import SynthesisLayer, ToRGBLayer
@@ -30,7 +31,7 @@ class AdapterSynthesis(SynthesisNetwork):
         return SynthesisOutput(img, feat if return_features else None)
 
 
-class StyleGAN2Generator(ModelMixin, ConfigMixin):
+class StyleGAN2Generator(LineageSaveMixin, ModelMixin, ConfigMixin):
     """StyleGAN2 (config-f, 'skip' generator) with NVIDIA parameter names; any size from tiny to FFHQ-1024.
 
     ``save_pretrained(dir)`` / ``from_pretrained(dir)`` round-trip a folder (config.json + safetensors).

@@ -9,6 +9,8 @@ The cache follows huggingface_hub's layout, so its tools (``huggingface-cli scan
 ``<cache>`` is ``$GUIDE_UNLEARN_CACHE`` if set, else the Hugging Face hub cache (``$HF_HUB_CACHE``, else
 ``$HF_HOME/hub``, else ``$XDG_CACHE_HOME/huggingface/hub``, else ``~/.cache/huggingface/hub``). A file dropped by
 hand into ``snapshots/manual/`` is found too, as is one in any folder listed in ``$GUIDE_UNLEARN_CHECKPOINTS``.
+A missing file is downloaded only when the caller asks (``allow_download=True``, ``--download``, or
+``guide-unlearn download NAME``).
 
 This module knows nothing about model families: a :class:`CheckpointSource` is just a file name, an optional URL,
 an optional sha256 and an optional Hugging Face repo.
@@ -29,7 +31,8 @@ from typing import Optional, Union
 from ..errors import CheckpointError
 from ..io import temp_file_beside
 
-__all__ = ["CheckpointSource", "cache_root", "cached_path", "download", "offline", "resolve_file", "sha256_of"]
+__all__ = ["CheckpointSource", "cache_root", "cached_path", "download", "manual_path", "offline", "resolve_file",
+           "sha256_of"]
 
 USER_AGENT = "guide-unlearn checkpoint downloader"
 _CHUNK = 1 << 20
@@ -199,30 +202,39 @@ def _store_in_cache(source: CheckpointSource, progress: bool) -> Path:
 
 
 def missing_file_message(source: CheckpointSource, why: str) -> str:
-    """The 'which file is missing and where to put it' sentence."""
-    where = _repo_dir(source.name) / "snapshots" / "manual" / source.filename
-    get = source.url or source.homepage or "its official source"
-    return (f"checkpoint '{source.name}' needs the file '{source.filename}', which is not on this machine ({why}). "
-            f"Download it from {get} and pass its path, or put it at {where} "
-            f"(or in a folder listed in GUIDE_UNLEARN_CHECKPOINTS).")
+    """The 'which file is missing, the exact path to put it at, and how to download it' sentence."""
+    where = manual_path(source)
+    if source.url:
+        get = (f"download it with `guide-unlearn download {source.name}` (or pass --download / "
+               "allow_download=True), or put the file at")
+    else:
+        get = f"download it by hand from {source.homepage or 'its official source'} and put it at"
+    return (f"checkpoint '{source.name}' needs the file '{source.filename}', which is not on this machine ({why}); "
+            f"{get} {where} (or in a folder listed in GUIDE_UNLEARN_CHECKPOINTS, or pass the file's path).")
+
+
+def manual_path(source: CheckpointSource) -> Path:
+    """Where a file fetched by hand goes so that :func:`cached_path` finds it (``snapshots/manual/<filename>``)."""
+    return _repo_dir(source.name) / "snapshots" / "manual" / source.filename
 
 
 def resolve_file(source: CheckpointSource, allow_download: Optional[bool] = None, progress: bool = True) -> Path:
-    """Local path of ``source``: the cache (see :func:`cached_path`), else a download into the cache.
+    """Local path of ``source``: the cache (see :func:`cached_path`), else a download into the cache, but only
+    when asked.
 
-    allow_download: None = download unless offline (``HF_HUB_OFFLINE=1`` / ``GUIDE_UNLEARN_OFFLINE=1``);
-                    True / False force it on / off.
+    allow_download: True downloads a missing file (unless the source has no direct link); None / False never
+                    download: nothing is fetched behind the caller's back.
 
     Raises:
-        CheckpointError: not cached and cannot be downloaded; the message names the file and where to put it.
+        CheckpointError: not cached and not downloaded; the message names the file, the exact path to put it at
+        and the command that downloads it.
     """
     hit = cached_path(source)
     if hit is not None:
         return hit
-    if allow_download is None:
-        allow_download = not offline()
     if not source.url:
         raise CheckpointError(missing_file_message(source, "its source has no direct download link"))
     if not allow_download:
-        raise CheckpointError(missing_file_message(source, "downloads are disabled: offline mode"))
+        why = "downloads are disabled: offline mode" if offline() else "nothing is downloaded unless asked"
+        raise CheckpointError(missing_file_message(source, why))
     return _store_in_cache(source, progress)

@@ -1,4 +1,4 @@
-"""The ``guide-unlearn`` command line: erase, apply, merge, info (and convert for checkpoints)."""
+"""The ``guide-unlearn`` command line: erase, apply, merge, info (and convert / download for checkpoints)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ from guide_unlearn.errors import GuideUnlearnError
 # The commands, imported explicitly by build_parser (an import error propagates). Each module exposes
 # add_parser(subparsers); its parser sets `func(args) -> int`.
 COMMAND_MODULES = ("guide_unlearn.cli.erase", "guide_unlearn.cli.patches", "guide_unlearn.cli.convert",
-                   "guide_unlearn.cli.hub", "guide_unlearn.cli.audit", "guide_unlearn.cli.batch")
+                   "guide_unlearn.cli.hub", "guide_unlearn.cli.audit", "guide_unlearn.cli.batch",
+                   "guide_unlearn.cli.download")
 
 EXIT_USER_ERROR = 2
 EXIT_INTERNAL = 1

@@ -11,12 +11,9 @@ Examples::
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
-from guide_unlearn.errors import BackendUnavailableError, ConfigError, SaveError
+from guide_unlearn.errors import BackendUnavailableError, ConfigError
 
 __all__ = ["add_parser", "run_convert", "export_generator"]
 
@@ -33,14 +30,19 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("dst", metavar="DST", help="output folder (default) or .safetensors file (with --to)")
     p.add_argument("--to", choices=("nvidia", "rosinality"), default=None,
                    help="export a generator as a safetensors state dict in this official key layout")
-    p.add_argument("--overwrite", action="store_true", help="replace DST if it exists")
-    p.add_argument("--no-download", action="store_true", help="never download a registry checkpoint")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace DST if it is a file, or a model folder written by guide_unlearn (a folder holding "
+                        "anything else is never replaced)")
+    p.add_argument("--download", action="store_true",
+                   help="download a registry checkpoint that is not on this machine (off by default)")
+    p.add_argument("--no-download", action="store_true", help=argparse.SUPPRESS)  # the old default, kept
     p.set_defaults(func=run_convert)
     return p
 
 
-def export_generator(generator, dst: Path, layout: str) -> Path:
-    """Write ``generator`` to ``dst`` (.safetensors) in ``layout`` 'nvidia' | 'rosinality' (atomic)."""
+def export_generator(generator, dst: Path, layout: str, overwrite: bool = False) -> Path:
+    """Write ``generator`` to ``dst`` (.safetensors) in ``layout`` 'nvidia' | 'rosinality' (atomic; an existing
+    file is replaced only with ``overwrite``)."""
     from guide_unlearn.families import list_families, resolve_ref
 
     name = getattr(generator, "family", None)
@@ -53,47 +55,28 @@ def export_generator(generator, dst: Path, layout: str) -> Path:
         raise BackendUnavailableError(f"exporting a {name!r} generator to NVIDIA's layout is not available in "
                                       "this installation")
     export = resolve_ref(family.exporter, f"exporting a {name!r} generator")
-    return export(generator, dst, layout=layout)
-
-
-def _save_folder(generator, dst: Path, overwrite: bool) -> Path:
-    if dst.exists() and not overwrite and (not dst.is_dir() or any(dst.iterdir())):
-        raise ConfigError(f"{dst} exists; choose another DST or pass --overwrite")
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", dir=dst.parent))
-    try:
-        generator.save_pretrained(str(tmp))
-        if dst.exists():
-            old = dst.with_name(f".{dst.name}.old-{os.getpid()}")
-            os.replace(dst, old)
-            os.replace(tmp, dst)
-            shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink()
-        else:
-            os.replace(tmp, dst)
-    except OSError as exc:
-        raise SaveError(f"could not write {dst}: {exc}") from None
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return dst
+    return export(generator, dst, layout=layout, overwrite=overwrite)
 
 
 def run_convert(args: argparse.Namespace) -> int:
     """Handler of ``guide-unlearn convert``; raises package errors (the CLI prints them as one line)."""
+    from guide_unlearn.io import check_output_dir, check_output_file
+    from guide_unlearn.lineage import generator_files, save_generator
     from guide_unlearn.pipelines.loading import load_generator
 
-    allow = False if args.no_download else None
-    generator = load_generator(args.src, device="cpu", allow_download=allow)
     dst = Path(args.dst)
     if args.to:
         if dst.is_dir():
             dst = dst / f"generator-{args.to}.safetensors"
         elif dst.suffix != ".safetensors":
             dst = dst.with_name(dst.name + ".safetensors")
-        if dst.exists() and not args.overwrite:
-            raise ConfigError(f"{dst} exists; choose another DST or pass --overwrite")
-        out = export_generator(generator, dst, args.to)
+        check_output_file(dst, args.overwrite)  # before the (slow) load
     else:
-        out = _save_folder(generator, dst, args.overwrite)
+        check_output_dir(dst, args.overwrite, generator_files, "generator folder")
+    generator = load_generator(args.src, device="cpu", allow_download=bool(args.download and not args.no_download))
+    if args.to:
+        out = export_generator(generator, dst, args.to, overwrite=args.overwrite)
+    else:
+        out = save_generator(generator, dst, overwrite=args.overwrite)
     print(f"wrote {out}")
     return 0

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from guide_unlearn.errors import InputError, LatentError
+
+EXIT_NOT_ERASED = 3  # --strict: the run finished but its measured figures say the erase failed
 
 
 def add_parser(sub) -> None:
@@ -32,6 +35,16 @@ def add_parser(sub) -> None:
     p.add_argument("--checkpoint-every", type=int, default=0, help="save resumable state every N steps")
     p.add_argument("--mixed-precision", choices=["no", "bf16", "fp16"], default="no")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--face", type=int, default=None, metavar="INDEX",
+                   help="which face to erase in photos with several (the error lists them, largest first: 0, 1, ...)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace --out if it is a forget patch written by guide_unlearn, and its pictures (a folder "
+                        "holding anything else is never replaced)")
+    p.add_argument("--download", action="store_true",
+                   help="download the model's official files if they are missing (off by default)")
+    p.add_argument("--strict", action="store_true",
+                   help=f"exit {EXIT_NOT_ERASED} when the measured figures say the person was not erased (or others "
+                        "were not kept); the patch is still written")
     p.set_defaults(func=run)
 
 
@@ -65,6 +78,8 @@ def run(args: argparse.Namespace) -> int:
 
     if bool(args.photos) == bool(args.latent):
         raise InputError("give either photo paths or --latent (exactly one of them)")
+    out = Path(args.out)
+    _check_outputs(out, args.overwrite)  # before any model loads: nothing the user owns is replaced
     overrides = {"seed": args.seed, "progress": not args.quiet, "mixed_precision": args.mixed_precision,
                  "checkpoint_every": args.checkpoint_every}
     if args.iterations is not None:
@@ -74,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
     if args.rank is not None:
         overrides["lora_rank"] = args.rank
         overrides["lora_alpha"] = float(args.rank)
-    eraser = IdentityEraser.from_pretrained(args.model, device=args.device)
+    eraser = IdentityEraser.from_pretrained(args.model, device=args.device, allow_download=args.download)
     config = eraser.default_config(args.preset, **overrides)  # the model's recommended settings, then the flags
     camera = None
     if args.camera:
@@ -88,30 +103,51 @@ def run(args: argparse.Namespace) -> int:
         inputs = list(args.photos)
     if args.no_align and not args.latent:
         inputs = eraser.invert(inputs, camera=camera, align=False)
-    result = eraser.erase(inputs, config=config, camera=camera, state_dir=args.state_dir)
-    out = Path(args.out)
-    result.patch.save_pretrained(out)
+    result = eraser.erase(inputs, config=config, camera=camera, state_dir=args.state_dir, face=args.face)
+    result.patch.save_pretrained(out, overwrite=args.overwrite)
     rows = [result.images_before, result.images_after, result.target_images]
     if result.photos is not None:  # first row: the aligned photo itself, at the rendering's size
         rows.insert(0, F.interpolate(result.photos, size=rows[0].shape[-2:], mode="bilinear", antialias=True))
     if rows[0].shape[-1] < 128:  # small models (demo-faces is 64²): enlarge so the picture is legible
         scale = 128 // rows[0].shape[-1]
         rows = [F.interpolate(r.float().cpu(), scale_factor=scale, mode="nearest") for r in rows]
-    picture = out.parent / f"{out.name}_before_after.png"
-    _save_png(image_strip(rows), picture)
+    picture, views = _pictures(out)
+    _save_png(image_strip(rows), picture, overwrite=args.overwrite)
     if result.views_before is not None:
-        _save_png(image_strip([result.views_before, result.views_after]), out.parent / f"{out.name}_views.png")
+        _save_png(image_strip([result.views_before, result.views_after]), views, overwrite=args.overwrite)
+    verdict = result.verdict
     print(json.dumps({"patch": str(out), "picture": str(picture), "patch_id": result.patch.patch_id,
                       "patch_bytes": result.patch.num_bytes, "seconds": round(result.seconds, 2),
+                      "erased": verdict.get("succeeded"), "verdict": verdict,
                       "metrics": result.metrics, "final_losses": result.patch.metadata.get("final_losses")}))
+    if verdict.get("succeeded") is False:
+        print(f"guide-unlearn erase: warning: {'; '.join(verdict['problems'])}"
+              + ("" if args.strict else " (pass --strict to make this an error exit)"), file=sys.stderr)
+        if args.strict:
+            return EXIT_NOT_ERASED
     return 0
 
 
-def _save_png(img, path: Path) -> None:
+def _pictures(out: Path) -> tuple[Path, Path]:
+    """The before/after picture and the multi-view picture written beside the patch folder ``out``."""
+    return out.parent / f"{out.name}_before_after.png", out.parent / f"{out.name}_views.png"
+
+
+def _check_outputs(out: Path, overwrite: bool) -> None:
+    """Refuse (SaveError) before any work when --out or its pictures may not be written (see guide_unlearn.io)."""
+    from guide_unlearn.io import check_output_dir, check_output_file
+    from guide_unlearn.patch import patch_files
+
+    check_output_dir(out, overwrite, patch_files, "forget patch")
+    for picture in _pictures(out):
+        check_output_file(picture, overwrite)
+
+
+def _save_png(img, path: Path, overwrite: bool = False) -> None:
     import io
 
     from guide_unlearn.io import atomic_write_bytes
 
     buf = io.BytesIO()
     img.save(buf, format="PNG")
-    atomic_write_bytes(path, buf.getvalue())
+    atomic_write_bytes(path, buf.getvalue(), overwrite=overwrite)

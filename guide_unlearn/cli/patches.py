@@ -21,6 +21,9 @@ def add_parser(sub) -> None:
     a.add_argument("--samples", type=int, default=6, help="random samples in the preview")
     a.add_argument("--seed", type=int, default=0)
     a.add_argument("--device", default="cpu")
+    a.add_argument("--overwrite", action="store_true", help="replace --out if the file exists")
+    a.add_argument("--download", action="store_true",
+                   help="download the model's official files if they are missing (off by default)")
     a.set_defaults(func=run_apply)
 
     m = sub.add_parser("merge", help="merge patch(es) into a generator and export the weights",
@@ -30,6 +33,11 @@ def add_parser(sub) -> None:
     m.add_argument("--model", required=True, help="registry name or local checkpoint/folder")
     m.add_argument("--out", required=True, help="output folder")
     m.add_argument("--device", default="cpu")
+    m.add_argument("--overwrite", action="store_true",
+                   help="replace --out if it is a generator folder written by guide_unlearn (a folder holding "
+                        "anything else is never replaced)")
+    m.add_argument("--download", action="store_true",
+                   help="download the model's official files if they are missing (off by default)")
     m.set_defaults(func=run_merge)
 
     i = sub.add_parser("info", help="describe a patch folder, a hub patch repo or a generator checkpoint")
@@ -45,9 +53,12 @@ def run_apply(args: argparse.Namespace) -> int:
     from guide_unlearn.cli.erase import _save_png
     from guide_unlearn.images import image_strip
 
+    from guide_unlearn.io import check_output_file
+
     if args.samples < 1:
         raise InputError("--samples must be >= 1")
-    eraser = IdentityEraser.from_pretrained(args.model, device=args.device)
+    check_output_file(args.out, args.overwrite)  # before any model loads
+    eraser = IdentityEraser.from_pretrained(args.model, device=args.device, allow_download=args.download)
     g = torch.Generator().manual_seed(args.seed)
     z = torch.randn(args.samples, eraser.generator.z_dim, generator=g).to(eraser.device)
     with torch.no_grad():
@@ -56,7 +67,7 @@ def run_apply(args: argparse.Namespace) -> int:
     for p in args.patches:
         eraser.apply_patch(p)
     after = eraser.synthesize(ws, seed=args.seed)
-    _save_png(image_strip([before, after]), Path(args.out))
+    _save_png(image_strip([before, after]), Path(args.out), overwrite=args.overwrite)
     print(json.dumps({"preview": args.out, "applied": [p.patch_id for p in eraser.applied_patches],
                       "mean_abs_change": float((after - before).abs().mean())}))
     return 0
@@ -64,13 +75,15 @@ def run_apply(args: argparse.Namespace) -> int:
 
 def run_merge(args: argparse.Namespace) -> int:
     from guide_unlearn import IdentityEraser
-    from guide_unlearn.pipelines.export import save_generator
+    from guide_unlearn.io import check_output_dir
+    from guide_unlearn.lineage import generator_files
 
-    eraser = IdentityEraser.from_pretrained(args.model, device=args.device)
+    check_output_dir(args.out, args.overwrite, generator_files, "generator folder")  # before any model loads
+    eraser = IdentityEraser.from_pretrained(args.model, device=args.device, allow_download=args.download)
     for p in args.patches:
         eraser.apply_patch(p)
     merged = eraser.merge_patches()
-    save_generator(eraser.generator, args.out)
+    eraser.save_pretrained(args.out, overwrite=args.overwrite)
     print(json.dumps({"out": args.out, "merged": [m["patch_id"] for m in merged]}))
     return 0
 

@@ -233,7 +233,7 @@ def train(cfg: TrainConfig, images: torch.Tensor, out_dir: Optional[Path] = None
         if state_file is not None and (step % cfg.save_every == 0 or step == cfg.iterations):
             buf = io.BytesIO()
             torch.save(_state(generator, codes, opt, step, cfg, rng, time.perf_counter() - t0), buf)
-            atomic_write_bytes(state_file, buf.getvalue())
+            atomic_write_bytes(state_file, buf.getvalue(), overwrite=True)  # the run's own state, replaced
         if log is not None and (step % cfg.log_every == 0 or step == cfg.iterations):
             log({"step": step, "loss": round(loss_ema, 5), "lr_factor": round(factor, 4), "code_noise": round(sigma, 4),
                  "seconds": round(time.perf_counter() - t0, 1)})
@@ -316,14 +316,11 @@ def export_model(generator, out_dir: Path, extra_files: Optional[dict[str, str]]
     """Write the diffusers-style folder (config.json + fp16 safetensors) atomically. -> out_dir."""
     import copy
 
-    from guide_unlearn.io import atomic_directory
+    from guide_unlearn.lineage import save_generator
 
     model = copy.deepcopy(generator).to(torch.float16)
-    with atomic_directory(out_dir) as tmp:
-        model.save_pretrained(str(tmp), safe_serialization=True)
-        for name, text in (extra_files or {}).items():
-            (tmp / name).write_text(text)
-    return out_dir
+    # A re-run replaces the model folder of its own run folder (never a folder holding anything else).
+    return save_generator(model, out_dir, overwrite=True, extra_files=extra_files)
 
 
 def main(argv: Optional[list[str]] = None) -> int:

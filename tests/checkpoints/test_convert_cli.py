@@ -9,7 +9,7 @@ import torch
 
 from ckpt_writers import render, tiny_generator, write_nvidia_pickle
 from guide_unlearn.cli import convert as cli_convert
-from guide_unlearn.errors import CheckpointError, ConfigError
+from guide_unlearn.errors import CheckpointError, SaveError
 from guide_unlearn.pipelines.loading import load_generator
 
 
@@ -43,8 +43,10 @@ def test_convert_refuses_to_overwrite(tmp_path):
     g.save_pretrained(tmp_path / "a")
     (tmp_path / "b").mkdir()
     (tmp_path / "b" / "x").write_text("keep")
-    with pytest.raises(ConfigError, match="--overwrite"):
+    with pytest.raises(SaveError, match="--overwrite"):
         _run(str(tmp_path / "a"), str(tmp_path / "b"))
+    with pytest.raises(SaveError, match="never replaced"):
+        _run(str(tmp_path / "a"), str(tmp_path / "b"), "--overwrite")
     assert (tmp_path / "b" / "x").read_text() == "keep"
 
 

@@ -76,7 +76,7 @@ def test_resume_with_another_config_is_refused(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         eraser.erase(w, cfg, state_dir=tmp_path, measure=False)
     monkeypatch.setattr(engine, "ltu_loss", real)
-    with pytest.raises(ConfigError, match="another config"):
+    with pytest.raises(ConfigError, match=r"other settings \(lr\)"):
         eraser.erase(w, cfg.replace(lr=1e-3), state_dir=tmp_path, measure=False)
 
 

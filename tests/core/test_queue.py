@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from guide_unlearn.errors import InputError, SaveError
-from guide_unlearn.pipelines.queue import (MANIFEST, Request, make_units, read_manifest, read_requests, request_seed,
-                                           run_queue)
+from guide_unlearn.pipelines.queue import (MANIFEST, Request, make_units, read_header, read_manifest, read_requests,
+                                           request_seed, run_queue)
 
 ITER = ["--iterations", "3"]
 
@@ -114,19 +114,30 @@ def test_joint_groups_make_one_patch_listing_their_requests(tmp_path, shared_dir
     assert rows["person-bad"]["status"] == "failed" and rows["person-bad"]["patch"] is None
 
 
-def test_a_foreign_non_empty_folder_is_refused_unless_overwrite(tmp_path):
+def test_a_folder_holding_user_files_is_never_replaced_even_with_overwrite(tmp_path):
     out = tmp_path / "mine"
     out.mkdir()
     (out / "holiday.jpg").write_bytes(b"user data")
     requests = [Request("a", (tmp_path / "missing.jpg",))]
-    with pytest.raises(SaveError, match="not an erase-batch output"):
-        run_queue(requests, "tiny-stylegan2", out, progress=False)
-    assert (out / "holiday.jpg").read_bytes() == b"user data" and not (out / MANIFEST).exists()
-    summary = run_queue(requests, "tiny-stylegan2", out, overwrite=True, progress=False)
-    assert not (out / "holiday.jpg").exists() and summary["failed"] == 1
-    # the same folder with another model is not this queue's own either
+    for overwrite in (False, True):
+        with pytest.raises(SaveError, match="not an erase-batch output"):
+            run_queue(requests, "tiny-stylegan2", out, overwrite=overwrite, progress=False)
+        assert (out / "holiday.jpg").read_bytes() == b"user data" and not (out / MANIFEST).exists()
+
+
+def test_another_queues_output_is_replaced_only_with_overwrite(tmp_path):
+    out = tmp_path / "out"
+    requests = [Request("a", (tmp_path / "missing.jpg",))]
+    assert run_queue(requests, "tiny-stylegan2", out, progress=False)["failed"] == 1
     with pytest.raises(SaveError, match="another model"):
         run_queue(requests, "tiny-eg3d", out, progress=False)
+    assert read_header(out)["model"] == "tiny-stylegan2"
+    assert run_queue(requests, "tiny-eg3d", out, overwrite=True, progress=False)["failed"] == 1
+    assert read_header(out)["model"] == "tiny-eg3d"
+    (out / "notes.txt").write_text("mine")  # a user file inside the output: now it is never replaced
+    with pytest.raises(SaveError, match="did not write"):
+        run_queue(requests, "tiny-stylegan2", out, overwrite=True, progress=False)
+    assert (out / "notes.txt").read_text() == "mine"
 
 
 def test_requests_read_from_folder_csv_and_jsonl_agree(tmp_path):
