@@ -39,7 +39,7 @@ _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 KINDS = ("lora", "delta")
 
 
-@dataclass
+@dataclass(repr=False)
 class ForgetPatch:
     """A forget patch: LoRA factors (``kind='lora'``) or full weight differences (``kind='delta'``).
 
@@ -97,6 +97,15 @@ class ForgetPatch:
     def num_bytes(self) -> int:
         """Bytes of tensor data as stored (fp32)."""
         return sum(t.numel() * t.element_size() for t in self.tensors.values())
+
+    def __repr__(self) -> str:
+        """One line: kind, id, rank, size and base (never the tensors or the whole metadata)."""
+        rank = f", r={self.lora_config.get('r')}" if self.kind == "lora" and self.lora_config else ""
+        base = self.metadata.get("base_name")
+        made_for = f", base={base!r}" if base else ""
+        return (f"ForgetPatch(kind={self.kind!r}, id={self.patch_id!r}{rank}, tensors={len(self.tensors)}, "
+                f"bytes={self.num_bytes:,}, family={self.metadata.get('generator_family')!r}{made_for}, "
+                f"fingerprint={self.base_fingerprint[:19]!r})")
 
     def describe(self) -> dict[str, Any]:
         """A short JSON-friendly summary (for ``guide-unlearn info``)."""

@@ -6,68 +6,104 @@ import argparse
 import json
 from pathlib import Path
 
-import torch
-
 from guide_unlearn.errors import InputError
 
 
 def add_parser(sub) -> None:
     a = sub.add_parser("apply", help="apply patch(es) to a generator and render a before/after preview",
                        description="Apply one or more forget patches and write a preview of random samples "
-                                   "(top: base, bottom: patched).")
+                                   "(rows labelled: before = base, after = patched). Arguments, patches and the "
+                                   "output path are checked before the model loads.")
     a.add_argument("patches", nargs="+", help="patch folder(s)")
     a.add_argument("--model", required=True, help="registry name or local checkpoint/folder")
-    a.add_argument("--out", required=True, help="PNG file to write")
-    a.add_argument("--samples", type=int, default=6, help="random samples in the preview")
-    a.add_argument("--seed", type=int, default=0)
-    a.add_argument("--device", default="cpu")
+    a.add_argument("--out", required=True, help="picture to write: .png, .jpg / .jpeg or .webp")
+    a.add_argument("--samples", type=int, default=6, help="random samples in the preview (default 6)")
+    a.add_argument("--seed", type=int, default=0, help="seed of the random samples (default 0)")
+    a.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:N or mps (default cpu)")
     a.set_defaults(func=run_apply)
 
     m = sub.add_parser("merge", help="merge patch(es) into a generator and export the weights",
                        description="Merge forget patches into the base weights and save the generator folder "
-                                   "(config.json + safetensors + guide_unlearn.json).")
+                                   "(config.json + safetensors + guide_unlearn.json). Arguments, patches and the "
+                                   "output path are checked before the model loads.")
     m.add_argument("patches", nargs="+", help="patch folder(s)")
     m.add_argument("--model", required=True, help="registry name or local checkpoint/folder")
     m.add_argument("--out", required=True, help="output folder")
-    m.add_argument("--device", default="cpu")
+    m.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:N or mps (default cpu)")
     m.set_defaults(func=run_merge)
 
-    i = sub.add_parser("info", help="describe a patch folder, a hub patch repo or a generator checkpoint")
+    i = sub.add_parser("info", help="describe a patch folder, a hub patch repo or a generator checkpoint",
+                       description="Print a JSON description of a forget patch (folder or hub repo id), or of a "
+                                   "generator (model folder, checkpoint file or any name `erase --model` accepts).")
     i.add_argument("path", help="patch folder, hub repo id ('user/repo'), generator folder, checkpoint file or "
-                                "registry name")
+                                "model name (e.g. demo-faces)")
     i.add_argument("--revision", default=None, help="hub revision (branch, tag or commit) of a repo id")
     i.add_argument("--subfolder", default=None, help="folder of the patch inside the repo or folder")
     i.set_defaults(func=run_info)
 
 
+def read_patches(paths) -> list:
+    """Every patch folder read and verified (ForgetPatch objects), before any model is loaded."""
+    from guide_unlearn.patch import ForgetPatch
+
+    return [ForgetPatch.from_pretrained(p) for p in paths]
+
+
+def not_a_patch(path: Path) -> None:
+    """Raise a PatchError saying plainly why ``path`` is not a forget patch folder (missing, a file, or a folder
+    without forget_patch.json, such as a bare peft adapter or a model folder); return if it may be one."""
+    from guide_unlearn.errors import PatchError
+    from guide_unlearn.patch import META_FILE
+
+    if not path.exists():
+        raise PatchError(f"{path} does not exist; pass a forget patch folder (written by `guide-unlearn erase`)")
+    if not path.is_dir():
+        raise PatchError(f"{path} is a file, not a forget patch; a patch is a folder holding {META_FILE}")
+    if not (path / META_FILE).is_file():
+        looks = (" (it looks like a model folder)" if (path / "config.json").is_file() else
+                 " (it looks like a bare LoRA adapter)" if (path / "adapter_config.json").is_file() else "")
+        raise PatchError(f"{path} is not a forget patch: it has no {META_FILE}{looks}; pass the folder written by "
+                         "`guide-unlearn erase` (or ForgetPatch.save_pretrained), copied whole")
+
+
 def run_apply(args: argparse.Namespace) -> int:
     from guide_unlearn import IdentityEraser
-    from guide_unlearn.cli.erase import _save_png
-    from guide_unlearn.images import image_strip
+    from guide_unlearn.cli.erase import check_model_name, save_picture
+    from guide_unlearn.cli.paths import check_output_file
+    from guide_unlearn.devices import resolve_device
+    from guide_unlearn.images import image_strip, picture_format
 
     if args.samples < 1:
         raise InputError("--samples must be >= 1")
-    eraser = IdentityEraser.from_pretrained(args.model, device=args.device)
-    g = torch.Generator().manual_seed(args.seed)
-    z = torch.randn(args.samples, eraser.generator.z_dim, generator=g).to(eraser.device)
-    with torch.no_grad():
-        ws = eraser.generator.mapping(z, None)
-    before = eraser.synthesize(ws, seed=args.seed)
-    for p in args.patches:
+    picture_format(args.out)  # an extension we cannot write is refused before anything runs
+    out = check_output_file(args.out)
+    device = resolve_device(args.device)
+    check_model_name(args.model)
+    patches = read_patches(args.patches)
+    eraser = IdentityEraser.from_pretrained(args.model, device=device)
+    before = eraser.sample(args.samples, seed=args.seed)
+    for p in patches:
         eraser.apply_patch(p)
-    after = eraser.synthesize(ws, seed=args.seed)
-    _save_png(image_strip([before, after]), Path(args.out))
-    print(json.dumps({"preview": args.out, "applied": [p.patch_id for p in eraser.applied_patches],
+    after = eraser.sample(args.samples, seed=args.seed)
+    save_picture(image_strip([before, after], ["before", "after"]), out)
+    print(json.dumps({"preview": str(out), "applied": [p.patch_id for p in eraser.applied_patches],
                       "mean_abs_change": float((after - before).abs().mean())}))
     return 0
 
 
 def run_merge(args: argparse.Namespace) -> int:
     from guide_unlearn import IdentityEraser
+    from guide_unlearn.cli.erase import check_model_name
+    from guide_unlearn.cli.paths import check_output_folder
+    from guide_unlearn.devices import resolve_device
     from guide_unlearn.pipelines.export import save_generator
 
-    eraser = IdentityEraser.from_pretrained(args.model, device=args.device)
-    for p in args.patches:
+    check_output_folder(args.out)
+    device = resolve_device(args.device)
+    check_model_name(args.model)
+    patches = read_patches(args.patches)
+    eraser = IdentityEraser.from_pretrained(args.model, device=device)
+    for p in patches:
         eraser.apply_patch(p)
     merged = eraser.merge_patches()
     save_generator(eraser.generator, args.out)
@@ -78,6 +114,7 @@ def run_merge(args: argparse.Namespace) -> int:
 def run_info(args: argparse.Namespace) -> int:
     from guide_unlearn.hub import looks_like_repo_id, patch_info
     from guide_unlearn.patch import META_FILE
+    from guide_unlearn.pipelines.assembly import TINY_NAMES
 
     path = Path(args.path)
     revision, subfolder = getattr(args, "revision", None), getattr(args, "subfolder", None)
@@ -86,10 +123,21 @@ def run_info(args: argparse.Namespace) -> int:
                                                                         and looks_like_repo_id(args.path)):
         print(json.dumps(patch_info(args.path, revision=revision, subfolder=subfolder), indent=2))
         return 0
+    if patch_dir.is_dir() and not (patch_dir / "config.json").is_file():
+        not_a_patch(patch_dir)  # a folder that is neither a patch nor a model: say it is not a patch
+    from guide_unlearn.cli.erase import check_model_name
     from guide_unlearn.fingerprint import patch_state
-    from guide_unlearn.pipelines.loading import load_generator
 
-    gen = load_generator(str(path))
+    if not path.exists():
+        check_model_name(args.path)
+    if not path.exists() and args.path in TINY_NAMES:  # every name `erase --model` accepts
+        from guide_unlearn.testing import tiny_generator
+
+        gen = tiny_generator(TINY_NAMES[args.path])
+    else:
+        from guide_unlearn.pipelines.loading import load_generator
+
+        gen = load_generator(str(path))
     if path.is_dir():
         from guide_unlearn.pipelines.export import restore_record
 
