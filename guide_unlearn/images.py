@@ -132,7 +132,7 @@ def check_image_range(x: torch.Tensor, what: str = "image tensor", tolerance: fl
     """Refuse an image tensor whose values leave [-1, 1] (beyond ``tolerance``, for resampling overshoot) with an
     :class:`InputError` that names the expected range and the usual conversions. ``x``: any shape, e.g.
     [N, 3, H, W]."""
-    if x.numel() == 0:
+    if x.numel() == 0 or x.device.type == "meta":  # nothing to look at (shape-only runs on the meta device)
         return
     lo, hi = float(x.min()), float(x.max())
     if lo < -1.0 - tolerance or hi > 1.0 + tolerance:

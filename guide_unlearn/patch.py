@@ -206,8 +206,7 @@ class ForgetPatch:
         ``"user/repo"`` at ``revision`` / ``subfolder`` (a local folder of the same name wins; see
         :func:`guide_unlearn.hub.resolve_patch_folder`)."""
         directory = _hub.resolve_patch_folder(directory, revision=revision, subfolder=subfolder, token=token)
-        if not directory.is_dir():
-            raise PatchError(f"{directory} is not a folder; pass the folder written by patch.save_pretrained()")
+        require_patch_folder(directory)
         pickles = sorted(p.name for p in directory.iterdir() if p.suffix.lower() in _PICKLE_SUFFIXES)
         if pickles:
             raise PatchError(f"{directory} contains pickle files {pickles}; forget patches are safetensors-only and "
@@ -266,6 +265,23 @@ def _refuse_links(directory: Path, names: tuple[str, ...]) -> None:
             raise PatchError(f"{path} is a symbolic link; patch files must be regular files (the only links "
                              "followed are huggingface_hub's cache links into the same repo's blobs/). Copy the "
                              "real file into the folder")
+
+
+def require_patch_folder(directory: PathLike) -> None:
+    """Raise a PatchError saying plainly why ``directory`` is not a forget patch: it does not exist, is a file, or
+    is a folder without ``forget_patch.json`` (a bare peft adapter, a model folder, any other folder). Returns
+    when it may be one (its content is verified by :meth:`ForgetPatch.from_pretrained`)."""
+    path = Path(directory)
+    if not path.exists():
+        raise PatchError(f"{path} does not exist; pass a forget patch folder (written by `guide-unlearn erase` or "
+                         "ForgetPatch.save_pretrained)")
+    if not path.is_dir():
+        raise PatchError(f"{path} is a file, not a forget patch; a patch is a folder holding {META_FILE}")
+    if not (path / META_FILE).is_file():
+        looks = (" (it looks like a model folder)" if (path / "config.json").is_file() else
+                 " (it looks like a bare LoRA adapter)" if (path / "adapter_config.json").is_file() else "")
+        raise PatchError(f"{path} is not a forget patch: it has no {META_FILE}{looks}; pass the folder written by "
+                         "`guide-unlearn erase` (or ForgetPatch.save_pretrained), copied whole")
 
 
 def _read_json(path: Path, what: str) -> dict[str, Any]:

@@ -83,11 +83,11 @@ def _save_folder(generator, dst: Path, overwrite: bool) -> Path:
 
 
 def run_convert(args: argparse.Namespace) -> int:
-    """Handler of ``guide-unlearn convert``; raises package errors (the CLI prints them as one line)."""
+    """Handler of ``guide-unlearn convert``; raises package errors (the CLI prints them as one line). DST is
+    checked before SRC is loaded."""
+    from guide_unlearn.cli.paths import check_output_file, check_output_folder
     from guide_unlearn.pipelines.loading import load_generator
 
-    allow = False if args.no_download else None
-    generator = load_generator(args.src, device="cpu", allow_download=allow)
     dst = Path(args.dst)
     if args.to:
         if dst.is_dir():
@@ -96,6 +96,15 @@ def run_convert(args: argparse.Namespace) -> int:
             dst = dst.with_name(dst.name + ".safetensors")
         if dst.exists() and not args.overwrite:
             raise ConfigError(f"{dst} exists; choose another DST or pass --overwrite")
+        check_output_file(dst, "DST")
+    else:
+        if dst.exists() and not args.overwrite and (not dst.is_dir() or any(dst.iterdir())):
+            raise ConfigError(f"{dst} exists; choose another DST or pass --overwrite")
+        if not dst.is_file():  # a file DST is replaced as a whole with --overwrite
+            check_output_folder(dst, "DST")
+    allow = False if args.no_download else None
+    generator = load_generator(args.src, device="cpu", allow_download=allow)
+    if args.to:
         out = export_generator(generator, dst, args.to)
     else:
         out = _save_folder(generator, dst, args.overwrite)

@@ -49,23 +49,6 @@ def read_patches(paths) -> list:
     return [ForgetPatch.from_pretrained(p) for p in paths]
 
 
-def not_a_patch(path: Path) -> None:
-    """Raise a PatchError saying plainly why ``path`` is not a forget patch folder (missing, a file, or a folder
-    without forget_patch.json, such as a bare peft adapter or a model folder); return if it may be one."""
-    from guide_unlearn.errors import PatchError
-    from guide_unlearn.patch import META_FILE
-
-    if not path.exists():
-        raise PatchError(f"{path} does not exist; pass a forget patch folder (written by `guide-unlearn erase`)")
-    if not path.is_dir():
-        raise PatchError(f"{path} is a file, not a forget patch; a patch is a folder holding {META_FILE}")
-    if not (path / META_FILE).is_file():
-        looks = (" (it looks like a model folder)" if (path / "config.json").is_file() else
-                 " (it looks like a bare LoRA adapter)" if (path / "adapter_config.json").is_file() else "")
-        raise PatchError(f"{path} is not a forget patch: it has no {META_FILE}{looks}; pass the folder written by "
-                         "`guide-unlearn erase` (or ForgetPatch.save_pretrained), copied whole")
-
-
 def run_apply(args: argparse.Namespace) -> int:
     from guide_unlearn import IdentityEraser
     from guide_unlearn.cli.erase import check_model_name, save_picture
@@ -124,7 +107,9 @@ def run_info(args: argparse.Namespace) -> int:
         print(json.dumps(patch_info(args.path, revision=revision, subfolder=subfolder), indent=2))
         return 0
     if patch_dir.is_dir() and not (patch_dir / "config.json").is_file():
-        not_a_patch(patch_dir)  # a folder that is neither a patch nor a model: say it is not a patch
+        from guide_unlearn.patch import require_patch_folder
+
+        require_patch_folder(patch_dir)  # a folder that is neither a patch nor a model: say it is not a patch
     from guide_unlearn.cli.erase import check_model_name
     from guide_unlearn.fingerprint import patch_state
 

@@ -321,3 +321,38 @@ def test_every_option_of_every_command_has_help():
     for name, command in [("guide-unlearn", parser), *commands.items()]:
         for action in command._actions:
             assert action.help and action.help != argparse.SUPPRESS, (name, action.dest)
+
+
+# -- the same classes, found elsewhere -----------------------------------------------------------------------------
+
+def test_convert_checks_its_destination_before_loading_the_source(tmp_path, capsys):
+    (tmp_path / "afile").write_text("mine")
+    # eg3d-ffhq's weights are not on this machine: loading SRC first would fail with a missing-weights error.
+    code = main(["convert", "eg3d-ffhq", str(tmp_path / "afile" / "out"), "--no-download"])
+    err = _one_line_error(capsys)
+    assert code == 2 and "is a file" in err
+
+
+def test_a_patch_passed_as_a_model_is_named_a_patch(tiny_patch):
+    from guide_unlearn.pipelines.loading import load_generator
+
+    with pytest.raises(guide_unlearn.CheckpointError, match="is a forget patch, not a model"):
+        load_generator(tiny_patch)
+
+
+def test_python_patch_loading_says_not_a_patch_for_a_bare_adapter(tmp_path, tiny_patch):
+    from guide_unlearn import ForgetPatch
+
+    (tmp_path / "bare").mkdir()
+    (tmp_path / "bare" / "adapter_config.json").write_bytes((tiny_patch / "adapter_config.json").read_bytes())
+    with pytest.raises(guide_unlearn.PatchError, match="not a forget patch.*bare LoRA adapter"):
+        ForgetPatch.from_pretrained(tmp_path / "bare")
+
+
+def test_inverters_called_directly_refuse_images_outside_the_range():
+    from guide_unlearn.adapters.projector import CodeInverter, OptimizationInverter
+
+    gen = tiny_generator()
+    for inverter in (OptimizationInverter(gen, steps=1), CodeInverter(gen, starts=1, steps=1, refine_steps=0)):
+        with pytest.raises(InputError, match=r"outside the expected range \[-1, 1\]"):
+            inverter.invert(torch.full((1, 3, 32, 32), 255.0))
