@@ -168,8 +168,9 @@ def _projector(entry: CheckpointEntry, generator: Optional[nn.Module], device: A
         try:
             code_book = CodeBook.load(code_book)
         except BackendUnavailableError as exc:  # dlib missing: invert every photo from random starts
-            logger.warning("the code book %s needs dlib (%s); photos of known people are inverted from random "
-                           "starts instead of their training codes", code_book, exc)
+            logger.info("code book %s: %s", code_book, exc)  # the full search path, with -v
+            logger.warning("the model's code book needs dlib and its weights, which were not found: photos of "
+                           "known people start from random codes (docs/faces.md)")
             code_book = None
     return CodeInverter(generator.to(device), code_book=code_book)
 
