@@ -84,8 +84,8 @@ class IdentityEraser:
 
     @property
     def identity_model(self) -> Optional[IdentityModel]:
-        """The ID-loss network, or None (ID term off). A deferred default (``DEFAULT_IDENTITY``, what
-        ``from_pretrained`` passes) is resolved here at first use: ArcFace when its weights are found."""
+        """The ID-loss network, or None (ID term off). The default that ``from_pretrained`` defers is resolved
+        here at first use: ArcFace IR-SE50 when its weights are found, else None (one warning line)."""
         if isinstance(self._identity_model, _Deferred):
             self._identity_model = self._identity_model.build()
         return self._identity_model

@@ -135,6 +135,9 @@ def load_generator(path_or_name: PathOrName, device: Any = "cpu", allow_download
         CheckpointError: missing / truncated / unknown format (the message says what the file seems to be).
         BackendUnavailableError: the file needs a backend that is not installed.
     """
+    from guide_unlearn.devices import resolve_device
+
+    device = resolve_device(device)  # a missing CUDA device is refused before the file is read
     path, entry = resolve_checkpoint(path_or_name, allow_download)
     if entry is not None and entry.kind == "inverter":
         raise CheckpointError(f"'{entry.name}' is an inverter; load it with load_inverter (its generator is "
@@ -186,6 +189,9 @@ def load_inverter(path_or_name: PathOrName, device: Any = "cpu", generator: Opti
 
     Raises CheckpointError / UnsafeCheckpointError / BackendUnavailableError like :func:`load_generator`.
     """
+    from guide_unlearn.devices import resolve_device
+
+    device = resolve_device(device)
     entry = REGISTRY.get(str(path_or_name)) if not Path(str(path_or_name)).expanduser().exists() else None
     if entry is not None and entry.format == "projector":
         return _projector(entry, generator, device, code_book)

@@ -176,6 +176,8 @@ def test_a_missing_cuda_device_is_a_guide_unlearn_error(tmp_path, latent, capsys
         guide_unlearn.IdentityEraser.from_pretrained("tiny-stylegan2", device=missing)
     with pytest.raises(errors.DeviceError, match="not a torch device"):
         guide_unlearn.IdentityEraser.from_pretrained("tiny-stylegan2", device="gpu")
+    with pytest.raises(errors.DeviceError, match="CUDA"):  # the loaders check it before reading the file
+        guide_unlearn.load_generator("demo-faces", device=missing)
     code = main(["erase", "--latent", str(latent), "--model", "tiny-stylegan2", "--out", str(tmp_path / "p"),
                  "--device", missing])
     err = _one_line_error(capsys)
