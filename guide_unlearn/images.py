@@ -128,6 +128,11 @@ def tensor_to_pil(x: torch.Tensor) -> Image.Image:
     return Image.fromarray(arr, "RGB")
 
 
+# Inverters called directly also take raw generator renders, which may overshoot [-1, 1] (a random tiny model's by
+# ~3): they refuse only what is clearly another scale (0..255 pixels). The eraser's own check is strict.
+GROSS_RANGE_TOLERANCE = 9.0
+
+
 def check_image_range(x: torch.Tensor, what: str = "image tensor", tolerance: float = 1e-3) -> None:
     """Refuse an image tensor whose values leave [-1, 1] (beyond ``tolerance``, for resampling overshoot) with an
     :class:`InputError` that names the expected range and the usual conversions. ``x``: any shape, e.g.

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from guide_unlearn.errors import InputError
-from guide_unlearn.images import check_image_range
+from guide_unlearn.images import GROSS_RANGE_TOLERANCE, check_image_range
 from guide_unlearn.protocols import GeneratorAdapter, PerceptualDistance
 
 from .code_book import CodeBook
@@ -96,7 +96,7 @@ class CodeInverter:
         g = self.generator
         if images.ndim != 4 or images.shape[1] != 3:
             raise InputError(f"images must be [N, 3, H, W], got {list(images.shape)}")
-        check_image_range(images)
+        check_image_range(images, tolerance=GROSS_RANGE_TOLERANCE)
         device = g.w_avg.device
         images = images.to(device, torch.float32)
         res = getattr(g, "img_resolution", images.shape[-1])

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from guide_unlearn.errors import InputError
-from guide_unlearn.images import check_image_range
+from guide_unlearn.images import GROSS_RANGE_TOLERANCE, check_image_range
 from guide_unlearn.protocols import GeneratorAdapter, PerceptualDistance
 
 
@@ -76,7 +76,7 @@ class OptimizationInverter:
         g = self.generator
         if images.ndim != 4 or images.shape[1] != 3:
             raise InputError(f"images must be [N, 3, H, W], got {list(images.shape)}")
-        check_image_range(images)
+        check_image_range(images, tolerance=GROSS_RANGE_TOLERANCE)
         device = g.w_avg.device
         images = images.to(device, torch.float32)
         probe = g.synthesis(g.w_avg.view(1, 1, -1).expand(1, g.num_ws, -1), None if cameras is None else cameras[:1],
