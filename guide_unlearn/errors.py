@@ -8,11 +8,23 @@ from __future__ import annotations
 
 
 class GuideUnlearnError(Exception):
-    """Base class of every error raised on purpose by guide_unlearn."""
+    """Base class of every error raised on purpose by guide_unlearn.
+
+    ``cli_message`` (optional) is the same message worded for command-line users (flags instead of Python
+    keywords, e.g. ``--no-align`` instead of ``align=False``); the CLI prints it instead of ``str(error)``.
+    """
+
+    def __init__(self, message: str = "", *args: object, cli_message: "str | None" = None):
+        super().__init__(message, *args)
+        self.cli_message = cli_message
 
 
 class ConfigError(GuideUnlearnError, ValueError):
     """A configuration value is out of range or inconsistent (e.g. ``iterations=0``, ``rank=0``)."""
+
+
+class DeviceError(ConfigError):
+    """The requested torch device does not exist on this machine (e.g. ``cuda`` without a CUDA GPU)."""
 
 
 class InputError(GuideUnlearnError, ValueError):

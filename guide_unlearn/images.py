@@ -6,14 +6,14 @@ import logging
 import os
 import warnings
 from pathlib import Path
-from typing import Union
+from typing import Optional, Sequence, Union
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import ImageLoadError
+from .errors import ImageLoadError, InputError
 
 logger = logging.getLogger(__name__)
 MAX_PIXELS = 64_000_000  # refuse decompression bombs beyond 64 MP (about 8000 x 8000)
@@ -128,12 +128,84 @@ def tensor_to_pil(x: torch.Tensor) -> Image.Image:
     return Image.fromarray(arr, "RGB")
 
 
-def image_strip(rows: list[torch.Tensor]) -> Image.Image:
-    """Rows of images ([N, 3, H, W] each, same H) -> one PIL picture, rows stacked vertically."""
+# Inverters called directly also take raw generator renders, which may overshoot [-1, 1] (a random tiny model's by
+# ~3): they refuse only what is clearly another scale (0..255 pixels). The eraser's own check is strict.
+GROSS_RANGE_TOLERANCE = 9.0
+
+
+def check_image_range(x: torch.Tensor, what: str = "image tensor", tolerance: float = 1e-3) -> None:
+    """Refuse an image tensor whose values leave [-1, 1] (beyond ``tolerance``, for resampling overshoot) with an
+    :class:`InputError` that names the expected range and the usual conversions. ``x``: any shape, e.g.
+    [N, 3, H, W]."""
+    if x.numel() == 0 or x.device.type == "meta":  # nothing to look at (shape-only runs on the meta device)
+        return
+    lo, hi = float(x.min()), float(x.max())
+    if lo < -1.0 - tolerance or hi > 1.0 + tolerance:
+        hint = ("it looks like 0..255 pixels: use x / 127.5 - 1" if hi > 2.0 else
+                "it looks like [0, 1] pixels: use x * 2 - 1" if lo >= 0.0 else "rescale it")
+        raise InputError(f"{what} values span [{lo:.4g}, {hi:.4g}], outside the expected range [-1, 1]; {hint}")
+
+
+def image_strip(rows: list[torch.Tensor], labels: Optional[Sequence[str]] = None) -> Image.Image:
+    """Rows of images ([N, 3, H, W] each in [-1, 1], same H) -> one PIL picture, rows stacked vertically. With
+    ``labels`` (one per row, e.g. photo / before / after / target), each row is named in a white column on the
+    left."""
+    if labels is not None and len(labels) != len(rows):
+        raise InputError(f"got {len(labels)} labels for {len(rows)} rows")
     lines = []
     for r in rows:
         r = r.detach().float().cpu()
         lines.append(torch.cat(list(r), dim=-1))
     width = max(l.shape[-1] for l in lines)
     lines = [F.pad(l, (0, width - l.shape[-1]), value=1.0) for l in lines]
-    return tensor_to_pil(torch.cat(lines, dim=-2))
+    picture = tensor_to_pil(torch.cat(lines, dim=-2))
+    if not labels:
+        return picture
+    return _label_rows(picture, [l.shape[-2] for l in lines], list(labels))
+
+
+def _label_rows(picture: Image.Image, heights: list[int], labels: list[str]) -> Image.Image:
+    """``picture`` with a white column on its left holding each row's label, centred on the row."""
+    from PIL import ImageDraw, ImageFont
+
+    size = max(10, min(32, min(heights) // 5))
+    try:
+        font = ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1: the fixed bitmap font
+        font = ImageFont.load_default()
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    boxes = [probe.textbbox((0, 0), text, font=font) for text in labels]
+    pad = max(4, size // 2)
+    column = max(b[2] - b[0] for b in boxes) + 2 * pad
+    out = Image.new("RGB", (picture.width + column, picture.height), (255, 255, 255))
+    out.paste(picture, (column, 0))
+    draw = ImageDraw.Draw(out)
+    top = 0
+    for text, box, h in zip(labels, boxes, heights):
+        draw.text((pad, top + (h - (box[3] - box[1])) // 2 - box[1]), text, fill=(0, 0, 0), font=font)
+        top += h
+    return out
+
+
+PICTURE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
+
+
+def picture_format(path: Union[str, os.PathLike]) -> str:
+    """The PIL format of a picture file name by its extension (.png, .jpg / .jpeg, .webp); an
+    :class:`InputError` naming the accepted extensions for any other."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in PICTURE_FORMATS:
+        raise InputError(f"{path}: cannot write a picture with extension {suffix or '(none)'!r}; use one of "
+                         f"{', '.join(sorted(PICTURE_FORMATS))}")
+    return PICTURE_FORMATS[suffix]
+
+
+def encode_picture(image: Image.Image, path: Union[str, os.PathLike]) -> bytes:
+    """``image`` encoded in the format its destination ``path`` names (see :func:`picture_format`; JPEG at
+    quality 95). -> the file's bytes (write them with ``guide_unlearn.io.atomic_write_bytes``)."""
+    import io
+
+    fmt = picture_format(path)
+    buf = io.BytesIO()
+    image.convert("RGB").save(buf, format=fmt, **({"quality": 95} if fmt in ("JPEG", "WEBP") else {}))
+    return buf.getvalue()

@@ -39,7 +39,7 @@ _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 KINDS = ("lora", "delta")
 
 
-@dataclass
+@dataclass(repr=False)
 class ForgetPatch:
     """A forget patch: LoRA factors (``kind='lora'``) or full weight differences (``kind='delta'``).
 
@@ -97,6 +97,15 @@ class ForgetPatch:
     def num_bytes(self) -> int:
         """Bytes of tensor data as stored (fp32)."""
         return sum(t.numel() * t.element_size() for t in self.tensors.values())
+
+    def __repr__(self) -> str:
+        """One line: kind, id, rank, size and base (never the tensors or the whole metadata)."""
+        rank = f", r={self.lora_config.get('r')}" if self.kind == "lora" and self.lora_config else ""
+        base = self.metadata.get("base_name")
+        made_for = f", base={base!r}" if base else ""
+        return (f"ForgetPatch(kind={self.kind!r}, id={self.patch_id!r}{rank}, tensors={len(self.tensors)}, "
+                f"bytes={self.num_bytes:,}, family={self.metadata.get('generator_family')!r}{made_for}, "
+                f"fingerprint={self.base_fingerprint[:19]!r})")
 
     def describe(self) -> dict[str, Any]:
         """A short JSON-friendly summary (for ``guide-unlearn info``)."""
@@ -201,8 +210,7 @@ class ForgetPatch:
         ``"user/repo"`` at ``revision`` / ``subfolder`` (a local folder of the same name wins; see
         :func:`guide_unlearn.hub.resolve_patch_folder`)."""
         directory = _hub.resolve_patch_folder(directory, revision=revision, subfolder=subfolder, token=token)
-        if not directory.is_dir():
-            raise PatchError(f"{directory} is not a folder; pass the folder written by patch.save_pretrained()")
+        require_patch_folder(directory)
         pickles = sorted(p.name for p in directory.iterdir() if p.suffix.lower() in _PICKLE_SUFFIXES)
         if pickles:
             raise PatchError(f"{directory} contains pickle files {pickles}; forget patches are safetensors-only and "
@@ -282,6 +290,23 @@ def patch_files(directory: PathLike) -> Optional[list[str]]:
     if any("/" in n or "\\" in n or not (directory / n).is_file() for n in names if n != _hub.CARD_FILE):
         return None
     return names
+
+
+def require_patch_folder(directory: PathLike) -> None:
+    """Raise a PatchError saying plainly why ``directory`` is not a forget patch: it does not exist, is a file, or
+    is a folder without ``forget_patch.json`` (a bare peft adapter, a model folder, any other folder). Returns
+    when it may be one (its content is verified by :meth:`ForgetPatch.from_pretrained`)."""
+    path = Path(directory)
+    if not path.exists():
+        raise PatchError(f"{path} does not exist; pass a forget patch folder (written by `guide-unlearn erase` or "
+                         "ForgetPatch.save_pretrained)")
+    if not path.is_dir():
+        raise PatchError(f"{path} is a file, not a forget patch; a patch is a folder holding {META_FILE}")
+    if not (path / META_FILE).is_file():
+        looks = (" (it looks like a model folder)" if (path / "config.json").is_file() else
+                 " (it looks like a bare LoRA adapter)" if (path / "adapter_config.json").is_file() else "")
+        raise PatchError(f"{path} is not a forget patch: it has no {META_FILE}{looks}; pass the folder written by "
+                         "`guide-unlearn erase` (or ForgetPatch.save_pretrained), copied whole")
 
 
 def _read_json(path: Path, what: str) -> dict[str, Any]:

@@ -41,6 +41,10 @@ def assemble(cls, name_or_path: str, device: torch.device, allow_download: bool 
     entry = registry.REGISTRY.get(str(name_or_path)) if not Path(name_or_path).exists() else None
     if entry is not None and entry.format == "tiny":
         eraser = tiny_eraser(cls, entry.family)
+        if device.type != "cpu":  # the tiny models are built on the CPU; move every part to the device asked for
+            for part in (eraser.generator, eraser.identity_model, eraser.perceptual):
+                if isinstance(part, torch.nn.Module):
+                    part.to(device)
         for key, value in components.items():
             if key not in ("inverter", "identity_model", "perceptual"):
                 raise InputError(f"unknown component {key!r}; use inverter, identity_model, perceptual")
@@ -55,11 +59,15 @@ def assemble(cls, name_or_path: str, device: torch.device, allow_download: bool 
         restore_record(generator, name_or_path)  # patches merged before export keep their base fingerprint
     perceptual = components.pop("perceptual", None)
     inverter = components.pop("inverter", None)
-    if inverter is None:
-        inverter = _default_inverter(name_or_path, generator, device, allow_download)
+    if inverter is None:  # built at the first inversion, so rendering-only commands never load or warn about it
+        from guide_unlearn.pipelines.eraser import _Deferred
+
+        inverter = _Deferred(lambda: _default_inverter(name_or_path, generator, device, allow_download))
     identity = components.pop("identity_model", "default")
-    if identity == "default":
-        identity = default_identity_model(device)
+    if isinstance(identity, str) and identity == "default":  # ArcFace, looked up at the first erase (not for apply)
+        from guide_unlearn.pipelines.eraser import _Deferred
+
+        identity = _Deferred(lambda: default_identity_model(device))
     if components:
         raise InputError(f"unknown components {sorted(components)}; use inverter, identity_model, perceptual")
     defaults = dict(entry.erase_defaults) if entry is not None else {}
@@ -96,6 +104,19 @@ def _code_book_file(name: str):
     return book if Path(folder).is_dir() and book.is_file() else None
 
 
+_WARNED: set = set()  # warnings already given in this process (each missing-weights warning is said once)
+
+
+def warn_once(key: str, message: str, *args: Any) -> None:
+    """``logger.warning(message, *args)`` the first time ``key`` is seen in this process; later calls log at
+    INFO (visible with ``-v``)."""
+    if key in _WARNED:
+        logger.info(message, *args)
+        return
+    _WARNED.add(key)
+    logger.warning(message, *args)
+
+
 def default_identity_model(device: torch.device):
     """The paper's ID-loss network (ArcFace IR-SE50) when its weights are found, else None (ID term off)."""
     try:
@@ -104,8 +125,10 @@ def default_identity_model(device: torch.device):
         return None
     try:
         return load_identity_model("arcface", device=str(device))
-    except Exception as e:  # weights missing: the ID term is disabled and we say so
-        logger.warning("ArcFace weights not available (%s); the ID loss term is disabled", e)
+    except Exception as e:  # weights missing: the ID term is disabled and we say so, once, in one short line
+        logger.info("ArcFace: %s", e)  # the full search path, with -v
+        warn_once("arcface", "ArcFace weights (model_ir_se50.pth) not found: the ID loss term is off "
+                             "(docs/faces.md says where to put them)")
         return None
 
 
@@ -125,7 +148,9 @@ def align_photo(img: Image.Image, style: str, source: Any, face: Optional[int] =
     found = faces.detect_faces(img)  # largest first
     if not found:
         raise NoFaceError(f"no face found in {label}; pass a photo with a visible face, or an aligned crop with "
-                          "align=False")
+                          "align=False",
+                          cli_message=f"no face found in {label}; pass a photo with a visible face, or an aligned "
+                                      "crop with --no-align")
     listed = [{"index": i, "box": [round(float(v)) for v in f.box], "size": [round(f.width), round(f.height)],
                "score": round(f.score, 3)} for i, f in enumerate(found)]
     text = "; ".join(f"#{d['index']}: box {d['box']} ({d['size'][0]}x{d['size'][1]} px)" for d in listed)

@@ -18,7 +18,7 @@ from guide_unlearn.config import EraseConfig
 from guide_unlearn.engine import ErasureResult, check_latents, judge_erasure, run_erase
 from guide_unlearn.errors import ConfigError, GuideUnlearnError, InputError, PatchMismatchError, PatchStateError
 from guide_unlearn.fingerprint import patch_state
-from guide_unlearn.images import load_image, pil_to_tensor
+from guide_unlearn.images import check_image_range, load_image, pil_to_tensor
 from guide_unlearn.patch import ForgetPatch
 from guide_unlearn.protocols import GeneratorAdapter, IdentityModel, Inverter, PerceptualDistance, module_of
 
@@ -73,21 +73,56 @@ class IdentityEraser:
     ):
         module_of(generator)
         self.generator = generator
-        if perceptual is None:
-            from guide_unlearn.adapters.perceptual import default_perceptual
-
-            perceptual = default_perceptual(generator.w_avg.device)
+        # The perceptual distance, default inverter and default identity network are built at first use, so
+        # commands that only render (apply, merge, info) neither load their weights nor warn that they are missing.
         self.perceptual = perceptual
-        if inverter is None:
-            from guide_unlearn.adapters.projector import OptimizationInverter
-
-            inverter = OptimizationInverter(generator, perceptual)
         self.inverter = inverter
         self.identity_model = identity_model
         self.name = name
         self.erase_defaults = dict(erase_defaults or {})
         EraseConfig(**self.erase_defaults)  # validate now, not at the first erase
         patch_state(module_of(generator))  # fingerprint the base before anything touches it
+
+    @property
+    def perceptual(self) -> PerceptualDistance:
+        """The perceptual distance of the losses (built at first use: LPIPS-VGG if its weights are found, else
+        the labelled stand-in, with one warning)."""
+        if self._perceptual is None:
+            from guide_unlearn.adapters.perceptual import default_perceptual
+
+            self._perceptual = default_perceptual(self.generator.w_avg.device)
+        return self._perceptual
+
+    @perceptual.setter
+    def perceptual(self, value: Optional[PerceptualDistance]) -> None:
+        self._perceptual = value
+
+    @property
+    def inverter(self) -> Inverter:
+        """Photo -> codes (built at first use: the model's default inverter, else the optimisation projector)."""
+        if isinstance(self._inverter, _Deferred):
+            self._inverter = self._inverter.build()  # the model's default inverter (None: the projector below)
+        if self._inverter is None:
+            from guide_unlearn.adapters.projector import OptimizationInverter
+
+            self._inverter = OptimizationInverter(self.generator, self.perceptual)
+        return self._inverter
+
+    @inverter.setter
+    def inverter(self, value: Optional[Inverter]) -> None:
+        self._inverter = value
+
+    @property
+    def identity_model(self) -> Optional[IdentityModel]:
+        """The ID-loss network, or None (ID term off). The default that ``from_pretrained`` defers is resolved
+        here at first use: ArcFace IR-SE50 when its weights are found, else None (one warning line)."""
+        if isinstance(self._identity_model, _Deferred):
+            self._identity_model = self._identity_model.build()
+        return self._identity_model
+
+    @identity_model.setter
+    def identity_model(self, value: Optional[IdentityModel]) -> None:
+        self._identity_model = value
 
     # -- construction -----------------------------------------------------------------------------------------
     @classmethod
@@ -98,9 +133,10 @@ class IdentityEraser:
         local checkpoint / folder. Nothing is downloaded unless ``allow_download=True`` (or the file was fetched
         with ``guide-unlearn download NAME``); a missing file raises CheckpointError saying where to put it.
         ``components`` may override ``inverter``, ``identity_model`` and ``perceptual``."""
+        from guide_unlearn.devices import resolve_device
         from guide_unlearn.pipelines.assembly import assemble
 
-        return assemble(cls, name_or_path, torch.device(device), allow_download=allow_download, **components)
+        return assemble(cls, name_or_path, resolve_device(device), allow_download=allow_download, **components)
 
     def save_pretrained(self, save_directory: Union[str, os.PathLike], overwrite: bool = False):
         """Save the generator as a model folder that loads again with its lineage: applied patches folded into
@@ -131,13 +167,20 @@ class IdentityEraser:
     def _check_patch(self, patch: ForgetPatch) -> None:
         state = patch_state(module_of(self.generator))
         fam = patch.metadata.get("generator_family")
+        base = patch.metadata.get("base_name")
+        made_for = repr(base) if base else "a base model whose name it does not record"
+        here = f" ({self.name!r})" if self.name else ""
+        todo = (f"load {base!r} (IdentityEraser.from_pretrained({base!r})) and apply it there" if base else
+                "apply it to the base model it was made for")
+        cli = f"pass --model {base}" if base else "pass the --model it was made for"
         if fam != self.generator.family:
-            raise PatchMismatchError(f"this patch was made for a {fam!r} generator, not {self.generator.family!r}; "
-                                     "apply it to the base model it was made for")
+            msg = (f"this patch was made for {made_for}, a {fam!r} generator; this generator{here} is a "
+                   f"{self.generator.family!r} one")
+            raise PatchMismatchError(f"{msg}; {todo}", cli_message=f"{msg}; {cli}")
         if patch.base_fingerprint != state["base_fingerprint"]:
-            raise PatchMismatchError(
-                f"this patch was made for base weights {patch.base_fingerprint[:19]}…, but this generator's base is "
-                f"{state['base_fingerprint'][:19]}…; apply it to the same checkpoint it was made from")
+            msg = (f"this patch was made for {made_for} (base weights {patch.base_fingerprint[:19]}…), but this "
+                   f"generator{here} has base weights {state['base_fingerprint'][:19]}…")
+            raise PatchMismatchError(f"{msg}; {todo}", cli_message=f"{msg}; {cli}")
         if patch.patch_id in state["applied"] or any(m.get("patch_id") == patch.patch_id for m in state["merged"]):
             raise PatchStateError(f"patch {patch.patch_id} is already applied (or merged); applying it twice would "
                                   "double its effect")
@@ -202,15 +245,42 @@ class IdentityEraser:
             camera = camera.expand(ws.shape[0], -1)
         return self.generator.synthesis(ws, camera, noise_mode=noise_mode, generator=g).images.clamp(-1, 1)
 
+    @torch.no_grad()
+    def sample(self, n: int = 1, seed: int = 0, truncation_psi: float = 1.0, noise_mode: str = "random",
+               camera: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """``n`` random faces -> images [n, 3, H, W] in [-1, 1], rendered with the applied patches.
+
+        ``seed`` draws the codes z [n, z_dim] (on the CPU, so a seed gives the same faces on every device) and,
+        with ``noise_mode="random"`` (the default), the per-layer noise and any ray jitter: the same seed
+        reproduces the images exactly, another seed gives other images. ``noise_mode="const"`` keeps the
+        generator's fixed noise (only the codes change with the seed); ``"none"`` renders without noise.
+        ``truncation_psi`` < 1 pulls the codes toward w_avg (less variety, fewer artefacts). Camera models render
+        from ``camera`` ([n or 1, c_dim], or (yaw, pitch) in radians) if given, else their default camera.
+        """
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise InputError(f"n must be a positive number of samples, got {n!r}")
+        if noise_mode not in ("random", "const", "none"):
+            raise InputError(f"noise_mode must be 'random', 'const' or 'none', got {noise_mode!r}")
+        z = torch.randn(n, self.generator.z_dim, generator=torch.Generator().manual_seed(seed)).to(self.device)
+        cams = None
+        if camera is not None and self.generator.c_dim:
+            from guide_unlearn.pipelines.assembly import camera_from_user
+
+            cams = camera_from_user(self.generator, camera, n).to(self.device)
+        ws = self.generator.mapping(z, cams, truncation_psi=truncation_psi)
+        return self.synthesize(ws, seed=seed, camera=cams, noise_mode=noise_mode)
+
     def invert(self, image_or_images: Inputs, camera: Optional[torch.Tensor] = None, align: bool = True,
-               seed: int = 0, face: Faces = None) -> torch.Tensor:
+               seed: int = 0, face: Faces = None, progress: bool = True) -> torch.Tensor:
         """Photos (paths, PIL images, or a tensor [N, 3, H, W] in [-1, 1] of already aligned crops) -> codes
         [N, num_ws, w_dim]. Paths and PIL images are face-aligned for the inverter when ``align``; a photo with
         several faces (or a face too small for the inverter) is refused unless ``face`` picks one: an index into
-        the faces listed by the error (largest first), or one index per photo."""
+        the faces listed by the error (largest first), or one index per photo. ``progress`` shows a progress bar
+        for optimising inverters (hundreds of steps)."""
         images, cams = self._prepare_images(image_or_images, camera, align, face)
         g = torch.Generator(device=self.device).manual_seed(seed)
-        return self.inverter.invert(images, cams, generator=g)
+        with _inverter_progress(self.inverter, progress):
+            return self.inverter.invert(images, cams, generator=g)
 
     def _prepare_images(self, inputs: Inputs, camera: Optional[torch.Tensor], align: bool, face: Faces = None):
         items = _as_list(inputs)
@@ -224,6 +294,7 @@ class IdentityEraser:
                     raise InputError(f"image tensors must be [N, 3, H, W] in [-1, 1], got {list(item.shape)}")
                 if not torch.isfinite(x).all():
                     raise InputError("image tensor contains NaN or Inf")
+                check_image_range(x)
                 tensors.append(x.float())
                 cams.append(None)
                 continue
@@ -253,7 +324,8 @@ class IdentityEraser:
             return camera_from_user(self.generator, camera, n).to(self.device)
         if all(c is not None for c in estimated):
             return torch.stack([torch.as_tensor(c, dtype=torch.float32) for c in estimated]).to(self.device)
-        logger.warning("no camera given or estimated; using the frontal camera (pass camera=... for accuracy)")
+        logger.warning("no camera given or estimated; using the frontal camera (for accuracy pass camera=(yaw, pitch) "
+                       "in Python, --camera YAW,PITCH on the command line)")
         frontal = getattr(self.generator, "frontal_camera", None)
         if frontal is None:
             return None  # the generator's own default rendering camera
@@ -283,7 +355,7 @@ class IdentityEraser:
             self._warn_dropped_defaults(config)
             if overrides:
                 config = config.replace(**overrides)
-        w_u, photos, cams = self._codes(inputs, camera, face)
+        w_u, photos, cams = self._codes(inputs, camera, face, progress=config.progress)
         keep = self._keep_codes(keep_erased, camera)
         patch, w_t, history, seconds = run_erase(
             self.generator, w_u, config, self.perceptual, self.identity_model, state_dir=state_dir,
@@ -392,7 +464,7 @@ class IdentityEraser:
                            "the rest use eraser.erase(photo, iterations=...) or eraser.default_config(iterations=...)",
                            self.name or "this model", ", ".join(f"{k}={v!r}" for k, v in sorted(dropped.items())))
 
-    def _codes(self, inputs: Inputs, camera, face: Faces = None):
+    def _codes(self, inputs: Inputs, camera, face: Faces = None, progress: bool = True):
         """-> (codes [K, num_ws, w_dim], the prepared photos [K, 3, H, W] or None, their cameras or None)."""
         if torch.is_tensor(inputs) and inputs.ndim in (2, 3) and tuple(inputs.shape[-2:]) == (
                 self.generator.num_ws, self.generator.w_dim):
@@ -401,7 +473,8 @@ class IdentityEraser:
             return check_latents(inputs, self.generator), None, None  # raises a LatentError with the shape
         images, cams = self._prepare_images(inputs, camera, align=True, face=face)
         g = torch.Generator(device=self.device).manual_seed(0)
-        return self.inverter.invert(images, cams, generator=g), images, cams
+        with _inverter_progress(self.inverter, progress):
+            return self.inverter.invert(images, cams, generator=g), images, cams
 
     @torch.no_grad()
     def _result(self, patch: ForgetPatch, w_u, w_t, history, seconds, measure: bool, photos=None,
@@ -456,6 +529,30 @@ def _check_not_empty(inputs: Inputs) -> None:
     if inputs is None or (isinstance(inputs, (list, tuple)) and not inputs) or (
             torch.is_tensor(inputs) and inputs.numel() == 0):
         raise InputError("the request is empty; give at least one photo or code of the person")
+
+
+class _Deferred:
+    """A component built at its first use: ``_Deferred(factory)``; ``build()`` -> the component."""
+
+    def __init__(self, factory):
+        self.build = factory
+
+    def __repr__(self) -> str:
+        return "<built at first use>"
+
+
+@contextlib.contextmanager
+def _inverter_progress(inverter: Any, progress: bool) -> Iterator[None]:
+    """Switch an optimising inverter's progress bar (its ``progress`` attribute, where it has one) for a call."""
+    if not hasattr(inverter, "progress"):
+        yield
+        return
+    saved = inverter.progress
+    inverter.progress = bool(progress)
+    try:
+        yield
+    finally:
+        inverter.progress = saved
 
 
 def _random_codes(eraser: IdentityEraser, n: int, seed: int) -> torch.Tensor:

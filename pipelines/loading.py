@@ -137,6 +137,9 @@ def load_generator(path_or_name: PathOrName, device: Any = "cpu", allow_download
         CheckpointError: missing / truncated / unknown format (the message says what the file seems to be).
         BackendUnavailableError: the file needs a backend that is not installed.
     """
+    from guide_unlearn.devices import resolve_device
+
+    device = resolve_device(device)  # a missing CUDA device is refused before the file is read
     entry = REGISTRY.get(str(path_or_name)) if not Path(str(path_or_name)).expanduser().exists() else None
     if entry is not None and entry.format == "tiny":  # no file: the family's tiny random model (seed 0)
         return get_family(entry.family).tiny(seed=0).to(device).eval()
@@ -162,8 +165,9 @@ def _projector(entry: CheckpointEntry, generator: Optional[nn.Module], device: A
         try:
             code_book = CodeBook.load(code_book)
         except BackendUnavailableError as exc:  # dlib missing: invert every photo from random starts
-            logger.warning("the code book %s needs dlib (%s); photos of known people are inverted from random "
-                           "starts instead of their training codes", code_book, exc)
+            logger.info("code book %s: %s", code_book, exc)  # the full search path, with -v
+            logger.warning("the model's code book needs dlib and its weights, which were not found: photos of "
+                           "known people start from random codes (docs/faces.md)")
             code_book = None
     return CodeInverter(generator.to(device), code_book=code_book)
 
@@ -179,6 +183,9 @@ def load_inverter(path_or_name: PathOrName, device: Any = "cpu", generator: Opti
 
     Raises CheckpointError / UnsafeCheckpointError / BackendUnavailableError like :func:`load_generator`.
     """
+    from guide_unlearn.devices import resolve_device
+
+    device = resolve_device(device)
     entry = REGISTRY.get(str(path_or_name)) if not Path(str(path_or_name)).expanduser().exists() else None
     if entry is not None and entry.format == "projector":
         return _projector(entry, generator, device, code_book)

@@ -224,13 +224,29 @@ def base_license(name: Optional[str]) -> Optional[dict[str, str]]:
     return dict(entry.license) if entry is not None and entry.license else None
 
 
+def accepted_names() -> list[str]:
+    """Every name ``IdentityEraser.from_pretrained`` / ``--model`` / ``info`` accept: the registry entries and
+    the tiny test models (registry entries too), sorted."""
+    return sorted(REGISTRY)
+
+
+def unknown_name_message(name: str) -> str:
+    """'unknown model name ...' with the nearest accepted name (if one is close) and every accepted name."""
+    import difflib
+
+    names = accepted_names()
+    close = difflib.get_close_matches(name, names, n=1, cutoff=0.5)
+    suggestion = f"did you mean '{close[0]}'? " if close else ""
+    return (f"unknown model name '{name}'; {suggestion}known names: {', '.join(names)} (or pass the path of a "
+            "checkpoint file or model folder)")
+
+
 def get_entry(name: str) -> CheckpointEntry:
-    """The entry called ``name``; CheckpointError listing the known names otherwise."""
+    """The entry called ``name``; CheckpointError naming the nearest and listing every accepted name otherwise."""
     try:
         return REGISTRY[name]
     except KeyError:
-        raise CheckpointError(f"unknown checkpoint name '{name}'; known names: {', '.join(sorted(REGISTRY))} "
-                              "(or pass the path of a file)") from None
+        raise CheckpointError(unknown_name_message(name)) from None
 
 
 def resolve_checkpoint(path_or_name: PathOrName, allow_download: Optional[bool] = None,

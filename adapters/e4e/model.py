@@ -212,6 +212,9 @@ class E4EInverter(nn.Module):
 
         if images.ndim != 4 or images.shape[1] != 3:
             raise InputError(f"images must be [N, 3, H, W] in [-1, 1], got {list(images.shape)}")
+        from guide_unlearn.images import GROSS_RANGE_TOLERANCE, check_image_range
+
+        check_image_range(images, tolerance=GROSS_RANGE_TOLERANCE)
         was_training = self.training
         self.eval()
         try:

@@ -69,6 +69,9 @@ class GOAEInverter(nn.Module):
     def invert(self, images: torch.Tensor, cameras: Optional[torch.Tensor] = None,
                generator: Optional[torch.Generator] = None) -> torch.Tensor:
         """images [N, 3, H, W] in [-1, 1] (EG3D-aligned crops; ``cameras`` unused) -> ws [N, num_ws, w_dim]."""
+        from guide_unlearn.images import GROSS_RANGE_TOLERANCE, check_image_range
+
+        check_image_range(images, tolerance=GROSS_RANGE_TOLERANCE)
         x = self.preprocess(images)
         if not self.official_train_mode:
             return self.encoder(x) + self.w_avg

@@ -91,6 +91,9 @@ class LPIPSDistance(nn.Module):
         return self.model(a.float(), b.float(), normalize=False).flatten()
 
 
+_WARNED: set = set()  # the missing-weights warning is given once per process
+
+
 def default_perceptual(device: Optional[torch.device | str] = None, prefer: str = "lpips") -> nn.Module:
     """LPIPS-VGG when its weights are present, else the labelled stand-in (logged). -> a PerceptualDistance."""
     if prefer == "lpips" and lpips_weights_available():
@@ -99,6 +102,10 @@ def default_perceptual(device: Optional[torch.device | str] = None, prefer: str 
         except BackendUnavailableError:
             pass
     if prefer == "lpips":
-        logger.warning("LPIPS-VGG weights not found (%s); using the offline stand-in %s. Numbers made with it are "
-                       "not LPIPS.", VGG16_FILE, MultiScaleGradL1.name)
+        if "lpips" not in _WARNED:  # once per process, one short line
+            _WARNED.add("lpips")
+            logger.warning("LPIPS-VGG weights (%s) not found: using the offline stand-in %s, which is not LPIPS",
+                           VGG16_FILE, MultiScaleGradL1.name.split(" ")[0])
+        else:
+            logger.info("LPIPS-VGG weights not found: using the stand-in %s", MultiScaleGradL1.name)
     return MultiScaleGradL1().to(device or "cpu")

@@ -24,10 +24,11 @@ import torch
 import torch.nn.functional as F
 
 from guide_unlearn.errors import InputError
+from guide_unlearn.images import GROSS_RANGE_TOLERANCE, check_image_range
 from guide_unlearn.protocols import GeneratorAdapter, PerceptualDistance
 
 from .code_book import CodeBook
-from .projector import frozen_weights
+from .projector import frozen_weights, step_bar
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +56,7 @@ class CodeInverter:
         noise_mode: str = "const",
         code_book: Optional[CodeBook] = None,  # known codes: matched photos start from their training code
         book_refine_steps: int = 50,  # refinement steps of a photo that matched the code book
+        progress: bool = True,  # a progress bar over the optimisation steps (stderr)
     ):
         if steps < 0 or refine_steps < 0 or book_refine_steps < 0 or starts < 1:
             raise InputError("steps, refine_steps and book_refine_steps must be >= 0 and starts >= 1")
@@ -78,6 +80,7 @@ class CodeInverter:
         self.last_matches: Optional[torch.Tensor] = None  # [N] code-book index per photo of the last call, -1 = none
         self.input_alignment = input_alignment
         self.noise_mode = noise_mode
+        self.progress = progress
         self.name = "code-projector"
 
     def _render(self, ws: torch.Tensor) -> torch.Tensor:
@@ -93,6 +96,7 @@ class CodeInverter:
         g = self.generator
         if images.ndim != 4 or images.shape[1] != 3:
             raise InputError(f"images must be [N, 3, H, W], got {list(images.shape)}")
+        check_image_range(images, tolerance=GROSS_RANGE_TOLERANCE)
         device = g.w_avg.device
         images = images.to(device, torch.float32)
         res = getattr(g, "img_resolution", images.shape[-1])
@@ -108,9 +112,12 @@ class CodeInverter:
                 z[known] = self.code_book.codes.to(device)[matched[known].to(device)]
             z.requires_grad_(True)
             free = (~known).float().to(device).unsqueeze(1)  # zero gradient: Adam leaves known codes exactly
+            refine = int(torch.where(known, self.book_refine_steps, self.refine_steps).max())
+            bar = step_bar(self.progress, (0 if known.all() else self.steps) + refine, "inverting")
             if not known.all():
                 opt = torch.optim.Adam([z], lr=self.lr)
                 for _ in range(self.steps):
+                    bar.update()
                     loss = self._loss(self._render(g.mapping(z, None)), images)
                     opt.zero_grad(set_to_none=True)
                     loss.sum().backward()
@@ -123,6 +130,7 @@ class CodeInverter:
             if int(limit.max()):
                 opt = torch.optim.Adam([w], lr=self.refine_lr)
                 for step in range(int(limit.max())):
+                    bar.update()
                     loss = self._loss(self._render(w.expand(-1, g.num_ws, -1)), images)  # per photo: independent
                     opt.zero_grad(set_to_none=True)
                     loss.sum().backward()
@@ -130,6 +138,7 @@ class CodeInverter:
                     done = limit == step + 1
                     if done.any():
                         out[done] = w.detach()[done]
+            bar.close()
         return out.expand(-1, g.num_ws, -1).contiguous()
 
     def _match(self, images: torch.Tensor) -> torch.Tensor:

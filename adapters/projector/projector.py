@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from guide_unlearn.errors import InputError
+from guide_unlearn.images import GROSS_RANGE_TOLERANCE, check_image_range
 from guide_unlearn.protocols import GeneratorAdapter, PerceptualDistance
 
 
@@ -34,6 +35,14 @@ def frozen_weights(generator: object) -> Iterator[None]:
                 p.requires_grad_(grads.get(n, False))
 
 
+def step_bar(show: bool, total: int, desc: str):
+    """A tqdm progress bar over ``total`` optimisation steps on stderr (disabled when ``show`` is False or there
+    is nothing to do). Use ``.update()`` per step and ``.close()`` (or ``with``) at the end."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, leave=False, disable=not show or total <= 0)
+
+
 class OptimizationInverter:
     """Optimise W+ codes from w_avg with Adam on perceptual distance + pixel MSE.
 
@@ -49,6 +58,7 @@ class OptimizationInverter:
         mse_weight: float = 1.0,  # weight of pixel MSE beside the perceptual term
         input_alignment: str = "ffhq",  # crop style the images must have
         noise_mode: str = "const",  # deterministic synthesis while optimising
+        progress: bool = True,  # a progress bar over the optimisation steps (stderr)
     ):
         if steps < 1:
             raise InputError(f"steps must be >= 1, got {steps}")
@@ -57,6 +67,7 @@ class OptimizationInverter:
         self.steps, self.lr, self.mse_weight = steps, lr, mse_weight
         self.input_alignment = input_alignment
         self.noise_mode = noise_mode
+        self.progress = progress
         self.name = "optimisation-projector"
 
     def invert(self, images: torch.Tensor, cameras: Optional[torch.Tensor] = None,
@@ -65,6 +76,7 @@ class OptimizationInverter:
         g = self.generator
         if images.ndim != 4 or images.shape[1] != 3:
             raise InputError(f"images must be [N, 3, H, W], got {list(images.shape)}")
+        check_image_range(images, tolerance=GROSS_RANGE_TOLERANCE)
         device = g.w_avg.device
         images = images.to(device, torch.float32)
         probe = g.synthesis(g.w_avg.view(1, 1, -1).expand(1, g.num_ws, -1), None if cameras is None else cameras[:1],
@@ -74,8 +86,9 @@ class OptimizationInverter:
             images = F.interpolate(images, size=size, mode="bilinear", align_corners=False, antialias=True)
         ws = g.w_avg.detach().view(1, 1, -1).repeat(images.shape[0], g.num_ws, 1).clone().requires_grad_(True)
         opt = torch.optim.Adam([ws], lr=self.lr)
-        with frozen_weights(g):
+        with frozen_weights(g), step_bar(self.progress, self.steps, "inverting") as bar:
             for _ in range(self.steps):
+                bar.update()
                 out = g.synthesis(ws, cameras, noise_mode=self.noise_mode, generator=generator).images
                 loss = self.mse_weight * (out - images).square().flatten(1).mean(1)
                 if self.perceptual is not None:

@@ -87,6 +87,9 @@ def detect_format(path: PathLike) -> FileFormat:
     if path.is_dir():
         if (path / "config.json").is_file():
             return FileFormat("folder", "a model folder (config.json + weights)")
+        if (path / "forget_patch.json").is_file():
+            raise CheckpointError(f"{path} is a forget patch, not a model; apply it to its base model "
+                                  "(`guide-unlearn apply PATCH --model BASE`, or IdentityEraser.apply_patch)")
         raise CheckpointError(f"{path}: a folder without config.json is not a saved model; pass a checkpoint file "
                               "or a folder written by save_pretrained / `guide-unlearn convert`")
     if not path.exists():

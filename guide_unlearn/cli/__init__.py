@@ -20,18 +20,32 @@ EXIT_USER_ERROR = 2
 EXIT_INTERNAL = 1
 
 
+VERBOSE_HELP = "log progress details, and print the traceback of an internal error"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """The top-level argument parser with every available sub-command."""
+    """The top-level argument parser with every available sub-command. ``-v`` is accepted before and after the
+    sub-command; ``--version`` prints the library version."""
+    from guide_unlearn import __version__
+
     parser = argparse.ArgumentParser(
         prog="guide-unlearn",
-        description="Make a pretrained face generator forget a person (GUIDE) with small LoRA forget patches.")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+        description="Make a pretrained face generator forget a person (GUIDE) with small LoRA forget patches.",
+        epilog="Errors exit with status 2 and one line saying what to do; internal errors exit with 1 (re-run with "
+               "-v for the traceback).")
+    parser.add_argument("-v", "--verbose", action="store_true", help=VERBOSE_HELP)
+    parser.add_argument("--version", action="version", version=f"guide-unlearn {__version__}",
+                        help="print the version and exit")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", help="what to do (`COMMAND --help` for its options)")
     sub.required = True
     for name in COMMAND_MODULES:
         # Every command ships with the package: a module that fails to import is a bug and must fail loudly here,
         # never silently vanish from --help.
         import_module(name).add_parser(sub)
+    for command in sub.choices.values():  # `guide-unlearn erase ... -v` works as well as `guide-unlearn -v erase`
+        if not any("-v" in a.option_strings for a in command._actions):
+            command.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                                 help=VERBOSE_HELP)
     return parser
 
 
@@ -43,7 +57,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         return int(args.func(args) or 0)
     except GuideUnlearnError as e:
-        print(f"guide-unlearn {args.command}: error: {e}", file=sys.stderr)
+        message = getattr(e, "cli_message", None) or str(e)
+        print(f"guide-unlearn {args.command}: error: {' '.join(message.split())}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print(f"guide-unlearn {args.command}: interrupted", file=sys.stderr)
@@ -51,8 +66,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except Exception as e:  # an internal error: still one line, with the exception type for bug reports
         if args.verbose:
             raise
-        print(f"guide-unlearn {args.command}: internal error: {type(e).__name__}: {e} (re-run with -v for the "
-              "traceback)", file=sys.stderr)
+        print(f"guide-unlearn {args.command}: internal error: {type(e).__name__}: {' '.join(str(e).split())} "
+              f"(re-run with -v for the traceback: guide-unlearn -v {args.command} ...)", file=sys.stderr)
         return EXIT_INTERNAL
 
 

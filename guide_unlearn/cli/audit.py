@@ -33,8 +33,8 @@ def add_parser(sub) -> None:
     p.add_argument("--leakage-starts", type=int, default=16, help="random starts of the patch-leakage probe")
     p.add_argument("--leakage-steps", type=int, default=100, help="gradient-ascent steps of the leakage probe")
     p.add_argument("--no-attacks", action="store_true", help="skip the re-inversion attacks and the leakage probe")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--seed", type=int, default=0, help="seed of every random part of the audit: samples, attacks, probe (default 0)")
+    p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:N or mps (default cpu)")
     p.add_argument("--write-to-patch", action="store_true",
                    help="record the audit summary in the patch metadata (key 'audit'); the patch stays valid")
     p.set_defaults(func=run)
@@ -42,6 +42,9 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from guide_unlearn import IdentityEraser
+    from guide_unlearn.cli.erase import check_model_name
+    from guide_unlearn.cli.paths import check_output_folder
+    from guide_unlearn.devices import resolve_device
     from guide_unlearn.patch import ForgetPatch
     from guide_unlearn.pipelines.auditing import ATTACKS, audit, get_protocol
 
@@ -49,11 +52,14 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else patch_dir.parent / f"{patch_dir.name}_audit"
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise SaveError(f"{out} exists and is not an empty folder; pass --out with a new folder")
+    check_output_folder(out)  # writable, before anything loads
+    device = resolve_device(args.device)
+    check_model_name(args.model)
     if args.photos and not Path(args.photos).is_dir():
         raise InputError(f"--photos {args.photos} is not a folder; use --photo for single files")
     get_protocol(args.protocol)  # refuse early (missing weights) before loading anything
     patch = ForgetPatch.from_pretrained(patch_dir)
-    eraser = IdentityEraser.from_pretrained(args.model, device=args.device)
+    eraser = IdentityEraser.from_pretrained(args.model, device=device)
     report = audit(eraser, patch, args.photos or list(args.photo), held_out=args.held_out, others=args.others,
                    real=args.real, protocol=args.protocol, attacks=() if args.no_attacks else ATTACKS,
                    seed=args.seed, samples=args.samples, projector_steps=args.projector_steps,

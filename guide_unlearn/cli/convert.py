@@ -35,7 +35,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         "anything else is never replaced)")
     p.add_argument("--download", action="store_true",
                    help="download a registry checkpoint that is not on this machine (off by default)")
-    p.add_argument("--no-download", action="store_true", help=argparse.SUPPRESS)  # the old default, kept
+    p.add_argument("--no-download", action="store_true", help="accepted for old scripts: downloads are off unless --download")
     p.set_defaults(func=run_convert)
     return p
 
@@ -59,7 +59,9 @@ def export_generator(generator, dst: Path, layout: str, overwrite: bool = False)
 
 
 def run_convert(args: argparse.Namespace) -> int:
-    """Handler of ``guide-unlearn convert``; raises package errors (the CLI prints them as one line)."""
+    """Handler of ``guide-unlearn convert``; raises package errors (the CLI prints them as one line). DST is
+    checked before SRC is loaded."""
+    from guide_unlearn.cli import paths
     from guide_unlearn.io import check_output_dir, check_output_file
     from guide_unlearn.lineage import generator_files, save_generator
     from guide_unlearn.pipelines.loading import load_generator
@@ -70,8 +72,10 @@ def run_convert(args: argparse.Namespace) -> int:
             dst = dst / f"generator-{args.to}.safetensors"
         elif dst.suffix != ".safetensors":
             dst = dst.with_name(dst.name + ".safetensors")
-        check_output_file(dst, args.overwrite)  # before the (slow) load
+        paths.check_output_file(dst, "DST")  # writable: before the (slow) load
+        check_output_file(dst, args.overwrite)  # and not replacing anything without --overwrite
     else:
+        paths.check_output_folder(dst, "DST")
         check_output_dir(dst, args.overwrite, generator_files, "generator folder")
     generator = load_generator(args.src, device="cpu", allow_download=bool(args.download and not args.no_download))
     if args.to:

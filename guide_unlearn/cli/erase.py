@@ -18,7 +18,8 @@ EXIT_NOT_ERASED = 3  # --strict: the run finished but its measured figures say t
 def add_parser(sub) -> None:
     p = sub.add_parser("erase", help="erase one person from a generator; writes a forget patch",
                        description="Erase ONE person (all given photos show that person) and write a forget patch "
-                                   "folder plus before_after.png.")
+                                   "folder OUT plus OUT_before_after.png (rows: photo, before, after, target). "
+                                   "Arguments and output paths are checked before any model loads.")
     p.add_argument("photos", nargs="*", help="photo(s) of the person (JPEG/PNG)")
     p.add_argument("--latent", help="a saved code instead of photos: .safetensors with key 'ws' [K, num_ws, w_dim]")
     p.add_argument("--model", default="eg3d-ffhq", help="registry name or local checkpoint/folder (default eg3d-ffhq)")
@@ -28,13 +29,15 @@ def add_parser(sub) -> None:
     p.add_argument("--lr", type=float, help="override the learning rate")
     p.add_argument("--rank", type=int, help="LoRA rank")
     p.add_argument("--seed", type=int, default=0, help="seed of the run (default 0)")
-    p.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:N or mps (default cpu)")
     p.add_argument("--camera", help="yaw,pitch in radians (camera models only)")
     p.add_argument("--no-align", action="store_true", help="photos are already aligned crops")
     p.add_argument("--state-dir", help="folder for resumable state (deleted on success)")
-    p.add_argument("--checkpoint-every", type=int, default=0, help="save resumable state every N steps")
-    p.add_argument("--mixed-precision", choices=["no", "bf16", "fp16"], default="no")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--checkpoint-every", type=int, default=0,
+                   help="save resumable state every N steps (0, the default: never; needs --state-dir)")
+    p.add_argument("--mixed-precision", choices=["no", "bf16", "fp16"], default="no",
+                   help="accelerate's mixed precision for the erase loop (default no)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars (inversion and erasing)")
     p.add_argument("--face", type=int, default=None, metavar="INDEX",
                    help="which face to erase in photos with several (the error lists them, largest first: 0, 1, ...)")
     p.add_argument("--overwrite", action="store_true",
@@ -66,20 +69,25 @@ def load_latent(path: str) -> torch.Tensor:
         except Exception as e:
             raise LatentError(f"{p} could not be read safely ({type(e).__name__}); save codes as safetensors "
                               "with key 'ws'") from e
-    ws = data.get("ws") if isinstance(data, dict) else data
+    if isinstance(data, dict) and "ws" not in data:
+        keys = ", ".join(repr(str(k)) for k in list(data)[:10]) + (", ..." if len(data) > 10 else "")
+        raise LatentError(f"{p} has no key 'ws' (it holds {keys or 'nothing'}); save the codes under 'ws' "
+                          "[K, num_ws, w_dim]")
+    ws = data["ws"] if isinstance(data, dict) else data
     if not torch.is_tensor(ws):
-        raise LatentError(f"{p} holds no tensor under 'ws'")
+        raise LatentError(f"{p} holds a {type(ws).__name__} under 'ws', not a tensor [K, num_ws, w_dim]")
     return ws
 
 
 def run(args: argparse.Namespace) -> int:
-    from guide_unlearn import IdentityEraser
-    from guide_unlearn.images import image_strip
+    from guide_unlearn import EraseConfig, IdentityEraser
+    from guide_unlearn.cli.paths import check_output_file, check_output_folder
+    from guide_unlearn.devices import resolve_device
+    from guide_unlearn.images import image_strip, load_image
 
+    # Every argument and output path is checked before the model loads and long before the erase runs.
     if bool(args.photos) == bool(args.latent):
         raise InputError("give either photo paths or --latent (exactly one of them)")
-    out = Path(args.out)
-    _check_outputs(out, args.overwrite)  # before any model loads: nothing the user owns is replaced
     overrides = {"seed": args.seed, "progress": not args.quiet, "mixed_precision": args.mixed_precision,
                  "checkpoint_every": args.checkpoint_every}
     if args.iterations is not None:
@@ -89,32 +97,49 @@ def run(args: argparse.Namespace) -> int:
     if args.rank is not None:
         overrides["lora_rank"] = args.rank
         overrides["lora_alpha"] = float(args.rank)
-    eraser = IdentityEraser.from_pretrained(args.model, device=args.device, allow_download=args.download)
-    config = eraser.default_config(args.preset, **overrides)  # the model's recommended settings, then the flags
+    EraseConfig.preset(args.preset, **overrides)  # out-of-range flags fail here, not after the model loaded
     camera = None
     if args.camera:
         try:
             camera = [float(v) for v in args.camera.split(",")]
         except ValueError as e:
             raise InputError(f"--camera must be 'yaw,pitch' in radians, got {args.camera!r}") from e
-    if args.latent:
-        inputs = load_latent(args.latent).to(eraser.device)
+        if len(camera) != 2:
+            raise InputError(f"--camera must be two numbers 'yaw,pitch' in radians, got {args.camera!r}")
+    out = check_output_folder(args.out)
+    picture, views = _pictures(out)
+    check_output_file(picture, "--out (its picture)")
+    if args.state_dir:
+        check_output_folder(args.state_dir, "--state-dir")
+    _check_outputs(out, args.overwrite)  # nothing the user owns is replaced (without --overwrite, or ever)
+    device = resolve_device(args.device)
+    check_model_name(args.model)
+    latent = load_latent(args.latent) if args.latent else None
+    for photo in args.photos:
+        load_image(photo)  # missing, unreadable or tiny photos are refused now
+
+    eraser = IdentityEraser.from_pretrained(args.model, device=device, allow_download=args.download)
+    config = eraser.default_config(args.preset, **overrides)  # the model's recommended settings, then the flags
+    if latent is not None:
+        inputs = latent.to(eraser.device)
     else:
         inputs = list(args.photos)
-    if args.no_align and not args.latent:
-        inputs = eraser.invert(inputs, camera=camera, align=False)
+    if args.no_align and latent is None:
+        inputs = eraser.invert(inputs, camera=camera, align=False, progress=not args.quiet)
     result = eraser.erase(inputs, config=config, camera=camera, state_dir=args.state_dir, face=args.face)
     result.patch.save_pretrained(out, overwrite=args.overwrite)
     rows = [result.images_before, result.images_after, result.target_images]
+    labels = ["before", "after", "target"]
     if result.photos is not None:  # first row: the aligned photo itself, at the rendering's size
         rows.insert(0, F.interpolate(result.photos, size=rows[0].shape[-2:], mode="bilinear", antialias=True))
+        labels.insert(0, "photo")
     if rows[0].shape[-1] < 128:  # small models (demo-faces is 64²): enlarge so the picture is legible
         scale = 128 // rows[0].shape[-1]
         rows = [F.interpolate(r.float().cpu(), scale_factor=scale, mode="nearest") for r in rows]
-    picture, views = _pictures(out)
-    _save_png(image_strip(rows), picture, overwrite=args.overwrite)
+    save_picture(image_strip(rows, labels), picture, overwrite=args.overwrite)
     if result.views_before is not None:
-        _save_png(image_strip([result.views_before, result.views_after]), views, overwrite=args.overwrite)
+        save_picture(image_strip([result.views_before, result.views_after], ["before", "after"]), views,
+                     overwrite=args.overwrite)
     verdict = result.verdict
     print(json.dumps({"patch": str(out), "picture": str(picture), "patch_id": result.patch.patch_id,
                       "patch_bytes": result.patch.num_bytes, "seconds": round(result.seconds, 2),
@@ -143,11 +168,22 @@ def _check_outputs(out: Path, overwrite: bool) -> None:
         check_output_file(picture, overwrite)
 
 
-def _save_png(img, path: Path, overwrite: bool = False) -> None:
-    import io
+def check_model_name(model: str) -> None:
+    """Refuse a ``--model`` that is neither an existing path nor an accepted name, before anything loads (the
+    message suggests the nearest name and lists them all)."""
+    from guide_unlearn.errors import CheckpointError
+    from guide_unlearn.pipelines.registry import accepted_names, unknown_name_message
 
+    if Path(model).expanduser().exists() or model in accepted_names():
+        return
+    if "/" in model or "\\" in model or Path(model).suffix:
+        raise CheckpointError(f"--model {model}: no such file or folder")
+    raise CheckpointError(unknown_name_message(model))
+
+
+def save_picture(img, path: Path, overwrite: bool = False) -> None:
+    """Write a PIL picture atomically, in the format its extension names (.png, .jpg / .jpeg, .webp)."""
+    from guide_unlearn.images import encode_picture
     from guide_unlearn.io import atomic_write_bytes
 
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    atomic_write_bytes(path, buf.getvalue(), overwrite=overwrite)
+    atomic_write_bytes(Path(path), encode_picture(img, path), overwrite=overwrite)

@@ -6,21 +6,20 @@ import argparse
 import json
 from pathlib import Path
 
-import torch
-
 from guide_unlearn.errors import InputError
 
 
 def add_parser(sub) -> None:
     a = sub.add_parser("apply", help="apply patch(es) to a generator and render a before/after preview",
                        description="Apply one or more forget patches and write a preview of random samples "
-                                   "(top: base, bottom: patched).")
+                                   "(rows labelled: before = base, after = patched). Arguments, patches and the "
+                                   "output path are checked before the model loads.")
     a.add_argument("patches", nargs="+", help="patch folder(s)")
     a.add_argument("--model", required=True, help="registry name or local checkpoint/folder")
-    a.add_argument("--out", required=True, help="PNG file to write")
-    a.add_argument("--samples", type=int, default=6, help="random samples in the preview")
-    a.add_argument("--seed", type=int, default=0)
-    a.add_argument("--device", default="cpu")
+    a.add_argument("--out", required=True, help="picture to write: .png, .jpg / .jpeg or .webp")
+    a.add_argument("--samples", type=int, default=6, help="random samples in the preview (default 6)")
+    a.add_argument("--seed", type=int, default=0, help="seed of the random samples (default 0)")
+    a.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:N or mps (default cpu)")
     a.add_argument("--overwrite", action="store_true", help="replace --out if the file exists")
     a.add_argument("--download", action="store_true",
                    help="download the model's official files if they are missing (off by default)")
@@ -28,11 +27,12 @@ def add_parser(sub) -> None:
 
     m = sub.add_parser("merge", help="merge patch(es) into a generator and export the weights",
                        description="Merge forget patches into the base weights and save the generator folder "
-                                   "(config.json + safetensors + guide_unlearn.json).")
+                                   "(config.json + safetensors + guide_unlearn.json). Arguments, patches and the "
+                                   "output path are checked before the model loads.")
     m.add_argument("patches", nargs="+", help="patch folder(s)")
     m.add_argument("--model", required=True, help="registry name or local checkpoint/folder")
     m.add_argument("--out", required=True, help="output folder")
-    m.add_argument("--device", default="cpu")
+    m.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:N or mps (default cpu)")
     m.add_argument("--overwrite", action="store_true",
                    help="replace --out if it is a generator folder written by guide_unlearn (a folder holding "
                         "anything else is never replaced)")
@@ -40,47 +40,65 @@ def add_parser(sub) -> None:
                    help="download the model's official files if they are missing (off by default)")
     m.set_defaults(func=run_merge)
 
-    i = sub.add_parser("info", help="describe a patch folder, a hub patch repo or a generator checkpoint")
+    i = sub.add_parser("info", help="describe a patch folder, a hub patch repo or a generator checkpoint",
+                       description="Print a JSON description of a forget patch (folder or hub repo id), or of a "
+                                   "generator (model folder, checkpoint file or any name `erase --model` accepts).")
     i.add_argument("path", help="patch folder, hub repo id ('user/repo'), generator folder, checkpoint file or "
-                                "registry name")
+                                "model name (e.g. demo-faces)")
     i.add_argument("--revision", default=None, help="hub revision (branch, tag or commit) of a repo id")
     i.add_argument("--subfolder", default=None, help="folder of the patch inside the repo or folder")
     i.set_defaults(func=run_info)
 
 
+def read_patches(paths) -> list:
+    """Every patch folder read and verified (ForgetPatch objects), before any model is loaded."""
+    from guide_unlearn.patch import ForgetPatch
+
+    return [ForgetPatch.from_pretrained(p) for p in paths]
+
+
 def run_apply(args: argparse.Namespace) -> int:
     from guide_unlearn import IdentityEraser
-    from guide_unlearn.cli.erase import _save_png
-    from guide_unlearn.images import image_strip
-
+    from guide_unlearn.cli.erase import check_model_name, save_picture
+    from guide_unlearn.cli import paths
+    from guide_unlearn.devices import resolve_device
+    from guide_unlearn.images import image_strip, picture_format
     from guide_unlearn.io import check_output_file
 
     if args.samples < 1:
         raise InputError("--samples must be >= 1")
-    check_output_file(args.out, args.overwrite)  # before any model loads
-    eraser = IdentityEraser.from_pretrained(args.model, device=args.device, allow_download=args.download)
-    g = torch.Generator().manual_seed(args.seed)
-    z = torch.randn(args.samples, eraser.generator.z_dim, generator=g).to(eraser.device)
-    with torch.no_grad():
-        ws = eraser.generator.mapping(z, None)
-    before = eraser.synthesize(ws, seed=args.seed)
-    for p in args.patches:
+    picture_format(args.out)  # an extension we cannot write is refused before anything runs
+    out = paths.check_output_file(args.out)
+    check_output_file(out, args.overwrite)  # an existing file is replaced only with --overwrite
+    device = resolve_device(args.device)
+    check_model_name(args.model)
+    patches = read_patches(args.patches)
+    eraser = IdentityEraser.from_pretrained(args.model, device=device, allow_download=args.download)
+    before = eraser.sample(args.samples, seed=args.seed)
+    for p in patches:
         eraser.apply_patch(p)
-    after = eraser.synthesize(ws, seed=args.seed)
-    _save_png(image_strip([before, after]), Path(args.out), overwrite=args.overwrite)
-    print(json.dumps({"preview": args.out, "applied": [p.patch_id for p in eraser.applied_patches],
+    after = eraser.sample(args.samples, seed=args.seed)
+    save_picture(image_strip([before, after], ["before", "after"]), out, overwrite=args.overwrite)
+    print(json.dumps({"preview": str(out), "applied": [p.patch_id for p in eraser.applied_patches],
                       "mean_abs_change": float((after - before).abs().mean())}))
     return 0
 
 
 def run_merge(args: argparse.Namespace) -> int:
     from guide_unlearn import IdentityEraser
+    from guide_unlearn.cli.erase import check_model_name
+    from guide_unlearn.cli.paths import check_output_folder
+    from guide_unlearn.devices import resolve_device
     from guide_unlearn.io import check_output_dir
     from guide_unlearn.lineage import generator_files
 
+    check_output_folder(args.out)
     check_output_dir(args.out, args.overwrite, generator_files, "generator folder")  # before any model loads
-    eraser = IdentityEraser.from_pretrained(args.model, device=args.device, allow_download=args.download)
-    for p in args.patches:
+    device = resolve_device(args.device)
+    check_model_name(args.model)
+    patches = read_patches(args.patches)
+    eraser = IdentityEraser.from_pretrained(args.model, device=device, allow_download=args.download)
+    for p in patches:
         eraser.apply_patch(p)
     merged = eraser.merge_patches()
     eraser.save_pretrained(args.out, overwrite=args.overwrite)
@@ -99,10 +117,18 @@ def run_info(args: argparse.Namespace) -> int:
                                                                         and looks_like_repo_id(args.path)):
         print(json.dumps(patch_info(args.path, revision=revision, subfolder=subfolder), indent=2))
         return 0
+    if patch_dir.is_dir() and not (patch_dir / "config.json").is_file():
+        from guide_unlearn.patch import require_patch_folder
+
+        require_patch_folder(patch_dir)  # a folder that is neither a patch nor a model: say it is not a patch
+    from guide_unlearn.cli.erase import check_model_name
     from guide_unlearn.fingerprint import patch_state
+
+    if not path.exists():
+        check_model_name(args.path)
     from guide_unlearn.pipelines.loading import load_generator
 
-    gen = load_generator(str(path))
+    gen = load_generator(str(path))  # every name `erase --model` accepts, the tiny registry entries too
     if path.is_dir():
         from guide_unlearn.pipelines.export import restore_record
 

@@ -73,12 +73,14 @@ def test_a_missing_checkpoint_is_not_downloaded_unless_asked(monkeypatch):
 
 
 def test_the_missing_weights_error_says_where_to_put_the_file_how_to_download_it_and_what_works_offline(monkeypatch,
-                                                                                                     capsys):
+                                                                                                     capsys, tmp_path):
     from guide_unlearn.checkpoints.resolve import manual_path
     from guide_unlearn.pipelines.registry import REGISTRY
 
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    code = main(["erase", "x.jpg", "--out", "/nonexistent-dir-h11a/p"])  # default model eg3d-ffhq, not downloaded
+    photo = tmp_path / "x.png"
+    Image.new("RGB", (64, 64), (128, 100, 90)).save(photo)  # a readable photo: the arguments pass their checks
+    code = main(["erase", str(photo), "--out", str(tmp_path / "p")])  # default model eg3d-ffhq, not downloaded
     err = capsys.readouterr().err
     assert code == 2
     assert str(manual_path(REGISTRY["eg3d-ffhq"].source)) in err
