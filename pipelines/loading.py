@@ -13,7 +13,6 @@ Supported inputs of ``load_generator`` (any of them by path, or a registry name)
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any, Mapping, Optional
@@ -41,10 +40,9 @@ _FOLDER_CLASSES = {
 
 
 def _load_folder(path: Path) -> nn.Module:
-    try:
-        config = json.loads((path / "config.json").read_text())
-    except (OSError, ValueError) as exc:
-        raise CheckpointError(f"{path}/config.json is unreadable ({exc})") from None
+    from guide_unlearn.checkpoints.folders import load_model_folder, read_folder_config
+
+    config = read_folder_config(path)  # a bounded regular file; absurd sizes are refused before building
     cls_name = config.get("_class_name")
     if cls_name in _FOLDER_CLASSES:
         module, attr = _FOLDER_CLASSES[cls_name]
@@ -54,10 +52,7 @@ def _load_folder(path: Path) -> nn.Module:
         raise CheckpointError(f"{path}: config.json names class {cls_name!r}, which is not a generator of this "
                               "library")
     cls = _backend(module, attr, f"the model folder {path}")
-    try:
-        return cls.from_pretrained(str(path))
-    except (OSError, ValueError, RuntimeError) as exc:
-        raise CheckpointError(f"{path}: the model folder cannot be loaded ({exc})") from None
+    return load_model_folder(path, cls, config)
 
 
 def _generator_from_nvidia(mod: NvidiaModule, path: Path) -> nn.Module:
@@ -99,13 +94,17 @@ def _generator_from_file(path: Path) -> nn.Module:
 
         sd = load_state_file(path)
         config = None
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                meta = f.metadata() or {}
+        except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types
+            raise CheckpointError(f"{path}: unreadable safetensors file ({str(exc)[:200]})") from None
         if meta.get("format") == "stylegan2-nvidia" and meta.get("config"):
-            try:
-                config = json.loads(meta["config"])
-            except ValueError:
-                config = None
+            from guide_unlearn.checkpoints.limits import loads_json
+
+            config = loads_json(meta["config"], f"{path}: config in the safetensors metadata")
+            if not isinstance(config, dict):
+                raise CheckpointError(f"{path}: the config in the safetensors metadata is not a JSON object")
         return _generator_from_tensors(sd, path, config=config)
     obj = load_torch_file(path)
     if isinstance(obj, Mapping):
