@@ -200,7 +200,20 @@ class ForgetPatch:
                         token: "str | bool | None" = None) -> "ForgetPatch":
         """Load and verify a patch folder (safetensors only; sha256 and sizes checked), or the patch of a hub repo
         ``"user/repo"`` at ``revision`` / ``subfolder`` (a local folder of the same name wins; see
-        :func:`guide_unlearn.hub.resolve_patch_folder`).
+        :func:`guide_unlearn.hub.resolve_patch_folder`). Every failure of a malformed folder is a PatchError; see
+        :meth:`_from_pretrained` for what is checked."""
+        directory = _hub.resolve_patch_folder(directory, revision=revision, subfolder=subfolder, token=token)
+        try:
+            return cls._from_pretrained(directory)
+        except PatchError:
+            raise
+        except (Exception, RecursionError) as exc:  # noqa: BLE001 - a malformed folder, whatever broke
+            raise PatchError(f"{directory}: malformed patch folder ({type(exc).__name__}: {str(exc)[:200]}); get a "
+                             "fresh copy of the patch") from None
+
+    @classmethod
+    def _from_pretrained(cls, directory: Path) -> "ForgetPatch":
+        """Load and verify a local patch folder.
 
         Refused with a PatchError: files that are not regular or reached through a symlink leaving the folder
         (except a Hugging Face cache snapshot's links into the same repo's ``blobs/``), JSON over 1 MiB or nested
@@ -208,7 +221,6 @@ class ForgetPatch:
         1..:data:`MAX_RANK` or disagreeing with the tensors, tensor names that are not LoRA factors of the listed
         targets. Which modules a patch may touch depends on the generator: checked when it is applied.
         """
-        directory = _hub.resolve_patch_folder(directory, revision=revision, subfolder=subfolder, token=token)
         if not directory.is_dir():
             raise PatchError(f"{directory} is not a folder; pass the folder written by patch.save_pretrained()")
         pickles = sorted(p.name for p in directory.iterdir() if p.suffix.lower() in _PICKLE_SUFFIXES)

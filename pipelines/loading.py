@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from guide_unlearn.checkpoints import NvidiaModule, detect_format, load_nvidia_module, load_torch_file
-from guide_unlearn.errors import CheckpointError
+from guide_unlearn.errors import CheckpointError, GuideUnlearnError
 
 from .registry import REGISTRY, CheckpointEntry, PathOrName, _backend, resolve_checkpoint
 
@@ -123,6 +123,18 @@ def _generator_from_file(path: Path) -> nn.Module:
     raise CheckpointError(f"{path}: a torch checkpoint holding a {type(obj).__name__}, not a generator")
 
 
+def _typed(load: Any, path: Path, *args: Any) -> Any:
+    """``load(path, *args)`` with every failure a GuideUnlearnError: a malformed file that slips past the checks
+    into a backend's own code (a KeyError, TypeError, ... there) is reported as a CheckpointError naming it."""
+    try:
+        return load(path, *args)
+    except GuideUnlearnError:
+        raise
+    except (Exception, RecursionError) as exc:  # noqa: BLE001 - see docstring
+        raise CheckpointError(f"{path}: malformed checkpoint ({type(exc).__name__}: {str(exc)[:200]}); the file is "
+                              "corrupted or not what its format claims. Download or export it again") from None
+
+
 def load_generator(path_or_name: PathOrName, device: Any = "cpu", allow_download: Optional[bool] = None
                    ) -> nn.Module:
     """The library's generator for any supported file, folder or registry name, in eval mode on ``device``.
@@ -138,7 +150,7 @@ def load_generator(path_or_name: PathOrName, device: Any = "cpu", allow_download
     if entry is not None and entry.kind == "inverter":
         raise CheckpointError(f"'{entry.name}' is an inverter; load it with load_inverter (its generator is "
                               f"'{entry.generator}')")
-    model = _generator_from_file(path)
+    model = _typed(_generator_from_file, path)
     return model.to(device).eval()
 
 
@@ -193,7 +205,11 @@ def load_inverter(path_or_name: PathOrName, device: Any = "cpu", generator: Opti
             raise CheckpointError(f"'{entry.name}' is a generator; its inverter is '{entry.default_inverter}'")
         raise CheckpointError(f"'{entry.name}' is a generator, not an inverter")
     if entry is not None and entry.family == "goae":
-        return _load_goae(path, generator, device)
+        return _typed(_load_goae, path, generator, device)
+    return _typed(_inverter_from_file, path, generator, device)
+
+
+def _inverter_from_file(path: Path, generator: Optional[nn.Module], device: Any) -> nn.Module:
     fmt = detect_format(path)
     if fmt.kind not in ("torch-zip", "torch-legacy"):
         raise CheckpointError(f"{path}: an inverter checkpoint is a torch.save file, this is {fmt.description}")
