@@ -170,7 +170,7 @@ def module_from_stub(stub: Any, where: str = "network") -> NvidiaModule:
     if not isinstance(stub, ObjectStub):
         raise CheckpointError(f"{where} is a {type(stub).__name__}, not a network")
     state = stub.state
-    budget = [1_000_000]  # shared by every conversion below: a DAG of shared references is bounded as a whole
+    budget = [100_000]  # shared by every conversion below: a DAG of shared references is bounded as a whole
     try:
         init_kwargs = to_plain(state.get("_init_kwargs") or {}, _budget=budget)
         init_args = state.get("_init_args") or ()

@@ -55,7 +55,7 @@ def test_shared_references_that_expand_exponentially_are_refused(tmp_path, gen, 
 
 def test_deeply_nested_tuple_as_dict_key_is_refused_before_hashing(tmp_path):
     a = Asm().empty_dict().empty_tuple()
-    for _ in range(300_000):
+    for _ in range(100_000):
         a.tuple1()
     data = a.none().setitem().stop()
     err = _timed(lambda: read_nvidia_pickle(write(tmp_path / "k.pkl", data)))
