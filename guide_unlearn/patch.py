@@ -232,7 +232,7 @@ class ForgetPatch:
         if meta.get("format") != FORMAT:
             raise PatchError(f"{directory / META_FILE} is not a guide_unlearn forget patch (format={meta.get('format')!r})")
         version = meta.get("format_version")
-        if not isinstance(version, int) or version > FORMAT_VERSION or version < 1:
+        if type(version) is not int or version > FORMAT_VERSION or version < 1:
             raise PatchError(f"patch format version {version!r} is not supported by this library (supports "
                              f"1..{FORMAT_VERSION}); upgrade guide_unlearn")
         kind = meta.get("kind")

@@ -34,10 +34,11 @@ def restore_record(generator: nn.Module, directory: PathLike) -> None:
     path = Path(directory) / RECORD_FILE
     if not path.is_file():
         return
-    if path.stat().st_size > 1 << 20:
-        raise CheckpointError(f"{path} is larger than 1 MiB; refusing to read it")
+    from guide_unlearn.checkpoints.limits import check_nesting, loads_json, read_regular_file
+
+    record: Any = loads_json(read_regular_file(path, 1 << 20, "patch record"), str(path))  # bounded size / depth
+    check_nesting(record, str(path), max_nodes=100_000)
     try:
-        record: dict[str, Any] = json.loads(path.read_text())
         set_base_record(generator, str(record["base_fingerprint"]), list(record.get("merged_patches", [])))
-    except (ValueError, KeyError, TypeError) as e:
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise CheckpointError(f"{path} is malformed ({e}); delete it to treat the weights as a new base") from e
