@@ -195,6 +195,13 @@ class _Global(str):
     """A resolved global on the symbolic stack (its qualified name)."""
 
 
+class _Tuple(tuple):
+    """A tuple on the symbolic stack, with its nesting depth."""
+
+    depth = 1
+
+
+MAX_TUPLE_DEPTH = 64
 _INT_OPS = {"INT", "BININT", "BININT1", "BININT2", "LONG", "LONG1", "LONG4"}
 _TUPLE_N = {"TUPLE1": 1, "TUPLE2": 2, "TUPLE3": 3}
 
@@ -283,7 +290,12 @@ def scan_pickle(stream: Union[bytes, bytearray, io.BufferedIOBase], policy: Pick
                     items = [pop() for _ in range(_TUPLE_N[name])][::-1]
                     if any(i is _MARK for i in items):
                         raise CheckpointError(f"{where}: malformed pickle (tuple over a mark, byte {pos})")
-                stack.append(tuple(items))
+                tup = _Tuple(items)
+                tup.depth = 1 + max((getattr(i, "depth", 0) for i in items), default=0)
+                if tup.depth > MAX_TUPLE_DEPTH:
+                    raise CheckpointError(f"{where}: tuples nested deeper than {MAX_TUPLE_DEPTH} (byte {pos}); hashing "
+                                          "or walking them would exhaust the stack. The file was not loaded.")
+                stack.append(tup)
                 continue
             if name == "EMPTY_TUPLE":
                 stack.append(())

@@ -20,7 +20,7 @@ from guide_unlearn.errors import CheckpointError, GuideUnlearnError, PatchError
 from guide_unlearn.patch import ForgetPatch
 from guide_unlearn.pipelines.loading import load_generator
 from guide_unlearn.testing import tiny_generator
-from hostile import Asm, nested_json, safetensors_bytes, torch_bytes, write
+from hostile import Asm, nested_json, rewrite_zip, safetensors_bytes, torch_bytes, write
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +59,21 @@ def test_deeply_nested_tuple_as_dict_key_is_refused_before_hashing(tmp_path):
         a.tuple1()
     data = a.none().setitem().stop()
     err = _timed(lambda: read_nvidia_pickle(write(tmp_path / "k.pkl", data)))
-    assert "key" in str(err)
+    assert "nested deeper" in str(err)
+
+
+def test_deeply_nested_tuple_key_in_a_torch_file_is_refused_before_torch_reads_it(tmp_path):
+    a = Asm(2).empty_dict().empty_tuple()
+    for _ in range(100_000):
+        a.tuple1()
+    evil = a.none().setitem().stop()
+    data = rewrite_zip(torch_bytes({}), lambda n, d: (n, evil if n.endswith("data.pkl") else d))
+    assert "nested deeper" in str(_timed(lambda: load_torch_file(write(tmp_path / "k.pt", data))))
+
+
+def test_tuple_keys_a_few_levels_deep_still_load(tmp_path):
+    key = ((1, 2), ("a", (3.5,)))
+    assert read_nvidia_pickle(write(tmp_path / "ok.pkl", pickle.dumps({key: 1}, protocol=4))) == {key: 1}
 
 
 def test_deeply_nested_values_are_refused_when_converted(tmp_path, gen):
