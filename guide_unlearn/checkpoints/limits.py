@@ -22,7 +22,6 @@ import json
 import os
 import re
 import stat
-from pathlib import Path
 from typing import Any, Iterable, Type, Union
 
 from ..errors import CheckpointError, GuideUnlearnError
@@ -58,6 +57,8 @@ def regular_file(path: PathLike, what: str = "file", error: ErrorClass = Checkpo
                     "itself")
     if st.st_size == 0 and not allow_empty:
         raise error(f"{path}: the {what} is empty (or a special file such as /proc/...); pass a real file")
+    if not os.access(path, os.R_OK):
+        raise error(f"{path}: the {what} is not readable (permission denied); check its permissions")
     return int(st.st_size)
 
 
@@ -158,8 +159,3 @@ def check_tensor_extent(t: Any, where: str, error: ErrorClass = CheckpointError)
         return
     elements = t.untyped_storage().nbytes() // max(1, t.element_size())
     check_view_args(elements, int(t.storage_offset()), list(t.shape), list(t.stride()), where, error)
-
-
-def as_path(path: PathLike) -> Path:
-    """``Path(path)``."""
-    return Path(path)
