@@ -544,7 +544,8 @@ class SafeUnpickler(pickle._Unpickler):  # the pure-Python unpickler lets every 
             raise CheckpointError(f"{self._where}: malformed pickle (stack underflow)")
         inst = self.stack[-1]
         if isinstance(inst, (ObjectStub, AttrDict)):
-            self._charge(len(state) if isinstance(state, (dict, tuple)) else 1)
+            parts = state if isinstance(state, tuple) else (state,)
+            self._charge(sum(len(p) if isinstance(p, dict) else 1 for p in parts))
             inst.__setstate__(state)
         elif isinstance(inst, np.dtype):
             _check_dtype_state(inst, state)  # validated, nothing applied: dtypes are shared singletons
