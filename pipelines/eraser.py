@@ -14,7 +14,7 @@ from torch import nn
 from guide_unlearn import lora as L
 from guide_unlearn.config import EraseConfig
 from guide_unlearn.engine import ErasureResult, check_latents, run_erase
-from guide_unlearn.errors import InputError, PatchError, PatchMismatchError, PatchStateError
+from guide_unlearn.errors import GuideUnlearnError, InputError, PatchError, PatchMismatchError, PatchStateError
 from guide_unlearn.fingerprint import patch_state
 from guide_unlearn.images import load_image, pil_to_tensor
 from guide_unlearn.patch import ForgetPatch
@@ -357,7 +357,13 @@ def _apply_lora(model: nn.Module, generator: GeneratorAdapter, patch: ForgetPatc
     cfg = L.make_lora_config(patch.lora_config["r"], patch.lora_config["lora_alpha"], targets,
                              generator.lora_layer_types())
     name = patch.adapter_name
-    L.add_adapter(model, name, cfg)
+    try:
+        L.add_adapter(model, name, cfg)
+    except GuideUnlearnError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - peft's own errors for a patch it cannot inject
+        raise PatchError(f"patch {patch.patch_id} cannot be applied to this generator ({type(exc).__name__}: "
+                         f"{str(exc)[:200]})") from None
     try:
         expected = {}
         for lname, layer in L.lora_layers(model):
@@ -378,9 +384,13 @@ def _apply_lora(model: nn.Module, generator: GeneratorAdapter, patch: ForgetPatc
                 if not torch.isfinite(base + layer.get_delta_weight(name)).all():
                     raise PatchError(f"patch {patch.patch_id}: its delta makes {lname} non-finite; the patch is "
                                      "corrupted or hostile")
-    except Exception:
+    except GuideUnlearnError:
         L.delete_adapter(model, name)
         raise
+    except Exception as exc:  # noqa: BLE001 - peft's own errors
+        L.delete_adapter(model, name)
+        raise PatchError(f"patch {patch.patch_id} cannot be applied to this generator ({type(exc).__name__}: "
+                         f"{str(exc)[:200]})") from None
 
 
 def _add_delta(model: nn.Module, patch: ForgetPatch, sign: float, generator: Optional[GeneratorAdapter] = None
