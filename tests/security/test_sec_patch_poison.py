@@ -145,7 +145,7 @@ def test_files_linked_from_outside_the_patch_folder_are_refused(eraser, tmp_path
     outside = tmp_path / "elsewhere.safetensors"
     os.replace(folder / "adapter_model.safetensors", outside)
     (folder / "adapter_model.safetensors").symlink_to(outside)
-    with pytest.raises(PatchError, match="outside the patch folder"):
+    with pytest.raises(PatchError, match="outside the patch folder|symbolic link"):
         ForgetPatch.from_pretrained(folder)
 
 
@@ -172,7 +172,7 @@ def test_a_snapshot_linking_into_another_repos_blobs_is_refused(eraser, tmp_path
     for f in src.iterdir():
         (other / f.name).write_bytes(f.read_bytes())
         (snap / f.name).symlink_to(other / f.name)
-    with pytest.raises(PatchError, match="outside the patch folder"):
+    with pytest.raises(PatchError, match="outside the patch folder|symbolic link"):
         ForgetPatch.from_pretrained(snap)
 
 
