@@ -28,7 +28,10 @@ def gen():
     return tiny_generator("stylegan2")
 
 
-def _timed(fn, limit: float = 10.0):
+LIMIT_S = 60.0  # generous for a loaded 2-core CI machine; the unbounded versions take hours or exhaust memory
+
+
+def _timed(fn, limit: float = LIMIT_S):
     start = time.perf_counter()
     with pytest.raises(GuideUnlearnError) as info:
         fn()
@@ -94,7 +97,7 @@ def test_rereading_one_shared_dict_many_times_hits_the_work_budget(tmp_path):
     for _ in range(40_000):
         a.glob("training.networks", "Thing").empty_tuple().newobj().get(0).build().pop()
     data = a.none().stop()
-    err = _timed(lambda: read_nvidia_pickle(write(tmp_path / "w.pkl", data)), limit=20)
+    err = _timed(lambda: read_nvidia_pickle(write(tmp_path / "w.pkl", data)))
     assert "budget" in str(err) or "size allows" in str(err)
 
 
@@ -127,7 +130,7 @@ def test_model_folder_declaring_an_absurd_architecture_is_refused_before_buildin
     config = json.loads((folder / "config.json").read_text())
     config[key] = value
     (folder / "config.json").write_text(json.dumps(config))
-    _timed(lambda: load_generator(folder), limit=5)
+    _timed(lambda: load_generator(folder))
 
 
 def test_model_folder_whose_config_disagrees_with_its_tensors_is_refused(tmp_path, gen):
@@ -136,7 +139,7 @@ def test_model_folder_whose_config_disagrees_with_its_tensors_is_refused(tmp_pat
     config = json.loads((folder / "config.json").read_text())
     config["z_dim"] = 4000  # within bounds, but the weights are for another z_dim
     (folder / "config.json").write_text(json.dumps(config))
-    assert "do not match" in str(_timed(lambda: load_generator(folder), limit=5))
+    assert "do not match" in str(_timed(lambda: load_generator(folder)))
 
 
 def test_network_pickle_whose_kwargs_declare_an_absurd_size_is_refused(tmp_path, gen):
@@ -149,7 +152,7 @@ def test_network_pickle_whose_kwargs_declare_an_absurd_size_is_refused(tmp_path,
                synthesis_kwargs=E(channel_base=10 ** 9, channel_max=10 ** 9))
         path = write_nvidia_pickle(tmp_path / "g.pkl", gen, g_ema_override=to_persistent(
             gen, top_extra={"_init_kwargs": kw, "_init_args": ()}))
-    _timed(lambda: load_generator(path), limit=5)
+    _timed(lambda: load_generator(path))
 
 
 def test_nested_json_in_a_safetensors_header_is_refused(tmp_path):
@@ -173,7 +176,7 @@ def test_special_files_are_refused_as_checkpoints(tmp_path, special):
         pytest.skip(f"{special} is not available on this system")
     link = tmp_path / "model.pkl"
     link.symlink_to(special)
-    _timed(lambda: load_generator(link), limit=5)
+    _timed(lambda: load_generator(link))
 
 
 def test_special_file_as_a_model_folder_config_is_refused(tmp_path, gen):
@@ -181,7 +184,7 @@ def test_special_file_as_a_model_folder_config_is_refused(tmp_path, gen):
     gen.save_pretrained(str(folder))
     (folder / "config.json").unlink()
     (folder / "config.json").symlink_to("/dev/zero")
-    _timed(lambda: load_generator(folder), limit=5)
+    _timed(lambda: load_generator(folder))
 
 
 def _lora_patch_folder(tmp_path: Path, gen, r: int = 2) -> Path:
@@ -202,7 +205,7 @@ def test_patch_declaring_a_rank_of_millions_is_refused_without_allocating(tmp_pa
     cfg = json.loads((folder / "adapter_config.json").read_text())
     cfg["r"] = 5_000_000
     (folder / "adapter_config.json").write_text(json.dumps(cfg))
-    assert isinstance(_timed(lambda: ForgetPatch.from_pretrained(folder), limit=5), PatchError)
+    assert isinstance(_timed(lambda: ForgetPatch.from_pretrained(folder)), PatchError)
 
 
 def test_patch_metadata_nested_deeply_is_refused(tmp_path, gen):
@@ -217,7 +220,7 @@ def test_patch_tensor_file_linked_to_a_device_is_refused(tmp_path, gen):
     folder = _lora_patch_folder(tmp_path, gen)
     (folder / "adapter_model.safetensors").unlink()
     (folder / "adapter_model.safetensors").symlink_to("/dev/zero")
-    assert isinstance(_timed(lambda: ForgetPatch.from_pretrained(folder), limit=5), PatchError)
+    assert isinstance(_timed(lambda: ForgetPatch.from_pretrained(folder)), PatchError)
 
 
 def test_ordered_dict_round_trips_in_a_torch_file(tmp_path):
