@@ -525,10 +525,15 @@ def _save_state(path: Path, step: int, history, trainable: _Trainable, optimizer
 
 def _load_state(path: Path, trainable: _Trainable, optimizer, rng: torch.Generator, cfg: EraseConfig,
                 w_u: torch.Tensor):
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # corrupt or foreign file
-        raise ConfigError(f"cannot read the saved erase state {path} ({e}); delete it to start over") from e
+    from .checkpoints.torch_zip import load_torch_file
+    from .errors import CheckpointError
+
+    try:  # the same scan and bounds as any torch.save file (a state folder may be shared or tampered with)
+        state = load_torch_file(path)
+    except CheckpointError as e:  # corrupt or foreign file
+        raise ConfigError(f"cannot read the saved erase state {path} ({e}); delete it to start over") from None
+    if not isinstance(state, dict):
+        raise ConfigError(f"the saved erase state {path} is not an erase state; delete it to start over")
     saved = state.get("config")
     saved = {k: v for k, v in saved.items() if k not in PRESENTATION_FIELDS} if isinstance(saved, dict) else saved
     if saved != cfg.recipe_dict():
@@ -536,12 +541,18 @@ def _load_state(path: Path, trainable: _Trainable, optimizer, rng: torch.Generat
         changed = sorted(k for k in now if not isinstance(saved, dict) or saved.get(k) != now[k])
         raise ConfigError(f"the saved erase state {path} was made with other settings ({', '.join(changed[:6])}); "
                           "delete it or resume with the same settings (progress / logging settings may differ)")
-    if not torch.equal(state["w_u"], w_u.cpu()):
-        raise ConfigError(f"the saved erase state {path} belongs to another identity; delete it to start over")
-    trainable.load_state(state["trainable"])
-    optimizer.load_state_dict(state["optimizer"])
-    rng.set_state(state["rng"])
-    return int(state["step"]), list(state["history"])
+    try:
+        if not torch.equal(state["w_u"], w_u.cpu()):
+            raise ConfigError(f"the saved erase state {path} belongs to another identity; delete it to start over")
+        trainable.load_state(state["trainable"])
+        optimizer.load_state_dict(state["optimizer"])
+        rng.set_state(state["rng"])
+        return int(state["step"]), list(state["history"])
+    except ConfigError:
+        raise
+    except Exception as e:  # noqa: BLE001 - a malformed state file: missing keys, wrong types or shapes
+        raise ConfigError(f"the saved erase state {path} is malformed ({type(e).__name__}: {str(e)[:200]}); "
+                          "delete it to start over") from None
 
 
 def _plain(config: Any) -> dict[str, Any]:

@@ -95,10 +95,12 @@ def read_record(directory: PathLike) -> Optional[dict[str, Any]]:
     path = Path(directory) / RECORD_FILE
     if not path.is_file():
         return None
-    if path.stat().st_size > MAX_RECORD_BYTES:
-        raise CheckpointError(f"{path} is larger than 1 MiB; refusing to read it")
+    from guide_unlearn.checkpoints.limits import check_nesting, loads_json, read_regular_file
+
+    # a regular file of bounded size, depth and expanded node count (never a special file or a link's target)
+    record = loads_json(read_regular_file(path, MAX_RECORD_BYTES, "generator lineage record"), str(path))
+    check_nesting(record, str(path), max_nodes=100_000)
     try:
-        record = json.loads(path.read_text(encoding="utf-8"))
         if not isinstance(record, dict) or not isinstance(record["base_fingerprint"], str):
             raise TypeError("not an object with a base_fingerprint")
         if not isinstance(record.get("merged_patches", []), list):
@@ -211,9 +213,18 @@ class LineageSaveMixin:
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: PathLike, **kwargs: Any):
-        """diffusers' loader, then the folder's lineage record (:func:`restore_record`)."""
-        model = super().from_pretrained(pretrained_model_name_or_path, **kwargs)  # type: ignore[misc]
+        """A local folder loads through the library's bounded, safetensors-only folder loader
+        (:func:`guide_unlearn.checkpoints.folders.load_model_folder`: the declared architecture is checked against
+        the tensors before anything is built, pickled ``.bin`` weights are refused), then its lineage record
+        (:func:`restore_record`). Anything else goes to diffusers' loader."""
         folder = Path(pretrained_model_name_or_path)
-        if folder.is_dir():
-            restore_record(model, folder, verify=True)
+        if not folder.is_dir():
+            return super().from_pretrained(pretrained_model_name_or_path, **kwargs)  # type: ignore[misc]
+        from guide_unlearn.checkpoints.folders import load_model_folder, read_folder_config
+
+        unsupported = sorted(k for k, v in kwargs.items() if v not in (None, False))
+        if unsupported:
+            raise ConfigError(f"from_pretrained of a local folder does not support {unsupported}")
+        model = load_model_folder(folder, cls, read_folder_config(folder))
+        restore_record(model, folder, verify=True)
         return model

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -25,6 +27,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
 from . import hub as _hub
+from .checkpoints.limits import check_nesting, loads_json, read_regular_file, regular_file
 from .errors import PatchError
 from .io import PathLike, atomic_directory, sha256_file
 
@@ -35,6 +38,8 @@ LORA_CONFIG_FILE = "adapter_config.json"
 LORA_FILE = "adapter_model.safetensors"
 DELTA_FILE = "delta_model.safetensors"
 MAX_JSON_BYTES = 1 << 20
+MAX_JSON_DEPTH = 32
+MAX_RANK = 4096
 _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 KINDS = ("lora", "delta")
 
@@ -208,9 +213,28 @@ class ForgetPatch:
                         token: "str | bool | None" = None) -> "ForgetPatch":
         """Load and verify a patch folder (safetensors only; sha256 and sizes checked), or the patch of a hub repo
         ``"user/repo"`` at ``revision`` / ``subfolder`` (a local folder of the same name wins; see
-        :func:`guide_unlearn.hub.resolve_patch_folder`)."""
+        :func:`guide_unlearn.hub.resolve_patch_folder`). Every failure of a malformed folder is a PatchError; see
+        :meth:`_from_pretrained` for what is checked."""
         directory = _hub.resolve_patch_folder(directory, revision=revision, subfolder=subfolder, token=token)
-        require_patch_folder(directory)
+        try:
+            return cls._from_pretrained(directory)
+        except PatchError:
+            raise
+        except (Exception, RecursionError) as exc:  # noqa: BLE001 - a malformed folder, whatever broke
+            raise PatchError(f"{directory}: malformed patch folder ({type(exc).__name__}: {str(exc)[:200]}); get a "
+                             "fresh copy of the patch") from None
+
+    @classmethod
+    def _from_pretrained(cls, directory: Path) -> "ForgetPatch":
+        """Load and verify a local patch folder.
+
+        Refused with a PatchError: files that are not regular or reached through a symlink leaving the folder
+        (except a Hugging Face cache snapshot's links into the same repo's ``blobs/``), JSON over 1 MiB or nested
+        too deep, non-float or non-finite tensors, a non-finite / non-positive ``lora_alpha``, a rank outside
+        1..:data:`MAX_RANK` or disagreeing with the tensors, tensor names that are not LoRA factors of the listed
+        targets. Which modules a patch may touch depends on the generator: checked when it is applied.
+        """
+        require_patch_folder(directory)  # says plainly what the folder is when it is not a patch
         pickles = sorted(p.name for p in directory.iterdir() if p.suffix.lower() in _PICKLE_SUFFIXES)
         if pickles:
             raise PatchError(f"{directory} contains pickle files {pickles}; forget patches are safetensors-only and "
@@ -220,7 +244,7 @@ class ForgetPatch:
         if meta.get("format") != FORMAT:
             raise PatchError(f"{directory / META_FILE} is not a guide_unlearn forget patch (format={meta.get('format')!r})")
         version = meta.get("format_version")
-        if not isinstance(version, int) or version > FORMAT_VERSION or version < 1:
+        if type(version) is not int or version > FORMAT_VERSION or version < 1:
             raise PatchError(f"patch format version {version!r} is not supported by this library (supports "
                              f"1..{FORMAT_VERSION}); upgrade guide_unlearn")
         kind = meta.get("kind")
@@ -228,26 +252,30 @@ class ForgetPatch:
             raise PatchError(f"patch kind {kind!r} is unknown; expected one of {KINDS}")
         tensor_file = LORA_FILE if kind == "lora" else DELTA_FILE
         path = directory / tensor_file
-        if not path.is_file():
+        if not path.exists():
             raise PatchError(f"{path} is missing; the patch folder is incomplete — copy it again")
-        expected = (meta.get("files") or {}).get(tensor_file)
-        if expected != sha256_file(path):
+        _check_inside(path, directory)
+        regular_file(path, "patch tensors", PatchError)
+        files = meta.get("files")
+        expected = files.get(tensor_file) if isinstance(files, dict) else None
+        if not isinstance(expected, str) or expected != sha256_file(path):
             raise PatchError(f"{path} does not match the sha256 recorded in {META_FILE}: the patch was modified or "
                              "corrupted; get a fresh copy")
         try:
             tensors = load_file(str(path))
         except (SafetensorError, OSError, ValueError) as e:
-            raise PatchError(f"{path} is not a readable safetensors file ({e}); get a fresh copy") from e
+            raise PatchError(f"{path} is not a readable safetensors file ({str(e)[:200]}); get a fresh copy") from None
+        except Exception as e:  # noqa: BLE001 - safetensors raises its own error types
+            raise PatchError(f"{path} is not a readable safetensors file ({str(e)[:200]}); get a fresh copy") from None
+        _check_tensors(tensors, path)
         lora_config = None
         if kind == "lora":
-            raw = _read_json(directory / LORA_CONFIG_FILE, "adapter config")
-            lora_config = {"r": raw.get("r"), "lora_alpha": raw.get("lora_alpha"),
-                           "target_modules": raw.get("target_modules")}
-            if not isinstance(lora_config["r"], int) or lora_config["r"] < 1 or not lora_config["target_modules"]:
-                raise PatchError(f"{directory / LORA_CONFIG_FILE} lacks a valid r / target_modules")
-            if isinstance(lora_config["target_modules"], str):
-                raise PatchError(f"{directory / LORA_CONFIG_FILE}: target_modules must be a list of module names")
-            lora_config["target_modules"] = sorted(lora_config["target_modules"])
+            lora_config = _lora_config(_read_json(directory / LORA_CONFIG_FILE, "adapter config"),
+                                       directory / LORA_CONFIG_FILE)
+            _check_lora_tensors(tensors, lora_config, path)
+        for key in ("base_fingerprint", "generator_family"):
+            if meta.get(key) is not None and not isinstance(meta.get(key), str):
+                raise PatchError(f"{directory / META_FILE}: {key} must be a string")
         metadata = {k: v for k, v in meta.items() if k not in ("format", "format_version", "kind", "files", "patch_id")}
         patch = cls(kind=kind, tensors=tensors, metadata=metadata, lora_config=lora_config)
         if meta.get("patch_id") not in (None, patch.patch_id):
@@ -309,19 +337,81 @@ def require_patch_folder(directory: PathLike) -> None:
                          "`guide-unlearn erase` (or ForgetPatch.save_pretrained), copied whole")
 
 
+def _check_inside(path: Path, directory: Path) -> None:
+    """Refuse a file whose real location is outside the patch folder. The one exception is a Hugging Face cache
+    snapshot (``<repo>/snapshots/<rev>/...``) whose files are links into the same repo's ``blobs/``."""
+    real, root = path.resolve(), directory.resolve()
+    if real == root or root in real.parents:
+        return
+    parts = directory.absolute().parts
+    if "snapshots" in parts:
+        i = len(parts) - 1 - parts[::-1].index("snapshots")
+        repo = Path(*parts[:i])
+        blobs = repo.resolve() / "blobs"
+        if i >= 1 and parts[i - 1].startswith(("models--", "datasets--", "spaces--")) and blobs in real.parents:
+            return
+    raise PatchError(f"{path} is a link to {real}, outside the patch folder; a patch folder must hold its own "
+                     "files. Copy the real files into it")
+
+
 def _read_json(path: Path, what: str) -> dict[str, Any]:
-    if not path.is_file():
+    if not path.exists():
         raise PatchError(f"{path} ({what}) is missing; the patch folder is incomplete — copy it again")
-    size = path.stat().st_size
-    if size > MAX_JSON_BYTES:
-        raise PatchError(f"{path} is {size} bytes, over the {MAX_JSON_BYTES}-byte limit for {what}; refusing it")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise PatchError(f"{path} ({what}) is not valid JSON ({e}); get a fresh copy of the patch") from e
+    _check_inside(path, path.parent)
+    data = loads_json(read_regular_file(path, MAX_JSON_BYTES, what, PatchError), f"{path} ({what})", PatchError,
+                      max_bytes=MAX_JSON_BYTES, max_depth=MAX_JSON_DEPTH)
     if not isinstance(data, dict):
         raise PatchError(f"{path} ({what}) must hold a JSON object")
+    check_nesting(data, f"{path} ({what})", PatchError, max_depth=MAX_JSON_DEPTH, max_nodes=200_000)
     return data
+
+
+_FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+_MODULE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*")
+
+
+def _check_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    """Every patch tensor is a finite float tensor under a plain dotted name."""
+    if not tensors:
+        raise PatchError(f"{path} holds no tensors; get a fresh copy of the patch")
+    for name, t in tensors.items():
+        if not _MODULE_NAME.fullmatch(name) or len(name) > 512:
+            raise PatchError(f"{path}: tensor name {name[:80]!r} is not a parameter name")
+        if t.dtype not in _FLOAT_DTYPES:
+            raise PatchError(f"{path}: tensor {name} has dtype {t.dtype}; patch tensors are floating point")
+        if not torch.isfinite(t).all():
+            raise PatchError(f"{path}: tensor {name} holds NaN or Inf; the patch is corrupted or hostile")
+
+
+def _lora_config(raw: dict[str, Any], path: Path) -> dict[str, Any]:
+    """{'r', 'lora_alpha', 'target_modules'} of an adapter_config.json, validated."""
+    r, alpha, targets = raw.get("r"), raw.get("lora_alpha"), raw.get("target_modules")
+    if type(r) is not int or not 1 <= r <= MAX_RANK:
+        raise PatchError(f"{path}: r must be an integer in 1..{MAX_RANK}, got {str(r)[:40]}")
+    if type(alpha) not in (int, float) or not math.isfinite(alpha) or not 0 < alpha <= 1e6:
+        raise PatchError(f"{path}: lora_alpha must be a finite number in (0, 1e6], got {str(alpha)[:40]}")
+    if not isinstance(targets, list) or not targets or len(targets) > 100_000:
+        raise PatchError(f"{path}: target_modules must be a non-empty list of module names")
+    if not all(isinstance(t, str) and _MODULE_NAME.fullmatch(t) and len(t) <= 512 for t in targets):
+        raise PatchError(f"{path}: target_modules must hold plain dotted module names")
+    if len(set(targets)) != len(targets):
+        raise PatchError(f"{path}: target_modules lists a module twice")
+    return {"r": r, "lora_alpha": alpha, "target_modules": sorted(targets)}
+
+
+def _check_lora_tensors(tensors: dict[str, torch.Tensor], cfg: dict[str, Any], path: Path) -> None:
+    """Exactly one A [r, fan_in] and one B [fan_out, r] per target, r the configured rank."""
+    r = cfg["r"]
+    expected = {f"{m}.lora_{ab}.weight" for m in cfg["target_modules"] for ab in "AB"}
+    if set(tensors) != expected:
+        extra = sorted(set(tensors) - expected)[:3]
+        missing = sorted(expected - set(tensors))[:3]
+        raise PatchError(f"{path}: tensors do not match target_modules (unexpected {extra}, missing {missing})")
+    for m in cfg["target_modules"]:
+        a, b = tensors[f"{m}.lora_A.weight"], tensors[f"{m}.lora_B.weight"]
+        if a.ndim != 2 or b.ndim != 2 or a.shape[0] != r or b.shape[1] != r:
+            raise PatchError(f"{path}: {m} has A {list(a.shape)} and B {list(b.shape)}, which disagree with the "
+                             f"rank r={r}")
 
 
 def _peft_config_json(lora_config: dict[str, Any]) -> dict[str, Any]:

@@ -16,7 +16,8 @@ from torch import nn
 from guide_unlearn import lora as L
 from guide_unlearn.config import EraseConfig
 from guide_unlearn.engine import ErasureResult, check_latents, judge_erasure, run_erase
-from guide_unlearn.errors import ConfigError, GuideUnlearnError, InputError, PatchMismatchError, PatchStateError
+from guide_unlearn.errors import (ConfigError, GuideUnlearnError, InputError, PatchError, PatchMismatchError,
+                                  PatchStateError)
 from guide_unlearn.fingerprint import patch_state
 from guide_unlearn.images import check_image_range, load_image, pil_to_tensor
 from guide_unlearn.patch import ForgetPatch
@@ -194,7 +195,7 @@ class IdentityEraser:
         if patch.kind == "lora":
             _apply_lora(model, self.generator, patch)
         else:
-            _add_delta(model, patch, sign=1.0)
+            _add_delta(model, patch, sign=1.0, generator=self.generator)
         patch_state(model)["applied"][patch.patch_id] = patch
         return patch
 
@@ -633,6 +634,14 @@ def _as_list(inputs: Inputs) -> list[Any]:
     return [inputs]
 
 
+def _patchable_modules(model: nn.Module, generator: GeneratorAdapter) -> set[str]:
+    """Names of the modules a forget patch may touch: instances of ``generator.lora_layer_types()`` outside any
+    mapping network (peft's ``.base_layer`` wrappers seen through)."""
+    types = tuple(generator.lora_layer_types())
+    return {n.replace(".base_layer", "") for n, m in model.named_modules()
+            if isinstance(m, types) and "mapping" not in n.split(".")}
+
+
 def _apply_lora(model: nn.Module, generator: GeneratorAdapter, patch: ForgetPatch) -> None:
     from peft.utils import set_peft_model_state_dict
 
@@ -642,10 +651,32 @@ def _apply_lora(model: nn.Module, generator: GeneratorAdapter, patch: ForgetPatc
     if missing:
         raise PatchMismatchError(f"the patch targets modules {missing[:3]} that this generator does not have; "
                                  "it was made for another architecture")
+    allowed = _patchable_modules(model, generator)
+    outside = [t for t in targets if t not in allowed]
+    if outside:
+        raise PatchError(f"the patch targets {outside[:3]}, which are not synthesis layers a forget patch may "
+                         f"change ({', '.join(t.__name__ for t in generator.lora_layer_types())} outside the "
+                         "mapping network); refusing it")
+    modules = dict(model.named_modules())
+    for t in targets:  # shapes first: peft would allocate the factors before comparing anything
+        layer = modules.get(t)
+        base = getattr(layer, "base_layer", layer)
+        weight = getattr(base, "weight", None)
+        a, b = patch.tensors.get(f"{t}.lora_A.weight"), patch.tensors.get(f"{t}.lora_B.weight")
+        if weight is None or a is None or b is None or tuple(a.shape) != (patch.lora_config["r"], weight[0].numel()) \
+                or tuple(b.shape) != (weight.shape[0], patch.lora_config["r"]):
+            raise PatchMismatchError(f"the patch's tensors for {t} do not match that layer on this generator; it was "
+                                     "made for another architecture")
     cfg = L.make_lora_config(patch.lora_config["r"], patch.lora_config["lora_alpha"], targets,
                              generator.lora_layer_types())
     name = patch.adapter_name
-    L.add_adapter(model, name, cfg)
+    try:
+        L.add_adapter(model, name, cfg)
+    except GuideUnlearnError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - peft's own errors for a patch it cannot inject
+        raise PatchError(f"patch {patch.patch_id} cannot be applied to this generator ({type(exc).__name__}: "
+                         f"{str(exc)[:200]})") from None
     try:
         expected = {}
         for lname, layer in L.lora_layers(model):
@@ -660,17 +691,37 @@ def _apply_lora(model: nn.Module, generator: GeneratorAdapter, patch: ForgetPatc
         unexpected = getattr(result, "unexpected_keys", [])
         if unexpected:
             raise PatchMismatchError(f"patch tensors {unexpected[:3]} were not used by this generator")
-    except Exception:
+        for lname, layer in L.lora_layers(model):
+            if name in layer.lora_A:
+                base = layer.get_base_layer().weight
+                if not torch.isfinite(base + layer.get_delta_weight(name)).all():
+                    raise PatchError(f"patch {patch.patch_id}: its delta makes {lname} non-finite; the patch is "
+                                     "corrupted or hostile")
+    except GuideUnlearnError:
         L.delete_adapter(model, name)
         raise
+    except Exception as exc:  # noqa: BLE001 - peft's own errors
+        L.delete_adapter(model, name)
+        raise PatchError(f"patch {patch.patch_id} cannot be applied to this generator ({type(exc).__name__}: "
+                         f"{str(exc)[:200]})") from None
 
 
-def _add_delta(model: nn.Module, patch: ForgetPatch, sign: float) -> None:
+def _add_delta(model: nn.Module, patch: ForgetPatch, sign: float, generator: Optional[GeneratorAdapter] = None
+               ) -> None:
     params = {n.replace(".base_layer", ""): p for n, p in model.named_parameters() if ".lora_" not in n}
     for n, t in patch.tensors.items():
         if n not in params or tuple(params[n].shape) != tuple(t.shape):
             raise PatchMismatchError(f"delta patch tensor {n} {tuple(t.shape)} has no matching parameter in this "
                                      "generator; it was made for another architecture")
+    if generator is not None:
+        allowed = {n.replace(".base_layer", "") for n in generator.full_finetune_parameters()}
+        outside = sorted(n for n in patch.tensors if n not in allowed)
+        if outside:
+            raise PatchError(f"the delta patch changes {outside[:3]}, which are not synthesis parameters a forget "
+                             "patch may change (never the mapping network); refusing it")
+        for n, t in patch.tensors.items():
+            if not torch.isfinite(params[n].detach() + t.to(params[n])).all():
+                raise PatchError(f"the delta patch makes {n} non-finite; the patch is corrupted or hostile")
     with torch.no_grad():
         for n, t in patch.tensors.items():
             params[n].add_(t.to(params[n]), alpha=sign)

@@ -13,7 +13,6 @@ Supported inputs of ``load_generator`` (any of them by path, or a registry name)
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any, Mapping, Optional
@@ -23,7 +22,7 @@ from torch import nn
 
 import guide_unlearn.adapters  # noqa: F401  (registers the backend families and checkpoint formats)
 from guide_unlearn.checkpoints import NvidiaModule, detect_format, load_nvidia_module, load_torch_file
-from guide_unlearn.errors import CheckpointError
+from guide_unlearn.errors import CheckpointError, GuideUnlearnError
 from guide_unlearn.families import (checkpoint_formats, family_for_folder_class, family_for_pickle_class, get_family,
                                     get_format, list_families, resolve_ref)
 
@@ -40,20 +39,19 @@ logger = logging.getLogger(__name__)
 
 
 def _load_folder(path: Path) -> nn.Module:
-    try:
-        config = json.loads((path / "config.json").read_text())
-    except (OSError, ValueError) as exc:
-        raise CheckpointError(f"{path}/config.json is unreadable ({exc})") from None
-    cls_name = config.get("_class_name") if isinstance(config, dict) else None
+    from guide_unlearn.checkpoints.folders import load_model_folder, read_folder_config
+
+    config = read_folder_config(path)  # a bounded regular file; absurd sizes are refused before building
+    cls_name = config.get("_class_name")
     family = family_for_folder_class(cls_name)
     if family is None:
         raise CheckpointError(f"{path}: config.json names class {cls_name!r}, which is not a generator of this "
                               "library")
-    cls = family.cls()
-    try:
-        return cls.from_pretrained(str(path))
-    except (OSError, ValueError, RuntimeError) as exc:
-        raise CheckpointError(f"{path}: the model folder cannot be loaded ({exc})") from None
+    model = load_model_folder(path, family.cls(), config)
+    from guide_unlearn.lineage import restore_record
+
+    restore_record(model, path, verify=True)  # the base fingerprint and merged patches an export recorded
+    return model
 
 
 def _generator_from_nvidia(mod: NvidiaModule, path: Path) -> nn.Module:
@@ -82,10 +80,13 @@ def _restore_lineage(model: nn.Module, lineage: Optional[str], path: Path) -> No
         return
     from guide_unlearn.fingerprint import set_base_record
 
+    from guide_unlearn.checkpoints.limits import check_nesting, loads_json
+
+    record = loads_json(lineage, f"{path}: the 'lineage' metadata")  # bounded size and depth
+    check_nesting(record, str(path), max_nodes=100_000)
     try:
-        record = json.loads(lineage)
         set_base_record(model, str(record["base_fingerprint"]), list(record.get("merged_patches", [])))
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise CheckpointError(f"{path}: the 'lineage' metadata is malformed ({exc}); re-export the file") from None
 
 
@@ -102,14 +103,18 @@ def _generator_from_file(path: Path) -> nn.Module:
 
         sd = load_state_file(path)
         config = None
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                meta = f.metadata() or {}
+        except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types
+            raise CheckpointError(f"{path}: unreadable safetensors file ({str(exc)[:200]})") from None
         known = {f.name for f in checkpoint_formats("state-dict")}
         if meta.get("format") in known and meta.get("config"):
-            try:
-                config = json.loads(meta["config"])
-            except ValueError:
-                config = None
+            from guide_unlearn.checkpoints.limits import loads_json
+
+            config = loads_json(meta["config"], f"{path}: config in the safetensors metadata")
+            if not isinstance(config, dict):
+                raise CheckpointError(f"{path}: the config in the safetensors metadata is not a JSON object")
         model = _generator_from_tensors(sd, path, config=config)
         _restore_lineage(model, meta.get("lineage"), path)
         return model
@@ -124,6 +129,18 @@ def _generator_from_file(path: Path) -> nn.Module:
         raise CheckpointError(f"{path}: a torch checkpoint with keys {sorted(map(str, obj))[:8]}, which is not a "
                               f"known generator format ({names})")
     raise CheckpointError(f"{path}: a torch checkpoint holding a {type(obj).__name__}, not a generator")
+
+
+def _typed(load: Any, path: Path, *args: Any) -> Any:
+    """``load(path, *args)`` with every failure a GuideUnlearnError: a malformed file that slips past the checks
+    into a backend's own code (a KeyError, TypeError, ... there) is reported as a CheckpointError naming it."""
+    try:
+        return load(path, *args)
+    except GuideUnlearnError:
+        raise
+    except (Exception, RecursionError) as exc:  # noqa: BLE001 - see docstring
+        raise CheckpointError(f"{path}: malformed checkpoint ({type(exc).__name__}: {str(exc)[:200]}); the file is "
+                              "corrupted or not what its format claims. Download or export it again") from None
 
 
 def load_generator(path_or_name: PathOrName, device: Any = "cpu", allow_download: Optional[bool] = None
@@ -147,7 +164,7 @@ def load_generator(path_or_name: PathOrName, device: Any = "cpu", allow_download
     if entry is not None and entry.kind == "inverter":
         raise CheckpointError(f"'{entry.name}' is an inverter; load it with load_inverter (its generator is "
                               f"'{entry.generator}')")
-    model = _generator_from_file(path)
+    model = _typed(_generator_from_file, path)
     return model.to(device).eval()
 
 
@@ -196,7 +213,12 @@ def load_inverter(path_or_name: PathOrName, device: Any = "cpu", generator: Opti
         raise CheckpointError(f"'{entry.name}' is a generator, not an inverter")
     layout = get_format(entry.format) if entry is not None else None
     if layout is not None and layout.kind == "inverter" and layout.read_inverter is not None:
-        return layout.inverter_reader()(None, path=path, generator=generator, device=device)
+        reader = layout.inverter_reader()
+        return _typed(lambda p: reader(None, path=p, generator=generator, device=device), path)
+    return _typed(_inverter_from_file, path, generator, device)
+
+
+def _inverter_from_file(path: Path, generator: Optional[nn.Module], device: Any) -> nn.Module:
     fmt = detect_format(path)
     if fmt.kind not in ("torch-zip", "torch-legacy"):
         raise CheckpointError(f"{path}: an inverter checkpoint is a torch.save file, this is {fmt.description}")

@@ -64,6 +64,10 @@ def config_from_state_dict(enc: Mapping[str, torch.Tensor]) -> E4EConfig:
         raise CheckpointError(f"not an Encoder4Editing state dict (missing {exc})") from None
     if len(stage_channels) != 4:
         raise CheckpointError(f"expected 4 IR-SE stages, found channels {stage_channels}")
+    if not (1 <= num_ws <= 64 and 1 <= w_dim <= 8192 and 0 <= n_convs0 <= 8 and n_units <= 256
+            and se_reduction >= 1 and max(stage_channels) <= 8192):
+        raise CheckpointError(f"e4e encoder tensors declare an absurd architecture (num_ws={num_ws}, w_dim={w_dim}, "
+                              f"{n_convs0} style convs, {n_units} units); refusing to build it")
     return E4EConfig(num_ws=num_ws, w_dim=w_dim, input_size=16 * 2 ** n_convs0, stage_channels=stage_channels,
                      stage_units=stage_units, se_reduction=se_reduction)
 
@@ -73,8 +77,11 @@ def inverter_from_state_dict(enc: Mapping[str, torch.Tensor], latent_avg: Option
     """:class:`E4EInverter` from ``encoder.*`` tensors (prefix removed) and ``latent_avg`` [num_ws, w_dim] or
     [w_dim] (broadcast). Keys must match exactly (strict)."""
     config = config or config_from_state_dict(enc)
-    inv = E4EInverter(config)
-    own = inv.encoder.state_dict()
+    try:  # compared with the tensors present on the meta device before anything is allocated
+        with torch.device("meta"):
+            own = E4EInverter(config).encoder.state_dict()
+    except (ValueError, TypeError, RuntimeError, OverflowError, ZeroDivisionError) as exc:
+        raise CheckpointError(f"e4e encoder tensors describe no buildable encoder ({str(exc)[:200]})") from None
     missing, unexpected = sorted(set(own) - set(enc)), sorted(set(enc) - set(own))
     if missing or unexpected:
         raise CheckpointError(f"e4e encoder keys differ from the architecture (missing {missing[:5]}, unexpected "
@@ -82,6 +89,7 @@ def inverter_from_state_dict(enc: Mapping[str, torch.Tensor], latent_avg: Option
     for k, v in own.items():
         if tuple(enc[k].shape) != tuple(v.shape):
             raise CheckpointError(f"e4e encoder tensor {k} is {tuple(enc[k].shape)}, expected {tuple(v.shape)}")
+    inv = E4EInverter(config)
     inv.encoder.load_state_dict(dict(enc), strict=True)
     if latent_avg is None:
         raise CheckpointError("e4e checkpoint has no latent_avg; the encoder's codes are offsets from it, so the "

@@ -107,8 +107,15 @@ def from_nvidia(state_dict: Mapping[str, Any], init_kwargs: Mapping[str, Any],
         tensors[name] = t.float() if t.is_floating_point() else t
     if device is not None:
         tensors = {k: v.to(device) for k, v in tensors.items()}
-    with torch.device("meta"):
-        model = EG3DGenerator(**config)
+    from guide_unlearn.checkpoints.folders import check_config
+
+    check_config(config, "EG3D checkpoint")  # bounded before the architecture is built, even on meta
+    try:
+        with torch.device("meta"):
+            model = EG3DGenerator(**config)
+    except (ValueError, TypeError, RuntimeError, ZeroDivisionError, OverflowError) as exc:
+        raise CheckpointError(f"EG3D checkpoint: its init_kwargs describe no buildable generator "
+                              f"({type(exc).__name__}: {str(exc)[:200]})") from None
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))

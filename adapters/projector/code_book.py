@@ -21,17 +21,19 @@ Nothing is executed on load (safetensors); a file with missing or mis-shaped ten
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 from typing import Callable, Optional, Union
 
 import numpy as np
 import torch
 
-from guide_unlearn.errors import CheckpointError, InputError
+from guide_unlearn.errors import CheckpointError, GuideUnlearnError, InputError
 
 logger = logging.getLogger(__name__)
 
 CODE_BOOK_FILE = "code_book.safetensors"
+MAX_THRESHOLD = 100.0  # descriptor distances of face recognisers are O(1); a larger threshold matches anyone
 FORMAT = "guide-unlearn-code-book/1"
 DLIB_DESCRIPTOR = "dlib_face_recognition_resnet_model_v1 on dlib150 chips cut from the crops"
 
@@ -54,11 +56,16 @@ class CodeBook:
                              f"{list(codes.shape)} and {list(descriptors.shape)}")
         if not (torch.isfinite(codes).all() and np.isfinite(descriptors).all()):
             raise InputError("code book codes and descriptors must be finite")
-        if not threshold > 0:
-            raise InputError(f"threshold must be > 0, got {threshold}")
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.floating)) \
+                or not math.isfinite(threshold) or not 0 < threshold <= MAX_THRESHOLD:
+            raise InputError(f"threshold must be a finite number in (0, {MAX_THRESHOLD}], got {threshold!r}")
+        if landmarks is not None:
+            landmarks = np.asarray(landmarks, dtype=np.float64)
+            if landmarks.shape != (5, 2) or not np.isfinite(landmarks).all():
+                raise InputError(f"landmarks must be 5 finite (x, y) points, got shape {list(landmarks.shape)}")
         self.codes, self.descriptors, self.describe = codes, descriptors, describe
         self.threshold = float(threshold)
-        self.landmarks = None if landmarks is None else np.asarray(landmarks, dtype=np.float64)
+        self.landmarks = landmarks
         self.descriptor = descriptor
 
     def __len__(self) -> int:
@@ -98,24 +105,49 @@ class CodeBook:
     def load(cls, path: Union[str, Path], describe: Optional[Describe] = None) -> "CodeBook":
         """Read a code book. ``describe`` None: the dlib descriptor named in the file (needs dlib and its
         recogniser weights: BackendUnavailableError / CheckpointError otherwise). Raises CheckpointError for a
-        file that is not a code book."""
-        from safetensors import SafetensorError, safe_open
+        file that is not a code book: not a regular file, tensors other than 2-d float codes / descriptors /
+        landmarks [5, 2], non-finite values, a threshold that is not a finite number in (0, MAX_THRESHOLD]."""
+        try:
+            return cls._load(path, describe)
+        except GuideUnlearnError:
+            raise
+        except (Exception, RecursionError) as exc:  # noqa: BLE001 - a malformed file, whatever broke
+            raise CheckpointError(f"{path}: malformed code book ({type(exc).__name__}: {str(exc)[:200]})") from None
+
+    @classmethod
+    def _load(cls, path: Union[str, Path], describe: Optional[Describe] = None) -> "CodeBook":
+        from safetensors import safe_open
+
+        from guide_unlearn.checkpoints.limits import regular_file
 
         path = Path(path)
+        if not path.exists():
+            raise CheckpointError(f"{path}: no such code book file")
+        regular_file(path, "code book")
         try:
             with safe_open(str(path), framework="pt") as f:
                 meta = f.metadata() or {}
+                shapes = {k: f.get_slice(k).get_shape() for k in f.keys()}
+                if set(shapes) - {"codes", "descriptors", "landmarks"}:
+                    raise CheckpointError(f"{path}: unexpected tensors {sorted(shapes)[:4]} in a code book")
+                if any(len(s) != 2 for s in shapes.values()):
+                    raise CheckpointError(f"{path}: code book tensors must be 2-d, got {shapes}")
                 tensors = {k: f.get_tensor(k) for k in f.keys()}
-        except (OSError, SafetensorError) as exc:
-            raise CheckpointError(f"{path}: not a readable safetensors code book ({exc})") from None
+        except CheckpointError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types
+            raise CheckpointError(f"{path}: not a readable safetensors code book ({str(exc)[:200]})") from None
         if meta.get("format") != FORMAT:
-            raise CheckpointError(f"{path}: format {meta.get('format')!r} is not {FORMAT!r}; rebuild it with the "
-                                  "recipe that trained the model")
+            raise CheckpointError(f"{path}: format {str(meta.get('format'))[:60]!r} is not {FORMAT!r}; rebuild it "
+                                  "with the recipe that trained the model")
+        if any(not t.is_floating_point() for t in tensors.values()):
+            raise CheckpointError(f"{path}: code book tensors must be floating point")
         try:
             threshold = float(meta["threshold"])
             codes, descriptors = tensors["codes"], tensors["descriptors"].double().numpy()
         except (KeyError, ValueError) as exc:
-            raise CheckpointError(f"{path}: the code book lacks {exc}; rebuild it with the model's recipe") from None
+            raise CheckpointError(f"{path}: the code book lacks {str(exc)[:80]} (or it is not a number); rebuild it "
+                                  "with the model's recipe") from None
         landmarks = tensors["landmarks"].double().numpy() if "landmarks" in tensors else None
         if describe is None:
             if meta.get("descriptor") != DLIB_DESCRIPTOR or landmarks is None or landmarks.shape != (5, 2):

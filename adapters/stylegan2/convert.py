@@ -145,8 +145,13 @@ def from_nvidia_state_dict(sd: Mapping[str, torch.Tensor], config: Optional[Mapp
     config: constructor kwargs of :class:`StyleGAN2Generator`; inferred from the shapes when None.
     Raises CheckpointError when keys or shapes do not match.
     """
+    from guide_unlearn.checkpoints.folders import build_checked
+
     config = dict(config) if config is not None else config_from_state_dict(sd)
-    model = StyleGAN2Generator(**config)
+    if not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise CheckpointError(f"{what}: the state dict holds something other than tensors")
+    # bounded and compared with the tensors present on the meta device before anything is allocated
+    model = build_checked(StyleGAN2Generator, config, {k: tuple(v.shape) for k, v in sd.items()}, what)
     _load_strict(model, sd, what)
     return model.eval()
 

@@ -5,7 +5,6 @@ Nothing here unpickles anything: pickles are only parsed (``pickletools``) and z
 
 from __future__ import annotations
 
-import json
 import os
 import pickletools
 import struct
@@ -15,6 +14,8 @@ from pathlib import Path
 from typing import Union
 
 from ..errors import CheckpointError
+from .limits import loads_json, regular_file
+from .policy import BoundedReader
 
 __all__ = ["FileFormat", "detect_format", "describe_file"]
 
@@ -56,6 +57,17 @@ def _first_arg(f):
     return None
 
 
+MAX_SAFETENSORS_HEADER = 100 << 20  # the safetensors library's own limit
+
+
+def _looks_like_safetensors(head: bytes) -> bool:
+    """Full signature: an 8-byte little-endian header length, then a JSON object starting with '{'."""
+    if len(head) < 10 or head[8:9] != b"{":
+        return False
+    (n,) = struct.unpack("<Q", head[:8])
+    return 2 <= n <= MAX_SAFETENSORS_HEADER
+
+
 def _safetensors_header(path: Path, size: int) -> FileFormat:
     with open(path, "rb") as f:
         (n,) = struct.unpack("<Q", f.read(8))
@@ -63,12 +75,17 @@ def _safetensors_header(path: Path, size: int) -> FileFormat:
             raise CheckpointError(
                 f"{path}: looks like a safetensors file but is truncated (header says {n} bytes, file has "
                 f"{size - 8}); download or export it again")
-        try:
-            header = json.loads(f.read(n))
-        except ValueError:
-            raise CheckpointError(f"{path}: looks like a safetensors file but its header is corrupted") from None
-    ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__" and isinstance(v, dict)
-            and "data_offsets" in v]
+        header = loads_json(f.read(n), f"{path}: safetensors header", max_bytes=MAX_SAFETENSORS_HEADER)
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{path}: looks like a safetensors file but its header is not a JSON object")
+    ends = []
+    for k, v in header.items():
+        if k == "__metadata__" or not isinstance(v, dict) or "data_offsets" not in v:
+            continue
+        offsets = v["data_offsets"]
+        if not (isinstance(offsets, list) and len(offsets) == 2 and all(type(o) is int for o in offsets)):
+            raise CheckpointError(f"{path}: safetensors header entry {k[:60]!r} has malformed data_offsets")
+        ends.append(offsets[1])
     if ends and 8 + n + max(ends) > size:
         raise CheckpointError(
             f"{path}: safetensors file truncated: tensors need {max(ends)} bytes of data, the file holds "
@@ -94,25 +111,29 @@ def detect_format(path: PathLike) -> FileFormat:
                               "or a folder written by save_pretrained / `guide-unlearn convert`")
     if not path.exists():
         raise CheckpointError(f"{path}: no such file or folder")
-    size = path.stat().st_size
+    size = regular_file(path, "checkpoint", allow_empty=True)
     if size == 0:
-        raise CheckpointError(f"{path}: the file is empty (an interrupted download?); download it again")
+        raise CheckpointError(f"{path}: the file is empty (an interrupted download, or a special file such as "
+                              "/proc/...); download it again")
     with open(path, "rb") as f:
         head = f.read(64)
     if head[:4] == b"PK\x03\x04":
         try:
             with zipfile.ZipFile(path) as zf:
                 names = zf.namelist()
-        except zipfile.BadZipFile:
+        except (zipfile.BadZipFile, ValueError, OSError, EOFError, NotImplementedError):
             raise CheckpointError(
                 f"{path}: looks like a torch.save zip checkpoint but is truncated or corrupted (no readable zip "
                 f"directory in {size} bytes); download it again") from None
-        if any(n.endswith("data.pkl") for n in names):
+        if any(n.casefold().endswith(".pkl") for n in names):
             return FileFormat("torch-zip", "a torch.save checkpoint (zip format)")
         raise CheckpointError(f"{path}: a zip archive, but not a torch checkpoint (no data.pkl; first entries "
                               f"{names[:3]})")
+    if _looks_like_safetensors(head):
+        return _safetensors_header(path, size)
     if head[:1] == b"\x80":
-        with open(path, "rb") as f:
+        with open(path, "rb") as raw:
+            f = BoundedReader(raw, size)
             end = _pickle_end(f)
             if end is None:
                 raise CheckpointError(
@@ -122,8 +143,6 @@ def detect_format(path: PathLike) -> FileFormat:
             if _first_arg(f) == TORCH_LEGACY_MAGIC:
                 return FileFormat("torch-legacy", "a torch.save checkpoint (legacy, pre-1.6 format)")
         return FileFormat("pickle", "a plain pickle (e.g. an NVIDIA network pickle)")
-    if len(head) >= 10 and head[8:9] == b"{":
-        return _safetensors_header(path, size)
     lowered = head.lstrip().lower()
     if lowered.startswith((b"<!doctype html", b"<html")):
         raise CheckpointError(

@@ -10,7 +10,6 @@ The networks are never instantiated.
 from __future__ import annotations
 
 import os
-import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional, Union
@@ -19,7 +18,8 @@ import numpy as np
 import torch
 
 from ..errors import CheckpointError, UnsafeCheckpointError
-from .policy import NVIDIA_PICKLE_POLICY, scan_pickle
+from .limits import regular_file
+from .policy import NVIDIA_PICKLE_POLICY, BoundedReader, scan_pickle
 from .unpickler import ObjectStub, SafeUnpickler
 
 __all__ = ["NvidiaModule", "flatten_module", "load_nvidia_module", "module_from_stub", "read_nvidia_pickle", "to_plain"]
@@ -36,9 +36,11 @@ def read_nvidia_pickle(path: Union[str, os.PathLike]) -> Any:
     """
     path = Path(path)
     where = str(path)
-    if not path.is_file():
+    if not path.exists():
         raise CheckpointError(f"{where}: no such file; pass the path of the downloaded .pkl")
-    with open(path, "rb") as f:
+    size = regular_file(path, "network pickle")
+    with open(path, "rb") as raw:
+        f = BoundedReader(raw, size)
         head = f.read(2)
         if not head or head[0] != 0x80:
             from .formats import describe_file
@@ -48,30 +50,43 @@ def read_nvidia_pickle(path: Union[str, os.PathLike]) -> Any:
         scan_pickle(f, NVIDIA_PICKLE_POLICY, where=where)
         f.seek(0)
         try:
-            return SafeUnpickler(f, NVIDIA_PICKLE_POLICY, where=where).load()
+            return SafeUnpickler(f, NVIDIA_PICKLE_POLICY, where=where, work_budget=16 * size + (1 << 20)).load()
         except (UnsafeCheckpointError, CheckpointError):
             raise
-        except (pickle.UnpicklingError, EOFError, TypeError, ValueError, AttributeError, IndexError, KeyError) as exc:
-            raise CheckpointError(f"{where}: malformed network pickle ({type(exc).__name__}: {exc})") from None
+        except (Exception, RecursionError) as exc:  # noqa: BLE001 - any other failure is a malformed file
+            raise CheckpointError(f"{where}: malformed network pickle ({type(exc).__name__}: {str(exc)[:200]})"
+                                  ) from None
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # Stubs -> state dict + config.
 
 
-def to_plain(obj: Any, _depth: int = 0) -> Any:
+def to_plain(obj: Any, _depth: int = 0, _budget: Optional[list] = None) -> Any:
     """Plain python data (dict / list / tuple / str / int / float / bool / None) from pickled kwargs: EasyDicts
-    become dicts, numpy scalars python numbers. Stubs, tensors and other objects raise ``TypeError``."""
+    become dicts, numpy scalars python numbers. Stubs, tensors and other objects raise ``TypeError``; nesting
+    deeper than 50 and data that expands to more than 100 000 items (shared references counted each time, or the
+    ``_budget`` a caller shares between several calls) raise CheckpointError."""
+    budget = [100_000] if _budget is None else _budget
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise CheckpointError("malformed network pickle: plain data expands to too many items (shared "
+                              "references); refusing it")
     if _depth > 50:
-        raise TypeError("nesting too deep")
+        raise CheckpointError("malformed network pickle: plain data nested deeper than 50 levels")
     if obj is None or isinstance(obj, (bool, int, float, str)):
         return obj
     if isinstance(obj, np.generic):
         return obj.item()
     if isinstance(obj, dict):
-        return {str(k): to_plain(v, _depth + 1) for k, v in obj.items()}
+        out = {}
+        for k, v in obj.items():
+            if not isinstance(k, (str, int, float, bool)) or isinstance(k, int) and abs(k) > 1 << 64:
+                raise TypeError(f"not plain data: a {type(k).__name__} key")
+            out[str(k)] = to_plain(v, _depth + 1, budget)
+        return out
     if isinstance(obj, (list, tuple)):
-        items = [to_plain(v, _depth + 1) for v in obj]
+        items = [to_plain(v, _depth + 1, budget) for v in obj]
         return items if isinstance(obj, list) else tuple(items)
     raise TypeError(f"not plain data: {type(obj).__name__}")
 
@@ -86,12 +101,16 @@ def flatten_module(obj: Any, prefix: str = "") -> dict[str, torch.Tensor]:
         CheckpointError: a node is not a (stubbed) torch module or holds something other than tensors.
     """
     out: dict[str, torch.Tensor] = {}
-    _flatten(obj, prefix, out, depth=0)
+    _flatten(obj, prefix, out, depth=0, budget=[100_000])
     return out
 
 
-def _flatten(obj: Any, prefix: str, out: dict, depth: int) -> None:
+def _flatten(obj: Any, prefix: str, out: dict, depth: int, budget: list) -> None:
     label = prefix.rstrip(".") or "<root>"
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise CheckpointError("malformed network pickle: the module tree expands to more than 100000 modules "
+                              "(shared sub-modules); refusing it")
     if depth > 64:
         raise CheckpointError(f"malformed network pickle: module tree deeper than 64 at {label}")
     if not isinstance(obj, ObjectStub):
@@ -103,17 +122,26 @@ def _flatten(obj: Any, prefix: str, out: dict, depth: int) -> None:
             f"malformed network pickle: {label} ({obj.qualname}) has no torch module state "
             "(_parameters / _buffers / _modules); the file is not a network pickle this library understands")
     skip = state.get("_non_persistent_buffers_set") or set()
+    if not isinstance(skip, (set, frozenset, list, tuple)):
+        raise CheckpointError(f"malformed network pickle: {label} has a non-persistent buffer set of "
+                              f"{type(skip).__name__}")
     for group in (params, buffers):
         for name, value in group.items():
             if value is None or (group is buffers and name in skip):
                 continue
-            if not isinstance(value, torch.Tensor):
+            if not isinstance(value, torch.Tensor) or not isinstance(name, str):
                 raise CheckpointError(f"malformed network pickle: {prefix}{name} is a {type(value).__name__}")
+            budget[0] -= 1
+            if budget[0] < 0:
+                raise CheckpointError("malformed network pickle: more than 100000 tensors; refusing it")
             out[f"{prefix}{name}"] = value.detach()
     for name, child in modules.items():
         if child is None:
             continue
-        _flatten(child, f"{prefix}{name}.", out, depth + 1)
+        if not isinstance(name, str):
+            raise CheckpointError(f"malformed network pickle: a sub-module of {label} is named by a "
+                                  f"{type(name).__name__}")
+        _flatten(child, f"{prefix}{name}.", out, depth + 1, budget)
 
 
 @dataclass
@@ -142,17 +170,20 @@ def module_from_stub(stub: Any, where: str = "network") -> NvidiaModule:
     if not isinstance(stub, ObjectStub):
         raise CheckpointError(f"{where} is a {type(stub).__name__}, not a network")
     state = stub.state
+    budget = [100_000]  # shared by every conversion below: a DAG of shared references is bounded as a whole
     try:
-        init_kwargs = to_plain(state.get("_init_kwargs") or {})
-        init_args = list(to_plain(tuple(state.get("_init_args") or ())))
+        init_kwargs = to_plain(state.get("_init_kwargs") or {}, _budget=budget)
+        init_args = state.get("_init_args") or ()
+        init_args = list(to_plain(tuple(init_args) if isinstance(init_args, (list, tuple)) else init_args,
+                                  _budget=budget))
     except TypeError as exc:
         raise CheckpointError(f"{where}: constructor arguments are not plain data ({exc})") from None
     attributes = {}
     for key, value in state.items():
-        if key.startswith("_") or key == "training":
+        if not isinstance(key, str) or key.startswith("_") or key == "training":
             continue
         try:
-            attributes[key] = to_plain(value)
+            attributes[key] = to_plain(value, _budget=budget)
         except TypeError:
             continue
     return NvidiaModule(

@@ -18,7 +18,7 @@ import io
 import pickletools
 import zipfile
 from dataclasses import dataclass
-from typing import Any, Iterable, Union
+from typing import Any, Callable, Iterable, Optional, Union
 
 from ..errors import CheckpointError, UnsafeCheckpointError
 
@@ -27,12 +27,15 @@ __all__ = [
     "STORAGE_BYTES_POLICY",
     "TORCH_FILE_POLICY",
     "TORCH_LEGACY_MAGIC",
+    "BoundedReader",
     "PicklePolicy",
     "globals_of",
     "iter_allowed",
     "qualified_name",
+    "scan_legacy_stream",
     "scan_pickle",
     "scan_torch_bytes",
+    "scan_torch_zip",
 ]
 
 TORCH_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C  # first object of a legacy (non-zip) torch.save stream
@@ -144,13 +147,75 @@ def _refuse(policy: PicklePolicy, qualified: str, pos: int, where: str) -> Unsaf
     )
 
 
+class BoundedReader(io.RawIOBase):
+    """A read-only view of a binary file that never reads (or allocates for) more than the ``size`` bytes the
+    file had when it was checked: ``read(n)`` with an attacker-declared ``n`` returns at most what is left, so
+    a pickle's length fields cannot make the parser allocate more than the file holds."""
+
+    def __init__(self, f: Any, size: int):
+        super().__init__()
+        self._f, self._size = f, int(size)
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._f.tell()
+
+    def seek(self, pos: int, whence: int = 0) -> int:
+        return self._f.seek(pos, whence)
+
+    def _left(self) -> int:
+        return max(0, self._size - self._f.tell())
+
+    def read(self, n: int = -1) -> bytes:
+        left = self._left()
+        return self._f.read(left if n is None or n < 0 else min(n, left))
+
+    def readinto(self, b: Any) -> int:
+        data = self.read(len(b))
+        b[:len(data)] = data
+        return len(data)
+
+    def readline(self, limit: int = -1) -> bytes:
+        left = self._left()
+        return self._f.readline(left if limit is None or limit < 0 else min(limit, left))
+
+    def peek(self, n: int = 0) -> bytes:
+        pos = self._f.tell()
+        data = self.read(max(1, n))
+        self._f.seek(pos)
+        return data
+
+
+class _Global(str):
+    """A resolved global on the symbolic stack (its qualified name)."""
+
+
+class _Tuple(tuple):
+    """A tuple on the symbolic stack, with its nesting depth."""
+
+    depth = 1
+
+
+MAX_TUPLE_DEPTH = 64
+_INT_OPS = {"INT", "BININT", "BININT1", "BININT2", "LONG", "LONG1", "LONG4"}
+_TUPLE_N = {"TUPLE1": 1, "TUPLE2": 2, "TUPLE3": 3}
+
+
 def scan_pickle(stream: Union[bytes, bytearray, io.BufferedIOBase], policy: PicklePolicy,
-                where: str = "pickle") -> list[str]:
+                where: str = "pickle", on_persid: Optional[Callable[[Any, int], None]] = None) -> list[str]:
     """Walk ONE pickle's opcodes (up to STOP) and return the globals it names, in order.
 
     Nothing is unpickled: :func:`pickletools.genops` only parses. A small symbolic stack resolves
     STACK_GLOBAL's module/name strings (including memoised ones); a name computed any other way, an
-    extension-registry code or (unless the policy allows them) a persistent id is refused.
+    extension-registry code or (unless the policy allows them) a persistent id is refused. Text persistent ids
+    (``PERSID``) are always refused; each binary one (``BINPERSID``) is handed to ``on_persid(value, byte)`` as
+    far as it is made of constants (strings, integers, globals, tuples of them), so a caller can check the sizes
+    it declares before anything is allocated for them.
 
     Raises:
         UnsafeCheckpointError: a global outside ``policy`` (the message names it).
@@ -182,21 +247,26 @@ def scan_pickle(stream: Union[bytes, bytearray, io.BufferedIOBase], policy: Pick
             name = op.name
             if name in ("GLOBAL", "INST"):
                 module, _, attr = str(arg).partition(" ")
-                check(qualified_name(module, attr), pos)
+                qualified = qualified_name(module, attr)
+                check(qualified, pos)
+                if name == "GLOBAL":
+                    stack.append(_Global(qualified))
+                    continue
             elif name == "STACK_GLOBAL":
                 attr, module = pop(), pop()
-                if not (isinstance(module, str) and isinstance(attr, str)):
+                if not (type(module) is str and type(attr) is str):
                     raise UnsafeCheckpointError(
                         f"{where}: refused a global whose module/name is computed at load time (byte {pos}); "
                         "official checkpoints never do this. The file was not loaded.")
-                check(qualified_name(module, attr), pos)
-                stack.append(_UNKNOWN)
+                qualified = qualified_name(module, attr)
+                check(qualified, pos)
+                stack.append(_Global(qualified))
                 continue
             elif name in ("EXT1", "EXT2", "EXT4"):
                 raise UnsafeCheckpointError(
                     f"{where}: refused extension-registry global code {arg} (byte {pos}); it names a global "
                     "indirectly. The file was not loaded.")
-            elif name in ("PERSID", "BINPERSID") and not policy.persistent_ids:
+            elif name == "PERSID" or (name == "BINPERSID" and not policy.persistent_ids):
                 raise UnsafeCheckpointError(
                     f"{where}: refused a persistent id (byte {pos}); a {policy.name} has none. The file was not "
                     "loaded.")
@@ -206,6 +276,35 @@ def scan_pickle(stream: Union[bytes, bytearray, io.BufferedIOBase], policy: Pick
                 continue
             if name == "MARK":
                 stack.append(_MARK)
+                continue
+            if name in _INT_OPS:
+                stack.append(arg if isinstance(arg, int) else _UNKNOWN)
+                continue
+            if name in _TUPLE_N or name == "TUPLE":
+                if name == "TUPLE":
+                    items = []
+                    while (item := pop()) is not _MARK:
+                        items.append(item)
+                    items.reverse()
+                else:
+                    items = [pop() for _ in range(_TUPLE_N[name])][::-1]
+                    if any(i is _MARK for i in items):
+                        raise CheckpointError(f"{where}: malformed pickle (tuple over a mark, byte {pos})")
+                tup = _Tuple(items)
+                tup.depth = 1 + max((getattr(i, "depth", 0) for i in items), default=0)
+                if tup.depth > MAX_TUPLE_DEPTH:
+                    raise CheckpointError(f"{where}: tuples nested deeper than {MAX_TUPLE_DEPTH} (byte {pos}); hashing "
+                                          "or walking them would exhaust the stack. The file was not loaded.")
+                stack.append(tup)
+                continue
+            if name == "EMPTY_TUPLE":
+                stack.append(())
+                continue
+            if name == "BINPERSID":
+                value = pop()
+                if on_persid is not None:
+                    on_persid(value, pos)
+                stack.append(_UNKNOWN)
                 continue
             if name == "MEMOIZE":
                 memo[len(memo)] = stack[-1] if stack else _UNKNOWN
@@ -235,31 +334,115 @@ def scan_pickle(stream: Union[bytes, bytearray, io.BufferedIOBase], policy: Pick
     return found
 
 
+_ELEMENT_SIZE = {
+    "FloatStorage": 4, "DoubleStorage": 8, "HalfStorage": 2, "BFloat16Storage": 2, "LongStorage": 8,
+    "IntStorage": 4, "ShortStorage": 2, "CharStorage": 1, "ByteStorage": 1, "BoolStorage": 1,
+    "ComplexFloatStorage": 8, "ComplexDoubleStorage": 16,
+}
+
+
+def _storage_size_check(total: int, where: str) -> Callable[[Any, int], None]:
+    """An ``on_persid`` callback for legacy torch.save streams: every storage id must be
+    ('storage', torch.<Type>Storage, key, location, numel, ...) with numel * element size <= ``total`` bytes,
+    so torch never allocates more for a storage than the stream can fill."""
+
+    def check(value: Any, pos: int) -> None:
+        ok = (isinstance(value, tuple) and len(value) in (5, 6) and value[0] == "storage"
+              and isinstance(value[1], _Global) and type(value[4]) is int)
+        if not ok:
+            raise UnsafeCheckpointError(f"{where}: refused a persistent id that is not a plain storage reference "
+                                        f"(byte {pos}); the file was not loaded")
+        size = _ELEMENT_SIZE.get(str(value[1]).rpartition(".")[2])
+        if size is None or not 0 <= value[4] * size <= total:
+            raise CheckpointError(f"{where}: a storage declares {value[4]} elements, more than the {total} bytes "
+                                  "of the file can hold; the file is corrupted or hostile")
+
+    return check
+
+
+def _zip_size_limit(size: int) -> int:
+    """Total uncompressed bytes a torch zip of ``size`` bytes may declare (torch stores entries uncompressed)."""
+    return 4 * size + (16 << 20)
+
+
+def scan_torch_zip(source: Any, size: int, policy: PicklePolicy, where: str) -> list[str]:
+    """Check and scan a torch.save zip archive (a path or a seekable binary stream of ``size`` bytes) by the
+    rule torch's own reader follows: every entry lies under one top folder ``<archive>/``, no two names are equal
+    ignoring case (torch looks names up case-insensitively), the only pickle entry is ``<archive>/data.pkl``
+    spelled exactly so, and the declared sizes are bounded by :func:`_zip_size_limit`. The pickle is then read
+    with torch's own ``PyTorchFileReader`` — the exact bytes ``torch.load`` will unpickle — and scanned.
+
+    Raises UnsafeCheckpointError / CheckpointError like :func:`scan_pickle`.
+    """
+    try:
+        with zipfile.ZipFile(source) as zf:
+            infos = zf.infolist()
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError, NotImplementedError) as exc:
+        raise CheckpointError(f"{where}: corrupted zip archive ({str(exc)[:200]}); download it again") from None
+    if not infos:
+        raise CheckpointError(f"{where}: an empty zip archive is not a torch.save checkpoint")
+    prefix = infos[0].filename.split("/", 1)[0] + "/"
+    folded = [i.filename.casefold() for i in infos]
+    if len(set(folded)) != len(folded):
+        raise UnsafeCheckpointError(f"{where}: refused a zip archive with two entries of the same name (ignoring "
+                                    "case); torch would read one of them unscanned. The file was not loaded.")
+    for info in infos:
+        name = info.filename
+        if not name.startswith(prefix) or "\\" in name or "\x00" in name:
+            raise UnsafeCheckpointError(f"{where}: refused zip entry {name[:100]!r} outside the archive folder "
+                                        f"{prefix!r}; not a torch.save checkpoint. The file was not loaded.")
+        lowered = name.casefold()
+        if (lowered.endswith(".pkl") or lowered.rsplit("/", 1)[-1] in ("data.pkl", "constants.pkl")) \
+                and name != prefix + "data.pkl":
+            raise UnsafeCheckpointError(f"{where}: refused pickle entry {name[:100]!r}: the only pickle a torch.save "
+                                        f"checkpoint holds is {prefix}data.pkl, spelled exactly so. The file was not "
+                                        "loaded.")
+    if prefix + "data.pkl" not in {i.filename for i in infos}:
+        raise CheckpointError(f"{where}: a zip archive without {prefix}data.pkl is not a torch.save checkpoint")
+    declared = sum(i.file_size for i in infos)
+    if declared > _zip_size_limit(size):
+        raise CheckpointError(f"{where}: zip entries declare {declared} bytes once unpacked from {size} bytes; "
+                              "refusing a decompression bomb")
+    import torch  # only here: the format-level scan of plain pickles must not need torch
+
+    try:
+        if hasattr(source, "seek"):
+            source.seek(0)
+        reader = torch._C.PyTorchFileReader(source if hasattr(source, "read") else str(source))
+        data = reader.get_record("data.pkl")
+    except (RuntimeError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{where}: torch cannot read the archive's data.pkl ({str(exc).splitlines()[0][:200]}); "
+                              "the file is corrupted") from None
+    finally:
+        if hasattr(source, "seek"):
+            source.seek(0)
+    return scan_pickle(bytes(data), policy, where=f"{where} ({prefix}data.pkl)")
+
+
 def scan_torch_bytes(data: bytes, policy: PicklePolicy = STORAGE_BYTES_POLICY, where: str = "storage bytes") -> None:
-    """Scan a torch.save stream held in memory: a zip archive (every ``*.pkl`` member) or the legacy format
-    (magic, protocol, sys-info, object and storage-key pickles, then raw tensor bytes).
+    """Scan a torch.save stream held in memory: a zip archive (by :func:`scan_torch_zip`'s rule) or the legacy
+    format (magic, protocol, sys-info, object and storage-key pickles, then raw tensor bytes), whose storage ids
+    may not declare more elements than the stream holds.
 
     Raises UnsafeCheckpointError / CheckpointError like :func:`scan_pickle`.
     """
     if data[:4] == b"PK\x03\x04":
-        try:
-            with zipfile.ZipFile(io.BytesIO(data)) as zf:
-                members = [n for n in zf.namelist() if n.endswith(".pkl")]
-                if not members:
-                    raise CheckpointError(f"{where}: a zip archive without data.pkl is not a torch.save stream")
-                for member in members:
-                    scan_pickle(zf.read(member), policy, where=f"{where} ({member})")
-        except zipfile.BadZipFile as exc:
-            raise CheckpointError(f"{where}: corrupted zip archive ({exc})") from None
+        scan_torch_zip(io.BytesIO(data), len(data), policy, where)
         return
-    stream = io.BytesIO(data)
+    scan_legacy_stream(io.BytesIO(data), len(data), policy, where)
+
+
+def scan_legacy_stream(stream: Any, total: int, policy: PicklePolicy, where: str) -> None:
+    """Scan the five pickles of a legacy (pre-1.6) torch.save stream; storage ids are size-checked."""
+    stream.seek(0)
     scan_pickle(stream, policy, where=where)  # whatever these bytes are, their first pickle must pass the scan
     stream.seek(0)
     if _first_constant(stream) != TORCH_LEGACY_MAGIC:
         raise CheckpointError(f"{where}: not a torch.save stream (no legacy magic number and not a zip archive)")
     stream.seek(0)
+    check = _storage_size_check(total, where)
     for _ in range(5):  # magic number, protocol version, sys info, the object, the storage keys
-        scan_pickle(stream, policy, where=where)
+        scan_pickle(stream, policy, where=where, on_persid=check)
 
 
 def _first_constant(stream: io.BytesIO) -> Any:

@@ -9,10 +9,8 @@ with the offending global named, before torch sees the file.
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import pickle
-import zipfile
 from pathlib import Path
 from typing import Any, Union
 
@@ -20,27 +18,37 @@ import torch
 
 from ..errors import CheckpointError, UnsafeCheckpointError
 from .formats import detect_format
-from .policy import TORCH_FILE_POLICY, scan_pickle, scan_torch_bytes
+from .limits import check_nesting, check_tensor_extent, regular_file
+from .policy import TORCH_FILE_POLICY, BoundedReader, scan_legacy_stream, scan_torch_zip
 
 __all__ = ["load_torch_file", "load_state_file", "namespace_to_dict", "scan_torch_file"]
 
 
-def _scan_torch_file(path: Path, kind: str) -> list[str]:
+def _scan_torch_file(path: Path, kind: str) -> None:
     where = str(path)
+    size = regular_file(path, "checkpoint")
     if kind == "torch-zip":
-        found: list[str] = []
-        try:
-            with zipfile.ZipFile(path) as zf:
-                for member in zf.namelist():
-                    if member.endswith(".pkl"):
-                        with zf.open(member) as f:
-                            found += scan_pickle(io.BytesIO(f.read()), TORCH_FILE_POLICY, where=f"{where} ({member})")
-        except zipfile.BadZipFile as exc:
-            raise CheckpointError(f"{where}: corrupted torch zip checkpoint ({exc}); download it again") from None
-        return found
-    data = path.read_bytes()
-    scan_torch_bytes(data, TORCH_FILE_POLICY, where=where)
-    return []
+        scan_torch_zip(path, size, TORCH_FILE_POLICY, where)
+        return
+    with open(path, "rb") as f:
+        scan_legacy_stream(BoundedReader(f, size), size, TORCH_FILE_POLICY, where)
+
+
+def _check_loaded(obj: Any, where: str) -> None:
+    """Refuse loaded tensors whose views address more than their storage (zero-stride views of huge shape) and
+    containers nested too deep or expanding too far."""
+    check_nesting(obj, where)
+    stack = [obj]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, torch.Tensor):
+            check_tensor_extent(item, where)
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+        elif isinstance(item, argparse.Namespace):
+            stack.extend(vars(item).values())
 
 
 def scan_torch_file(path: Union[str, os.PathLike]) -> None:
@@ -70,14 +78,19 @@ def load_torch_file(path: Union[str, os.PathLike], map_location: Any = "cpu") ->
     _scan_torch_file(path, fmt.kind)
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
-            return torch.load(path, map_location=map_location, weights_only=True)
+            obj = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         raise UnsafeCheckpointError(f"{path}: refused by torch's weights-only loader: {first}") from None
-    except (RuntimeError, EOFError, ValueError, zipfile.BadZipFile) as exc:
+    except (CheckpointError, UnsafeCheckpointError):
+        raise
+    except (Exception, RecursionError) as exc:  # noqa: BLE001 - torch raises many types for corrupt files
+        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
         raise CheckpointError(
-            f"{path}: {fmt.description} that cannot be read ({type(exc).__name__}: {exc}); it is probably truncated "
-            "or corrupted: download it again") from None
+            f"{path}: {fmt.description} that cannot be read ({type(exc).__name__}: {first}); it is probably "
+            "truncated or corrupted: download it again") from None
+    _check_loaded(obj, str(path))
+    return obj
 
 
 def load_state_file(path: Union[str, os.PathLike]) -> dict:
@@ -92,7 +105,7 @@ def load_state_file(path: Union[str, os.PathLike]) -> dict:
         try:
             return dict(load_file(str(path)))
         except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types
-            raise CheckpointError(f"{path}: unreadable safetensors file ({exc})") from None
+            raise CheckpointError(f"{path}: unreadable safetensors file ({str(exc)[:300]})") from None
     obj = load_torch_file(path)
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         obj = obj["state_dict"]

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError, UnsafeCheckpointError
+from .limits import MAX_NDIM, check_view_args
 from .policy import NVIDIA_PICKLE_POLICY, STORAGE_BYTES_POLICY, PicklePolicy, _refuse, qualified_name, scan_torch_bytes
 
 __all__ = ["AttrDict", "ObjectStub", "PersistentStub", "SafeUnpickler"]
@@ -113,41 +114,50 @@ def _stub_class(qualified: str) -> type:
     return cls
 
 
-def _validate_tensor_args(storage: Any, offset: Any, size: Any, stride: Any) -> None:
-    if not isinstance(storage, (torch.TypedStorage, torch.UntypedStorage)):
-        raise CheckpointError(f"malformed pickle: tensor built on a {type(storage).__name__}, not a storage")
-    ints = (offset, *size, *stride) if isinstance(size, (tuple, list, torch.Size)) and isinstance(
-        stride, (tuple, list)) else None
-    if ints is None or not all(isinstance(i, int) and not isinstance(i, bool) for i in ints):
-        raise CheckpointError("malformed pickle: tensor offset / size / stride are not integers")
+def _storage_elements(storage: Any) -> int:
+    if isinstance(storage, torch.TypedStorage):
+        return int(storage._size())
+    return int(storage.nbytes())  # an untyped storage is rebuilt as bytes
 
 
 def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad=False, backward_hooks=None,
                        metadata=None) -> torch.Tensor:
-    _validate_tensor_args(storage, storage_offset, size, stride)
+    if not isinstance(storage, (torch.TypedStorage, torch.UntypedStorage)):
+        raise CheckpointError(f"malformed pickle: tensor built on a {type(storage).__name__}, not a storage")
+    if isinstance(size, torch.Size):
+        size = tuple(size)
+    check_view_args(_storage_elements(storage), storage_offset, size, stride, "malformed pickle")
     if backward_hooks:
         raise UnsafeCheckpointError("refused a tensor that carries backward hooks (callables run during backward)")
     if metadata:
         raise UnsafeCheckpointError("refused a tensor that carries extra python metadata")
+    if type(requires_grad) is not bool:
+        raise CheckpointError("malformed pickle: requires_grad is not a bool")
     try:
         return torch._utils._rebuild_tensor_v2(storage, storage_offset, tuple(size), tuple(stride),
-                                               bool(requires_grad), OrderedDict())
-    except RuntimeError as exc:
-        raise CheckpointError(f"malformed tensor in pickle ({exc}); the file is corrupted") from None
+                                               requires_grad, OrderedDict())
+    except (RuntimeError, ValueError, OverflowError) as exc:
+        raise CheckpointError(f"malformed tensor in pickle ({str(exc)[:200]}); the file is corrupted") from None
 
 
 def _rebuild_parameter(data, requires_grad=True, backward_hooks=None, state=None) -> nn.Parameter:
-    if not isinstance(data, torch.Tensor):
+    if not isinstance(data, torch.Tensor) or isinstance(data, nn.Parameter):
         raise CheckpointError(f"malformed pickle: parameter built from a {type(data).__name__}")
     if backward_hooks:
         raise UnsafeCheckpointError("refused a parameter that carries backward hooks")
     if state:
         raise UnsafeCheckpointError("refused a parameter that carries extra python state")
-    return nn.Parameter(data, requires_grad=bool(requires_grad))
+    if type(requires_grad) is not bool:
+        raise CheckpointError("malformed pickle: requires_grad is not a bool")
+    try:
+        return nn.Parameter(data, requires_grad=requires_grad and data.is_floating_point())
+    except (RuntimeError, TypeError) as exc:
+        raise CheckpointError(f"malformed parameter in pickle ({str(exc)[:200]})") from None
 
 
 def _load_storage_from_bytes(data: Any):
-    """Replacement of ``torch.storage._load_from_bytes``: scan the bytes, then ``torch.load(weights_only=True)``."""
+    """Replacement of ``torch.storage._load_from_bytes``: scan the bytes (pickles and declared storage sizes),
+    then ``torch.load(weights_only=True)``."""
     if not isinstance(data, (bytes, bytearray)):
         raise CheckpointError(f"malformed pickle: storage from a {type(data).__name__}, not bytes")
     scan_torch_bytes(bytes(data), STORAGE_BYTES_POLICY, where="tensor storage bytes")
@@ -155,34 +165,109 @@ def _load_storage_from_bytes(data: Any):
         storage = torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
     except pickle.UnpicklingError as exc:
         raise UnsafeCheckpointError(f"tensor storage bytes refused by torch's weights-only loader: {exc}") from None
-    except Exception as exc:  # noqa: BLE001 - torch raises many types for corrupt bytes
-        raise CheckpointError(f"corrupted tensor storage in pickle ({type(exc).__name__}: {exc})") from None
+    except (Exception, RecursionError) as exc:  # noqa: BLE001 - torch raises many types for corrupt bytes
+        raise CheckpointError(f"corrupted tensor storage in pickle ({type(exc).__name__}: {str(exc)[:200]})"
+                              ) from None
     if not isinstance(storage, (torch.TypedStorage, torch.UntypedStorage)):
         raise CheckpointError(f"malformed pickle: storage bytes hold a {type(storage).__name__}")
     return storage
 
 
+# numpy: only plain numbers. A dtype is one of these scalar codes (no fields, no sub-array, no void, no object);
+# arrays and scalars are rebuilt from exactly as many bytes as their shape needs.
+_NP_CODES = frozenset(["b1", "?"] + [f"{k}{n}" for k in "iu" for n in (1, 2, 4, 8)]
+                      + ["f2", "f4", "f8", "c8", "c16"])
+_NATIVE_ORDERS = ("=", "|", "<" if np.little_endian else ">")
+
+
+class _NdarrayClass:
+    """What ``numpy.ndarray`` resolves to: a token only :func:`_np_reconstruct` accepts, never a callable."""
+
+    def __repr__(self) -> str:
+        return "<numpy.ndarray token>"
+
+
+_NDARRAY = _NdarrayClass()
+
+
+def _plain_dtype(dtype: Any) -> bool:
+    return (isinstance(dtype, np.dtype) and dtype.kind in "biufc" and dtype.fields is None
+            and dtype.subdtype is None and not dtype.hasobject and dtype.itemsize <= 16)
+
+
 def _np_scalar(dtype: Any, data: Any = None):
-    if not isinstance(dtype, np.dtype) or dtype.hasobject:
-        raise UnsafeCheckpointError("refused numpy scalar of object dtype (it would hold arbitrary objects)")
+    if not _plain_dtype(dtype):
+        raise UnsafeCheckpointError("refused a numpy scalar that is not a plain number (object, structured or "
+                                    "void dtype)")
     if not isinstance(data, (bytes, bytearray)) or len(data) != dtype.itemsize:
         raise CheckpointError("malformed numpy scalar in pickle")
     return np.frombuffer(bytes(data), dtype=dtype, count=1)[0]
 
 
 def _np_dtype(spec: Any, align: Any = False, copy: Any = False) -> np.dtype:
-    if not isinstance(spec, str):
-        raise CheckpointError("malformed numpy dtype in pickle")
+    if not isinstance(spec, str) or spec not in _NP_CODES:
+        raise UnsafeCheckpointError(f"refused numpy dtype {str(spec)[:40]!r}: only plain numbers (bool, int, "
+                                    "float, complex) are admitted")
     dt = np.dtype(spec)
-    if dt.hasobject:
-        raise UnsafeCheckpointError("refused numpy object dtype 'O' (it would hold arbitrary objects)")
+    if not _plain_dtype(dt):  # pragma: no cover - the codes above are all plain
+        raise UnsafeCheckpointError("refused a numpy dtype that is not a plain number")
     return dt
 
 
 def _np_reconstruct(cls: Any, shape: Any, dtype_code: Any) -> np.ndarray:
-    if cls is not np.ndarray:
+    if cls is not _NDARRAY:
         raise UnsafeCheckpointError("refused numpy array reconstruction of a non-ndarray class")
+    if shape != (0,) or dtype_code not in (b"b", "b"):
+        raise CheckpointError("malformed numpy array in pickle (reconstruction arguments)")
     return np.ndarray((0,), dtype=np.uint8)
+
+
+def _check_dtype_state(dtype: np.dtype, state: Any) -> None:
+    """The BUILD state of a plain numpy dtype: (version, byte order, None, None, None, elsize, alignment, flags).
+    Nothing is applied: a non-native byte order or any field / sub-array / size change is refused."""
+    ok = (isinstance(state, tuple) and len(state) in (8, 9) and state[0] in (3, 4) and state[1] in _NATIVE_ORDERS
+          and state[2] is None and state[3] is None and state[4] is None
+          and state[5] in (-1, dtype.itemsize) and state[6] in (-1, dtype.alignment) and state[7] == 0
+          and (len(state) == 8 or isinstance(state[8], dict) and not state[8]))
+    if not ok:
+        raise UnsafeCheckpointError("refused a numpy dtype state other than a plain native-order number (fields, "
+                                    "sub-arrays, sizes or byte orders are not admitted)")
+
+
+def _check_array_state(state: Any) -> None:
+    """The BUILD state of a plain numpy array: (1, shape, plain dtype, is_fortran, raw bytes of exactly the
+    shape's size)."""
+    if not (isinstance(state, tuple) and len(state) == 5 and state[0] == 1 and isinstance(state[1], tuple)
+            and _plain_dtype(state[2]) and type(state[3]) is bool and isinstance(state[4], (bytes, bytearray))):
+        raise UnsafeCheckpointError("refused a numpy array that is not plain numbers (objects, fields, views)")
+    shape = state[1]
+    if len(shape) > MAX_NDIM or not all(type(n) is int and n >= 0 for n in shape):
+        raise CheckpointError("malformed numpy array in pickle (shape)")
+    numel = 1
+    for n in shape:
+        numel *= n
+    if numel * state[2].itemsize != len(state[4]):
+        raise CheckpointError(f"malformed numpy array in pickle: shape {shape} needs {numel * state[2].itemsize} "
+                              f"bytes, the pickle holds {len(state[4])}")
+
+
+_ATOMS = (str, bytes, int, float, bool, type(None), complex)
+
+
+def _check_key(key: Any, where: str) -> None:
+    """A dict key / set item may be an atom or a tuple of atoms nested at most 4 deep (hashing it is cheap and
+    cannot recurse deeply)."""
+    stack, seen = [(key, 0)], 0
+    while stack:
+        item, depth = stack.pop()
+        seen += 1
+        if type(item) in _ATOMS or isinstance(item, np.generic) and _plain_dtype(item.dtype):
+            continue
+        if type(item) is tuple and depth < 4 and seen < 256:
+            stack.extend((i, depth + 1) for i in item)
+            continue
+        raise CheckpointError(f"{where}: malformed pickle: a dict key / set item that is a "
+                              f"{type(item).__name__} (or a tuple nested too deep)")
 
 
 _REPLACEMENTS: dict[str, Any] = {
@@ -201,30 +286,56 @@ _REPLACEMENTS: dict[str, Any] = {
     "numpy.dtype": _np_dtype,
     "numpy.core.multiarray._reconstruct": _np_reconstruct,
     "numpy._core.multiarray._reconstruct": _np_reconstruct,
-    "numpy.ndarray": np.ndarray,
+    "numpy.ndarray": _NDARRAY,
 }
-_NEWOBJ_OK = (ObjectStub, AttrDict, OrderedDict, set, frozenset)
+_CONTAINERS = (dict, list, set, OrderedDict, AttrDict)
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # The unpickler: only the replacements above can be reached from the opcodes.
 
 
-class SafeUnpickler(pickle._Unpickler):  # the pure-Python unpickler lets BUILD / NEWOBJ / REDUCE be restricted
+class SafeUnpickler(pickle._Unpickler):  # the pure-Python unpickler lets every opcode be restricted
     """Unpickler for NVIDIA network pickles: every global resolves to an inert stub or a validated replacement.
 
     Use only after :func:`scan_pickle` accepted the bytes (``read_nvidia_pickle`` does both). REDUCE may only call
-    what ``find_class`` returned, NEWOBJ may only create stubs / plain containers, BUILD may only fill stubs and
-    numpy arrays / dtypes; persistent ids are refused.
+    what ``find_class`` returned (``numpy.ndarray`` is a token, not a callable), NEWOBJ may only create stubs and
+    empty plain containers, BUILD may only fill stubs and validate plain numpy dtypes / arrays; SETITEM(S),
+    APPEND(S) and ADDITEMS only fill dicts / lists / sets this unpickler created, with keys that are atoms or
+    shallow tuples; persistent ids, INST / OBJ and extension codes are refused. Work that re-reads shared
+    (memoised) objects is charged to a budget proportional to the file size (``work_budget``).
     """
 
     dispatch = dict(pickle._Unpickler.dispatch)
 
-    def __init__(self, file, policy: PicklePolicy = NVIDIA_PICKLE_POLICY, where: str = "pickle"):
+    def __init__(self, file, policy: PicklePolicy = NVIDIA_PICKLE_POLICY, where: str = "pickle",
+                 work_budget: int = 1 << 26):
         super().__init__(file)
         self._policy = policy
         self._where = where
-        self._callables: list[Any] = []
+        self._callables: dict[int, Any] = {}
+        self._own: dict[int, Any] = {}  # containers and arrays this unpickler created (kept alive: ids stay unique)
+        self._storages: dict[int, Any] = {}
+        self._work = 0
+        self._budget = int(work_budget)
+
+    # -- bookkeeping --------------------------------------------------------------------------------------------
+    def _charge(self, units: int) -> None:
+        self._work += int(units) + 1
+        if self._work > self._budget:
+            raise CheckpointError(f"{self._where}: the pickle re-reads shared data more than {self._budget} times "
+                                  "its size allows; refusing a file that would take unbounded time to load")
+
+    def _mine(self, obj: Any) -> Any:
+        self._own[id(obj)] = obj
+        return obj
+
+    def _is_mine(self, obj: Any, types: tuple) -> bool:
+        return self._own.get(id(obj)) is obj and type(obj) in types
+
+    def _keys(self, keys: Any) -> None:
+        for k in keys:
+            _check_key(k, self._where)
 
     def find_class(self, module: str, name: str) -> Any:
         qualified = qualified_name(module, name)
@@ -233,14 +344,58 @@ class SafeUnpickler(pickle._Unpickler):  # the pure-Python unpickler lets BUILD 
         obj = _REPLACEMENTS.get(qualified)
         if obj is None:
             obj = _stub_class(qualified)  # training.* classes and the few torch.nn containers
-        self._callables.append(obj)
+        if obj is not _NDARRAY:
+            self._callables[id(obj)] = obj
         return obj
 
     def persistent_load(self, pid: Any) -> Any:
         raise UnsafeCheckpointError(f"{self._where}: refused a persistent id; a {self._policy.name} has none")
 
     def _allowed_callable(self, func: Any) -> bool:
-        return any(func is c for c in self._callables)
+        return self._callables.get(id(func)) is func
+
+    # -- calls --------------------------------------------------------------------------------------------------
+    def _call(self, func: Any, args: tuple) -> Any:
+        where = self._where
+        if func is OrderedDict or func is AttrDict:
+            if args == ():
+                return self._mine(func())
+            if len(args) == 1 and isinstance(args[0], (list, tuple, dict)):
+                src = args[0]
+                self._charge(len(src))
+                pairs = list(src.items()) if isinstance(src, dict) else list(src)
+                if not all(type(p) in (tuple, list) and len(p) == 2 for p in pairs):
+                    raise CheckpointError(f"{where}: malformed pickle: {func.__name__} from something else than pairs")
+                self._keys(p[0] for p in pairs)
+                return self._mine(func(pairs))
+            raise CheckpointError(f"{where}: malformed pickle: {func.__name__} arguments")
+        if func is set or func is frozenset:
+            if args == ():
+                return self._mine(func())
+            if len(args) == 1 and type(args[0]) in (list, tuple, set, frozenset):
+                self._charge(len(args[0]))
+                self._keys(args[0])
+                return self._mine(func(args[0]))
+            raise CheckpointError(f"{where}: malformed pickle: {func.__name__} arguments")
+        if func is _load_storage_from_bytes:
+            data = args[0] if len(args) == 1 else None
+            cached = self._storages.get(id(data))
+            if cached is not None and cached[0] is data:
+                return cached[1]
+            self._charge(len(data) if isinstance(data, (bytes, bytearray)) else 1)
+            storage = func(*args)
+            self._storages[id(data)] = (data, storage)
+            return storage
+        if func is PersistentStub:
+            meta = args[0] if len(args) == 1 else None
+            state = meta.get("state") if isinstance(meta, dict) else None
+            self._charge(len(meta or ()) + (len(state) if isinstance(state, dict) else 0))
+        elif func is _np_reconstruct:
+            return self._mine(func(*args))
+        else:
+            self._charge(sum(len(a) if isinstance(a, (bytes, bytearray, str, tuple, list, dict)) else 1
+                             for a in args))
+        return func(*args)
 
     def load_reduce(self) -> None:
         args = self.stack.pop()
@@ -249,16 +404,33 @@ class SafeUnpickler(pickle._Unpickler):  # the pure-Python unpickler lets BUILD 
             raise UnsafeCheckpointError(f"{self._where}: refused a call of a {type(func).__name__} object")
         if not isinstance(args, tuple):
             raise CheckpointError(f"{self._where}: malformed REDUCE arguments")
-        self.stack[-1] = func(*args)
+        try:
+            self.stack[-1] = self._call(func, args)
+        except TypeError as exc:
+            raise CheckpointError(f"{self._where}: malformed call arguments in the pickle ({str(exc)[:200]})"
+                                  ) from None
 
     dispatch[pickle.REDUCE[0]] = load_reduce
+
+    def _new(self, cls: Any, args: Any, kwargs: Any) -> Any:
+        if not (isinstance(cls, type) and self._allowed_callable(cls)):
+            raise UnsafeCheckpointError(f"{self._where}: refused creating an object of {cls!r}")
+        if not isinstance(args, tuple) or not isinstance(kwargs, dict):
+            raise CheckpointError(f"{self._where}: malformed NEWOBJ arguments")
+        if issubclass(cls, ObjectStub) and cls is not PersistentStub:
+            self._charge(len(args) + len(kwargs))
+            try:
+                return cls(*args, **kwargs)
+            except TypeError as exc:
+                raise CheckpointError(f"{self._where}: malformed NEWOBJ arguments ({exc})") from None
+        if cls in _CONTAINERS + (frozenset,) and not args and not kwargs:
+            return self._mine(cls())
+        raise UnsafeCheckpointError(f"{self._where}: refused creating an object of {cls!r} with arguments")
 
     def load_newobj(self) -> None:
         args = self.stack.pop()
         cls = self.stack.pop()
-        if not (isinstance(cls, type) and issubclass(cls, _NEWOBJ_OK) and self._allowed_callable(cls)):
-            raise UnsafeCheckpointError(f"{self._where}: refused creating an object of {cls!r}")
-        self.append(cls.__new__(cls, *args) if not issubclass(cls, ObjectStub) else cls(*args))
+        self.append(self._new(cls, args, {}))
 
     dispatch[pickle.NEWOBJ[0]] = load_newobj
 
@@ -266,32 +438,122 @@ class SafeUnpickler(pickle._Unpickler):  # the pure-Python unpickler lets BUILD 
         kwargs = self.stack.pop()
         args = self.stack.pop()
         cls = self.stack.pop()
-        if not (isinstance(cls, type) and issubclass(cls, ObjectStub) and self._allowed_callable(cls)):
-            raise UnsafeCheckpointError(f"{self._where}: refused creating an object of {cls!r}")
-        self.append(cls(*args, **kwargs))
+        self.append(self._new(cls, args, kwargs))
 
     dispatch[pickle.NEWOBJ_EX[0]] = load_newobj_ex
 
     def _refuse_opcode(self) -> None:
-        raise UnsafeCheckpointError(f"{self._where}: refused a protocol-0/1 object-construction opcode (INST/OBJ)")
+        raise UnsafeCheckpointError(f"{self._where}: refused a protocol-0/1 object-construction opcode (INST/OBJ) "
+                                    "or an extension-registry code")
 
     dispatch[pickle.INST[0]] = _refuse_opcode
     dispatch[pickle.OBJ[0]] = _refuse_opcode
+    dispatch[pickle.EXT1[0]] = _refuse_opcode
+    dispatch[pickle.EXT2[0]] = _refuse_opcode
+    dispatch[pickle.EXT4[0]] = _refuse_opcode
 
+    # -- containers ---------------------------------------------------------------------------------------------
+    def load_empty_dictionary(self) -> None:
+        self.append(self._mine({}))
+
+    dispatch[pickle.EMPTY_DICT[0]] = load_empty_dictionary
+
+    def load_empty_list(self) -> None:
+        self.append(self._mine([]))
+
+    dispatch[pickle.EMPTY_LIST[0]] = load_empty_list
+
+    def load_empty_set(self) -> None:
+        self.append(self._mine(set()))
+
+    dispatch[pickle.EMPTY_SET[0]] = load_empty_set
+
+    def load_list(self) -> None:
+        self.append(self._mine(list(self.pop_mark())))
+
+    dispatch[pickle.LIST[0]] = load_list
+
+    def load_dict(self) -> None:
+        items = self.pop_mark()
+        if len(items) % 2:
+            raise CheckpointError(f"{self._where}: malformed pickle (odd DICT items)")
+        self._keys(items[0::2])
+        self.append(self._mine({items[i]: items[i + 1] for i in range(0, len(items), 2)}))
+
+    dispatch[pickle.DICT[0]] = load_dict
+
+    def load_frozenset(self) -> None:
+        items = self.pop_mark()
+        self._keys(items)
+        self.append(self._mine(frozenset(items)))
+
+    dispatch[pickle.FROZENSET[0]] = load_frozenset
+
+    def _target(self, types: tuple, what: str) -> Any:
+        if not self.stack:
+            raise CheckpointError(f"{self._where}: malformed pickle (stack underflow)")
+        target = self.stack[-1]
+        if not self._is_mine(target, types):
+            raise UnsafeCheckpointError(f"{self._where}: refused {what} on a {type(target).__name__}; only dicts, "
+                                        "lists and sets the pickle itself built can be filled")
+        return target
+
+    def load_setitem(self) -> None:
+        value = self.stack.pop()
+        key = self.stack.pop()
+        _check_key(key, self._where)
+        self._target((dict, OrderedDict, AttrDict), "SETITEM")[key] = value
+
+    dispatch[pickle.SETITEM[0]] = load_setitem
+
+    def load_setitems(self) -> None:
+        items = self.pop_mark()
+        if len(items) % 2:
+            raise CheckpointError(f"{self._where}: malformed pickle (odd SETITEMS items)")
+        target = self._target((dict, OrderedDict, AttrDict), "SETITEMS")
+        self._keys(items[0::2])
+        for i in range(0, len(items), 2):
+            target[items[i]] = items[i + 1]
+
+    dispatch[pickle.SETITEMS[0]] = load_setitems
+
+    def load_append(self) -> None:
+        value = self.stack.pop()
+        self._target((list,), "APPEND").append(value)
+
+    dispatch[pickle.APPEND[0]] = load_append
+
+    def load_appends(self) -> None:
+        items = self.pop_mark()
+        self._target((list,), "APPENDS").extend(items)
+
+    dispatch[pickle.APPENDS[0]] = load_appends
+
+    def load_additems(self) -> None:
+        items = self.pop_mark()
+        target = self._target((set,), "ADDITEMS")
+        self._keys(items)
+        target.update(items)
+
+    dispatch[pickle.ADDITEMS[0]] = load_additems
+
+    # -- BUILD --------------------------------------------------------------------------------------------------
     def load_build(self) -> None:
         state = self.stack.pop()
+        if not self.stack:
+            raise CheckpointError(f"{self._where}: malformed pickle (stack underflow)")
         inst = self.stack[-1]
         if isinstance(inst, (ObjectStub, AttrDict)):
+            parts = state if isinstance(state, tuple) else (state,)
+            self._charge(sum(len(p) if isinstance(p, dict) else 1 for p in parts))
             inst.__setstate__(state)
         elif isinstance(inst, np.dtype):
+            _check_dtype_state(inst, state)  # validated, nothing applied: dtypes are shared singletons
+        elif self._is_mine(inst, (np.ndarray,)) and inst.size == 0 and inst.dtype == np.uint8:
+            _check_array_state(state)
+            self._charge(len(state[4]))
             inst.__setstate__(state)
-            if inst.hasobject:
-                raise UnsafeCheckpointError(f"{self._where}: refused numpy object dtype")
-        elif type(inst) is np.ndarray:
-            if not (isinstance(state, tuple) and len(state) == 5 and isinstance(state[2], np.dtype)
-                    and not state[2].hasobject and isinstance(state[4], (bytes, bytearray))):
-                raise UnsafeCheckpointError(f"{self._where}: refused a numpy array of objects")
-            inst.__setstate__(state)
+            del self._own[id(inst)]  # built once
         else:
             raise UnsafeCheckpointError(f"{self._where}: refused setting the state of a {type(inst).__name__}")
 
