@@ -137,7 +137,8 @@ def modulated_conv2d(
     resample_filter: Optional[torch.Tensor] = None,
     fused: Optional[bool] = None,
     low_rank: Optional[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = None,
-) -> torch.Tensor:
+    defer_demod: bool = False,
+):
     """StyleGAN2 modulated (and optionally demodulated) convolution -> [N, O, H*up, W*up].
 
     Fused: one grouped conv with a per-sample weight. Non-fused: modulate activations, shared-weight conv,
@@ -149,6 +150,10 @@ def modulated_conv2d(
     is then the full effective weight base + up @ down (used for demodulation and by the fused path), and the
     non-fused path convolves with ``base`` plus the two thin convs, so no gradient of an [O, I, k, k] weight is
     formed per conv when only the factors train (see :func:`_conv`).
+
+    ``defer_demod=True`` returns ``(x, dcoefs)`` instead: on the non-fused path ``x`` is NOT yet demodulated and
+    ``dcoefs`` [N, O] is the factor still to apply (so the caller can fold it into its own elementwise epilogue,
+    see :meth:`SynthesisLayer.forward`); on the fused path ``dcoefs`` is None (already applied).
     """
     n = x.shape[0]
     o, i, kh, kw = weight.shape
@@ -156,7 +161,7 @@ def modulated_conv2d(
     styles = styles.to(x.dtype)
     if fused is None:
         fused = not (low_rank is not None and torch.is_grad_enabled()) and \
-            _prefer_fused(n, o, i, kh * kw, x.shape[2] * x.shape[3], up)
+            _prefer_fused(n, o, i, kh * kw, x.shape[2] * x.shape[3], up, x.device.type)
     dcoefs = None
     if demodulate:
         # sum_{i,k} (W[o,i,k] s[n,i])^2 = s^2 @ sum_k W^2: the same number as demodulating the per-sample
@@ -168,22 +173,30 @@ def modulated_conv2d(
             w = w * dcoefs.reshape(n, o, 1, 1, 1)
         x = x.reshape(1, n * i, *x.shape[2:])
         x = _conv(x, w.reshape(n * o, i, kh, kw), up, resample_filter, groups=n)
-        return x.reshape(n, o, *x.shape[2:])
+        x = x.reshape(n, o, *x.shape[2:])
+        return (x, None) if defer_demod else x
     x = x * styles.reshape(n, i, 1, 1)
     if low_rank is not None:
         base, down, up_w = low_rank
         x = _conv(x, base.to(x.dtype), up, resample_filter, groups=1, low_rank=(down.to(x.dtype), up_w.to(x.dtype)))
     else:
         x = _conv(x, weight, up, resample_filter, groups=1)
+    if defer_demod:
+        return x, dcoefs
     if dcoefs is not None:
         x = x * dcoefs.reshape(n, o, 1, 1)
     return x
 
 
-def _prefer_fused(n: int, o: int, i: int, taps: int, pixels: int, up: int) -> bool:
+def _prefer_fused(n: int, o: int, i: int, taps: int, pixels: int, up: int, device_type: str = "cpu") -> bool:
     """Automatic fused/non-fused choice for :func:`modulated_conv2d` (same result either way)."""
     if n > 1 and torch.is_grad_enabled():
         return False  # fused would need a weight gradient per sample
+    if n > 1 and device_type == "cpu":
+        # oneDNN runs a grouped conv with per-sample weights much slower than one shared-weight conv over the
+        # batch: the demo-faces G_s render (batch 11, 64x64, <= 256 channels) takes 111 ms with the cost rule
+        # below and 101 ms all non-fused; at FFHQ widths non-fused was already 3-10x cheaper (docs/speed.md).
+        return False
     # Fused scales a weight of o*i*taps numbers per sample; non-fused scales the input (i*pixels) and the
     # output (o*pixels*up^2) activations instead.
     return o * i * taps < i * pixels + o * pixels * up * up
@@ -268,8 +281,10 @@ class SynthesisLayer(nn.Module):
             low_rank = (self.weight, down.view(-1, *self.weight.shape[1:]), up_w)
             weight_delta = weight_delta.dense()
         weight = self.weight if weight_delta is None else self.weight + weight_delta
-        x = modulated_conv2d(x, weight, styles, demodulate=True, up=self.up,
-                             resample_filter=self.resample_filter, fused=fused, low_rank=low_rank)
+        x, dcoefs = modulated_conv2d(x, weight, styles, demodulate=True, up=self.up,
+                                     resample_filter=self.resample_filter, fused=fused, low_rank=low_rank,
+                                     defer_demod=True)
+        noise = None
         if self.use_noise and noise_mode != "none":
             if noise_mode == "random":
                 n, _, h, wd = x.shape
@@ -278,8 +293,22 @@ class SynthesisLayer(nn.Module):
                 noise = self.noise_const.to(x.dtype)
             else:
                 raise ValueError(f"noise_mode must be 'random', 'const' or 'none', not {noise_mode!r}")
-            x = x + noise * self.noise_strength.to(x.dtype)
-        return bias_act(x, self.bias, act="lrelu", clamp=self.conv_clamp)
+        # The same function as: x * dcoefs + noise * strength, then bias_act(x, bias, 'lrelu', clamp) (add bias,
+        # leaky ReLU, x sqrt(2), clamp), in 3 passes over the activations instead of 5: lrelu(z) * g =
+        # lrelu(z * g) for g > 0, so the gain goes into the small factors (dcoefs, noise strength, bias).
+        gain = LRELU_GAIN
+        scale = None if dcoefs is None else (dcoefs * gain).reshape(*dcoefs.shape, 1, 1)
+        bias = (self.bias.to(x.dtype) * gain).reshape(1, -1, 1, 1)
+        if noise is not None:
+            noise = noise * (self.noise_strength.to(x.dtype) * gain)
+            x = torch.addcmul(noise, x, scale) if scale is not None else torch.add(noise, x, alpha=gain)
+            x = x + bias
+        else:
+            x = torch.addcmul(bias, x, scale) if scale is not None else torch.add(bias, x, alpha=gain)
+        x = F.leaky_relu(x, LRELU_SLOPE)
+        if self.conv_clamp is not None and self.conv_clamp >= 0:
+            x = x.clamp(-self.conv_clamp, self.conv_clamp)
+        return x
 
     def extra_repr(self) -> str:
         return f"in={self.in_channels}, out={self.out_channels}, res={self.resolution}, up={self.up}"

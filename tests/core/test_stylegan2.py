@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from guide_unlearn.adapters.stylegan2 import StyleGAN2Generator
-from guide_unlearn.adapters.stylegan2.layers import modulated_conv2d, setup_filter, upfirdn2d, upsample2d
+from guide_unlearn.adapters.stylegan2.layers import (SynthesisLayer, bias_act, modulated_conv2d, setup_filter,
+                                                     upfirdn2d, upsample2d)
 from guide_unlearn.testing import tiny_generator
 
 
@@ -20,6 +21,26 @@ def test_fused_and_non_fused_modulated_conv_agree():
         b = modulated_conv2d(x, w, s, up=up, resample_filter=setup_filter(), fused=False)
         assert a.shape == (3, 6, 8 * up, 8 * up)
         assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_synthesis_layer_folded_epilogue_equals_demodulate_noise_bias_act():
+    # SynthesisLayer folds demodulation, noise, bias and the lrelu gain into 3 passes; it must stay the
+    # textbook sequence: modulated conv -> + noise * strength -> bias_act(lrelu, gain sqrt 2, clamp).
+    torch.manual_seed(0)
+    for up, fused, mode, clamp in [(1, False, "const", None), (2, False, "const", 0.5), (1, True, "const", None),
+                                   (2, True, "none", None), (1, False, "none", 0.3)]:
+        layer = SynthesisLayer(6, 5, w_dim=4, resolution=8 * up, up=up, conv_clamp=clamp)
+        with torch.no_grad():
+            layer.noise_strength.fill_(0.7)
+            layer.bias.normal_()
+        x, w = torch.randn(3, 6, 8, 8), torch.randn(3, 4)
+        got = layer(x, w, noise_mode=mode, fused=fused)
+        want = modulated_conv2d(x, layer.weight, layer.affine(w), up=up, resample_filter=layer.resample_filter,
+                                fused=fused)
+        if mode == "const":
+            want = want + layer.noise_const * layer.noise_strength
+        want = bias_act(want, layer.bias, act="lrelu", clamp=clamp)
+        assert torch.allclose(got, want, atol=1e-5), (up, fused, mode, clamp)
 
 
 def test_demodulation_gives_unit_output_weight_norm():
