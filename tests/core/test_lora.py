@@ -48,9 +48,14 @@ def test_delta_is_added_before_modulation():
     assert not torch.allclose(via_lora, base(x, w, noise_mode="none"))
 
 
+@pytest.mark.parametrize("thin_convs", [True, False])
 @pytest.mark.parametrize("up", [1, 2])
-def test_factored_lora_gives_the_dense_delta_gradients(up):
-    # The erase loop convolves with the LoRA factors instead of the dense delta: same loss, same gradients.
+def test_factored_lora_gives_the_dense_delta_gradients(up, thin_convs, monkeypatch):
+    # The erase loop convolves with the LoRA factors instead of the dense delta where that is cheaper (a cost
+    # rule per layer shape): same loss, same gradients, whichever form the rule picks.
+    from guide_unlearn.adapters.stylegan2 import layers as SL
+
+    monkeypatch.setattr(SL, "_prefer_factored", lambda *a: thin_convs)
     gen, g, std = _gen_with_adapter()
     _randomise(gen, "a", g, std)
     _, layer = next((n, m) for n, m in L.lora_layers(gen) if m.get_base_layer().up == up)
