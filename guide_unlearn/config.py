@@ -92,6 +92,29 @@ class EraseConfig:
     progress: bool = True
     """Show a tqdm progress bar with the current losses."""
 
+    # -- robust erasure (guide_unlearn.robust; all off in the lora / paper presets) ----------------------------
+    adversarial_rounds: int = 0
+    """Attack-and-erase rounds after the first ``iterations`` steps: re-invert the request (and augmented copies)
+    through the current G_u with the attackers, add the codes they find to the erased set with their own UFO
+    targets, train ``adversarial_iterations`` more steps. 0 = the plain GUIDE loop."""
+    adversarial_iterations: int = 40
+    """Training steps after each adversarial round."""
+    attack_augmentations: int = 3
+    """Augmented copies of each request photo the attackers invert too (flip, crop, colour; in turn)."""
+    attack_steps: int = 100
+    """Steps of the from-scratch projector attacker inside the erase (the audit's attacker runs 400)."""
+    repulsion_weight: float = 0.0
+    """Weight of the identity-repulsion term: relu(cos(ID(G_u(w)), e_person) - repulsion_margin) on the
+    attacker-found and adjacency codes (needs a differentiable identity network; 0 disables it)."""
+    repulsion_margin: float = 0.0
+    """Cosine below which the repulsion term is zero."""
+    bridge_samples: int = 0
+    """Adjacency samples drawn on the segments between the request codes and the attacker-found codes (codes
+    that still rendered the person), each against the same point between their targets."""
+    decoys: int = 0
+    """Decoy identities (seeded mapped codes at the erase's truncation psi) erased in the same patch, so a probe
+    reading the patch finds k = decoys + 1 candidates instead of one person."""
+
     # -- presets -----------------------------------------------------------------------------------------------
     @classmethod
     def lora(cls, **overrides: Any) -> "EraseConfig":
@@ -108,13 +131,25 @@ class EraseConfig:
         return cls(**base)
 
     @classmethod
+    def robust(cls, **overrides: Any) -> "EraseConfig":
+        """The LoRA preset hardened against re-inversion (``guide_unlearn.robust``, docs/erasing.md): after the
+        100 plain steps, adversarial rounds that re-invert the request through G_u and erase what the attackers
+        find, an identity-repulsion term, and adjacency samples bridging to the found codes."""
+        base = dict(adversarial_rounds=2, adversarial_iterations=40, attack_augmentations=3, attack_steps=100,
+                    repulsion_weight=1.0, repulsion_margin=0.0, bridge_samples=2)
+        base.update(overrides)
+        return cls(**base)
+
+    @classmethod
     def preset(cls, name: str, **overrides: Any) -> "EraseConfig":
-        """A preset by name: 'lora' (default) or 'paper'."""
+        """A preset by name: 'lora' (default), 'robust' or 'paper'."""
         if name == "lora":
             return cls.lora(**overrides)
+        if name == "robust":
+            return cls.robust(**overrides)
         if name == "paper":
             return cls.paper(**overrides)
-        raise ConfigError(f"unknown preset {name!r}; use 'lora' or 'paper'")
+        raise ConfigError(f"unknown preset {name!r}; use 'lora', 'robust' or 'paper'")
 
     def replace(self, **changes: Any) -> "EraseConfig":
         """A copy with some fields changed (validated)."""
@@ -189,6 +224,24 @@ class EraseConfig:
         need(isinstance(self.checkpoint_every, int) and self.checkpoint_every >= 0,
              f"checkpoint_every must be an integer >= 0, got {self.checkpoint_every!r}")
         need(isinstance(self.log_every, int) and self.log_every >= 1, f"log_every must be >= 1, got {self.log_every!r}")
+        for name in ("adversarial_rounds", "adversarial_iterations", "attack_augmentations", "attack_steps",
+                     "bridge_samples", "decoys"):
+            v = getattr(self, name)
+            need(isinstance(v, int) and not isinstance(v, bool) and v >= 0, f"{name} must be an integer >= 0, got {v!r}")
+        need(self.attack_steps >= 1, f"attack_steps must be >= 1, got {self.attack_steps!r}")
+        for name in ("repulsion_weight", "repulsion_margin"):
+            v = getattr(self, name)
+            need(_finite(v), f"{name} must be a finite number, got {v!r}")
+        need(self.repulsion_weight >= 0, f"repulsion_weight must be >= 0, got {self.repulsion_weight!r}")
+        need(not (self.full_finetune and (self.adversarial_rounds or self.repulsion_weight or self.bridge_samples
+                                          or self.decoys)),
+             "the robust options (adversarial_rounds, repulsion_weight, bridge_samples, decoys) train a LoRA patch; "
+             "set full_finetune=False")
+
+    @property
+    def is_robust(self) -> bool:
+        """Whether this config needs the robust loop (``guide_unlearn.robust``) rather than the plain one."""
+        return bool(self.adversarial_rounds or self.repulsion_weight or self.bridge_samples or self.decoys)
 
 
 def _finite(v: Any) -> bool:

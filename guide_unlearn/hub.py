@@ -111,7 +111,9 @@ def card_block(meta: Mapping[str, Any]) -> dict[str, Any]:
     erase_config = meta.get("erase_config") or {}
     preset = None
     if erase_config:
-        preset = "paper" if erase_config.get("full_finetune") else "lora"
+        robust = any(erase_config.get(k) for k in ("adversarial_rounds", "repulsion_weight", "bridge_samples",
+                                                   "decoys"))
+        preset = "paper" if erase_config.get("full_finetune") else ("robust" if robust else "lora")
     block: dict[str, Any] = {
         "card_format": CARD_FORMAT,
         "card_version": CARD_VERSION,

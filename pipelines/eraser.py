@@ -358,6 +358,16 @@ class IdentityEraser:
                 config = config.replace(**overrides)
         w_u, photos, cams = self._codes(inputs, camera, face, progress=config.progress)
         keep = self._keep_codes(keep_erased, camera)
+        if config.is_robust:  # the robust preset: attack-and-erase rounds (pipelines/robust_attacks.py)
+            if keep is not None:
+                raise ConfigError("keep_erased is not supported by the robust preset yet; erase with preset 'lora' "
+                                  "or without keep_erased")
+            from guide_unlearn.pipelines.robust_attacks import robust_erase
+
+            patch, w_t, history, seconds = robust_erase(self, w_u, config, photos, cams)
+            result = self._result(patch, w_u, w_t, history, seconds, measure, photos, cams)
+            result.verdict = judge_erasure(result.metrics, config.iterations, config.lr)
+            return result
         patch, w_t, history, seconds = run_erase(
             self.generator, w_u, config, self.perceptual, self.identity_model, state_dir=state_dir,
             trackers=trackers, extra_metadata=self._provenance(), keep=keep)
@@ -449,10 +459,11 @@ class IdentityEraser:
 
     def default_config(self, preset: str = "lora", **overrides: Any) -> EraseConfig:
         """The ``preset`` EraseConfig with this model's recommended settings (``erase_defaults``, from the registry
-        entry; applied to the LoRA preset only) and then ``overrides`` on top: ``default_config(iterations=20)``
-        is the way to change a few settings and keep the rest of the model's recommendation."""
+        entry; applied to the LoRA-based presets 'lora' and 'robust', not to 'paper') and then ``overrides`` on top:
+        ``default_config(iterations=20)`` is the way to change a few settings and keep the rest of the model's
+        recommendation."""
         _check_fields(overrides)
-        base = self.erase_defaults if preset == "lora" else {}
+        base = self.erase_defaults if preset in ("lora", "robust") else {}
         return EraseConfig.preset(preset, **{**base, **overrides})
 
     def _warn_dropped_defaults(self, config: EraseConfig) -> None:

@@ -24,7 +24,8 @@ def add_parser(sub) -> None:
     p.add_argument("--latent", help="a saved code instead of photos: .safetensors with key 'ws' [K, num_ws, w_dim]")
     p.add_argument("--model", default="eg3d-ffhq", help="registry name or local checkpoint/folder (default eg3d-ffhq)")
     p.add_argument("--out", required=True, help="patch folder to write")
-    p.add_argument("--preset", choices=["lora", "paper"], default="lora", help="erase recipe (default lora)")
+    p.add_argument("--preset", choices=["lora", "robust", "paper"], default="lora",
+                   help="erase recipe (default lora; robust: hardened against re-inversion, ~3-4x slower)")
     p.add_argument("--iterations", type=int, help="override the preset's iterations")
     p.add_argument("--lr", type=float, help="override the learning rate")
     p.add_argument("--rank", type=int, help="LoRA rank")

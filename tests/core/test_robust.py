@@ -1,0 +1,178 @@
+"""The robust erase preset (guide_unlearn.robust) on the tiny StyleGAN2: each mechanism does what it claims."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from guide_unlearn import EraseConfig
+from guide_unlearn.errors import ConfigError
+from guide_unlearn.robust import augment_views, person_embedding, run_robust_erase
+from guide_unlearn.targets import ufo_target
+
+SMALL = dict(iterations=15, adversarial_iterations=15, attack_augmentations=0, repulsion_weight=0.0,
+             bridge_samples=0, global_samples=1, adjacency_samples=1, progress=False)
+
+
+@pytest.fixture(scope="module")
+def eraser():
+    from guide_unlearn.testing import tiny_eraser
+
+    return tiny_eraser(inverter_steps=10)
+
+
+def _codes(eraser, seed: int, n: int = 1) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        return eraser.generator.mapping(torch.randn(n, eraser.generator.z_dim, generator=g), None)
+
+
+def _render(eraser, ws, patch=None):
+    if patch is None:
+        return eraser.synthesize(ws)
+    eraser.apply_patch(patch)
+    try:
+        return eraser.synthesize(ws)
+    finally:
+        eraser.remove_patch(patch)
+
+
+def test_robust_preset_is_the_lora_preset_with_attack_rounds_and_repulsion():
+    cfg = EraseConfig.preset("robust")
+    assert cfg.adversarial_rounds >= 1 and cfg.repulsion_weight > 0 and cfg.bridge_samples > 0
+    assert not cfg.full_finetune and cfg.is_robust and not EraseConfig.preset("lora").is_robust
+    assert EraseConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_default_config_applies_the_model_erase_defaults_to_the_robust_preset(eraser):
+    eraser.erase_defaults = {"global_samples": 5}
+    try:
+        assert eraser.default_config(preset="robust").global_samples == 5
+        assert eraser.default_config(preset="robust").adversarial_rounds == EraseConfig.robust().adversarial_rounds
+        assert eraser.default_config(preset="paper").global_samples == EraseConfig.paper().global_samples
+    finally:
+        eraser.erase_defaults = {}
+
+
+def test_robust_options_are_validated():
+    with pytest.raises(ConfigError, match="adversarial_rounds"):
+        EraseConfig.robust(adversarial_rounds=-1)
+    with pytest.raises(ConfigError, match="full_finetune"):
+        EraseConfig.robust(full_finetune=True)
+    with pytest.raises(ConfigError, match="attack_steps"):
+        EraseConfig.robust(attack_steps=0)
+
+
+def test_adversarial_rounds_without_an_attack_are_refused(eraser):
+    with pytest.raises(ConfigError, match="attack"):
+        run_robust_erase(eraser.generator, _codes(eraser, 1), EraseConfig(adversarial_rounds=1, **{
+            k: v for k, v in SMALL.items()}), eraser.perceptual)
+
+
+def test_attacker_found_codes_join_the_erased_set(eraser):
+    """A code the attacker returns is erased toward its own UFO target: after the run G_u renders it much closer
+    to that target than the plain loop's patch (which never saw it) does."""
+    w_u, w_f = _codes(eraser, 1), _codes(eraser, 2)
+    calls = []
+
+    def attack(round_):
+        calls.append(round_)
+        return w_f
+
+    cfg = EraseConfig(adversarial_rounds=1, **{**SMALL, "iterations": 10, "adversarial_iterations": 40})
+    out = run_robust_erase(eraser.generator, w_u, cfg, eraser.perceptual, attack=attack)
+    plain = run_robust_erase(eraser.generator, w_u, cfg.replace(adversarial_rounds=0, iterations=50),
+                             eraser.perceptual)
+    assert calls == [1] and out.found == [1] and out.patch.metadata["robust"]["found_per_round"] == [1]
+    from guide_unlearn.engine import resolve_distances
+
+    d, _ = resolve_distances(cfg, eraser.generator)
+    target = _render(eraser, ufo_target(w_f, eraser.generator.w_avg, cfg.target, d))
+    err_robust = (_render(eraser, w_f, out.patch) - target).square().mean()
+    err_plain = (_render(eraser, w_f, plain.patch) - target).square().mean()
+    assert err_robust < 0.8 * err_plain
+    assert "codes" not in str(out.patch.metadata["robust"])  # counts only, never a code
+
+
+def test_attack_sees_the_current_patched_generator(eraser):
+    """The attack runs while the generator renders G_u: its rendering of the request code differs from G_s's."""
+    w_u = _codes(eraser, 3)
+    before = _render(eraser, w_u)
+    seen = []
+
+    def attack(round_):
+        seen.append((eraser.synthesize(w_u) - before).abs().mean().item())
+        return w_u
+
+    run_robust_erase(eraser.generator, w_u, EraseConfig(adversarial_rounds=1, **SMALL), eraser.perceptual,
+                     attack=attack)
+    assert seen[0] > 1e-3
+    assert torch.equal(_render(eraser, w_u), before)  # and the generator is left as it was
+
+
+def test_repulsion_term_lowers_the_identity_similarity_it_targets(eraser):
+    """With the toy identity network's biases zeroed (with them every tiny rendering sits at cosine ~0.998 to every
+    other, so there is nothing to lower), the repulsion term takes G_u(w_u) further from the person's embedding
+    than the same run without it."""
+    from guide_unlearn.adapters.toy.identity import ToyIdentityNet
+
+    ident = ToyIdentityNet(seed=3)
+    with torch.no_grad():
+        for m in ident.net:
+            if getattr(m, "bias", None) is not None:
+                m.bias.zero_()
+    w_u = _codes(eraser, 4)
+    e_person = person_embedding(ident, _render(eraser, w_u))
+    cfg = EraseConfig(**{**SMALL, "iterations": 25})
+
+    def similarity(patch):
+        with torch.no_grad():
+            return float(F.normalize(ident.embed(_render(eraser, w_u, patch)), dim=1)[0] @ e_person)
+
+    plain = run_robust_erase(eraser.generator, w_u, cfg, eraser.perceptual)
+    repelled = run_robust_erase(eraser.generator, w_u, cfg.replace(repulsion_weight=20.0), eraser.perceptual,
+                                repulsion_identity=ident, e_person=e_person)
+    assert "repulsion" in repelled.history[-1]
+    assert similarity(repelled.patch) < similarity(plain.patch) - 0.03
+
+
+def test_repulsion_without_a_differentiable_identity_network_is_refused(eraser):
+    with pytest.raises(ConfigError, match="differentiable"):
+        run_robust_erase(eraser.generator, _codes(eraser, 1), EraseConfig(**{**SMALL, "repulsion_weight": 1.0}),
+                         eraser.perceptual)
+
+
+def test_decoys_are_erased_in_the_same_patch(eraser):
+    """The decoy codes move toward their own UFO targets, as the person's code does; without decoys they do not."""
+    from guide_unlearn.engine import resolve_distances
+    from guide_unlearn.robust import decoy_codes
+
+    w_u = _codes(eraser, 5)
+    cfg = EraseConfig(**{**SMALL, "decoys": 2, "iterations": 30})
+    out = run_robust_erase(eraser.generator, w_u, cfg, eraser.perceptual)
+    plain = run_robust_erase(eraser.generator, w_u, cfg.replace(decoys=0), eraser.perceptual)
+    dec = decoy_codes(eraser.generator, 2, cfg.truncation_psi, torch.Generator().manual_seed(cfg.seed))
+    d, _ = resolve_distances(cfg, eraser.generator)
+    target = _render(eraser, ufo_target(dec, eraser.generator.w_avg, cfg.target, d))
+    err = lambda p: float((_render(eraser, dec, p) - target).square().mean())
+    assert out.patch.metadata["robust"]["decoys"] == 2 and err(out.patch) < 0.97 * err(plain.patch)
+
+
+def test_augmented_views_are_seeded_flips_crops_and_colour():
+    x = torch.rand(2, 3, 16, 16) * 2 - 1
+    a = augment_views(x, 3, torch.Generator().manual_seed(0))
+    b = augment_views(x, 3, torch.Generator().manual_seed(0))
+    assert a.shape == (6, 3, 16, 16) and torch.equal(a, b)
+    assert torch.equal(a[:2], x.flip(-1)) and a.abs().max() <= 1
+    assert augment_views(x, 0).shape[0] == 0
+
+
+def test_erase_with_the_robust_preset_runs_the_attackers_and_returns_a_patch(eraser):
+    w_u = _codes(eraser, 6)
+    cfg = eraser.default_config(preset="robust", **{**SMALL, "adversarial_rounds": 1, "attack_steps": 3,
+                                                     "attack_augmentations": 1, "bridge_samples": 1})
+    result = eraser.erase(w_u, config=cfg, measure=False)
+    meta = result.patch.metadata
+    assert meta["robust"]["found_per_round"] == [4]  # 2 attackers x (request + 1 augmented view)
+    assert meta["erase_config"]["adversarial_rounds"] == 1 and len(result.history) == 30
