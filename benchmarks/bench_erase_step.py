@@ -106,7 +106,8 @@ def child(args) -> dict:
         cfg = cfg.replace(iterations=steps)
         _sync(args.device)
         cpu0 = time.process_time()
-        patch, _, _, elapsed = run_erase(gen, w_u, cfg, perceptual, identity)  # loop time, set-up excluded
+        run = run_erase(gen, w_u, cfg, perceptual, identity)
+        patch, elapsed = run.patch, run.seconds  # loop time, set-up excluded
         _sync(args.device)
         cpu = time.process_time() - cpu0
         patch_bytes = patch.num_bytes

@@ -51,7 +51,7 @@ def main() -> int:
         run_erase(gen, code, cfg, eraser.perceptual, None)  # warm-up
         cfg = cfg.replace(iterations=args.loop)
         t, cpu = time.perf_counter(), time.process_time()
-        _, _, history, _ = run_erase(gen, code, cfg, eraser.perceptual, None)
+        history = run_erase(gen, code, cfg, eraser.perceptual, None).history
         print(json.dumps({"benchmark": "main_job_loop", "iterations": args.loop, "threads": args.threads,
                           "wall_ms_per_iter": round(1000 * (time.perf_counter() - t) / args.loop, 1),
                           "cpu_ms_per_iter": round(1000 * (time.process_time() - cpu) / args.loop, 1),

@@ -1,11 +1,13 @@
-"""EraseConfig: every knob of one erase, with the paper's defaults, and the two presets."""
+"""EraseConfig: every knob that decides the patch, with the paper's defaults, and the two presets; RunOptions: how a
+run behaves (progress, logging, checkpoints, trackers), never part of the patch."""
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Optional, Sequence, Union
 
 from .errors import ConfigError
 
@@ -14,7 +16,43 @@ MIXED_PRECISION = ("no", "bf16", "fp16")
 NOISE_MODES = ("random", "const", "none")
 PRESENTATION_FIELDS = ("progress", "log_every", "checkpoint_every")
 """Fields that change how a run is shown or saved along the way, never its result (the patch): they are left out
-of :meth:`EraseConfig.recipe_dict` / :meth:`EraseConfig.digest`, so a resume or a comparison ignores them."""
+of :meth:`EraseConfig.recipe_dict` / :meth:`EraseConfig.digest`, so a resume or a comparison ignores them. They are
+accepted on EraseConfig for compatibility only and routed to :class:`RunOptions` (:meth:`EraseConfig.run_options`)."""
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How one erase RUNS — shown, logged, checkpointed — as opposed to what it makes (:class:`EraseConfig`), the
+    way peft keeps a LoraConfig apart from its runtime settings. Never recorded in a patch nor in its digest.
+
+    >>> run_erase(generator, w_u, EraseConfig(), perceptual, run=RunOptions(progress=False, log_every=10))
+    """
+
+    progress: bool = True
+    """Show a tqdm progress bar with the current losses (and the optimising inverter's bar)."""
+    log_every: int = 1
+    """Record losses in the history (and trackers) every N steps."""
+    checkpoint_every: int = 0
+    """Save resumable state to ``state_dir`` every N steps (0 = never). The state holds the person's code."""
+    state_dir: Optional[Union[str, os.PathLike]] = None
+    """Folder of the resumable state (None = no state; a run resumes from the state found there)."""
+    trackers: Optional[tuple[str, ...]] = None
+    """accelerate trackers to log the losses to (e.g. ("tensorboard",)); None = none."""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.checkpoint_every, int) or isinstance(self.checkpoint_every, bool) \
+                or self.checkpoint_every < 0:
+            raise ConfigError(f"checkpoint_every must be an integer >= 0, got {self.checkpoint_every!r}")
+        if not isinstance(self.log_every, int) or isinstance(self.log_every, bool) or self.log_every < 1:
+            raise ConfigError(f"log_every must be >= 1, got {self.log_every!r}")
+        if self.trackers is not None:
+            if isinstance(self.trackers, str) or not all(isinstance(t, str) for t in self.trackers):
+                raise ConfigError(f"trackers must be a list of tracker names, got {self.trackers!r}")
+            object.__setattr__(self, "trackers", tuple(self.trackers))
+
+    def replace(self, **changes: Any) -> "RunOptions":
+        """A copy with some fields changed (validated)."""
+        return dataclasses.replace(self, **changes)
 
 
 @dataclass(frozen=True)
@@ -86,11 +124,11 @@ class EraseConfig:
     seed: int = 0
     """Seed of the run's single torch.Generator (z, alpha, cameras, noise): same seed -> identical patch."""
     checkpoint_every: int = 0
-    """Save resumable state every N steps (0 = never). The state holds the person's code: see docs."""
+    """Compatibility only (a :class:`RunOptions` field, not part of the recipe): routed by :meth:`run_options`."""
     log_every: int = 1
-    """Record losses in the history (and trackers) every N steps."""
+    """Compatibility only (a :class:`RunOptions` field, not part of the recipe): routed by :meth:`run_options`."""
     progress: bool = True
-    """Show a tqdm progress bar with the current losses."""
+    """Compatibility only (a :class:`RunOptions` field, not part of the recipe): routed by :meth:`run_options`."""
 
     # -- robust erasure (guide_unlearn.robust; all off in the lora / paper presets) ----------------------------
     adversarial_rounds: int = 0
@@ -167,6 +205,13 @@ class EraseConfig:
         """:meth:`to_dict` without the presentation fields (:data:`PRESENTATION_FIELDS`): exactly the settings that
         decide the patch. What a resume compares and what a patch records."""
         return {k: v for k, v in self.to_dict().items() if k not in PRESENTATION_FIELDS}
+
+    def run_options(self, state_dir: Optional[Union[str, os.PathLike]] = None,
+                    trackers: Optional[Sequence[str]] = None) -> RunOptions:
+        """The :class:`RunOptions` given through this config's compatibility fields (progress, log_every,
+        checkpoint_every), plus ``state_dir`` and ``trackers``."""
+        return RunOptions(progress=self.progress, log_every=self.log_every, checkpoint_every=self.checkpoint_every,
+                          state_dir=state_dir, trackers=None if trackers is None else tuple(trackers))
 
     def digest(self) -> str:
         """``"sha256:<16 hex>"`` of :meth:`recipe_dict`: equal for configs that produce the same patch from the

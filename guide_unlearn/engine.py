@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from . import lora as L
-from .config import PRESENTATION_FIELDS, EraseConfig
+from .config import PRESENTATION_FIELDS, EraseConfig, RunOptions
 from .errors import ConfigError, LatentError, PatchError, TrainingDivergedError
 from .fingerprint import patch_state
 from .io import PathLike, atomic_write_bytes
@@ -66,6 +66,28 @@ class ErasureResult:
         """True when the measured figures say the person was erased and the rest kept (:func:`judge_erasure`),
         False when they say it failed, None when nothing was measured."""
         return self.verdict.get("succeeded")
+
+
+@dataclass
+class EraseRun:
+    """What :func:`run_erase` returns (the optimisation only; :class:`ErasureResult` adds the measurements).
+
+    patch:      the new ForgetPatch (not applied).
+    w_target:   the UFO target(s) [K, num_ws, w_dim] of the erased codes (memory only).
+    history:    per logged step, a dict of losses ('step', 'loss', 'local', 'adjacency', 'global', ...).
+    seconds:    wall time of the optimisation loop (set-up excluded).
+    run:        the :class:`RunOptions` the run used.
+    """
+
+    patch: ForgetPatch
+    w_target: torch.Tensor
+    history: list[dict[str, float]]
+    seconds: float
+    run: RunOptions = field(default_factory=RunOptions)
+
+    def __iter__(self) -> Iterator[Any]:
+        """Compatibility with the former 4-tuple: ``patch, w_t, history, seconds = run_erase(...)``."""
+        return iter((self.patch, self.w_target, self.history, self.seconds))
 
 
 ERASURE_RATIO_LIMIT = 0.5
@@ -263,7 +285,8 @@ def run_erase(
     person_of: Optional[torch.Tensor] = None,
     person_ids: Optional[Sequence[str]] = None,
     keep: Optional[torch.Tensor] = None,
-) -> tuple[ForgetPatch, torch.Tensor, list[dict[str, float]], float]:
+    run: Optional[RunOptions] = None,
+) -> EraseRun:
     """Erase the identity whose code(s) are ``w_u`` [K, num_ws, w_dim] from ``generator``.
 
     All K codes are photos of ONE person and are erased together, unless ``person_of`` [K] (long, 0..P-1) says
@@ -275,11 +298,20 @@ def run_erase(
 
     ``keep`` [M, num_ws, w_dim]: codes of people erased by patches applied before this run (continual requests).
     Each joins the schedule as a person whose target is its own code under G_s — i.e. its current, already
-    erased rendering — so the new update cannot bring them back. Only their number is recorded. The generator is left exactly as it was
-    (the new patch is returned, not applied). With ``state_dir`` and ``cfg.checkpoint_every > 0`` the run
-    saves resumable state there and resumes from it if present; the state holds the person's code, so it is
-    deleted when the run succeeds. -> (patch, w_target [K, num_ws, w_dim], history, seconds).
+    erased rendering — so the new update cannot bring them back. Only their number is recorded. The generator is
+    left exactly as it was (the new patch is returned, not applied).
+
+    ``run`` (:class:`RunOptions`) says how the run behaves; without it, the options come from ``cfg``'s
+    compatibility fields (progress, log_every, checkpoint_every) and ``state_dir`` / ``trackers``. With a state
+    folder and ``checkpoint_every > 0`` the run saves resumable state there and resumes from it if present; the
+    state holds the person's code, so it is deleted when the run succeeds. Only ``cfg`` decides the patch.
+    -> :class:`EraseRun` (patch, w_target [K, num_ws, w_dim], history, seconds).
     """
+    if run is None:
+        run = cfg.run_options(state_dir=state_dir, trackers=trackers)
+    elif state_dir is not None or trackers is not None:
+        raise ConfigError("give state_dir and trackers in run=RunOptions(...), not beside it")
+    state_dir, trackers = run.state_dir, run.trackers
     w_u = check_latents(w_u, generator)
     model = module_of(generator)
     device = generator.w_avg.device
@@ -309,7 +341,7 @@ def run_erase(
         optimizer = torch.optim.Adam(trainable.params, lr=cfg.lr, betas=cfg.adam_betas)
         optimizer = accelerator.prepare(optimizer)
         if trackers:
-            accelerator.init_trackers("guide_unlearn", config={k_: str(v) for k_, v in cfg.to_dict().items()})
+            accelerator.init_trackers("guide_unlearn", config={k_: str(v) for k_, v in cfg.recipe_dict().items()})
         history: list[dict[str, float]] = []
         start = 0
         if state_path is not None and state_path.is_file():
@@ -318,7 +350,7 @@ def run_erase(
 
         n_adj, n_glob = cfg.adjacency_samples, cfg.global_samples
         t0 = time.perf_counter()
-        bar = _progress(cfg, start)
+        bar = _progress(cfg, run, start)
         for step in range(start, cfg.iterations):
             cam = generator.sample_cameras(1, rng)
             z = torch.randn(n_adj + n_glob, generator.z_dim, generator=rng, device=device)
@@ -342,7 +374,7 @@ def run_erase(
             optimizer.zero_grad(set_to_none=True)
             accelerator.backward(loss.total)
             optimizer.step()
-            if step % cfg.log_every == 0 or step == cfg.iterations - 1:
+            if step % run.log_every == 0 or step == cfg.iterations - 1:
                 entry = {"step": float(step), **loss.parts}
                 history.append(entry)
                 if trackers:
@@ -350,7 +382,7 @@ def run_erase(
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix({k_: f"{v:.4f}" for k_, v in loss.parts.items() if k_ in ("loss", "local", "adjacency", "global")})
-            if state_path is not None and cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0 \
+            if state_path is not None and run.checkpoint_every and (step + 1) % run.checkpoint_every == 0 \
                     and step + 1 < cfg.iterations:
                 _save_state(state_path, step + 1, history, trainable, optimizer, rng, cfg, w_u)
         if bar is not None:
@@ -395,7 +427,7 @@ def run_erase(
         trainable.restore()
     if state_path is not None and state_path.exists():
         state_path.unlink()  # holds the person's code: never keep it after success
-    return patch, w_t[:erased_codes], history, seconds
+    return EraseRun(patch=patch, w_target=w_t[:erased_codes], history=history, seconds=seconds, run=run)
 
 
 class PersonSchedule:
@@ -503,8 +535,8 @@ def compute_step_loss(generator: GeneratorAdapter, source_context, ws_u: torch.T
     return ltu_loss(out_u, out_s, k, n_adj, n_glob, cfg, perceptual, identity, local_weights)
 
 
-def _progress(cfg: EraseConfig, start: int):
-    if not cfg.progress:
+def _progress(cfg: EraseConfig, run: RunOptions, start: int):
+    if not run.progress:
         return None
     from tqdm.auto import tqdm
 

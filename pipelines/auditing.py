@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from guide_unlearn import metrics as M
+from guide_unlearn import patching
 from guide_unlearn.errors import (
     BackendUnavailableError, ConfigError, ImageLoadError, InputError, NoFaceError, SaveError,
 )
@@ -639,7 +640,7 @@ def audit(eraser, patch: Union[ForgetPatch, str, os.PathLike], photos: PhotoSpec
         raise ConfigError("samples must be >= 2, projector_steps and leakage_starts >= 1, leakage_steps >= 0")
     if not isinstance(patch, ForgetPatch):
         patch = ForgetPatch.from_pretrained(patch)
-    eraser._check_patch(patch)  # PatchMismatchError for another base, PatchStateError if already applied
+    patching.check(eraser.generator, patch, eraser.name)  # PatchMismatchError for another base, PatchStateError if already applied
     applied_before = [p.patch_id for p in eraser.applied_patches]
 
     judge = _judge(proto, eraser)
