@@ -60,12 +60,12 @@ def assemble(cls, name_or_path: str, device: torch.device, allow_download: bool 
     perceptual = components.pop("perceptual", None)
     inverter = components.pop("inverter", None)
     if inverter is None:  # built at the first inversion, so rendering-only commands never load or warn about it
-        from guide_unlearn.pipelines.eraser import _Deferred
+        from guide_unlearn.pipelines.components import Deferred as _Deferred
 
         inverter = _Deferred(lambda: _default_inverter(name_or_path, generator, device, allow_download))
     identity = components.pop("identity_model", "default")
     if isinstance(identity, str) and identity == "default":  # ArcFace, looked up at the first erase (not for apply)
-        from guide_unlearn.pipelines.eraser import _Deferred
+        from guide_unlearn.pipelines.components import Deferred as _Deferred
 
         identity = _Deferred(lambda: default_identity_model(device))
     if components:

@@ -14,13 +14,14 @@ import torch
 
 from guide_unlearn import patching
 from guide_unlearn.config import EraseConfig
-from guide_unlearn.engine import ErasureResult, check_latents, run_erase
-from guide_unlearn.errors import ConfigError, InputError
+from guide_unlearn.engine import EraseRun, ErasureResult, run_erase
 from guide_unlearn.errors import ConfigError
 from guide_unlearn.fingerprint import patch_state
 from guide_unlearn.patch import ForgetPatch
 from guide_unlearn.pipelines import measure as _measure
 from guide_unlearn.pipelines import photos as _photos
+from guide_unlearn.pipelines.components import (Deferred, LazyComponent, check_fields, default_inverter,
+                                                default_perceptual, provenance, warn_dropped_defaults)
 from guide_unlearn.pipelines.photos import Faces, Inputs
 from guide_unlearn.pipelines.requests import ManyErasureResult, Requests
 from guide_unlearn.pipelines.requests import erase_many as _erase_many
@@ -49,8 +50,6 @@ class IdentityEraser:
     ):
         module_of(generator)
         self.generator = generator
-        # The perceptual distance, default inverter and default identity network are built at first use, so
-        # commands that only render (apply, merge, info) neither load their weights nor warn that they are missing.
         self.perceptual = perceptual
         self.inverter = inverter
         self.identity_model = identity_model
@@ -59,46 +58,14 @@ class IdentityEraser:
         EraseConfig(**self.erase_defaults)  # validate now, not at the first erase
         patch_state(module_of(generator))  # fingerprint the base before anything touches it
 
-    @property
-    def perceptual(self) -> PerceptualDistance:
-        """The perceptual distance of the losses (built at first use: LPIPS-VGG if its weights are found, else
-        the labelled stand-in, with one warning)."""
-        if self._perceptual is None:
-            from guide_unlearn.adapters.perceptual import default_perceptual
-
-            self._perceptual = default_perceptual(self.generator.w_avg.device)
-        return self._perceptual
-
-    @perceptual.setter
-    def perceptual(self, value: Optional[PerceptualDistance]) -> None:
-        self._perceptual = value
-
-    @property
-    def inverter(self) -> Inverter:
-        """Photo -> codes (built at first use: the model's default inverter, else the optimisation projector)."""
-        if isinstance(self._inverter, _Deferred):
-            self._inverter = self._inverter.build()  # the model's default inverter (None: the projector below)
-        if self._inverter is None:
-            from guide_unlearn.adapters.projector import OptimizationInverter
-
-            self._inverter = OptimizationInverter(self.generator, self.perceptual)
-        return self._inverter
-
-    @inverter.setter
-    def inverter(self, value: Optional[Inverter]) -> None:
-        self._inverter = value
-
-    @property
-    def identity_model(self) -> Optional[IdentityModel]:
-        """The ID-loss network, or None (ID term off). The default that ``from_pretrained`` defers is resolved
-        here at first use: ArcFace IR-SE50 when its weights are found, else None (one warning line)."""
-        if isinstance(self._identity_model, _Deferred):
-            self._identity_model = self._identity_model.build()
-        return self._identity_model
-
-    @identity_model.setter
-    def identity_model(self, value: Optional[IdentityModel]) -> None:
-        self._identity_model = value
+    # Built at first use, so commands that only render (apply, merge, info) neither load their weights nor warn.
+    perceptual = LazyComponent(default_perceptual, "The perceptual distance of the losses (built at first use: "
+                               "LPIPS-VGG if its weights are found, else the labelled stand-in, with one warning).")
+    inverter = LazyComponent(default_inverter, "Photo -> codes (built at first use: the model's default inverter, "
+                             "else the optimisation projector).")
+    identity_model = LazyComponent(None, "The ID-loss network, or None (ID term off); the default that "
+                                   "from_pretrained defers (ArcFace IR-SE50 when its weights are found) is built at "
+                                   "first use.")
 
     # -- construction -----------------------------------------------------------------------------------------
     @classmethod
@@ -164,41 +131,22 @@ class IdentityEraser:
         return patching.merge(self.generator)
 
     # -- rendering and inversion ------------------------------------------------------------------------------
-    @torch.no_grad()
     def synthesize(self, ws: torch.Tensor, seed: int = 0, camera: Optional[torch.Tensor] = None,
                    noise_mode: str = "const") -> torch.Tensor:
         """ws [N, num_ws, w_dim] (+ camera [N or 1, c_dim]) -> images [N, 3, H, W] in [-1, 1], rendered with the
         applied patches. ``seed`` drives any randomness (random noise, ray jitter)."""
-        ws = check_latents(ws, self.generator)
-        g = torch.Generator(device=self.device).manual_seed(seed)
-        if camera is not None and camera.shape[0] == 1 and ws.shape[0] > 1:
-            camera = camera.expand(ws.shape[0], -1)
-        return self.generator.synthesis(ws, camera, noise_mode=noise_mode, generator=g).images.clamp(-1, 1)
+        return _photos.synthesize(self.generator, ws, seed, camera, noise_mode)
 
-    @torch.no_grad()
     def sample(self, n: int = 1, seed: int = 0, truncation_psi: float = 1.0, noise_mode: str = "random",
                camera: Optional[torch.Tensor] = None) -> torch.Tensor:
         """``n`` random faces -> images [n, 3, H, W] in [-1, 1], rendered with the applied patches.
 
         ``seed`` draws the codes z [n, z_dim] (on the CPU, so a seed gives the same faces on every device) and,
         with ``noise_mode="random"`` (the default), the per-layer noise and any ray jitter: the same seed
-        reproduces the images exactly, another seed gives other images. ``noise_mode="const"`` keeps the
-        generator's fixed noise (only the codes change with the seed); ``"none"`` renders without noise.
-        ``truncation_psi`` < 1 pulls the codes toward w_avg (less variety, fewer artefacts). Camera models render
-        from ``camera`` ([n or 1, c_dim], or (yaw, pitch) in radians) if given, else their default camera.
-        """
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise InputError(f"n must be a positive number of samples, got {n!r}")
-        if noise_mode not in ("random", "const", "none"):
-            raise InputError(f"noise_mode must be 'random', 'const' or 'none', got {noise_mode!r}")
-        z = torch.randn(n, self.generator.z_dim, generator=torch.Generator().manual_seed(seed)).to(self.device)
-        cams = None
-        if camera is not None and self.generator.c_dim:
-            from guide_unlearn.pipelines.assembly import camera_from_user
-
-            cams = camera_from_user(self.generator, camera, n).to(self.device)
-        ws = self.generator.mapping(z, cams, truncation_psi=truncation_psi)
-        return self.synthesize(ws, seed=seed, camera=cams, noise_mode=noise_mode)
+        reproduces the images exactly. ``"const"`` keeps the generator's fixed noise, ``"none"`` renders without
+        noise. ``truncation_psi`` < 1 pulls the codes toward w_avg. Camera models render from ``camera``
+        ([n or 1, c_dim], or (yaw, pitch) in radians) if given, else their default camera."""
+        return _photos.sample(self.generator, n, seed, truncation_psi, noise_mode, camera)
 
     def invert(self, image_or_images: Inputs, camera: Optional[torch.Tensor] = None, align: bool = True,
                seed: int = 0, face: Faces = None, progress: bool = True) -> torch.Tensor:
@@ -232,7 +180,7 @@ class IdentityEraser:
         ``keep_erased``: photos or codes of people erased by the patches applied now (continual requests); the
         run keeps their current, erased rendering so that this patch does not bring them back (docs/queue.md).
         They are used in memory only."""
-        _check_fields(overrides)
+        check_fields(overrides)
         if config is None:
             config = self.default_config(**overrides)
         else:
@@ -241,9 +189,17 @@ class IdentityEraser:
                 config = config.replace(**overrides)
         options = config.run_options(state_dir=state_dir, trackers=trackers)
         w_u, photos, cams = _photos.codes(self, inputs, camera, face, progress=options.progress)
-        keep = self._keep_codes(keep_erased, camera)
+        keep = _photos.keep_codes(self, keep_erased, camera)
+        if config.is_robust:  # the robust preset: attack-and-erase rounds (pipelines/robust_attacks.py)
+            if keep is not None:
+                raise ConfigError("keep_erased is not supported by the robust preset yet; erase with preset 'lora' "
+                                  "or without keep_erased")
+            from guide_unlearn.pipelines.robust_attacks import robust_erase
+
+            run = EraseRun(*robust_erase(self, w_u, config, photos, cams), run=options)
+            return _measure.erasure_result(self, run, w_u, measure, photos, cams, config)
         run = run_erase(self.generator, w_u, config, self.perceptual, self.identity_model,
-                        extra_metadata=self._provenance(), keep=keep, run=options)
+                        extra_metadata=provenance(self.name), keep=keep, run=options)
         result = _measure.erasure_result(self, run, w_u, measure, photos, cams, config)
         if result.succeeded is False:
             logger.warning("the erase did not succeed: %s", "; ".join(result.verdict["problems"]))
@@ -266,64 +222,20 @@ class IdentityEraser:
         """
         return _erase_many(self, requests, config, camera, measure, keep_erased)
 
-    def _keep_codes(self, keep_erased: Optional[Inputs], camera) -> Optional[torch.Tensor]:
-        if keep_erased is None:
-            return None
-        try:
-            _photos.check_not_empty(keep_erased)
-            return _photos.codes(self, keep_erased, camera)[0]
-        except InputError as e:
-            raise type(e)(f"keep_erased: {e}") from e
-
-    def _target_similarity(self, w_u, w_t, person, config: EraseConfig) -> dict[str, float]:
-        """:func:`guide_unlearn.pipelines.measure.people_target_similarity` for this eraser."""
-        return _measure.people_target_similarity(self, w_u, w_t, person, config)
-
     def _provenance(self) -> dict[str, Any]:
-        """Patch metadata naming the base: ``base_name`` and, when the registry knows it, ``base_license``."""
-        from guide_unlearn.pipelines.registry import base_license
-
-        lic = base_license(self.name)
-        return {"base_name": self.name, **({"base_license": lic} if lic else {})}
+        return provenance(self.name)
 
     def default_config(self, preset: str = "lora", **overrides: Any) -> EraseConfig:
         """The ``preset`` EraseConfig with this model's recommended settings (``erase_defaults``, from the registry
         entry; applied to the LoRA-based presets 'lora' and 'robust', not to 'paper') and then ``overrides`` on top:
         ``default_config(iterations=20)`` keeps the rest of the model's recommendation."""
-        _check_fields(overrides)
+        check_fields(overrides)
         base = self.erase_defaults if preset in ("lora", "robust") else {}
         return EraseConfig.preset(preset, **{**base, **overrides})
 
     def _warn_dropped_defaults(self, config: EraseConfig) -> None:
-        """An explicit config built from EraseConfig() silently loses this model's recommended settings: say so."""
-        plain = EraseConfig()
-        dropped = {k: v for k, v in self.erase_defaults.items()
-                   if getattr(config, k) == getattr(plain, k) and getattr(plain, k) != v and not config.full_finetune}
-        if dropped:
-            logger.warning("this config does not use %s's recommended settings %s; to change a few settings and keep "
-                           "the rest use eraser.erase(photo, iterations=...) or eraser.default_config(iterations=...)",
-                           self.name or "this model", ", ".join(f"{k}={v!r}" for k, v in sorted(dropped.items())))
+        warn_dropped_defaults(config, self.erase_defaults, self.name)
 
 
-class _Deferred:
-    """A component built at its first use: ``_Deferred(factory)``; ``build()`` -> the component."""
-
-    def __init__(self, factory):
-        self.build = factory
-
-    def __repr__(self) -> str:
-        return "<built at first use>"
-
-
-def _check_fields(overrides: dict[str, Any]) -> None:
-    """Keyword settings must name EraseConfig fields (a typo would otherwise be a bare TypeError)."""
-    import dataclasses
-
-    known = {f.name for f in dataclasses.fields(EraseConfig)}
-    unknown = sorted(set(overrides) - known)
-    if unknown:
-        import difflib
-
-        hints = [m for u in unknown for m in difflib.get_close_matches(u, known, n=1)]
-        hint = f" (did you mean {', '.join(hints)}?)" if hints else ""
-        raise ConfigError(f"unknown erase settings {unknown}{hint}; the EraseConfig fields are {sorted(known)}")
+_Deferred = Deferred  # the former private name (pipelines.assembly and older code)
+_check_fields = check_fields

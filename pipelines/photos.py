@@ -1,4 +1,4 @@
-"""Turning what a user gives an eraser (photos, PIL images, aligned tensors or codes) into codes: loading, face
+"""Rendering, and turning what a user gives an eraser (photos, PIL images, aligned tensors or codes) into codes: loading, face
 alignment for the inverter, cameras, and the inversion itself."""
 
 from __future__ import annotations
@@ -21,6 +21,37 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 Inputs = Union[torch.Tensor, Image.Image, str, os.PathLike, Sequence[Any]]
 Faces = Union[None, int, Sequence[Optional[int]]]
+
+
+@torch.no_grad()
+def synthesize(generator, ws: torch.Tensor, seed: int = 0, camera: Optional[torch.Tensor] = None,
+               noise_mode: str = "const") -> torch.Tensor:
+    """ws [N, num_ws, w_dim] (+ camera [N or 1, c_dim]) -> images [N, 3, H, W] in [-1, 1] from ``generator`` as it
+    is now (applied patches included); ``seed`` drives any randomness (random noise, ray jitter)."""
+    ws = check_latents(ws, generator)
+    g = torch.Generator(device=generator.w_avg.device).manual_seed(seed)
+    if camera is not None and camera.shape[0] == 1 and ws.shape[0] > 1:
+        camera = camera.expand(ws.shape[0], -1)
+    return generator.synthesis(ws, camera, noise_mode=noise_mode, generator=g).images.clamp(-1, 1)
+
+
+@torch.no_grad()
+def sample(generator, n: int = 1, seed: int = 0, truncation_psi: float = 1.0, noise_mode: str = "random",
+           camera: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """``n`` random faces -> images [n, 3, H, W] in [-1, 1] (see :meth:`IdentityEraser.sample`)."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise InputError(f"n must be a positive number of samples, got {n!r}")
+    if noise_mode not in ("random", "const", "none"):
+        raise InputError(f"noise_mode must be 'random', 'const' or 'none', got {noise_mode!r}")
+    device = generator.w_avg.device
+    z = torch.randn(n, generator.z_dim, generator=torch.Generator().manual_seed(seed)).to(device)
+    cams = None
+    if camera is not None and generator.c_dim:
+        from guide_unlearn.pipelines.assembly import camera_from_user
+
+        cams = camera_from_user(generator, camera, n).to(device)
+    ws = generator.mapping(z, cams, truncation_psi=truncation_psi)
+    return synthesize(generator, ws, seed=seed, camera=cams, noise_mode=noise_mode)
 
 
 def invert(eraser: "IdentityEraser", inputs: Inputs, camera: Optional[torch.Tensor] = None, align: bool = True,
