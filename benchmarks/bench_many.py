@@ -79,8 +79,10 @@ def joint_section(eraser, faces, codes, metric, n: int) -> dict:
     t = time.perf_counter()
     joint = eraser.erase_many(ws, cfg, measure=False)
     joint_s = time.perf_counter() - t
-    similarity = eraser._target_similarity(torch.cat(list(ws.values())), torch.cat(list(joint.w_target.values())),
-                                           torch.arange(len(ids)), cfg)
+    from guide_unlearn.pipelines.measure import people_target_similarity
+
+    similarity = people_target_similarity(eraser, torch.cat(list(ws.values())),
+                                          torch.cat(list(joint.w_target.values())), torch.arange(len(ids)), cfg)
 
     req = torch.cat([ws[r] for r in ids])
     before = _distances(eraser, faces, req, chosen, metric)

@@ -2,7 +2,8 @@
 
 Public API::
 
-    from guide_unlearn import IdentityEraser, EraseConfig, ForgetPatch, ErasureResult
+    from guide_unlearn import IdentityEraser, EraseConfig, RunOptions, ForgetPatch, ErasureResult
+    from guide_unlearn import patching   # apply / remove / merge / check patches without an eraser
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ __version__ = "0.1.0"
 # Heavy names load lazily so `import guide_unlearn` stays cheap and the pipelines/adapters can import the core.
 _LAZY = {
     "EraseConfig": "guide_unlearn.config",
+    "RunOptions": "guide_unlearn.config",
+    "EraseRun": "guide_unlearn.engine",
     "ForgetPatch": "guide_unlearn.patch",
     "ErasureResult": "guide_unlearn.engine",
     "ManyErasureResult": "guide_unlearn.pipelines.eraser",
@@ -47,10 +50,10 @@ _LAZY = {
 
 if TYPE_CHECKING:  # what editors and type checkers see; at run time these load lazily through __getattr__
     from guide_unlearn.adapters.identity import load_identity_model
-    from guide_unlearn.config import EraseConfig
-    from guide_unlearn.engine import ErasureResult
+    from guide_unlearn.config import EraseConfig, RunOptions
+    from guide_unlearn.engine import EraseRun, ErasureResult
     from guide_unlearn.patch import ForgetPatch
-    from guide_unlearn.pipelines.eraser import IdentityEraser
+    from guide_unlearn.pipelines.eraser import IdentityEraser, ManyErasureResult
     from guide_unlearn.pipelines.loading import load_generator, load_inverter
 
 

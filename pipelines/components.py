@@ -83,3 +83,11 @@ def warn_dropped_defaults(config: EraseConfig, erase_defaults: dict[str, Any], n
         logger.warning("this config does not use %s's recommended settings %s; to change a few settings and keep "
                        "the rest use eraser.erase(photo, iterations=...) or eraser.default_config(iterations=...)",
                        name or "this model", ", ".join(f"{k}={v!r}" for k, v in sorted(dropped.items())))
+
+
+def provenance(name: Optional[str]) -> dict[str, Any]:
+    """Patch metadata naming the base: ``base_name`` and, when the registry knows it, ``base_license``."""
+    from guide_unlearn.pipelines.registry import base_license
+
+    lic = base_license(name)
+    return {"base_name": name, **({"base_license": lic} if lic else {})}

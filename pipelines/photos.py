@@ -185,3 +185,14 @@ def check_not_empty(inputs: Inputs) -> None:
     if inputs is None or (isinstance(inputs, (list, tuple)) and not inputs) or (
             torch.is_tensor(inputs) and inputs.numel() == 0):
         raise InputError("the request is empty; give at least one photo or code of the person")
+
+
+def keep_codes(eraser: "IdentityEraser", keep_erased: Optional[Inputs], camera) -> Optional[torch.Tensor]:
+    """``keep_erased`` (photos or codes of people erased before, or None) -> their codes [M, num_ws, w_dim]."""
+    if keep_erased is None:
+        return None
+    try:
+        check_not_empty(keep_erased)
+        return codes(eraser, keep_erased, camera)[0]
+    except InputError as e:
+        raise type(e)(f"keep_erased: {e}") from e

@@ -13,6 +13,7 @@ from guide_unlearn.engine import run_erase
 from guide_unlearn.errors import GuideUnlearnError, InputError
 from guide_unlearn.patch import ForgetPatch
 from guide_unlearn.pipelines import photos
+from guide_unlearn.pipelines.components import provenance
 from guide_unlearn.pipelines.measure import people_target_similarity
 from guide_unlearn.pipelines.photos import Inputs
 
@@ -70,9 +71,9 @@ def erase_many(eraser: "IdentityEraser", requests: Requests, config: Optional[Er
     ids = [rid for rid, _ in items]
     w_u = torch.cat(codes)
     person = torch.tensor(person_of, dtype=torch.long)
-    keep = eraser._keep_codes(keep_erased, camera)
+    keep = photos.keep_codes(eraser, keep_erased, camera)
     run = run_erase(eraser.generator, w_u, config, eraser.perceptual, eraser.identity_model,
-                    extra_metadata=eraser._provenance(), person_of=person, person_ids=ids, keep=keep)
+                    extra_metadata=provenance(eraser.name), person_of=person, person_ids=ids, keep=keep)
     split = [c.shape[0] for c in codes]
     losses = {r["request_id"]: r["final_losses"] for r in run.patch.metadata["requests"]}
     similarity = people_target_similarity(eraser, w_u, run.w_target, person, config) if measure else {}
