@@ -267,13 +267,9 @@ service chose (pseudonymous strings; a name appears only if the service put one 
 def hub_cache_dir() -> Path:
     """The huggingface_hub cache folder, read from the environment at call time (``HF_HUB_CACHE``, else
     ``$HF_HOME/hub``, else ``$XDG_CACHE_HOME/huggingface/hub``, else ``~/.cache/huggingface/hub``)."""
-    env = os.environ
-    if env.get("HF_HUB_CACHE"):
-        return Path(env["HF_HUB_CACHE"]).expanduser()
-    if env.get("HF_HOME"):
-        return Path(env["HF_HOME"]).expanduser() / "hub"
-    xdg = env.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(xdg).expanduser() / "huggingface" / "hub"
+    from guide_unlearn.checkpoints.resolve import hf_hub_cache
+
+    return hf_hub_cache()
 
 
 def hub_offline() -> bool:

@@ -63,6 +63,13 @@ def cache_root() -> Path:
     env = os.environ
     if env.get("GUIDE_UNLEARN_CACHE"):
         return Path(env["GUIDE_UNLEARN_CACHE"]).expanduser()
+    return hf_hub_cache()
+
+
+def hf_hub_cache() -> Path:
+    """The huggingface_hub cache folder, read from the environment at call time (``HF_HUB_CACHE``, else
+    ``$HF_HOME/hub``, else ``$XDG_CACHE_HOME/huggingface/hub``, else ``~/.cache/huggingface/hub``)."""
+    env = os.environ
     if env.get("HF_HUB_CACHE"):
         return Path(env["HF_HUB_CACHE"]).expanduser()
     if env.get("HF_HOME"):
