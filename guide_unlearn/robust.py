@@ -199,7 +199,7 @@ def run_robust_erase(
             "generator_family": generator.family,
             "generator_config": _plain(getattr(generator, "config", {})),
             "base_fingerprint": base,
-            "erase_config": cfg.to_dict(),
+            "erase_config": cfg.recipe_dict(),  # the recipe only: no presentation fields in a patch
             "target_distance_used": d,
             "adjacency_alpha_used": [alpha_lo, alpha_hi],
             "final_losses": {k: v for k, v in final.items() if k not in ("step", "round")},

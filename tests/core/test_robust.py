@@ -176,3 +176,4 @@ def test_erase_with_the_robust_preset_runs_the_attackers_and_returns_a_patch(era
     meta = result.patch.metadata
     assert meta["robust"]["found_per_round"] == [4]  # 2 attackers x (request + 1 augmented view)
     assert meta["erase_config"]["adversarial_rounds"] == 1 and len(result.history) == 30
+    assert not {"progress", "log_every", "checkpoint_every"} & set(meta["erase_config"])  # the recipe only
