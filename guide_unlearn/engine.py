@@ -391,21 +391,8 @@ def run_erase(
         if trackers:
             accelerator.end_training()
         final = history[-1] if history else {}
-        metadata = {
-            "generator_family": generator.family,
-            "generator_config": _plain(getattr(generator, "config", {})),
-            "base_fingerprint": base,
-            "erase_config": cfg.recipe_dict(),
-            "target_distance_used": d,
-            "adjacency_alpha_used": [alpha_lo, alpha_hi],
-            "final_losses": {k_: v for k_, v in final.items() if k_ != "step"},
-            "perceptual": getattr(perceptual, "name", type(perceptual).__name__),
-            "perceptual_is_learned": bool(getattr(perceptual, "is_learned", False)),
-            "identity_model": getattr(identity, "name", None) if identity is not None and cfg.id_weight > 0 else None,
-            "library_version": _version(),
-            "num_codes": erased_codes,
-            "loss_history": downsample_history(history),
-        }
+        metadata = patch_metadata(generator, cfg, base, d, (alpha_lo, alpha_hi), final, perceptual, identity,
+                                  erased_codes, history)
         if keep is not None:
             metadata["kept_erased"] = int(keep.shape[0])
         if people > 1:
@@ -499,6 +486,30 @@ def downsample_history(history: list[dict[str, float]], max_points: int = HISTOR
     for k in keys:
         out[k] = [round(float(history[i].get(k, float("nan"))), 6) for i in idx]
     return out
+
+
+def patch_metadata(generator: GeneratorAdapter, cfg: EraseConfig, base: str, distance: float,
+                   alpha: tuple[float, float], final: dict[str, float], perceptual: PerceptualDistance,
+                   identity: Optional[IdentityModel], num_codes: int,
+                   history: list[dict[str, float]]) -> dict[str, Any]:
+    """What every erase records in its patch (the recipe only, final losses, loss history, the networks used);
+    never a code, a target or an embedding of the person. ``final``: the last logged losses ('step' and 'round'
+    are dropped)."""
+    return {
+        "generator_family": generator.family,
+        "generator_config": _plain(getattr(generator, "config", {})),
+        "base_fingerprint": base,
+        "erase_config": cfg.recipe_dict(),
+        "target_distance_used": distance,
+        "adjacency_alpha_used": [alpha[0], alpha[1]],
+        "final_losses": {k: v for k, v in final.items() if k not in ("step", "round")},
+        "perceptual": getattr(perceptual, "name", type(perceptual).__name__),
+        "perceptual_is_learned": bool(getattr(perceptual, "is_learned", False)),
+        "identity_model": getattr(identity, "name", None) if identity is not None and cfg.id_weight > 0 else None,
+        "library_version": _version(),
+        "num_codes": num_codes,
+        "loss_history": downsample_history(history),
+    }
 
 
 def step_codes(w_u: torch.Tensor, w_t: torch.Tensor, w_r: Optional[torch.Tensor], idx: torch.Tensor,

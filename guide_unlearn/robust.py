@@ -32,8 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from .config import EraseConfig
-from .engine import (_plain, _Trainable, _version, check_latents, downsample_history,
-                     resolve_distances, step_codes)
+from .engine import _Trainable, check_latents, patch_metadata, resolve_distances, step_codes
 from .errors import ConfigError, TrainingDivergedError
 from .fingerprint import patch_state
 from .losses import ltu_loss
@@ -195,26 +194,15 @@ def run_robust_erase(
                 step += 1
         seconds = time.perf_counter() - t0
         final = history[-1] if history else {}
-        metadata = {
-            "generator_family": generator.family,
-            "generator_config": _plain(getattr(generator, "config", {})),
-            "base_fingerprint": base,
-            "erase_config": cfg.recipe_dict(),  # the recipe only: no presentation fields in a patch
-            "target_distance_used": d,
-            "adjacency_alpha_used": [alpha_lo, alpha_hi],
-            "final_losses": {k: v for k, v in final.items() if k not in ("step", "round")},
-            "perceptual": getattr(perceptual, "name", type(perceptual).__name__),
-            "perceptual_is_learned": bool(getattr(perceptual, "is_learned", False)),
-            "identity_model": getattr(identity, "name", None) if identity is not None and cfg.id_weight > 0 else None,
-            "library_version": _version(),
-            "num_codes": k_req,
-            "loss_history": downsample_history(history),
+        metadata = patch_metadata(generator, cfg, base, d, (alpha_lo, alpha_hi), final, perceptual, identity,
+                                  k_req, history)
+        metadata.update({
             # counts only: never a code, a target or an embedding of the person
             "robust": {"rounds": cfg.adversarial_rounds, "found_per_round": found_per_round, "decoys": cfg.decoys,
                        "repulsion_identity": getattr(repulsion_identity, "name", None)
                        if cfg.repulsion_weight > 0 else None,
                        "attack_seconds": round(attack_seconds, 3)},
-        }
+        })
         metadata.update(extra_metadata or {})
         patch = trainable.extract(metadata)
     finally:
