@@ -104,42 +104,44 @@ class CodeInverter:
             images = F.interpolate(images, size=(res, res), mode="bilinear", align_corners=False, antialias=True)
         matched = self._match(images)  # [N] code-book index or -1
         known = matched >= 0
-        with frozen_weights(g):
-            z = torch.empty(images.shape[0], g.z_dim, device=device)
-            if not known.all():
-                z[~known] = self._starting_codes(images[~known], generator)
-            if known.any():
-                z[known] = self.code_book.codes.to(device)[matched[known].to(device)]
-            z.requires_grad_(True)
-            free = (~known).float().to(device).unsqueeze(1)  # zero gradient: Adam leaves known codes exactly
-            refine = int(torch.where(known, self.book_refine_steps, self.refine_steps).max())
-            bar = step_bar(self.progress, (0 if known.all() else self.steps) + refine, "inverting")
-            if not known.all():
+        # Photos are independent (per-photo losses, elementwise Adam), so each group runs only its own steps:
+        # the z search and the long refinement on the unmatched photos, the short refinement on the matched ones.
+        # A batch of mostly matched photos no longer pays the unmatched photos' steps for every row.
+        out = torch.empty(images.shape[0], 1 if self.refine_space == "w" else g.num_ws, g.w_dim, device=device)
+        free, booked = (~known).nonzero().flatten(), known.nonzero().flatten()
+        total = (self.steps + self.refine_steps if len(free) else 0) + (self.book_refine_steps if len(booked) else 0)
+        with frozen_weights(g), step_bar(self.progress, total, "inverting") as bar:
+            if len(free):
+                z = self._starting_codes(images[free], generator)
+                z.requires_grad_(True)
                 opt = torch.optim.Adam([z], lr=self.lr)
                 for _ in range(self.steps):
                     bar.update()
-                    loss = self._loss(self._render(g.mapping(z, None)), images)
-                    opt.zero_grad(set_to_none=True)
-                    loss.sum().backward()
-                    z.grad.mul_(free)
-                    opt.step()
-            ws = g.mapping(z.detach(), None)
-            w = (ws if self.refine_space == "w+" else ws[:, :1]).clone().requires_grad_(True)
-            out = w.detach().clone()
-            limit = torch.where(known, self.book_refine_steps, self.refine_steps).to(device)  # steps per photo
-            if int(limit.max()):
-                opt = torch.optim.Adam([w], lr=self.refine_lr)
-                for step in range(int(limit.max())):
-                    bar.update()
-                    loss = self._loss(self._render(w.expand(-1, g.num_ws, -1)), images)  # per photo: independent
+                    loss = self._loss(self._render(g.mapping(z, None)), images[free])
                     opt.zero_grad(set_to_none=True)
                     loss.sum().backward()
                     opt.step()
-                    done = limit == step + 1
-                    if done.any():
-                        out[done] = w.detach()[done]
-            bar.close()
+                out[free.to(device)] = self._refine(z.detach(), images[free], self.refine_steps, bar)
+            if len(booked):
+                z = self.code_book.codes.to(device)[matched[known].to(device)]
+                out[booked.to(device)] = self._refine(z, images[booked], self.book_refine_steps, bar)
         return out.expand(-1, g.num_ws, -1).contiguous()
+
+    def _refine(self, z: torch.Tensor, images: torch.Tensor, steps: int, bar) -> torch.Tensor:
+        """Adam on the codes mapped from z [n, z_dim] for ``steps`` steps against images [n, 3, res, res].
+        -> [n, 1 or num_ws, w_dim] (one w when refine_space is "w")."""
+        g = self.generator
+        ws = g.mapping(z, None)
+        w = (ws if self.refine_space == "w+" else ws[:, :1]).clone().requires_grad_(True)
+        if steps:
+            opt = torch.optim.Adam([w], lr=self.refine_lr)
+            for _ in range(steps):
+                bar.update()
+                loss = self._loss(self._render(w.expand(-1, g.num_ws, -1)), images)  # per photo: independent
+                opt.zero_grad(set_to_none=True)
+                loss.sum().backward()
+                opt.step()
+        return w.detach()
 
     def _match(self, images: torch.Tensor) -> torch.Tensor:
         """Code-book index [N] of each image (-1: no book, or no known descriptor within its threshold)."""
