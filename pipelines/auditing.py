@@ -45,6 +45,7 @@ METRIC_KEYS = (
     "leakage_recognised", "leakage_similarity", "fd_pre", "fd_real_delta", "fid_pre", "fid_real_delta",
 )
 ATTACKS = ("reinvert", "leakage")
+DEFAULT_MAX_OTHERS = 48  # others people audited by default (a seeded sample; see audit(max_others=))
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif")
 PhotoSpec = Union[None, str, os.PathLike, Image.Image, Sequence[Any], Mapping[str, Sequence[Any]]]
 
@@ -207,6 +208,24 @@ def _items(spec: PhotoSpec, role: str) -> list[tuple[str, Any, str]]:
         return out
     raise InputError(f"{role} must be a folder, a photo path, a PIL image or a list of them, got "
                      f"{type(spec).__name__}")
+
+
+def sample_people(items: list[tuple[str, Any, str]], max_people: Optional[int], seed: int
+                  ) -> tuple[list[tuple[str, Any, str]], dict[str, Any]]:
+    """At most ``max_people`` whole people of ``items`` ((label, item, person) triples), chosen by a permutation
+    seeded with ``seed`` and kept in their original order; None or 0 keeps everyone.
+    -> (items kept, {"people_given", "people_audited", "max_others", "seed"})."""
+    people = list(dict.fromkeys(person for _, _, person in items))
+    record: dict[str, Any] = {"people_given": len(people), "people_audited": len(people),
+                              "max_others": max_people or None, "seed": seed}
+    if max_people is not None and max_people < 0:
+        raise ConfigError(f"max_others must be >= 0 (0 = every person), got {max_people}")
+    if not max_people or len(people) <= max_people:
+        return items, record
+    order = torch.randperm(len(people), generator=torch.Generator().manual_seed(seed)).tolist()
+    keep = {people[i] for i in order[:max_people]}
+    record["people_audited"] = len(keep)
+    return [it for it in items if it[2] in keep], record
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -385,13 +404,14 @@ def _judge(proto: Protocol, eraser) -> _Judge:
     raise ConfigError(f"protocol {proto.name} names identity network {proto.identity!r}, which has no judge")
 
 
-def _prepare(spec: PhotoSpec, role: str, judge: _Judge, eraser, skipped: list[dict[str, str]]) -> _PhotoSet:
-    """Load, detect and describe every photo of ``spec``; unreadable files and photos without a face are added to
-    ``skipped`` (with the reason) instead of raising."""
+def _prepare(spec: PhotoSpec, role: str, judge: _Judge, eraser, skipped: list[dict[str, str]],
+             items: Optional[list[tuple[str, Any, str]]] = None) -> _PhotoSet:
+    """Load, detect and describe every photo of ``spec`` (or of ``items``, already normalised by ``_items``);
+    unreadable files and photos without a face are added to ``skipped`` (with the reason) instead of raising."""
     from guide_unlearn.images import load_image
 
     out = []
-    for label, item, person in _items(spec, role):
+    for label, item, person in (_items(spec, role) if items is None else items):
         try:
             image = load_image(item)
             photo = judge.photo(image, label, person, eraser)
@@ -607,7 +627,8 @@ def audit(eraser, patch: Union[ForgetPatch, str, os.PathLike], photos: PhotoSpec
           others: PhotoSpec = None, real: PhotoSpec = None, protocol: str = "offline-v1",
           attacks: Sequence[str] = ATTACKS, seed: int = 0, *, samples: Optional[int] = None,
           projector_steps: int = 400, leakage_starts: int = 16, leakage_steps: int = 100,
-          codes: Optional[Mapping[str, torch.Tensor]] = None) -> AuditReport:
+          codes: Optional[Mapping[str, torch.Tensor]] = None, max_others: Optional[int] = DEFAULT_MAX_OTHERS,
+          progress: bool = True) -> AuditReport:
     """Measure how well ``patch`` erased the person of ``photos`` from ``eraser``'s generator.
 
     eraser:   the IdentityEraser of the patch's base (its applied patches are G_s, and are as they were on return).
@@ -626,6 +647,11 @@ def audit(eraser, patch: Union[ForgetPatch, str, os.PathLike], photos: PhotoSpec
     leakage_starts, leakage_steps: random starts and gradient-ascent steps of the leakage probe.
     codes:    optional {photo path: ws [num_ws, w_dim]} of G_s inversions already made with the eraser's inverter
               (skips inverting those photos again).
+    max_others: audit at most this many of the ``others`` people (a seeded sample of whole people, recorded in
+              ``details["others_sample"]``; None or 0 = all). Each one costs two inversions (through G_s and, for
+              ``others_kept``, through G_u), so this bounds the audit's time; the default keeps a full default
+              audit of a 64×64 model within minutes on 2 CPU cores.
+    progress: progress bars of the inversions on stderr.
     -> AuditReport (metrics: exactly ``METRIC_KEYS``).
     """
     t_start = time.perf_counter()
@@ -652,7 +678,9 @@ def audit(eraser, patch: Union[ForgetPatch, str, os.PathLike], photos: PhotoSpec
                           f"{'; '.join(s['photo'] + ': ' + s['reason'] for s in skipped[:3])}); pass the photo "
                           "the patch was made from")
     held = _prepare(held_out, "held_out", judge, eraser, skipped)
-    oth = _prepare(others, "others", judge, eraser, skipped)
+    other_items = _items(others, "others")
+    other_items, details_sample = sample_people(other_items, max_others, seed)
+    oth = _prepare(None, "others", judge, eraser, skipped, items=other_items)
     real_set = _prepare(real, "real", judge, eraser, skipped)
     timings["photos"] = time.perf_counter() - t
     person = request.photos + held.photos
@@ -660,14 +688,22 @@ def audit(eraser, patch: Union[ForgetPatch, str, os.PathLike], photos: PhotoSpec
     not_run: dict[str, str] = {}
     m: dict[str, float] = {k: float("nan") for k in METRIC_KEYS}
     details: dict[str, Any] = {"date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                               "seed": seed, "attacks": list(attacks), "skipped": skipped}
+                               "seed": seed, "attacks": list(attacks), "skipped": skipped,
+                               "others_sample": details_sample}
     gallery: dict[str, Any] = {"loss_history": patch.metadata.get("loss_history")}
 
     # G_s inversions of every photo with the eraser's own inverter (what erase does).
     t = time.perf_counter()
-    ws_request = _codes_for(eraser, request.photos, codes, seed)
-    ws_held = _codes_for(eraser, held.photos, codes, seed) if len(held) else None
-    ws_others = _codes_for(eraser, oth.photos, codes, seed) if len(oth) else None
+    own_progress = getattr(eraser.inverter, "progress", None)
+    if own_progress is not None:
+        eraser.inverter.progress = progress
+    try:
+        ws_request = _codes_for(eraser, request.photos, codes, seed)
+        ws_held = _codes_for(eraser, held.photos, codes, seed) if len(held) else None
+        ws_others = _codes_for(eraser, oth.photos, codes, seed) if len(oth) else None
+    finally:
+        if own_progress is not None:
+            eraser.inverter.progress = own_progress
     timings["inversion"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -722,10 +758,12 @@ def audit(eraser, patch: Union[ForgetPatch, str, os.PathLike], photos: PhotoSpec
         if "reinvert" in attacks:
             t = time.perf_counter()
             default_inv = _fresh_default_inverter(eraser)
+            default_inv.progress = progress
             from guide_unlearn.adapters.projector import OptimizationInverter
 
             scratch_inv = OptimizationInverter(eraser.generator, eraser.perceptual, steps=projector_steps,
-                                               input_alignment=getattr(eraser.inverter, "input_alignment", "ffhq"))
+                                               input_alignment=getattr(eraser.inverter, "input_alignment", "ffhq"),
+                                               progress=progress)
             networks_attack = {"default": _inverter_record(default_inv), "scratch": _inverter_record(scratch_inv)}
             details["reinversion"] = {"inverters": networks_attack}
             for tag, inv in (("default", default_inv), ("scratch", scratch_inv)):

@@ -32,6 +32,11 @@ def add_parser(sub) -> None:
     p.add_argument("--projector-steps", type=int, default=400, help="steps of the from-scratch projector attack")
     p.add_argument("--leakage-starts", type=int, default=16, help="random starts of the patch-leakage probe")
     p.add_argument("--leakage-steps", type=int, default=100, help="gradient-ascent steps of the leakage probe")
+    p.add_argument("--max-others", type=int, default=48,
+                   help="audit at most this many of the --others people (a sample seeded by --seed, recorded in the "
+                        "report; 0 = all). Each costs two inversions: the main cost of the audit with --projector-steps "
+                        "and --samples (default 48)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--no-attacks", action="store_true", help="skip the re-inversion attacks and the leakage probe")
     p.add_argument("--seed", type=int, default=0, help="seed of every random part of the audit: samples, attacks, probe (default 0)")
     p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:N or mps (default cpu)")
@@ -63,7 +68,8 @@ def run(args: argparse.Namespace) -> int:
     report = audit(eraser, patch, args.photos or list(args.photo), held_out=args.held_out, others=args.others,
                    real=args.real, protocol=args.protocol, attacks=() if args.no_attacks else ATTACKS,
                    seed=args.seed, samples=args.samples, projector_steps=args.projector_steps,
-                   leakage_starts=args.leakage_starts, leakage_steps=args.leakage_steps)
+                   leakage_starts=args.leakage_starts, leakage_steps=args.leakage_steps,
+                   max_others=args.max_others, progress=not args.quiet)
     report.save(out)
     if args.write_to_patch:
         report.write_to_patch(patch_dir)

@@ -125,6 +125,29 @@ def test_empty_folder_is_an_input_error(tiny, tmp_path):
         guide_unlearn.audit(eraser, patch, tmp_path / "empty", **FAST)
 
 
+def test_others_sample_keeps_whole_people_seeded_and_zero_means_everyone():
+    from guide_unlearn.pipelines.auditing import sample_people
+
+    items = [(f"p{i}_{j}", None, f"person{i}") for i in range(10) for j in range(2)]  # 10 people, 2 photos each
+    kept, rec = sample_people(items, 4, seed=1)
+    people = {it[2] for it in kept}
+    assert len(people) == 4 and len(kept) == 8  # whole people: both photos of each
+    assert kept == [it for it in items if it[2] in people]  # original order
+    assert sample_people(items, 4, seed=1)[0] == kept and sample_people(items, 4, seed=2)[0] != kept
+    assert rec == {"people_given": 10, "people_audited": 4, "max_others": 4, "seed": 1}
+    assert sample_people(items, 0, seed=1)[0] == items and sample_people(items, None, seed=1)[0] == items
+    with pytest.raises(ConfigError, match="max_others"):
+        sample_people(items, -1, seed=1)
+
+
+def test_audit_records_how_many_others_it_sampled(tiny):
+    eraser, patch, pics = tiny
+    rep = guide_unlearn.audit(eraser, patch, pics[:1], others=pics[1:5], attacks=(), max_others=2, **{
+        k: v for k, v in FAST.items() if k != "projector_steps"})
+    assert rep.details["others_sample"]["people_given"] == 4
+    assert rep.details["others_sample"]["people_audited"] == 2 and rep.details["counts"]["others"] == 2
+
+
 class _Images(HTMLParser):
     def __init__(self):
         super().__init__()
