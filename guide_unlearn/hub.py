@@ -182,6 +182,22 @@ def read_card_block(card_path: Union[str, os.PathLike]) -> Optional[dict[str, An
     return dict(block) if isinstance(block, Mapping) else None
 
 
+def refreshed_card(card_path: Union[str, os.PathLike], meta: Mapping[str, Any]):
+    """The card of ``meta`` rebuilt for an existing card file, keeping the choices its author made when it was
+    written (licence fields and a hub ``base_model``), so refreshing a card (e.g. after an audit) never drops a
+    custom licence. Bounded like :func:`read_card_block`. -> :class:`huggingface_hub.ModelCard`."""
+    from huggingface_hub import ModelCard
+
+    read_card_block(card_path)  # the same checks: regular file, at most 1 MiB
+    old = ModelCard.load(Path(card_path)).data.to_dict()
+    lic = {k: old[k] for k in ("license", "license_name", "license_link") if isinstance(old.get(k), str)}
+    base = old.get("base_model") if isinstance(old.get("base_model"), str) else None
+    try:
+        return model_card(meta, license=lic or None, base_model=base if base and looks_like_repo_id(base) else None)
+    except PatchError:  # an old card's fields that are no longer valid: fall back to the defaults
+        return model_card(meta)
+
+
 def _template_values(meta, block, lic, repo_id, subfolder) -> dict[str, str]:
     where = json.dumps(repo_id) if repo_id else '"path/to/this/folder"'
     sub = f", subfolder={json.dumps(subfolder)}" if subfolder else ""

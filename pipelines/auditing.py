@@ -517,8 +517,8 @@ def record_audit(patch_dir: Union[str, os.PathLike], summary: Mapping[str, Any])
     from guide_unlearn import hub
 
     card = patch_dir / hub.CARD_FILE
-    if card.is_file():  # the patch's model card shows the audit: refresh it (default card options)
-        atomic_write_bytes(card, str(hub.model_card(meta)).encode("utf-8"), overwrite=True)
+    if card.is_file():  # the patch's model card shows the audit: refresh it, keeping its licence and base model
+        atomic_write_bytes(card, str(hub.refreshed_card(card, meta)).encode("utf-8"), overwrite=True)
     ForgetPatch.from_pretrained(patch_dir)
     return path
 

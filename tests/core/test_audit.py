@@ -201,6 +201,16 @@ def test_write_to_patch_records_the_summary_and_keeps_the_patch_valid(tiny, repo
     assert "toy-v1" in card
 
 
+def test_write_to_patch_keeps_the_cards_custom_licence(tiny, report, tmp_path):
+    from huggingface_hub import ModelCard
+
+    _, patch, _ = tiny
+    folder = patch.save_pretrained(tmp_path / "patch", card={"license": "cc-by-nc-4.0"})
+    report.write_to_patch(folder)
+    data = ModelCard.load(folder / "README.md").data.to_dict()
+    assert data["license"] == "cc-by-nc-4.0" and data["guide_unlearn"]["audit"]["protocol"] == "toy-v1"
+
+
 def test_erase_stores_a_downsampled_loss_history(tiny):
     from guide_unlearn.engine import downsample_history
 
