@@ -103,3 +103,19 @@ def test_unknown_name_and_missing_weights_are_typed_errors(tmp_path):
         load_identity_model("vggface")
     with pytest.raises(BackendUnavailableError, match="weights not found"):
         load_identity_model("dlib", str(tmp_path / "absent.dat"))
+
+
+def test_descriptors_do_not_depend_on_the_thread_count(chips):
+    from guide_unlearn.adapters.identity.dlib_metric import DlibIdentity
+
+    same, _, _, _ = chips
+    model = DlibIdentity()
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = model.descriptors(same)
+        torch.set_num_threads(2)
+        two = model.descriptors(same)
+    finally:
+        torch.set_num_threads(threads)
+    assert one.shape == (5, 128) and np.array_equal(one, two)
