@@ -66,6 +66,8 @@ class Protocol:
     samples:          default number of G_s / G_u samples for the Fréchet distance.
     required_weights: (family folder, file name, what) of every weight file the protocol needs.
     description:      one line for the report.
+    identity_depth:   the depth an IR identity network must have (paper-v1: 101); None takes the depth its file
+                      holds (short test backbones; the report names the depth that ran).
     """
 
     name: str
@@ -75,6 +77,7 @@ class Protocol:
     samples: int = 500
     required_weights: tuple[tuple[str, str, str], ...] = ()
     description: str = ""
+    identity_depth: Optional[int] = 101
 
 
 PROTOCOLS: dict[str, Protocol] = {
@@ -84,11 +87,11 @@ PROTOCOLS: dict[str, Protocol] = {
                     "distance < 0.6 between raw descriptors), MTCNN to find faces, Fréchet distance between dlib "
                     "descriptors of aligned chips (FD-dlib; not FID)"),
     "paper-v1": Protocol(
-        "paper-v1", "curricularface", "FID-inception", samples=10000,
+        "paper-v1", "curricularface", "FID-inception", samples=5000,
         required_weights=(("curricularface", "CurricularFace_Backbone.pth", "CurricularFace IR-101 (ID metric)"),
                           ("inception", "pt_inception-2015-12-05-6726825d.pth", "Inception-v3 FID network")),
         description="the paper's evaluation (SPEC §2): CurricularFace IR-101 on MTCNN 112 crops, 11 views, "
-                    "Inception-v3 FID"),
+                    "Inception-v3 FID (5000 samples)"),
     "toy-v1": Protocol(
         "toy-v1", "toy", "FD-toy", samples=64,
         description="tests and tiny models only: a RANDOM toy identity network (not a face recogniser; its "
@@ -116,9 +119,6 @@ def get_protocol(name: str) -> Protocol:
             raise BackendUnavailableError(
                 f"protocol {name} needs weight files that are not here: " + "; ".join(missing)
                 + ". Nothing was substituted; use --protocol offline-v1 to audit with the offline networks")
-        raise BackendUnavailableError(
-            f"protocol {name}: the weight files are present, but this version of guide_unlearn has no Inception-v3 "
-            "FID feature extractor yet, so it cannot run the paper's protocol exactly; use offline-v1")
     return proto
 
 
@@ -239,6 +239,7 @@ class _Judge:
     rule = "cosine"  # "cosine" (>= threshold) or "euclidean" (< threshold) on ``descriptor`` vectors
     threshold = 0.0
     cosine_threshold = 0.0
+    frechet_metric = "fd"  # which keys the Fréchet distance fills: "fd" (fd_pre, ...) or "fid" (fid_pre, ...)
 
     def photo(self, image: Image.Image, label: str, person: str, eraser) -> _Photo: ...
 
@@ -252,6 +253,10 @@ class _Judge:
     def networks(self) -> dict[str, Any]: ...
 
     def thresholds(self) -> dict[str, Any]: ...
+
+    def frechet_features(self, images: torch.Tensor, landmarks: Optional[np.ndarray]) -> np.ndarray:
+        """renderings [N, 3, R, R] -> features [N, F] of the Fréchet distance (default: ``describe``)."""
+        return self.describe(images, landmarks)
 
     def best(self, rendered: np.ndarray, refs: np.ndarray, groups=None) -> tuple[np.ndarray, np.ndarray]:
         """-> (best score under the judge's rule [N], best cosine [N]) of each rendering against its references."""
@@ -401,6 +406,10 @@ def _judge(proto: Protocol, eraser) -> _Judge:
         return _ToyJudge(res)
     if proto.identity == "dlib":
         return _DlibJudge(getattr(eraser.inverter, "input_alignment", "ffhq"), res)
+    if proto.identity == "curricularface":
+        from .audit_paper import CurricularJudge
+
+        return CurricularJudge(getattr(eraser.inverter, "input_alignment", "ffhq"), res, proto.identity_depth)
     raise ConfigError(f"protocol {proto.name} names identity network {proto.identity!r}, which has no judge")
 
 
@@ -637,7 +646,8 @@ def audit(eraser, patch: Union[ForgetPatch, str, os.PathLike], photos: PhotoSpec
               others: photos of other people (each photo its own person, unless grouped in sub-folders or passed
               as {person: [photos]}); real: real images for the fd_real_delta figure. Each a folder, a path, a
               PIL image or a list of them. Unreadable files and photos without a face are skipped and counted.
-    protocol: "offline-v1" (dlib + FD-dlib), "paper-v1" (refused unless its weights are present), "toy-v1" (tests).
+    protocol: "offline-v1" (dlib + FD-dlib), "paper-v1" (CurricularFace IR-101 + Inception FID; refused unless
+              its weight files are present), "toy-v1" (tests), or a ``Protocol``.
     attacks:  any of "reinvert" (re-inversion with the fresh default inverter and the from-scratch projector) and
               "leakage" (the patch-leakage probe).
     seed:     seeds every inversion, sample and probe start.
@@ -823,16 +833,19 @@ def audit(eraser, patch: Union[ForgetPatch, str, os.PathLike], photos: PhotoSpec
         # -- Fréchet distances
         t = time.perf_counter()
         fd = _frechet(eraser, patch, judge, n_samples, seed, real_set, _mean_landmarks(person + oth.photos))
-        m["fd_pre"] = fd["pre"]
-        m["fd_real_delta"] = fd["real_delta"]
+        ran, other = ("fid", "fd") if judge.frechet_metric == "fid" else ("fd", "fid")
+        m[f"{ran}_pre"] = fd["pre"]
+        m[f"{ran}_real_delta"] = fd["real_delta"]
         if not math.isfinite(fd["real_delta"]):
-            not_run["fd_real_delta"] = fd["why_real"]
+            not_run[f"{ran}_real_delta"] = fd["why_real"]
         details["fd"] = {"feature_space": proto.feature_space, "samples": n_samples, "seed": seed,
                          "truncation_psi": 1.0, "real_images": len(real_set),
                          "source_vs_real": fd.get("source_real"), "patched_vs_real": fd.get("patched_real")}
-        for k in ("fid_pre", "fid_real_delta"):
+        for k in (f"{other}_pre", f"{other}_real_delta"):
             not_run[k] = (f"protocol {proto.name} runs no Inception-v3 network; FID is reported by paper-v1 only "
-                          f"(the offline figure is {proto.feature_space})")
+                          f"(the offline figure is {proto.feature_space})") if other == "fid" else (
+                f"protocol {proto.name} reports the Fréchet distance with the Inception-v3 FID network as fid_pre / "
+                "fid_real_delta; the offline FD figures are offline-v1's")
         timings["fd"] = time.perf_counter() - t
     finally:
         if [p.patch_id for p in eraser.applied_patches] != applied_before:  # pragma: no cover - defensive
@@ -1027,9 +1040,11 @@ def _frechet(eraser, patch, judge: _Judge, n: int, seed: int, real: _PhotoSet, l
         ws = gen.mapping(z, None, truncation_psi=1.0)
     lms = None if landmarks is None or gen.c_dim else np.broadcast_to(landmarks, (n, 5, 2))
 
-    def feats():
-        imgs = _render(eraser, ws, cams)
-        return judge.describe(imgs, lms)
+    def feats(chunk: int = 256):  # rendered and described a chunk at a time: n images need not fit in memory
+        return np.concatenate([judge.frechet_features(_render(eraser, ws[i:i + chunk], None if cams is None else
+                                                              cams[i:i + chunk]),
+                                                      None if lms is None else lms[i:i + chunk])
+                               for i in range(0, n, chunk)])
 
     fs = feats()
     with _patched(eraser, patch):
@@ -1038,7 +1053,7 @@ def _frechet(eraser, patch, judge: _Judge, n: int, seed: int, real: _PhotoSet, l
     out: dict[str, Any] = {"pre": M.frechet_distance_of(fs[keep], fu[keep]) if keep.sum() >= 2 else float("nan"),
                            "real_delta": float("nan"), "why_real": "no real-image folder given (real=)"}
     if len(real) >= 2:
-        fr = judge.describe(real.crops, _landmarks(real.photos))
+        fr = judge.frechet_features(real.crops, _landmarks(real.photos))
         fr = fr[np.isfinite(fr).all(1)]
         if len(fr) >= 2:
             out["source_real"] = M.frechet_distance_of(fr, fs[keep])
