@@ -4,6 +4,7 @@ and plumbing, not face recognition), against pytorch-fid as an independent refer
 
 from __future__ import annotations
 
+import json
 import math
 import os
 
@@ -196,7 +197,8 @@ def tiny():
     return eraser, patch
 
 
-def test_paper_audit_on_a_tiny_model_reports_fid_and_leaves_fd_nan_with_reasons(tiny, full_cache, shared_dir):
+def test_paper_audit_on_a_tiny_model_reports_fid_and_leaves_fd_nan_with_reasons(tiny, full_cache, shared_dir,
+                                                                                 tmp_path):
     eraser, patch = tiny
     faces = sorted((shared_dir / FACES).glob("*.png"))
     report = guide_unlearn.audit(eraser, patch, faces[:1], held_out=faces[1:2], others=faces[2:4], real=faces[3:5],
@@ -219,6 +221,8 @@ def test_paper_audit_on_a_tiny_model_reports_fid_and_leaves_fd_nan_with_reasons(
     assert report.thresholds["same_person"] == CURRICULARFACE_COSINE_THRESHOLD
     assert "documented choice" in report.thresholds["same_person_rule"]
     assert report.details["counts"]["request"] == 1 and report.details["counts"]["real"] == 2
+    saved = json.loads((report.save(tmp_path / "report") / "report.json").read_text())
+    assert saved["metrics"]["fid_pre"] == pytest.approx(m["fid_pre"]) and saved["metrics"]["fd_pre"] is None
 
 
 def test_paper_audit_refuses_a_short_backbone_in_place_of_ir101(tiny, weights, monkeypatch, shared_dir):
