@@ -134,3 +134,22 @@ def fraction(flags: np.ndarray) -> float:
     """Mean of a bool array; NaN when it is empty."""
     flags = np.asarray(flags, dtype=bool)
     return float(flags.mean()) if flags.size else float("nan")
+
+
+def mmd_rbf(x: np.ndarray, y: np.ndarray, sigma: float = 10.0, scale: float = 1000.0) -> float:
+    """Squared maximum mean discrepancy with the Gaussian RBF kernel k(a, b) = exp(-||a - b||² / (2 sigma²)),
+    times ``scale``: the CMMD of Jayasumana et al. (CVPR 2024; sigma 10, scale 1000) on CLIP embeddings x [N, D]
+    and y [M, D]. The minimum-variance (biased, V-statistic) estimator of Gretton et al. (2012, Eq. 5), as the
+    paper's reference code: means over all pairs, diagonals included."""
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    if x.ndim != 2 or y.ndim != 2 or x.shape[1] != y.shape[1] or not len(x) or not len(y):
+        raise InputError(f"MMD needs features [N >= 1, D] and [M >= 1, D], got {x.shape} and {y.shape}")
+    if not (np.isfinite(x).all() and np.isfinite(y).all()):
+        raise InputError("features contain NaN or Inf")
+    gamma = 1.0 / (2.0 * sigma ** 2)
+
+    def k(a, b):
+        d2 = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2 * a @ b.T
+        return np.exp(-gamma * np.clip(d2, 0, None)).mean()
+
+    return float(scale * (k(x, x) + k(y, y) - 2 * k(x, y)))

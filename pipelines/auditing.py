@@ -637,7 +637,7 @@ def audit(eraser, patch: Union[ForgetPatch, str, os.PathLike], photos: PhotoSpec
           attacks: Sequence[str] = ATTACKS, seed: int = 0, *, samples: Optional[int] = None,
           projector_steps: int = 400, leakage_starts: int = 16, leakage_steps: int = 100,
           codes: Optional[Mapping[str, torch.Tensor]] = None, max_others: Optional[int] = DEFAULT_MAX_OTHERS,
-          progress: bool = True) -> AuditReport:
+          progress: bool = True, clip_path: Union[None, str, os.PathLike] = None) -> AuditReport:
     """Measure how well ``patch`` erased the person of ``photos`` from ``eraser``'s generator.
 
     eraser:   the IdentityEraser of the patch's base (its applied patches are G_s, and are as they were on return).
@@ -662,6 +662,8 @@ def audit(eraser, patch: Union[ForgetPatch, str, os.PathLike], photos: PhotoSpec
               ``others_kept``, through G_u), so this bounds the audit's time; the default keeps a full default
               audit of a 64×64 model within minutes on 2 CPU cores.
     progress: progress bars of the inversions on stderr.
+    clip_path: optional LOCAL folder of a CLIP model (transformers, safetensors) for the extra CMMD figure
+              (``details["cmmd"]["cmmd_pre"]``: CLIP-MMD between the same G_s / G_u samples; sigma 10, scale 1000).
     -> AuditReport (metrics: exactly ``METRIC_KEYS``).
     """
     t_start = time.perf_counter()
@@ -680,6 +682,11 @@ def audit(eraser, patch: Union[ForgetPatch, str, os.PathLike], photos: PhotoSpec
     applied_before = [p.patch_id for p in eraser.applied_patches]
 
     judge = _judge(proto, eraser)
+    clip = None
+    if clip_path is not None:  # loaded before the expensive parts, so a bad folder fails fast
+        from guide_unlearn.adapters.perceptual.cmmd import load_clip_embedder
+
+        clip = load_clip_embedder(clip_path, eraser.device)
     skipped: list[dict[str, str]] = []
     t = time.perf_counter()
     request = _prepare(photos, "request", judge, eraser, skipped)
@@ -832,7 +839,7 @@ def audit(eraser, patch: Union[ForgetPatch, str, os.PathLike], photos: PhotoSpec
 
         # -- Fréchet distances
         t = time.perf_counter()
-        fd = _frechet(eraser, patch, judge, n_samples, seed, real_set, _mean_landmarks(person + oth.photos))
+        fd = _frechet(eraser, patch, judge, n_samples, seed, real_set, _mean_landmarks(person + oth.photos), clip)
         ran, other = ("fid", "fd") if judge.frechet_metric == "fid" else ("fd", "fid")
         m[f"{ran}_pre"] = fd["pre"]
         m[f"{ran}_real_delta"] = fd["real_delta"]
@@ -846,6 +853,10 @@ def audit(eraser, patch: Union[ForgetPatch, str, os.PathLike], photos: PhotoSpec
                           f"(the offline figure is {proto.feature_space})") if other == "fid" else (
                 f"protocol {proto.name} reports the Fréchet distance with the Inception-v3 FID network as fid_pre / "
                 "fid_real_delta; the offline FD figures are offline-v1's")
+        details["cmmd"] = {"not_run": "no CLIP model given (clip_path= / --clip PATH)"} if clip is None else {
+            "cmmd_pre": fd["cmmd_pre"], "cmmd_real_delta": fd.get("cmmd_real_delta", float("nan")),
+            "source_vs_real": fd.get("cmmd_source_real"), "patched_vs_real": fd.get("cmmd_patched_real"),
+            "samples": n_samples, "sigma": 10.0, "scale": 1000.0, "network": clip.name}
         timings["fd"] = time.perf_counter() - t
     finally:
         if [p.patch_id for p in eraser.applied_patches] != applied_before:  # pragma: no cover - defensive
@@ -863,6 +874,8 @@ def audit(eraser, patch: Union[ForgetPatch, str, os.PathLike], photos: PhotoSpec
     networks["generator"] = {"name": eraser.name, "family": eraser.generator.family,
                              "base_fingerprint": patch.base_fingerprint}
     networks["inverter"] = _inverter_record(eraser.inverter)
+    if clip is not None:
+        networks["cmmd"] = {"name": clip.name, "folder": str(clip.folder), "digest": clip.digest}
     networks["patch"] = {"patch_id": patch.patch_id, "erase_identity_model": patch.metadata.get("identity_model")}
     timings["total"] = time.perf_counter() - t_start
     proto_rec = {"name": proto.name, "version": int(proto.name.rsplit("-v", 1)[1]), "identity": judge.name,
@@ -1029,9 +1042,10 @@ def leakage_probe(eraser, patch: ForgetPatch, starts: int = 16, steps: int = 100
             "codes": ws.detach().cpu(), "difference": diff.detach().cpu().numpy(), "psi": psi}
 
 
-def _frechet(eraser, patch, judge: _Judge, n: int, seed: int, real: _PhotoSet, landmarks) -> dict[str, Any]:
+def _frechet(eraser, patch, judge: _Judge, n: int, seed: int, real: _PhotoSet, landmarks, clip=None
+             ) -> dict[str, Any]:
     """FD between the judge's features of n G_s and G_u samples (the same z and cameras, psi 1), and against
-    ``real`` photos' crops when given."""
+    ``real`` photos' crops when given; with a CLIP embedder ``clip``, also CMMD on the same images."""
     gen = eraser.generator
     g = torch.Generator(device=eraser.device).manual_seed(seed)
     z = torch.randn(n, gen.z_dim, generator=g, device=eraser.device)
@@ -1041,14 +1055,17 @@ def _frechet(eraser, patch, judge: _Judge, n: int, seed: int, real: _PhotoSet, l
     lms = None if landmarks is None or gen.c_dim else np.broadcast_to(landmarks, (n, 5, 2))
 
     def feats(chunk: int = 256):  # rendered and described a chunk at a time: n images need not fit in memory
-        return np.concatenate([judge.frechet_features(_render(eraser, ws[i:i + chunk], None if cams is None else
-                                                              cams[i:i + chunk]),
-                                                      None if lms is None else lms[i:i + chunk])
-                               for i in range(0, n, chunk)])
+        rows, embs = [], []
+        for i in range(0, n, chunk):
+            imgs = _render(eraser, ws[i:i + chunk], None if cams is None else cams[i:i + chunk])
+            rows.append(judge.frechet_features(imgs, None if lms is None else lms[i:i + chunk]))
+            if clip is not None:
+                embs.append(clip.from_generator(imgs))
+        return np.concatenate(rows), (np.concatenate(embs) if embs else None)
 
-    fs = feats()
+    fs, cs = feats()
     with _patched(eraser, patch):
-        fu = feats()
+        fu, cu = feats()
     keep = np.isfinite(fs).all(1) & np.isfinite(fu).all(1)
     out: dict[str, Any] = {"pre": M.frechet_distance_of(fs[keep], fu[keep]) if keep.sum() >= 2 else float("nan"),
                            "real_delta": float("nan"), "why_real": "no real-image folder given (real=)"}
@@ -1061,4 +1078,10 @@ def _frechet(eraser, patch, judge: _Judge, n: int, seed: int, real: _PhotoSet, l
             out["real_delta"] = out["patched_real"] - out["source_real"]
     elif real.photos or real.skipped:
         out["why_real"] = "fewer than 2 usable real images"
+    if clip is not None:
+        out["cmmd_pre"] = M.mmd_rbf(cs, cu)
+        if len(real) >= 2:
+            cr = clip.from_generator(real.crops)
+            out["cmmd_source_real"], out["cmmd_patched_real"] = M.mmd_rbf(cr, cs), M.mmd_rbf(cr, cu)
+            out["cmmd_real_delta"] = out["cmmd_patched_real"] - out["cmmd_source_real"]
     return out
