@@ -129,8 +129,12 @@ def load_clip_embedder(path: Union[str, os.PathLike], device: torch.device | str
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise CheckpointError(f"{folder / 'config.json'} is not a CLIP (vision) config: {str(exc)[:300]}") from None
     state = _read_safetensors(folder)
+    what = "a CLIPVisionModelWithProjection of this config.json"
+    with torch.device("meta"):  # the config's architecture is checked against the file before any allocation
+        declared = CLIPVisionModelWithProjection(config)
+    match_state_dict(declared, state, what, folder, check_only=True)
     model = CLIPVisionModelWithProjection(config).eval()
-    match_state_dict(model, state, "a CLIPVisionModelWithProjection of this config.json", folder)
+    match_state_dict(model, state, what, folder)
     mean, std, size = CLIP_MEAN, CLIP_STD, config.image_size
     pre = folder / "preprocessor_config.json"
     if pre.is_file():

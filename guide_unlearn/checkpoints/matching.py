@@ -15,10 +15,11 @@ OPTIONAL_SUFFIXES = ("num_batches_tracked",)
 
 
 def match_state_dict(net: nn.Module, state: Mapping[str, torch.Tensor], what: str,
-                     file: Union[str, os.PathLike, None] = None) -> None:
+                     file: Union[str, os.PathLike, None] = None, check_only: bool = False) -> None:
     """Load ``state`` ({name: tensor}) into ``net`` (strict, in place) or raise CheckpointError naming the missing
     keys, the unexpected keys and the tensors whose shapes differ (up to 5 of each), before anything is copied.
-    BatchNorm ``num_batches_tracked`` counters may be missing. ``what`` names the expected network."""
+    BatchNorm ``num_batches_tracked`` counters may be missing. ``what`` names the expected network. check_only:
+    only check (e.g. against a model built on the meta device), load nothing."""
     own = net.state_dict()
     missing = sorted(k for k in own if k not in state and not k.endswith(OPTIONAL_SUFFIXES))
     unexpected = sorted(k for k in state if k not in own)
@@ -35,6 +36,8 @@ def match_state_dict(net: nn.Module, state: Mapping[str, torch.Tensor], what: st
         where = f"{file} " if file is not None else "the state dict "
         raise CheckpointError(f"{where}does not match {what}: " + "; ".join(parts)
                               + f". Check that the file is the {what} checkpoint in its official layout")
+    if check_only:
+        return
     full = dict(state)
     for k, v in own.items():
         if k not in full:  # an optional counter the file did not save
