@@ -20,7 +20,6 @@ from guide_unlearn.adapters.identity.irse import IRBackbone
 from guide_unlearn.adapters.perceptual.fid_inception import FIDInception, load_fid_inception
 from guide_unlearn.config import EraseConfig
 from guide_unlearn.errors import BackendUnavailableError, CheckpointError
-from guide_unlearn.images import tensor_to_pil
 from guide_unlearn.pipelines.auditing import METRIC_KEYS, get_protocol
 from guide_unlearn.testing import tiny_eraser
 
@@ -113,7 +112,8 @@ def test_a_backbone_of_another_depth_is_refused_as_curricularface_ir101_unless_a
     with pytest.raises(CheckpointError, match=r"IR \(units 1, 1, 1, 1 per stage\).*not IR-101"):
         load_curricularface(folder)
     model = load_curricularface(folder, depth=None)
-    assert model.depth == "IR (units 1, 1, 1, 1 per stage)" and model.embed(torch.zeros(1, 3, 112, 112)).shape == (1, 512)
+    assert model.depth == "IR (units 1, 1, 1, 1 per stage)"
+    assert model.embed(torch.zeros(1, 3, 112, 112)).shape == (1, 512)
 
 
 def test_wrong_keys_and_shapes_are_a_checkpoint_error_naming_them(weights, tmp_path):
