@@ -49,7 +49,26 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
 
 
 def frechet_distance_of(a: np.ndarray, b: np.ndarray) -> float:
-    """Fréchet distance between the Gaussians fitted to features a [N, D] and b [M, D]."""
+    """Fréchet distance between the Gaussians fitted to features a [N, D] and b [M, D].
+
+    With fewer samples than dimensions (N, M < D: e.g. a few hundred 2048-d Inception features) the same value is
+    computed exactly in sample space, without D x D square roots: with A = (a - mean) / sqrt(N - 1) (so
+    sigma1 = AᵀA) and B likewise, Tr sigma1 = ||A||², and the nonzero eigenvalues of sigma1 sigma2 are the squared
+    singular values of A Bᵀ [N, M], so Tr((sigma1 sigma2)^½) is the nuclear norm of A Bᵀ.
+    """
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if a.ndim == 2 and b.ndim == 2 and a.shape[1] == b.shape[1] and max(a.shape[0], b.shape[0]) < a.shape[1]:
+        for x in (a, b):  # the checks of gaussian_stats
+            if x.shape[0] < 2:
+                raise InputError(f"Fréchet statistics need features [N >= 2, D], got shape {x.shape}")
+            if not np.isfinite(x).all():
+                raise InputError("features contain NaN or Inf")
+        mu1, mu2 = a.mean(0), b.mean(0)
+        fa = (a - mu1) / np.sqrt(a.shape[0] - 1)
+        fb = (b - mu2) / np.sqrt(b.shape[0] - 1)
+        cross = np.linalg.svd(fa @ fb.T, compute_uv=False).sum()
+        value = float(((mu1 - mu2) ** 2).sum() + (fa ** 2).sum() + (fb ** 2).sum() - 2 * cross)
+        return max(value, 0.0)
     return frechet_distance(*gaussian_stats(a), *gaussian_stats(b))
 
 
@@ -115,3 +134,22 @@ def fraction(flags: np.ndarray) -> float:
     """Mean of a bool array; NaN when it is empty."""
     flags = np.asarray(flags, dtype=bool)
     return float(flags.mean()) if flags.size else float("nan")
+
+
+def mmd_rbf(x: np.ndarray, y: np.ndarray, sigma: float = 10.0, scale: float = 1000.0) -> float:
+    """Squared maximum mean discrepancy with the Gaussian RBF kernel k(a, b) = exp(-||a - b||² / (2 sigma²)),
+    times ``scale``: the CMMD of Jayasumana et al. (CVPR 2024; sigma 10, scale 1000) on CLIP embeddings x [N, D]
+    and y [M, D]. The minimum-variance (biased, V-statistic) estimator of Gretton et al. (2012, Eq. 5), as the
+    paper's reference code: means over all pairs, diagonals included."""
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    if x.ndim != 2 or y.ndim != 2 or x.shape[1] != y.shape[1] or not len(x) or not len(y):
+        raise InputError(f"MMD needs features [N >= 1, D] and [M >= 1, D], got {x.shape} and {y.shape}")
+    if not (np.isfinite(x).all() and np.isfinite(y).all()):
+        raise InputError("features contain NaN or Inf")
+    gamma = 1.0 / (2.0 * sigma ** 2)
+
+    def k(a, b):
+        d2 = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2 * a @ b.T
+        return np.exp(-gamma * np.clip(d2, 0, None)).mean()
+
+    return float(scale * (k(x, x) + k(y, y) - 2 * k(x, y)))

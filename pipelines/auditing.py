@@ -66,6 +66,8 @@ class Protocol:
     samples:          default number of G_s / G_u samples for the Fréchet distance.
     required_weights: (family folder, file name, what) of every weight file the protocol needs.
     description:      one line for the report.
+    identity_depth:   the depth an IR identity network must have (paper-v1: 101); None takes the depth its file
+                      holds (short test backbones; the report names the depth that ran).
     """
 
     name: str
@@ -75,6 +77,7 @@ class Protocol:
     samples: int = 500
     required_weights: tuple[tuple[str, str, str], ...] = ()
     description: str = ""
+    identity_depth: Optional[int] = 101
 
 
 PROTOCOLS: dict[str, Protocol] = {
@@ -84,11 +87,11 @@ PROTOCOLS: dict[str, Protocol] = {
                     "distance < 0.6 between raw descriptors), MTCNN to find faces, Fréchet distance between dlib "
                     "descriptors of aligned chips (FD-dlib; not FID)"),
     "paper-v1": Protocol(
-        "paper-v1", "curricularface", "FID-inception", samples=10000,
+        "paper-v1", "curricularface", "FID-inception", samples=5000,
         required_weights=(("curricularface", "CurricularFace_Backbone.pth", "CurricularFace IR-101 (ID metric)"),
                           ("inception", "pt_inception-2015-12-05-6726825d.pth", "Inception-v3 FID network")),
         description="the paper's evaluation (SPEC §2): CurricularFace IR-101 on MTCNN 112 crops, 11 views, "
-                    "Inception-v3 FID"),
+                    "Inception-v3 FID (5000 samples)"),
     "toy-v1": Protocol(
         "toy-v1", "toy", "FD-toy", samples=64,
         description="tests and tiny models only: a RANDOM toy identity network (not a face recogniser; its "
@@ -116,9 +119,6 @@ def get_protocol(name: str) -> Protocol:
             raise BackendUnavailableError(
                 f"protocol {name} needs weight files that are not here: " + "; ".join(missing)
                 + ". Nothing was substituted; use --protocol offline-v1 to audit with the offline networks")
-        raise BackendUnavailableError(
-            f"protocol {name}: the weight files are present, but this version of guide_unlearn has no Inception-v3 "
-            "FID feature extractor yet, so it cannot run the paper's protocol exactly; use offline-v1")
     return proto
 
 
@@ -239,6 +239,7 @@ class _Judge:
     rule = "cosine"  # "cosine" (>= threshold) or "euclidean" (< threshold) on ``descriptor`` vectors
     threshold = 0.0
     cosine_threshold = 0.0
+    frechet_metric = "fd"  # which keys the Fréchet distance fills: "fd" (fd_pre, ...) or "fid" (fid_pre, ...)
 
     def photo(self, image: Image.Image, label: str, person: str, eraser) -> _Photo: ...
 
@@ -252,6 +253,10 @@ class _Judge:
     def networks(self) -> dict[str, Any]: ...
 
     def thresholds(self) -> dict[str, Any]: ...
+
+    def frechet_features(self, images: torch.Tensor, landmarks: Optional[np.ndarray]) -> np.ndarray:
+        """renderings [N, 3, R, R] -> features [N, F] of the Fréchet distance (default: ``describe``)."""
+        return self.describe(images, landmarks)
 
     def best(self, rendered: np.ndarray, refs: np.ndarray, groups=None) -> tuple[np.ndarray, np.ndarray]:
         """-> (best score under the judge's rule [N], best cosine [N]) of each rendering against its references."""
@@ -401,6 +406,10 @@ def _judge(proto: Protocol, eraser) -> _Judge:
         return _ToyJudge(res)
     if proto.identity == "dlib":
         return _DlibJudge(getattr(eraser.inverter, "input_alignment", "ffhq"), res)
+    if proto.identity == "curricularface":
+        from .audit_paper import CurricularJudge
+
+        return CurricularJudge(getattr(eraser.inverter, "input_alignment", "ffhq"), res, proto.identity_depth)
     raise ConfigError(f"protocol {proto.name} names identity network {proto.identity!r}, which has no judge")
 
 
@@ -628,7 +637,7 @@ def audit(eraser, patch: Union[ForgetPatch, str, os.PathLike], photos: PhotoSpec
           attacks: Sequence[str] = ATTACKS, seed: int = 0, *, samples: Optional[int] = None,
           projector_steps: int = 400, leakage_starts: int = 16, leakage_steps: int = 100,
           codes: Optional[Mapping[str, torch.Tensor]] = None, max_others: Optional[int] = DEFAULT_MAX_OTHERS,
-          progress: bool = True) -> AuditReport:
+          progress: bool = True, clip_path: Union[None, str, os.PathLike] = None) -> AuditReport:
     """Measure how well ``patch`` erased the person of ``photos`` from ``eraser``'s generator.
 
     eraser:   the IdentityEraser of the patch's base (its applied patches are G_s, and are as they were on return).
@@ -637,7 +646,8 @@ def audit(eraser, patch: Union[ForgetPatch, str, os.PathLike], photos: PhotoSpec
               others: photos of other people (each photo its own person, unless grouped in sub-folders or passed
               as {person: [photos]}); real: real images for the fd_real_delta figure. Each a folder, a path, a
               PIL image or a list of them. Unreadable files and photos without a face are skipped and counted.
-    protocol: "offline-v1" (dlib + FD-dlib), "paper-v1" (refused unless its weights are present), "toy-v1" (tests).
+    protocol: "offline-v1" (dlib + FD-dlib), "paper-v1" (CurricularFace IR-101 + Inception FID; refused unless
+              its weight files are present), "toy-v1" (tests), or a ``Protocol``.
     attacks:  any of "reinvert" (re-inversion with the fresh default inverter and the from-scratch projector) and
               "leakage" (the patch-leakage probe).
     seed:     seeds every inversion, sample and probe start.
@@ -652,6 +662,8 @@ def audit(eraser, patch: Union[ForgetPatch, str, os.PathLike], photos: PhotoSpec
               ``others_kept``, through G_u), so this bounds the audit's time; the default keeps a full default
               audit of a 64×64 model within minutes on 2 CPU cores.
     progress: progress bars of the inversions on stderr.
+    clip_path: optional LOCAL folder of a CLIP model (transformers, safetensors) for the extra CMMD figure
+              (``details["cmmd"]["cmmd_pre"]``: CLIP-MMD between the same G_s / G_u samples; sigma 10, scale 1000).
     -> AuditReport (metrics: exactly ``METRIC_KEYS``).
     """
     t_start = time.perf_counter()
@@ -670,6 +682,11 @@ def audit(eraser, patch: Union[ForgetPatch, str, os.PathLike], photos: PhotoSpec
     applied_before = [p.patch_id for p in eraser.applied_patches]
 
     judge = _judge(proto, eraser)
+    clip = None
+    if clip_path is not None:  # loaded before the expensive parts, so a bad folder fails fast
+        from guide_unlearn.adapters.perceptual.cmmd import load_clip_embedder
+
+        clip = load_clip_embedder(clip_path, eraser.device)
     skipped: list[dict[str, str]] = []
     t = time.perf_counter()
     request = _prepare(photos, "request", judge, eraser, skipped)
@@ -822,17 +839,24 @@ def audit(eraser, patch: Union[ForgetPatch, str, os.PathLike], photos: PhotoSpec
 
         # -- Fréchet distances
         t = time.perf_counter()
-        fd = _frechet(eraser, patch, judge, n_samples, seed, real_set, _mean_landmarks(person + oth.photos))
-        m["fd_pre"] = fd["pre"]
-        m["fd_real_delta"] = fd["real_delta"]
+        fd = _frechet(eraser, patch, judge, n_samples, seed, real_set, _mean_landmarks(person + oth.photos), clip)
+        ran, other = ("fid", "fd") if judge.frechet_metric == "fid" else ("fd", "fid")
+        m[f"{ran}_pre"] = fd["pre"]
+        m[f"{ran}_real_delta"] = fd["real_delta"]
         if not math.isfinite(fd["real_delta"]):
-            not_run["fd_real_delta"] = fd["why_real"]
+            not_run[f"{ran}_real_delta"] = fd["why_real"]
         details["fd"] = {"feature_space": proto.feature_space, "samples": n_samples, "seed": seed,
                          "truncation_psi": 1.0, "real_images": len(real_set),
                          "source_vs_real": fd.get("source_real"), "patched_vs_real": fd.get("patched_real")}
-        for k in ("fid_pre", "fid_real_delta"):
+        for k in (f"{other}_pre", f"{other}_real_delta"):
             not_run[k] = (f"protocol {proto.name} runs no Inception-v3 network; FID is reported by paper-v1 only "
-                          f"(the offline figure is {proto.feature_space})")
+                          f"(the offline figure is {proto.feature_space})") if other == "fid" else (
+                f"protocol {proto.name} reports the Fréchet distance with the Inception-v3 FID network as fid_pre / "
+                "fid_real_delta; the offline FD figures are offline-v1's")
+        details["cmmd"] = {"not_run": "no CLIP model given (clip_path= / --clip PATH)"} if clip is None else {
+            "cmmd_pre": fd["cmmd_pre"], "cmmd_real_delta": fd.get("cmmd_real_delta", float("nan")),
+            "source_vs_real": fd.get("cmmd_source_real"), "patched_vs_real": fd.get("cmmd_patched_real"),
+            "samples": n_samples, "sigma": 10.0, "scale": 1000.0, "network": clip.name}
         timings["fd"] = time.perf_counter() - t
     finally:
         if [p.patch_id for p in eraser.applied_patches] != applied_before:  # pragma: no cover - defensive
@@ -850,6 +874,8 @@ def audit(eraser, patch: Union[ForgetPatch, str, os.PathLike], photos: PhotoSpec
     networks["generator"] = {"name": eraser.name, "family": eraser.generator.family,
                              "base_fingerprint": patch.base_fingerprint}
     networks["inverter"] = _inverter_record(eraser.inverter)
+    if clip is not None:
+        networks["cmmd"] = {"name": clip.name, "folder": str(clip.folder), "digest": clip.digest}
     networks["patch"] = {"patch_id": patch.patch_id, "erase_identity_model": patch.metadata.get("identity_model")}
     timings["total"] = time.perf_counter() - t_start
     proto_rec = {"name": proto.name, "version": int(proto.name.rsplit("-v", 1)[1]), "identity": judge.name,
@@ -1016,9 +1042,10 @@ def leakage_probe(eraser, patch: ForgetPatch, starts: int = 16, steps: int = 100
             "codes": ws.detach().cpu(), "difference": diff.detach().cpu().numpy(), "psi": psi}
 
 
-def _frechet(eraser, patch, judge: _Judge, n: int, seed: int, real: _PhotoSet, landmarks) -> dict[str, Any]:
+def _frechet(eraser, patch, judge: _Judge, n: int, seed: int, real: _PhotoSet, landmarks, clip=None
+             ) -> dict[str, Any]:
     """FD between the judge's features of n G_s and G_u samples (the same z and cameras, psi 1), and against
-    ``real`` photos' crops when given."""
+    ``real`` photos' crops when given; with a CLIP embedder ``clip``, also CMMD on the same images."""
     gen = eraser.generator
     g = torch.Generator(device=eraser.device).manual_seed(seed)
     z = torch.randn(n, gen.z_dim, generator=g, device=eraser.device)
@@ -1027,18 +1054,23 @@ def _frechet(eraser, patch, judge: _Judge, n: int, seed: int, real: _PhotoSet, l
         ws = gen.mapping(z, None, truncation_psi=1.0)
     lms = None if landmarks is None or gen.c_dim else np.broadcast_to(landmarks, (n, 5, 2))
 
-    def feats():
-        imgs = _render(eraser, ws, cams)
-        return judge.describe(imgs, lms)
+    def feats(chunk: int = 256):  # rendered and described a chunk at a time: n images need not fit in memory
+        rows, embs = [], []
+        for i in range(0, n, chunk):
+            imgs = _render(eraser, ws[i:i + chunk], None if cams is None else cams[i:i + chunk])
+            rows.append(judge.frechet_features(imgs, None if lms is None else lms[i:i + chunk]))
+            if clip is not None:
+                embs.append(clip.from_generator(imgs))
+        return np.concatenate(rows), (np.concatenate(embs) if embs else None)
 
-    fs = feats()
+    fs, cs = feats()
     with _patched(eraser, patch):
-        fu = feats()
+        fu, cu = feats()
     keep = np.isfinite(fs).all(1) & np.isfinite(fu).all(1)
     out: dict[str, Any] = {"pre": M.frechet_distance_of(fs[keep], fu[keep]) if keep.sum() >= 2 else float("nan"),
                            "real_delta": float("nan"), "why_real": "no real-image folder given (real=)"}
     if len(real) >= 2:
-        fr = judge.describe(real.crops, _landmarks(real.photos))
+        fr = judge.frechet_features(real.crops, _landmarks(real.photos))
         fr = fr[np.isfinite(fr).all(1)]
         if len(fr) >= 2:
             out["source_real"] = M.frechet_distance_of(fr, fs[keep])
@@ -1046,4 +1078,10 @@ def _frechet(eraser, patch, judge: _Judge, n: int, seed: int, real: _PhotoSet, l
             out["real_delta"] = out["patched_real"] - out["source_real"]
     elif real.photos or real.skipped:
         out["why_real"] = "fewer than 2 usable real images"
+    if clip is not None:
+        out["cmmd_pre"] = M.mmd_rbf(cs, cu)
+        if len(real) >= 2:
+            cr = clip.from_generator(real.crops)
+            out["cmmd_source_real"], out["cmmd_patched_real"] = M.mmd_rbf(cr, cs), M.mmd_rbf(cr, cu)
+            out["cmmd_real_delta"] = out["cmmd_patched_real"] - out["cmmd_source_real"]
     return out

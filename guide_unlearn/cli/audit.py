@@ -28,6 +28,8 @@ def add_parser(sub) -> None:
     p.add_argument("--protocol", default="offline-v1", choices=["offline-v1", "paper-v1", "toy-v1"],
                    help="networks and settings (default offline-v1; paper-v1 needs its weight files)")
     p.add_argument("--out", help="report folder to create (default: <patch>_audit); must be new or empty")
+    p.add_argument("--clip", metavar="PATH", help="local CLIP model folder (transformers, safetensors) for the extra "
+                   "CMMD figure (details.cmmd.cmmd_pre; docs/audit.md)")
     p.add_argument("--samples", type=int, help="G_s/G_u samples for the Fréchet distance (default: the protocol's)")
     p.add_argument("--projector-steps", type=int, default=400, help="steps of the from-scratch projector attack")
     p.add_argument("--leakage-starts", type=int, default=16, help="random starts of the patch-leakage probe")
@@ -69,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
                    real=args.real, protocol=args.protocol, attacks=() if args.no_attacks else ATTACKS,
                    seed=args.seed, samples=args.samples, projector_steps=args.projector_steps,
                    leakage_starts=args.leakage_starts, leakage_steps=args.leakage_steps,
-                   max_others=args.max_others, progress=not args.quiet)
+                   max_others=args.max_others, progress=not args.quiet, clip_path=args.clip)
     report.save(out)
     if args.write_to_patch:
         report.write_to_patch(patch_dir)

@@ -83,3 +83,12 @@ def test_best_match_takes_the_best_allowed_reference():
 def test_fraction_of_nothing_is_nan():
     assert np.isnan(M.fraction(np.array([], dtype=bool)))
     assert M.fraction(np.array([True, False, False, True])) == 0.5
+
+
+def test_frechet_distance_of_fewer_samples_than_dimensions_matches_scipy_sqrtm_on_their_covariances():
+    rng = np.random.default_rng(5)
+    a, b = rng.normal(size=(12, 40)), rng.normal(0.3, 1.4, size=(9, 40))  # rank-deficient covariances
+    expected = _scipy_fd(a.mean(0), np.cov(a, rowvar=False), b.mean(0), np.cov(b, rowvar=False))
+    assert M.frechet_distance_of(a, b) == pytest.approx(expected, rel=1e-6)
+    with pytest.raises(InputError):
+        M.frechet_distance_of(a[:1], b)
