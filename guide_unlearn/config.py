@@ -149,6 +149,14 @@ class EraseConfig:
     bridge_samples: int = 0
     """Adjacency samples drawn on the segments between the request codes and the attacker-found codes (codes
     that still rendered the person), each against the same point between their targets."""
+    tracking_steps: int = 0
+    """Tracked attacker: each step, one code per attack view (the request photo and its augmented copies) takes
+    this many Adam steps of the from-scratch projector's objective (pixel MSE + perceptual, lr 0.03) through the
+    CURRENT G_u, and the codes join L_local with their own UFO targets (and the repulsion term). The attacker
+    follows the patch while it trains instead of being re-run between phases. 0 disables it."""
+    tracking_restart: int = 0
+    """Restart the tracked codes from w_avg (where the audit's projector starts) every this many steps, so the
+    whole trajectory of a fresh projector is erased, not only where it ends; 0 = never restart."""
     decoys: int = 0
     """Decoy identities (seeded mapped codes at the erase's truncation psi) erased in the same patch, so a probe
     reading the patch finds k = decoys + 1 candidates instead of one person."""
@@ -270,7 +278,7 @@ class EraseConfig:
              f"checkpoint_every must be an integer >= 0, got {self.checkpoint_every!r}")
         need(isinstance(self.log_every, int) and self.log_every >= 1, f"log_every must be >= 1, got {self.log_every!r}")
         for name in ("adversarial_rounds", "adversarial_iterations", "attack_augmentations", "attack_steps",
-                     "bridge_samples", "decoys"):
+                     "bridge_samples", "decoys", "tracking_steps", "tracking_restart"):
             v = getattr(self, name)
             need(isinstance(v, int) and not isinstance(v, bool) and v >= 0, f"{name} must be an integer >= 0, got {v!r}")
         need(self.attack_steps >= 1, f"attack_steps must be >= 1, got {self.attack_steps!r}")
@@ -278,15 +286,16 @@ class EraseConfig:
             v = getattr(self, name)
             need(_finite(v), f"{name} must be a finite number, got {v!r}")
         need(self.repulsion_weight >= 0, f"repulsion_weight must be >= 0, got {self.repulsion_weight!r}")
-        need(not (self.full_finetune and (self.adversarial_rounds or self.repulsion_weight or self.bridge_samples
-                                          or self.decoys)),
-             "the robust options (adversarial_rounds, repulsion_weight, bridge_samples, decoys) train a LoRA patch; "
+        need(not (self.full_finetune and self.is_robust),
+             "the robust options (adversarial_rounds, repulsion_weight, bridge_samples, decoys, tracking_steps) train "
+             "a LoRA patch; "
              "set full_finetune=False")
 
     @property
     def is_robust(self) -> bool:
         """Whether this config needs the robust loop (``guide_unlearn.robust``) rather than the plain one."""
-        return bool(self.adversarial_rounds or self.repulsion_weight or self.bridge_samples or self.decoys)
+        return bool(self.adversarial_rounds or self.repulsion_weight or self.bridge_samples or self.decoys
+                    or self.tracking_steps)
 
 
 def _finite(v: Any) -> bool:

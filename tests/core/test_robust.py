@@ -177,3 +177,35 @@ def test_erase_with_the_robust_preset_runs_the_attackers_and_returns_a_patch(era
     assert meta["robust"]["found_per_round"] == [4]  # 2 attackers x (request + 1 augmented view)
     assert meta["erase_config"]["adversarial_rounds"] == 1 and len(result.history) == 30
     assert not {"progress", "log_every", "checkpoint_every"} & set(meta["erase_config"])  # the recipe only
+
+
+def test_tracked_attacker_makes_the_projector_reconstruct_the_request_worse(eraser):
+    """The tracked attacker follows the projector's objective on the request image through G_u while the patch
+    trains: afterwards a fresh projector (from w_avg, as the audit's) reconstructs that image through G_u worse
+    than through the patch of the same run without tracking."""
+    from guide_unlearn.adapters.projector import OptimizationInverter
+
+    w_u = _codes(eraser, 7)
+    image = _render(eraser, w_u)
+    cfg = EraseConfig(**{**SMALL, "iterations": 30})
+    plain = run_robust_erase(eraser.generator, w_u, cfg, eraser.perceptual)
+    tracked = run_robust_erase(eraser.generator, w_u, cfg.replace(tracking_steps=2, tracking_restart=10),
+                               eraser.perceptual, attack_images=image)
+    projector = OptimizationInverter(eraser.generator, eraser.perceptual, steps=40, progress=False)
+
+    def reconstruction_error(patch):
+        eraser.apply_patch(patch)
+        try:
+            ws = projector.invert(image)
+            return float((eraser.synthesize(ws) - image).square().mean())
+        finally:
+            eraser.remove_patch(patch)
+
+    assert tracked.patch.metadata["robust"]["tracking_steps"] == 2
+    assert reconstruction_error(tracked.patch) > 1.2 * reconstruction_error(plain.patch)
+
+
+def test_tracking_without_attack_images_is_refused(eraser):
+    with pytest.raises(ConfigError, match="attack_images"):
+        run_robust_erase(eraser.generator, _codes(eraser, 1), EraseConfig(**{**SMALL, "tracking_steps": 1}),
+                         eraser.perceptual)
