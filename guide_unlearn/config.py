@@ -140,7 +140,8 @@ class EraseConfig:
     attack_augmentations: int = 3
     """Augmented copies of each request photo the attackers invert too (flip, crop, colour; in turn)."""
     attack_steps: int = 100
-    """Steps of the from-scratch projector attacker inside the erase (the audit's attacker runs 400)."""
+    """Steps of the from-scratch projector attacker inside the erase (the audit's attacker runs 400); for the
+    tracked attacker, the projector steps a code takes before it is erased."""
     repulsion_weight: float = 0.0
     """Weight of the identity-repulsion term: relu(cos(ID(G_u(w)), e_person) - repulsion_margin) on the
     attacker-found and adjacency codes (needs a differentiable identity network; 0 disables it)."""
@@ -152,8 +153,9 @@ class EraseConfig:
     tracking_steps: int = 0
     """Tracked attacker: each step, one code per attack view (the request photo and its augmented copies) takes
     this many Adam steps of the from-scratch projector's objective (pixel MSE + perceptual, lr 0.03) through the
-    CURRENT G_u, and the codes join L_local with their own UFO targets (and the repulsion term). The attacker
-    follows the patch while it trains instead of being re-run between phases. 0 disables it."""
+    CURRENT G_u; once a code has taken ``attack_steps`` such steps, it joins L_local every step with its own UFO
+    target (and the repulsion term). The attacker follows the patch while it trains instead of being re-run
+    between phases. 0 disables it."""
     tracking_restart: int = 0
     """Restart the tracked codes from w_avg (where the audit's projector starts) every this many steps, so the
     whole trajectory of a fresh projector is erased, not only where it ends; 0 = never restart."""

@@ -17,8 +17,9 @@ Extra terms (each optional, measured in docs/erasing.md):
   rendered the person), each against the same point between their targets;
 - tracked attacker: codes that follow the from-scratch projector's objective on the request photo (and its
   augmented copies) through the current G_u, a few Adam steps per training step, restarted from w_avg every
-  ``tracking_restart`` steps; each step they join the erased rows with their own UFO targets (the attacker is
-  erased while it moves, not only where a between-phase attack ends);
+  ``tracking_restart`` steps; once they have taken ``attack_steps`` projector steps (before that they draw a
+  generic face near w_avg, and erasing it damages every face: measured) they join the erased rows each step with
+  their own UFO targets (the attacker is erased while it moves, not only where a between-phase attack ends);
 - decoys: seeded mapped codes erased in the same patch (with their own targets), so the patch does not point
   at one person only (k-anonymity against a probe that reads the patch).
 
@@ -195,8 +196,10 @@ def run_robust_erase(
                 tracked = tracked_t = None
                 if tracker is not None:
                     ta = time.perf_counter()
-                    tracked = tracker.advance(step)
-                    tracked_t = ufo_target(tracked, generator.w_avg, cfg.target, d)
+                    codes = tracker.advance(step)
+                    if tracker.steps_taken >= cfg.attack_steps:  # before that it draws a generic face, not them
+                        tracked = codes
+                        tracked_t = ufo_target(tracked, generator.w_avg, cfg.target, d)
                     attack_seconds += time.perf_counter() - ta
                 loss, parts = _robust_step(generator, trainable, erased, targets, w_u, w_t, found, found_t, cfg,
                                            perceptual, identity, repulsion_identity, e_person, rng,
@@ -254,6 +257,7 @@ class _Tracker:
         self.ws = g.w_avg.detach().view(1, 1, -1).repeat(self.images.shape[0], g.num_ws, 1).clone()
         self.ws.requires_grad_(True)
         self.opt = torch.optim.Adam([self.ws], lr=TRACKING_LR)
+        self.steps_taken = 0  # projector steps since the (re)start
 
     def advance(self, step: int) -> torch.Tensor:
         """``cfg.tracking_steps`` projector steps at training step ``step`` -> the codes [V, num_ws, w_dim]
@@ -270,6 +274,7 @@ class _Tracker:
                 self.opt.zero_grad(set_to_none=True)
                 loss.sum().backward()
                 self.opt.step()
+                self.steps_taken += 1
         finally:
             for p in params:
                 p.requires_grad_(True)

@@ -187,9 +187,9 @@ def test_tracked_attacker_makes_the_projector_reconstruct_the_request_worse(eras
 
     w_u = _codes(eraser, 7)
     image = _render(eraser, w_u)
-    cfg = EraseConfig(**{**SMALL, "iterations": 30})
+    cfg = EraseConfig(**{**SMALL, "iterations": 60})
     plain = run_robust_erase(eraser.generator, w_u, cfg, eraser.perceptual)
-    tracked = run_robust_erase(eraser.generator, w_u, cfg.replace(tracking_steps=2, tracking_restart=10),
+    tracked = run_robust_erase(eraser.generator, w_u, cfg.replace(tracking_steps=2, attack_steps=6),
                                eraser.perceptual, attack_images=image)
     projector = OptimizationInverter(eraser.generator, eraser.perceptual, steps=40, progress=False)
 
@@ -202,10 +202,22 @@ def test_tracked_attacker_makes_the_projector_reconstruct_the_request_worse(eras
             eraser.remove_patch(patch)
 
     assert tracked.patch.metadata["robust"]["tracking_steps"] == 2
-    assert reconstruction_error(tracked.patch) > 1.2 * reconstruction_error(plain.patch)
+    assert reconstruction_error(tracked.patch) > 1.1 * reconstruction_error(plain.patch)
 
 
 def test_tracking_without_attack_images_is_refused(eraser):
     with pytest.raises(ConfigError, match="attack_images"):
         run_robust_erase(eraser.generator, _codes(eraser, 1), EraseConfig(**{**SMALL, "tracking_steps": 1}),
                          eraser.perceptual)
+
+
+def test_tracked_codes_join_the_erased_rows_only_after_attack_steps_projector_steps(eraser):
+    """Before a tracked code has taken ``attack_steps`` projector steps it draws a generic face near w_avg and is
+    not erased: with attack_steps above what the run takes, the patch equals the run without tracking."""
+    w_u = _codes(eraser, 8)
+    cfg = EraseConfig(**{**SMALL, "iterations": 5})
+    plain = run_robust_erase(eraser.generator, w_u, cfg, eraser.perceptual)
+    late = run_robust_erase(eraser.generator, w_u, cfg.replace(tracking_steps=1, attack_steps=6), eraser.perceptual,
+                            attack_images=_render(eraser, w_u))
+    assert late.patch.tensors.keys() == plain.patch.tensors.keys()
+    assert all(torch.equal(v, late.patch.tensors[k]) for k, v in plain.patch.tensors.items())
