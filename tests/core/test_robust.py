@@ -38,9 +38,9 @@ def _render(eraser, ws, patch=None):
         eraser.remove_patch(patch)
 
 
-def test_robust_preset_is_the_lora_preset_with_a_tracked_attacker_and_repulsion():
+def test_robust_preset_is_the_lora_preset_with_attack_rounds_and_repulsion():
     cfg = EraseConfig.preset("robust")
-    assert cfg.tracking_steps >= 1 and cfg.repulsion_weight > 0 and cfg.bridge_samples > 0
+    assert cfg.adversarial_rounds >= 1 and cfg.repulsion_weight > 0 and cfg.bridge_samples > 0
     assert not cfg.full_finetune and cfg.is_robust and not EraseConfig.preset("lora").is_robust
     assert EraseConfig.from_dict(cfg.to_dict()) == cfg
 
@@ -49,7 +49,7 @@ def test_default_config_applies_the_model_erase_defaults_to_the_robust_preset(er
     eraser.erase_defaults = {"global_samples": 5}
     try:
         assert eraser.default_config(preset="robust").global_samples == 5
-        assert eraser.default_config(preset="robust").tracking_steps == EraseConfig.robust().tracking_steps
+        assert eraser.default_config(preset="robust").adversarial_rounds == EraseConfig.robust().adversarial_rounds
         assert eraser.default_config(preset="paper").global_samples == EraseConfig.paper().global_samples
     finally:
         eraser.erase_defaults = {}

@@ -19,7 +19,8 @@ def test_reinversion_of_the_guide_person_is_recognised_less_after_the_robust_pre
     codes = {str(faces / name): ws for name, ws in demo_codes.items()}
     photo = faces / PERSON / "aligned_5.jpg"
     held = [faces / PERSON / f"aligned_{i}.jpg" for i in range(1, 5)]
-    small = dict(progress=False, iterations=100, attack_augmentations=0)  # the preset's tracked attacker, 100 steps
+    small = dict(progress=False, adversarial_rounds=1, adversarial_iterations=30, attack_steps=30,
+                 attack_augmentations=1)
     recognised = {}
     for preset, over in (("lora", {"progress": False}), ("robust", small)):
         result = demo_eraser.erase(photo, config=demo_eraser.default_config(preset=preset, **over), measure=False)
