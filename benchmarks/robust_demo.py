@@ -63,20 +63,26 @@ def scratch_curve(eraser, patch, photos, judge_fn, perceptual, steps=STEP_COUNTS
 def plot(steps_json: str, png: str) -> None:
     """Recognised rate against the scratch projector's steps, one line per patch -> ``png``."""
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     curves = json.loads(Path(steps_json).read_text())
     fig, ax = plt.subplots(figsize=(5.2, 3.4), dpi=120)
-    for name, curve in curves.items():
+    markers = "osd^v"
+    for i, (name, curve) in enumerate(curves.items()):
         xs = sorted(int(k) for k in curve)
-        ax.plot(xs, [curve[str(x)] for x in xs], marker="o", label=name)
+        # a small vertical offset per line so that equal curves stay visible
+        ax.plot(xs, [curve[str(x)] + 0.015 * i for x in xs], marker=markers[i % 5], ls="-" if i < 2 else "--",
+                label=name)
+    xs = sorted({int(k) for c in curves.values() for k in c})
     ax.set_xscale("log")
     ax.set_xticks(xs)
     ax.set_xticklabels([str(x) for x in xs])
-    ax.set_ylim(-0.05, 1.05)
-    ax.axhline(0.2, color="grey", lw=0.8, ls="--")
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.set_ylim(-0.05, 1.1)
+    ax.axhline(0.2, color="grey", lw=0.8, ls="--", label="goal (<= 0.2)")
     ax.set_xlabel("from-scratch projector steps (attacker budget)")
     ax.set_ylabel("re-inversions recognised (dlib < 0.6)")
     ax.set_title("GUIDE person, demo-faces: re-inversion through the patch", fontsize=9)
