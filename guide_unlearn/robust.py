@@ -179,8 +179,8 @@ def run_robust_erase(
     found_per_round: list[int] = []
     history: list[dict[str, float]] = []
     trainable = _Trainable(generator, cfg, rng)
-    tracker = _Tracker(generator, attack_images, attack_cameras, perceptual, cfg) if cfg.tracking_steps else None
     try:
+        tracker = _Tracker(generator, attack_images, attack_cameras, perceptual, cfg) if cfg.tracking_steps else None
         optimizer = torch.optim.Adam(trainable.params, lr=cfg.lr, betas=cfg.adam_betas)
         phases = [cfg.iterations] + [cfg.adversarial_iterations] * cfg.adversarial_rounds
         step = 0
