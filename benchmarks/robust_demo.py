@@ -8,6 +8,11 @@ code-projector and the 400-step from-scratch projector, held-out photos, others_
 other people, FD-dlib, leakage probe), and the scratch attacker's recognised rate against its step count
 (one projection, codes snapshotted at each count). Writes <out>/<person>_<preset>.json (the audit metrics and
 timings) and <out>/<person>_steps.json; prints one JSON line per preset.
+
+The attacker-budget curve alone (no audit; ``--base-curve`` adds the unpatched model's), then its plot:
+
+    python benchmarks/robust_demo.py --person guide --no-audit --base-curve --steps 50,100,200,400,800 --threads 1
+    python benchmarks/robust_demo.py --plot benchmarks/results/robust/guide_steps.json --png docs/robust_attack_budget.png
 """
 
 from __future__ import annotations
@@ -26,14 +31,16 @@ STEP_COUNTS = (25, 50, 100, 200, 400, 800)
 
 
 def scratch_curve(eraser, patch, photos, judge_fn, perceptual, steps=STEP_COUNTS, lr=0.03):
-    """The from-scratch projector's objective (pixel MSE + perceptual, W+ from w_avg, Adam lr 0.03) through G_u,
-    codes snapshotted at each step count -> {count: recognised fraction}."""
+    """The from-scratch projector's objective (pixel MSE + perceptual, W+ from w_avg, Adam lr 0.03) through G_u
+    (through the base model when ``patch`` is None) on photos [N, 3, R, R], codes snapshotted at each step count
+    -> {count: recognised fraction}."""
     import torch
 
     from guide_unlearn.adapters.projector.projector import frozen_weights
 
     g = eraser.generator
-    eraser.apply_patch(patch)
+    if patch is not None:
+        eraser.apply_patch(patch)
     try:
         ws = g.w_avg.detach().view(1, 1, -1).repeat(photos.shape[0], g.num_ws, 1).clone().requires_grad_(True)
         opt = torch.optim.Adam([ws], lr=lr)
@@ -47,12 +54,41 @@ def scratch_curve(eraser, patch, photos, judge_fn, perceptual, steps=STEP_COUNTS
                 opt.step()
                 if i in steps:
                     snaps[i] = ws.detach().clone()
-        res = {}
-        for n, w in snaps.items():
-            res[n] = judge_fn(eraser.synthesize(w))
+        return {n: judge_fn(eraser.synthesize(w)) for n, w in snaps.items()}
     finally:
-        eraser.remove_patch(patch)
-    return res
+        if patch is not None:
+            eraser.remove_patch(patch)
+
+
+def plot(steps_json: str, png: str) -> None:
+    """Recognised rate against the scratch projector's steps, one line per patch -> ``png``."""
+    import matplotlib
+    import matplotlib.ticker
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curves = json.loads(Path(steps_json).read_text())
+    fig, ax = plt.subplots(figsize=(5.2, 3.4), dpi=120)
+    markers = "osd^v"
+    for i, (name, curve) in enumerate(curves.items()):
+        xs = sorted(int(k) for k in curve)
+        # a small vertical offset per line so that equal curves stay visible
+        ax.plot(xs, [curve[str(x)] + 0.015 * i for x in xs], marker=markers[i % 5], ls="-" if i < 2 else "--",
+                label=name)
+    xs = sorted({int(k) for c in curves.values() for k in c})
+    ax.set_xscale("log")
+    ax.set_xticks(xs)
+    ax.set_xticklabels([str(x) for x in xs])
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.set_ylim(-0.05, 1.1)
+    ax.axhline(0.2, color="grey", lw=0.8, ls="--", label="goal (<= 0.2)")
+    ax.set_xlabel("from-scratch projector steps (attacker budget)")
+    ax.set_ylabel("re-inversions recognised (dlib < 0.6)")
+    ax.set_title("GUIDE person, demo-faces: re-inversion through the patch", fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(png)
 
 
 def main() -> int:
@@ -66,9 +102,18 @@ def main() -> int:
     p.add_argument("--leakage-starts", type=int, default=8)
     p.add_argument("--leakage-steps", type=int, default=40)
     p.add_argument("--no-curve", action="store_true")
+    p.add_argument("--no-audit", action="store_true", help="only the attacker-budget curve (no audit JSON)")
+    p.add_argument("--base-curve", action="store_true", help="add the unpatched model's curve ('base')")
+    p.add_argument("--steps", default=",".join(map(str, STEP_COUNTS)), help="step counts of the curve")
+    p.add_argument("--plot", default="", help="plot this <person>_steps.json to --png and exit")
+    p.add_argument("--png", default=str(HERE.parent / "docs" / "robust_attack_budget.png"))
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default=str(HERE / "results" / "robust"))
     args = p.parse_args()
+    if args.plot:
+        plot(args.plot, args.png)
+        return 0
+    steps = tuple(sorted(int(x) for x in args.steps.split(",")))
 
     import numpy as np
     import torch
@@ -94,19 +139,44 @@ def main() -> int:
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = args.person.replace("/", "_").rsplit(".", 1)[0]
-    curves = {}
+    steps_path = out_dir / f"{stem}_steps.json"
+    curves = json.loads(steps_path.read_text()) if steps_path.is_file() else {}
+
+    def curve(name, patch):
+        judge = A._judge(A.get_protocol("offline-v1"), eraser)
+        request_set = A._prepare([faces / n for n in [request] + held], "request", judge, eraser, [])
+        refs = request_set.descriptors
+        crops = request_set.crops.to(eraser.device)
+        lms = A._landmarks(request_set.photos)
+
+        def judge_fn(imgs):
+            desc = judge.describe(imgs.cpu(), lms)
+            desc[~judge.faces(imgs.cpu())] = np.nan
+            score, _ = judge.best(desc, refs, [list(range(len(refs)))] * len(refs))
+            return float(np.mean(judge.recognised(score)))
+
+        curves[name] = {str(k): v for k, v in scratch_curve(eraser, patch, crops, judge_fn, eraser.perceptual,
+                                                            steps).items()}
+        steps_path.write_text(json.dumps(curves, indent=1))
+        print(json.dumps({"curve": name, "recognised_by_steps": curves[name]}), flush=True)
+
+    if args.base_curve:
+        curve("base (no patch)", None)
     for preset in args.presets.split(","):
         over = json.loads(args.override) if preset == "robust" else {}
         cfg = eraser.default_config(preset=preset, progress=False, **over)
         t = time.perf_counter()
         result = eraser.erase(faces / request, config=cfg, measure=False)
         erase_s = time.perf_counter() - t
+        name = preset if preset != "robust" else args.tag
+        if args.no_audit:
+            curve(name, result.patch)
+            continue
         report = guide_unlearn.audit(eraser, result.patch, [faces / request],
                                      held_out=[faces / h for h in held] or None,
                                      others=[faces / o for o in others], samples=args.samples,
                                      projector_steps=400, leakage_starts=args.leakage_starts,
                                      leakage_steps=args.leakage_steps, codes=abs_codes)
-        name = preset if preset != "robust" else args.tag
         rec = {"person": args.person, "preset": name, "config_overrides": over, "erase_seconds": erase_s,
                "metrics": report.to_dict()["metrics"], "audit_seconds": report.seconds,
                "robust": result.patch.metadata.get("robust"), "others": len(others),
@@ -115,21 +185,7 @@ def main() -> int:
         print(json.dumps(A._jsonable({k: rec[k] for k in ("person", "preset", "erase_seconds", "metrics")})),
               flush=True)
         if not args.no_curve:
-            judge = A._judge(A.get_protocol("offline-v1"), eraser)
-            request_set = A._prepare([faces / n for n in [request] + held], "request", judge, eraser, [])
-            refs = request_set.descriptors
-            crops = request_set.crops.to(eraser.device)
-            lms = A._landmarks(request_set.photos)
-
-            def judge_fn(imgs):
-                desc = judge.describe(imgs.cpu(), lms)
-                desc[~judge.faces(imgs.cpu())] = np.nan
-                score, _ = judge.best(desc, refs, [list(range(len(refs)))] * len(refs))
-                return float(np.mean(judge.recognised(score)))
-
-            curves[name] = scratch_curve(eraser, result.patch, crops, judge_fn, eraser.perceptual)
-            (out_dir / f"{stem}_steps.json").write_text(json.dumps(curves, indent=1))
-            print(json.dumps({"curve": name, "recognised_by_steps": curves[name]}), flush=True)
+            curve(name, result.patch)
     return 0
 
 

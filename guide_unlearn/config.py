@@ -140,7 +140,8 @@ class EraseConfig:
     attack_augmentations: int = 3
     """Augmented copies of each request photo the attackers invert too (flip, crop, colour; in turn)."""
     attack_steps: int = 100
-    """Steps of the from-scratch projector attacker inside the erase (the audit's attacker runs 400)."""
+    """Steps of the from-scratch projector attacker inside the erase (the audit's attacker runs 400); for the
+    tracked attacker, the projector steps a code takes before it is erased."""
     repulsion_weight: float = 0.0
     """Weight of the identity-repulsion term: relu(cos(ID(G_u(w)), e_person) - repulsion_margin) on the
     attacker-found and adjacency codes (needs a differentiable identity network; 0 disables it)."""
@@ -149,6 +150,15 @@ class EraseConfig:
     bridge_samples: int = 0
     """Adjacency samples drawn on the segments between the request codes and the attacker-found codes (codes
     that still rendered the person), each against the same point between their targets."""
+    tracking_steps: int = 0
+    """Tracked attacker: each step, one code per attack view (the request photo and its augmented copies) takes
+    this many Adam steps of the from-scratch projector's objective (pixel MSE + perceptual, lr 0.03) through the
+    CURRENT G_u; once a code has taken ``attack_steps`` such steps, it joins L_local every step with its own UFO
+    target (and the repulsion term). The attacker follows the patch while it trains instead of being re-run
+    between phases. 0 disables it."""
+    tracking_restart: int = 0
+    """Restart the tracked codes from w_avg (where the audit's projector starts) every this many steps, so the
+    whole trajectory of a fresh projector is erased, not only where it ends; 0 = never restart."""
     decoys: int = 0
     """Decoy identities (seeded mapped codes at the erase's truncation psi) erased in the same patch, so a probe
     reading the patch finds k = decoys + 1 candidates instead of one person."""
@@ -172,7 +182,8 @@ class EraseConfig:
     def robust(cls, **overrides: Any) -> "EraseConfig":
         """The LoRA preset hardened against re-inversion (``guide_unlearn.robust``, docs/erasing.md): after the
         100 plain steps, adversarial rounds that re-invert the request through G_u and erase what the attackers
-        find, an identity-repulsion term, and adjacency samples bridging to the found codes."""
+        find, an identity-repulsion term, and adjacency samples bridging to the found codes. The tracked attacker
+        (``tracking_steps``) is off: on demo-faces it cost others_kept 1.00 -> 0.14 (docs/erasing.md)."""
         base = dict(adversarial_rounds=2, adversarial_iterations=40, attack_augmentations=3, attack_steps=100,
                     repulsion_weight=1.0, repulsion_margin=0.0, bridge_samples=2)
         base.update(overrides)
@@ -270,7 +281,7 @@ class EraseConfig:
              f"checkpoint_every must be an integer >= 0, got {self.checkpoint_every!r}")
         need(isinstance(self.log_every, int) and self.log_every >= 1, f"log_every must be >= 1, got {self.log_every!r}")
         for name in ("adversarial_rounds", "adversarial_iterations", "attack_augmentations", "attack_steps",
-                     "bridge_samples", "decoys"):
+                     "bridge_samples", "decoys", "tracking_steps", "tracking_restart"):
             v = getattr(self, name)
             need(isinstance(v, int) and not isinstance(v, bool) and v >= 0, f"{name} must be an integer >= 0, got {v!r}")
         need(self.attack_steps >= 1, f"attack_steps must be >= 1, got {self.attack_steps!r}")
@@ -278,15 +289,16 @@ class EraseConfig:
             v = getattr(self, name)
             need(_finite(v), f"{name} must be a finite number, got {v!r}")
         need(self.repulsion_weight >= 0, f"repulsion_weight must be >= 0, got {self.repulsion_weight!r}")
-        need(not (self.full_finetune and (self.adversarial_rounds or self.repulsion_weight or self.bridge_samples
-                                          or self.decoys)),
-             "the robust options (adversarial_rounds, repulsion_weight, bridge_samples, decoys) train a LoRA patch; "
+        need(not (self.full_finetune and self.is_robust),
+             "the robust options (adversarial_rounds, repulsion_weight, bridge_samples, decoys, tracking_steps) train "
+             "a LoRA patch; "
              "set full_finetune=False")
 
     @property
     def is_robust(self) -> bool:
         """Whether this config needs the robust loop (``guide_unlearn.robust``) rather than the plain one."""
-        return bool(self.adversarial_rounds or self.repulsion_weight or self.bridge_samples or self.decoys)
+        return bool(self.adversarial_rounds or self.repulsion_weight or self.bridge_samples or self.decoys
+                    or self.tracking_steps)
 
 
 def _finite(v: Any) -> bool:

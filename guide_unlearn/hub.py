@@ -112,7 +112,7 @@ def card_block(meta: Mapping[str, Any]) -> dict[str, Any]:
     preset = None
     if erase_config:
         robust = any(erase_config.get(k) for k in ("adversarial_rounds", "repulsion_weight", "bridge_samples",
-                                                   "decoys"))
+                                                   "decoys", "tracking_steps"))
         preset = "paper" if erase_config.get("full_finetune") else ("robust" if robust else "lora")
     block: dict[str, Any] = {
         "card_format": CARD_FORMAT,

@@ -15,6 +15,11 @@ Extra terms (each optional, measured in docs/erasing.md):
   unit embedding ``e_person`` (from the request photos and / or G_s at the request codes);
 - bridge samples: adjacency codes on the segments from the request codes to the found codes (codes that still
   rendered the person), each against the same point between their targets;
+- tracked attacker: codes that follow the from-scratch projector's objective on the request photo (and its
+  augmented copies) through the current G_u, a few Adam steps per training step, restarted from w_avg every
+  ``tracking_restart`` steps; once they have taken ``attack_steps`` projector steps (before that they draw a
+  generic face near w_avg, and erasing it damages every face: measured) they join the erased rows each step with
+  their own UFO targets (the attacker is erased while it moves, not only where a between-phase attack ends);
 - decoys: seeded mapped codes erased in the same patch (with their own targets), so the patch does not point
   at one person only (k-anonymity against a probe that reads the patch).
 
@@ -123,6 +128,8 @@ def run_robust_erase(
     repulsion_identity: Optional[IdentityModel] = None,
     e_person: Optional[torch.Tensor] = None,
     extra_metadata: Optional[dict[str, Any]] = None,
+    attack_images: Optional[torch.Tensor] = None,
+    attack_cameras: Optional[torch.Tensor] = None,
 ) -> RobustOutcome:
     """Erase the person of codes ``w_u`` [K, num_ws, w_dim] with the robust loop (module docstring).
 
@@ -130,7 +137,9 @@ def run_robust_erase(
     attack: called between phases while ``generator`` renders the current G_u; required when
     ``cfg.adversarial_rounds > 0``. repulsion_identity: a differentiable identity network for the repulsion term
     (required when ``cfg.repulsion_weight > 0``); e_person [D]: the person's unit embedding (None = from G_s at
-    ``w_u``). The generator is left exactly as it was. -> :class:`RobustOutcome`.
+    ``w_u``). attack_images [V, 3, H, W] in [-1, 1] (+ attack_cameras [V, c_dim]): what the tracked attacker
+    reconstructs (required when ``cfg.tracking_steps > 0``). The generator is left exactly as it was.
+    -> :class:`RobustOutcome`.
     """
     w_u = check_latents(w_u, generator)
     if cfg.full_finetune:
@@ -142,6 +151,9 @@ def run_robust_erase(
                                                                                 False)):
         raise ConfigError("repulsion_weight > 0 needs a differentiable identity network (faceapi or ArcFace); "
                           "install the 'faces' extra or set repulsion_weight=0")
+    if cfg.tracking_steps and (attack_images is None or attack_images.ndim != 4 or attack_images.shape[1] != 3):
+        raise ConfigError("tracking_steps > 0 needs attack_images [V, 3, H, W] (the request photos; the eraser "
+                          "passes them), or set tracking_steps=0")
     model = module_of(generator)
     device = generator.w_avg.device
     k_req = w_u.shape[0]
@@ -168,6 +180,7 @@ def run_robust_erase(
     history: list[dict[str, float]] = []
     trainable = _Trainable(generator, cfg, rng)
     try:
+        tracker = _Tracker(generator, attack_images, attack_cameras, perceptual, cfg) if cfg.tracking_steps else None
         optimizer = torch.optim.Adam(trainable.params, lr=cfg.lr, betas=cfg.adam_betas)
         phases = [cfg.iterations] + [cfg.adversarial_iterations] * cfg.adversarial_rounds
         step = 0
@@ -180,9 +193,17 @@ def run_robust_erase(
                 found_t = torch.cat([found_t, ufo_target(new, generator.w_avg, cfg.target, d)])
                 found_per_round.append(int(new.shape[0]))
             for _ in range(n_steps):
+                tracked = tracked_t = None
+                if tracker is not None:
+                    ta = time.perf_counter()
+                    codes = tracker.advance(step)
+                    if tracker.steps_taken >= cfg.attack_steps:  # before that it draws a generic face, not them
+                        tracked = codes
+                        tracked_t = ufo_target(tracked, generator.w_avg, cfg.target, d)
+                    attack_seconds += time.perf_counter() - ta
                 loss, parts = _robust_step(generator, trainable, erased, targets, w_u, w_t, found, found_t, cfg,
                                            perceptual, identity, repulsion_identity, e_person, rng,
-                                           (alpha_lo, alpha_hi))
+                                           (alpha_lo, alpha_hi), tracked, tracked_t)
                 if not torch.isfinite(loss):
                     raise TrainingDivergedError(f"the loss became {float(loss.detach())} at step {step}; lower lr "
                                                 f"(now {cfg.lr})")
@@ -201,6 +222,7 @@ def run_robust_erase(
             "robust": {"rounds": cfg.adversarial_rounds, "found_per_round": found_per_round, "decoys": cfg.decoys,
                        "repulsion_identity": getattr(repulsion_identity, "name", None)
                        if cfg.repulsion_weight > 0 else None,
+                       "tracking_steps": cfg.tracking_steps,
                        "attack_seconds": round(attack_seconds, 3)},
         })
         metadata.update(extra_metadata or {})
@@ -210,9 +232,63 @@ def run_robust_erase(
     return RobustOutcome(patch, w_t, history, seconds, found_per_round, attack_seconds)
 
 
+class _Tracker:
+    """The tracked attacker: one W+ code per attack view, moved by Adam on the from-scratch projector's objective
+    (pixel MSE + perceptual, as ``OptimizationInverter``) through the generator as it renders NOW (G_u); the
+    generator's weights get no gradient from it."""
+
+    def __init__(self, generator: GeneratorAdapter, images: torch.Tensor, cameras: Optional[torch.Tensor],
+                 perceptual: PerceptualDistance, cfg: EraseConfig):
+        self.g, self.perceptual, self.cfg = generator, perceptual, cfg
+        device = generator.w_avg.device
+        self.cams = None if cameras is None else cameras.to(device)
+        with torch.no_grad():
+            probe = generator.synthesis(generator.w_avg.view(1, 1, -1).expand(1, generator.num_ws, -1),
+                                        None if self.cams is None else self.cams[:1], noise_mode="const").images
+        images = images.to(device, torch.float32)
+        if images.shape[-2:] != probe.shape[-2:]:
+            images = F.interpolate(images, size=probe.shape[-2:], mode="bilinear", align_corners=False,
+                                   antialias=True)
+        self.images = images
+        self._start()
+
+    def _start(self) -> None:
+        g = self.g
+        self.ws = g.w_avg.detach().view(1, 1, -1).repeat(self.images.shape[0], g.num_ws, 1).clone()
+        self.ws.requires_grad_(True)
+        self.opt = torch.optim.Adam([self.ws], lr=TRACKING_LR)
+        self.steps_taken = 0  # projector steps since the (re)start
+
+    def advance(self, step: int) -> torch.Tensor:
+        """``cfg.tracking_steps`` projector steps at training step ``step`` -> the codes [V, num_ws, w_dim]
+        (detached)."""
+        if self.cfg.tracking_restart and step > 0 and step % self.cfg.tracking_restart == 0:
+            self._start()
+        params = [p for p in module_of(self.g).parameters() if p.requires_grad]
+        for p in params:
+            p.requires_grad_(False)
+        try:
+            for _ in range(self.cfg.tracking_steps):
+                out = self.g.synthesis(self.ws, self.cams, noise_mode="const").images
+                loss = (out - self.images).square().flatten(1).mean(1) + self.perceptual(out, self.images)
+                self.opt.zero_grad(set_to_none=True)
+                loss.sum().backward()
+                self.opt.step()
+                self.steps_taken += 1
+        finally:
+            for p in params:
+                p.requires_grad_(True)
+        return self.ws.detach().clone()
+
+
+TRACKING_LR = 0.03  # the audit's from-scratch projector's learning rate
+
+
 def _robust_step(generator, trainable, erased, targets, w_u, w_t, found, found_t, cfg: EraseConfig, perceptual,
-                 identity, rep_id, e_person, rng, alphas) -> tuple[torch.Tensor, dict[str, float]]:
-    """One step: rows [erased + a subset of found (local) | adjacency | bridge | global] through G_s and G_u."""
+                 identity, rep_id, e_person, rng, alphas, tracked=None, tracked_t=None
+                 ) -> tuple[torch.Tensor, dict[str, float]]:
+    """One step: rows [erased + a subset of found + tracked (local) | adjacency | bridge | global] through G_s and
+    G_u."""
     device = w_u.device
     alpha_lo, alpha_hi = alphas
     if found.shape[0] > MAX_FOUND_PER_STEP:
@@ -220,6 +296,8 @@ def _robust_step(generator, trainable, erased, targets, w_u, w_t, found, found_t
         f, ft = found[pick], found_t[pick]
     else:
         f, ft = found, found_t
+    if tracked is not None:
+        f, ft = torch.cat([f, tracked]), torch.cat([ft, tracked_t])
     local_u, local_t = torch.cat([erased, f]), torch.cat([targets, ft])
     k = local_u.shape[0]
     n_adj, n_glob = cfg.adjacency_samples, cfg.global_samples
@@ -229,6 +307,8 @@ def _robust_step(generator, trainable, erased, targets, w_u, w_t, found, found_t
     idx = torch.randint(0, k, (n_adj,), generator=rng, device=device)
     alpha = torch.rand(n_adj, generator=rng, device=device) * (alpha_hi - alpha_lo) + alpha_lo
     ws_u, ws_s = step_codes(local_u, local_t, w_r, idx, alpha, n_adj)
+    if tracked is not None:  # bridges reach the tracked codes too
+        found, found_t = torch.cat([found, tracked]), torch.cat([found_t, tracked_t])
     n_bridge = cfg.bridge_samples if found.shape[0] else 0
     if n_bridge:
         i = torch.randint(0, w_u.shape[0], (n_bridge,), generator=rng, device=device)

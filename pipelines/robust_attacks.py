@@ -20,6 +20,19 @@ from guide_unlearn.robust import Attack, augment_views, person_embedding, run_ro
 logger = logging.getLogger(__name__)
 
 
+def attack_views(eraser, images: torch.Tensor, cameras: Optional[torch.Tensor], cfg: EraseConfig
+                 ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """The images the attackers invert: the request images [N, 3, H, W] then ``cfg.attack_augmentations``
+    augmented copies of each -> (views [N * (1 + augmentations), 3, H, W], their cameras or None). Seeded by
+    ``cfg.seed``."""
+    g = torch.Generator().manual_seed(cfg.seed + 7919)
+    views = torch.cat([images.cpu(), augment_views(images.cpu(), cfg.attack_augmentations, g)]).to(eraser.device)
+    cams = None
+    if cameras is not None:
+        cams = cameras.repeat(1 + cfg.attack_augmentations, 1).to(eraser.device)
+    return views, cams
+
+
 def build_attack(eraser, images: torch.Tensor, cameras: Optional[torch.Tensor], cfg: EraseConfig) -> Attack:
     """attack(round) -> codes [2 * N * (1 + augmentations), num_ws, w_dim]: the request images [N, 3, H, W] and
     their augmented copies inverted by the fresh default inverter and by the from-scratch projector through the
@@ -30,11 +43,7 @@ def build_attack(eraser, images: torch.Tensor, cameras: Optional[torch.Tensor], 
     default_inv = _fresh_default_inverter(eraser)
     scratch_inv = OptimizationInverter(eraser.generator, eraser.perceptual, steps=cfg.attack_steps,
                                        input_alignment=getattr(eraser.inverter, "input_alignment", "ffhq"))
-    g = torch.Generator().manual_seed(cfg.seed + 7919)
-    views = torch.cat([images.cpu(), augment_views(images.cpu(), cfg.attack_augmentations, g)]).to(eraser.device)
-    cams = None
-    if cameras is not None:
-        cams = cameras.repeat(1 + cfg.attack_augmentations, 1).to(eraser.device)
+    views, cams = attack_views(eraser, images, cameras, cfg)
 
     def attack(round_: int) -> torch.Tensor:
         out = []
@@ -73,6 +82,8 @@ def robust_erase(eraser, w_u: torch.Tensor, cfg: EraseConfig, photos: Optional[t
         with torch.no_grad():
             renders = eraser.synthesize(w_u, camera=cams)
         e_person = person_embedding(rep_id, torch.cat([photos.to(renders.device), renders]))
+    views, view_cams = attack_views(eraser, photos, cams, cfg) if cfg.tracking_steps else (None, None)
     out = run_robust_erase(eraser.generator, w_u, cfg, eraser.perceptual, eraser.identity_model, attack=attack,
-                           repulsion_identity=rep_id, e_person=e_person, extra_metadata=eraser._provenance())
+                           repulsion_identity=rep_id, e_person=e_person, extra_metadata=eraser._provenance(),
+                           attack_images=views, attack_cameras=view_cams)
     return out.patch, out.w_target, out.history, out.seconds

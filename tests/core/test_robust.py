@@ -177,3 +177,47 @@ def test_erase_with_the_robust_preset_runs_the_attackers_and_returns_a_patch(era
     assert meta["robust"]["found_per_round"] == [4]  # 2 attackers x (request + 1 augmented view)
     assert meta["erase_config"]["adversarial_rounds"] == 1 and len(result.history) == 30
     assert not {"progress", "log_every", "checkpoint_every"} & set(meta["erase_config"])  # the recipe only
+
+
+def test_tracked_attacker_makes_the_projector_reconstruct_the_request_worse(eraser):
+    """The tracked attacker follows the projector's objective on the request image through G_u while the patch
+    trains: afterwards a fresh projector (from w_avg, as the audit's) reconstructs that image through G_u worse
+    than through the patch of the same run without tracking."""
+    from guide_unlearn.adapters.projector import OptimizationInverter
+
+    w_u = _codes(eraser, 7)
+    image = _render(eraser, w_u)
+    cfg = EraseConfig(**{**SMALL, "iterations": 60})
+    plain = run_robust_erase(eraser.generator, w_u, cfg, eraser.perceptual)
+    tracked = run_robust_erase(eraser.generator, w_u, cfg.replace(tracking_steps=2, attack_steps=6),
+                               eraser.perceptual, attack_images=image)
+    projector = OptimizationInverter(eraser.generator, eraser.perceptual, steps=40, progress=False)
+
+    def reconstruction_error(patch):
+        eraser.apply_patch(patch)
+        try:
+            ws = projector.invert(image)
+            return float((eraser.synthesize(ws) - image).square().mean())
+        finally:
+            eraser.remove_patch(patch)
+
+    assert tracked.patch.metadata["robust"]["tracking_steps"] == 2
+    assert reconstruction_error(tracked.patch) > 1.1 * reconstruction_error(plain.patch)
+
+
+def test_tracking_without_attack_images_is_refused(eraser):
+    with pytest.raises(ConfigError, match="attack_images"):
+        run_robust_erase(eraser.generator, _codes(eraser, 1), EraseConfig(**{**SMALL, "tracking_steps": 1}),
+                         eraser.perceptual)
+
+
+def test_tracked_codes_join_the_erased_rows_only_after_attack_steps_projector_steps(eraser):
+    """Before a tracked code has taken ``attack_steps`` projector steps it draws a generic face near w_avg and is
+    not erased: with attack_steps above what the run takes, the patch equals the run without tracking."""
+    w_u = _codes(eraser, 8)
+    cfg = EraseConfig(**{**SMALL, "iterations": 5})
+    plain = run_robust_erase(eraser.generator, w_u, cfg, eraser.perceptual)
+    late = run_robust_erase(eraser.generator, w_u, cfg.replace(tracking_steps=1, attack_steps=6), eraser.perceptual,
+                            attack_images=_render(eraser, w_u))
+    assert late.patch.tensors.keys() == plain.patch.tensors.keys()
+    assert all(torch.equal(v, late.patch.tensors[k]) for k, v in plain.patch.tensors.items())
