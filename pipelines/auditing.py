@@ -82,7 +82,7 @@ class Protocol:
 
 PROTOCOLS: dict[str, Protocol] = {
     "offline-v1": Protocol(
-        "offline-v1", "dlib", "FD-dlib", samples=500,
+        "offline-v1", "dlib", "FD-dlib", samples=200,
         description="runs on any machine: dlib's face-recognition ResNet for identity (same person: Euclidean "
                     "distance < 0.6 between raw descriptors), MTCNN to find faces, Fréchet distance between dlib "
                     "descriptors of aligned chips (FD-dlib; not FID)"),
@@ -215,7 +215,12 @@ def sample_people(items: list[tuple[str, Any, str]], max_people: Optional[int], 
     """At most ``max_people`` whole people of ``items`` ((label, item, person) triples), chosen by a permutation
     seeded with ``seed`` and kept in their original order; None or 0 keeps everyone.
     -> (items kept, {"people_given", "people_audited", "max_others", "seed"})."""
-    people = list(dict.fromkeys(person for _, _, person in items))
+    def looks_like_image(item: Any) -> bool:
+        return isinstance(item, Image.Image) or str(item).lower().endswith(IMAGE_SUFFIXES)
+
+    # Only people with an image file compete for the places; other files (a README in a photo folder) are kept so
+    # that they are skipped and counted as before, without taking a person's place.
+    people = list(dict.fromkeys(person for _, item, person in items if looks_like_image(item)))
     record: dict[str, Any] = {"people_given": len(people), "people_audited": len(people),
                               "max_others": max_people or None, "seed": seed}
     if max_people is not None and max_people < 0:
@@ -225,7 +230,7 @@ def sample_people(items: list[tuple[str, Any, str]], max_people: Optional[int], 
     order = torch.randperm(len(people), generator=torch.Generator().manual_seed(seed)).tolist()
     keep = {people[i] for i in order[:max_people]}
     record["people_audited"] = len(keep)
-    return [it for it in items if it[2] in keep], record
+    return [it for it in items if it[2] in keep or it[2] not in people], record
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -128,7 +128,7 @@ def test_empty_folder_is_an_input_error(tiny, tmp_path):
 def test_others_sample_keeps_whole_people_seeded_and_zero_means_everyone():
     from guide_unlearn.pipelines.auditing import sample_people
 
-    items = [(f"p{i}_{j}", None, f"person{i}") for i in range(10) for j in range(2)]  # 10 people, 2 photos each
+    items = [(f"p{i}_{j}.png", None, f"person{i}") for i in range(10) for j in range(2)]  # 10 people, 2 photos each
     kept, rec = sample_people(items, 4, seed=1)
     people = {it[2] for it in kept}
     assert len(people) == 4 and len(kept) == 8  # whole people: both photos of each
@@ -138,6 +138,9 @@ def test_others_sample_keeps_whole_people_seeded_and_zero_means_everyone():
     assert sample_people(items, 0, seed=1)[0] == items and sample_people(items, None, seed=1)[0] == items
     with pytest.raises(ConfigError, match="max_others"):
         sample_people(items, -1, seed=1)
+    readme = ("README.md", None, "README.md")  # a non-image file takes no place and is kept (skipped later)
+    kept, rec = sample_people([readme] + items, 4, seed=1)
+    assert readme in kept and rec["people_given"] == 10 and len({it[2] for it in kept}) == 5
 
 
 def test_audit_records_how_many_others_it_sampled(tiny):
