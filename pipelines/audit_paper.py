@@ -56,25 +56,11 @@ class CurricularJudge(_DlibJudge):
                for i in range(0, len(crops), EMBED_BATCH)]
         return np.concatenate(out) if out else np.zeros((0, self.model.backbone.embedding))
 
-    def photo(self, image: Image.Image, label: str, person: str, eraser) -> _Photo:
-        from guide_unlearn.faces import align_face, alignment_matrix, detect_faces, estimate_camera, pick_face
-        from guide_unlearn.faces.align import DEFAULT_SIZES
-        from guide_unlearn.faces.geometry import apply_transform
-        from guide_unlearn.images import pil_to_tensor
+    def _photo_descriptor(self, image: Image.Image, face) -> np.ndarray:
+        """The unit CurricularFace embedding [512] of one detected ``face``'s 112x112 ArcFace-template crop."""
+        from guide_unlearn.faces import align_face
 
-        found = detect_faces(image, self.detector)
-        if not found:
-            raise NoFaceError(f"no face found in {label}")
-        face = pick_face(found)
-        full = DEFAULT_SIZES[self.style]
-        crop = align_face(image, face, self.style)
-        matrix = alignment_matrix(face, self.style, full, image_height=image.height)
-        lms = (apply_transform(matrix, face.landmarks) + 0.5) * (self.resolution / full) - 0.5
-        camera = None
-        if eraser.generator.c_dim:
-            camera = torch.as_tensor(list(estimate_camera(image, face).label), dtype=torch.float32)
-        desc = self._embed([align_face(image, face, "arcface")])[0]
-        return _Photo(label, person, pil_to_tensor(crop, self.resolution), camera, desc, lms)
+        return self._embed([align_face(image, face, "arcface")])[0]
 
     def describe(self, images: torch.Tensor, landmarks: Optional[np.ndarray]) -> np.ndarray:
         """renderings [N, 3, R, R] in [-1, 1] (+ landmarks [N, 5, 2] in their pixels, or None: MTCNN finds them)

@@ -215,12 +215,13 @@ def sample_people(items: list[tuple[str, Any, str]], max_people: Optional[int], 
     """At most ``max_people`` whole people of ``items`` ((label, item, person) triples), chosen by a permutation
     seeded with ``seed`` and kept in their original order; None or 0 keeps everyone.
     -> (items kept, {"people_given", "people_audited", "max_others", "seed"})."""
-    def looks_like_image(item: Any) -> bool:
-        return isinstance(item, Image.Image) or str(item).lower().endswith(IMAGE_SUFFIXES)
+    def looks_like_image(label: str, item: Any) -> bool:
+        return isinstance(item, Image.Image) or str(item if item is not None else label).lower().endswith(
+            IMAGE_SUFFIXES)
 
     # Only people with an image file compete for the places; other files (a README in a photo folder) are kept so
     # that they are skipped and counted as before, without taking a person's place.
-    people = list(dict.fromkeys(person for _, item, person in items if looks_like_image(item)))
+    people = list(dict.fromkeys(person for label, item, person in items if looks_like_image(label, item)))
     record: dict[str, Any] = {"people_given": len(people), "people_audited": len(people),
                               "max_others": max_people or None, "seed": seed}
     if max_people is not None and max_people < 0:
@@ -313,8 +314,14 @@ class _DlibJudge(_Judge):
         camera = None
         if eraser.generator.c_dim:
             camera = torch.as_tensor(list(estimate_camera(image, face).label), dtype=torch.float32)
-        desc = self.dlib.descriptors([align_face(image, face, "dlib150")])[0]
-        return _Photo(label, person, pil_to_tensor(crop, self.resolution), camera, desc, lms)
+        return _Photo(label, person, pil_to_tensor(crop, self.resolution), camera, self._photo_descriptor(image, face),
+                      lms)
+
+    def _photo_descriptor(self, image: Image.Image, face) -> np.ndarray:
+        """The identity vector of one detected ``face`` of a photo: a raw dlib descriptor [128] of its dlib150 chip."""
+        from guide_unlearn.faces import align_face
+
+        return self.dlib.descriptors([align_face(image, face, "dlib150")])[0]
 
     def describe(self, images: torch.Tensor, landmarks: Optional[np.ndarray]) -> np.ndarray:
         from guide_unlearn.adapters.identity.dlib_metric import crop_chips
