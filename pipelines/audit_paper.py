@@ -14,9 +14,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from guide_unlearn.errors import NoFaceError
-
-from .auditing import _DlibJudge, _file_digest, _Photo
+from .audit_judges import _DlibJudge, _file_digest
 
 #: Embeddings per forward pass of the identity network.
 EMBED_BATCH = 16
