@@ -359,6 +359,8 @@ def audit(eraser, patch: Union[ForgetPatch, str, os.PathLike], photos: PhotoSpec
     n_samples = proto.samples if samples is None else int(samples)
     if n_samples < 2 or projector_steps < 1 or leakage_starts < 1 or leakage_steps < 0:
         raise ConfigError("samples must be >= 2, projector_steps and leakage_starts >= 1, leakage_steps >= 0")
+    if max_others is not None and max_others < 0:
+        raise ConfigError(f"max_others must be >= 0 (0 = every person), got {max_others}")
     if not isinstance(patch, ForgetPatch):
         patch = ForgetPatch.from_pretrained(patch)
     patching.check(eraser.generator, patch, eraser.name)  # PatchMismatchError for another base, PatchStateError if already applied

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from guide_unlearn.errors import InputError, SaveError
+from guide_unlearn.errors import ConfigError, InputError, SaveError
 
 
 def add_parser(sub) -> None:
@@ -64,6 +64,8 @@ def run(args: argparse.Namespace) -> int:
     check_model_name(args.model)
     if args.photos and not Path(args.photos).is_dir():
         raise InputError(f"--photos {args.photos} is not a folder; use --photo for single files")
+    if args.max_others < 0:
+        raise ConfigError(f"--max-others must be >= 0 (0 = every person), got {args.max_others}")
     get_protocol(args.protocol)  # refuse early (missing weights) before loading anything
     patch = ForgetPatch.from_pretrained(patch_dir)
     eraser = IdentityEraser.from_pretrained(args.model, device=device)

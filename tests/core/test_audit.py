@@ -261,6 +261,16 @@ def test_cli_refuses_paper_protocol_with_exit_2(tiny, tmp_path, capsys):
     assert not (tmp_path / "audit").exists()
 
 
+def test_cli_refuses_a_negative_max_others_before_loading(tmp_path, capsys):
+    from guide_unlearn.cli import EXIT_USER_ERROR, main
+
+    code = main(["audit", str(tmp_path / "patch"), "--model", "tiny-stylegan2", "--photo", str(tmp_path / "p.png"),
+                 "--max-others", "-1", "--out", str(tmp_path / "audit")])
+    assert code == EXIT_USER_ERROR
+    assert "--max-others must be >= 0" in capsys.readouterr().err
+    assert not (tmp_path / "audit").exists()
+
+
 def test_tiny_eg3d_id_over_eleven_views():
     """The camera model: ID over the 11-view orbit (toy identity network: a random network, not a face
     recogniser; the figure tests the plumbing)."""
