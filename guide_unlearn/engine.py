@@ -18,6 +18,7 @@ from . import lora as L
 from .config import PRESENTATION_FIELDS, EraseConfig, RunOptions
 from .errors import ConfigError, LatentError, PatchError, TrainingDivergedError
 from .fingerprint import patch_state
+from .frozen import frozen_weights
 from .io import PathLike, atomic_write_bytes
 from .losses import ltu_loss
 from .patch import ForgetPatch
@@ -336,7 +337,10 @@ def run_erase(
 
     state_path = Path(state_dir) / STATE_FILE if state_dir is not None else None
     trainable = _Trainable(generator, cfg, rng)
+    scope = contextlib.ExitStack()
     try:
+        if not cfg.full_finetune:  # only the LoRA trains: every base weight stays as it is until the run ends
+            scope.enter_context(frozen_weights())
         accelerator = _accelerator(cfg, device, trackers, str(state_dir) if state_dir else None)
         optimizer = torch.optim.Adam(trainable.params, lr=cfg.lr, betas=cfg.adam_betas)
         optimizer = accelerator.prepare(optimizer)
@@ -411,6 +415,7 @@ def run_erase(
         metadata.update(extra_metadata or {})
         patch = trainable.extract(metadata)
     finally:
+        scope.close()
         trainable.restore()
     if state_path is not None and state_path.exists():
         state_path.unlink()  # holds the person's code: never keep it after success

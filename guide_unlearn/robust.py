@@ -28,6 +28,7 @@ The core never sees a concrete attacker: the pipeline passes ``attack`` (see ``p
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -40,6 +41,7 @@ from .config import EraseConfig
 from .engine import _Trainable, check_latents, patch_metadata, resolve_distances, step_codes
 from .errors import ConfigError, TrainingDivergedError
 from .fingerprint import patch_state
+from .frozen import frozen_weights
 from .losses import ltu_loss
 from .patch import ForgetPatch
 from .protocols import GeneratorAdapter, IdentityModel, PerceptualDistance, module_of
@@ -179,7 +181,9 @@ def run_robust_erase(
     found_per_round: list[int] = []
     history: list[dict[str, float]] = []
     trainable = _Trainable(generator, cfg, rng)
+    scope = contextlib.ExitStack()
     try:
+        scope.enter_context(frozen_weights())  # only the LoRA trains (checked above): base weights stay as they are
         tracker = _Tracker(generator, attack_images, attack_cameras, perceptual, cfg) if cfg.tracking_steps else None
         optimizer = torch.optim.Adam(trainable.params, lr=cfg.lr, betas=cfg.adam_betas)
         phases = [cfg.iterations] + [cfg.adversarial_iterations] * cfg.adversarial_rounds
@@ -228,6 +232,7 @@ def run_robust_erase(
         metadata.update(extra_metadata or {})
         patch = trainable.extract(metadata)
     finally:
+        scope.close()
         trainable.restore()
     return RobustOutcome(patch, w_t, history, seconds, found_per_round, attack_seconds)
 

@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from guide_unlearn.frozen import derived
+
 LRELU_SLOPE = 0.2
 LRELU_GAIN = math.sqrt(2.0)
 
@@ -73,10 +75,12 @@ def upfirdn2d(
         x = x.reshape(n, c, h, 1, w, 1)
         x = F.pad(x, [0, up - 1, 0, 0, 0, up - 1])
         x = x.reshape(n, c, h * up, w * up)
-    x = F.pad(x, list(pad))
     k = (f * gain).to(x.dtype)
-    weight = k[None, None].repeat(c, 1, 1, 1)
-    return F.conv2d(x, weight, groups=c)
+    weight = k[None, None].expand(c, 1, *k.shape)
+    x0, x1, y0, y1 = pad
+    if x0 == x1 == y0 == y1:  # the conv pads itself: no padded copy forward, no slice copy backward
+        return F.conv2d(x, weight, groups=c, padding=x0)
+    return F.conv2d(F.pad(x, list(pad)), weight, groups=c)
 
 
 def upsample2d(x: torch.Tensor, f: torch.Tensor, up: int = 2) -> torch.Tensor:
@@ -114,12 +118,10 @@ class FullyConnectedLayer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: [N, in] -> [N, out]."""
-        w = self.weight.to(x.dtype) * self.weight_gain
+        w = derived(self.weight, f"gain-{x.dtype}", lambda t: t.to(x.dtype) * self.weight_gain)
         b = self.bias
         if b is not None:
-            b = b.to(x.dtype)
-            if self.bias_gain != 1:
-                b = b * self.bias_gain
+            b = derived(b, f"gain-{x.dtype}", lambda t: t.to(x.dtype) * self.bias_gain)
         if self.activation == "linear" and b is not None:
             return torch.addmm(b.unsqueeze(0), x, w.t())
         return bias_act(x.matmul(w.t()), b, act=self.activation)
@@ -166,7 +168,8 @@ def modulated_conv2d(
     if demodulate:
         # sum_{i,k} (W[o,i,k] s[n,i])^2 = s^2 @ sum_k W^2: the same number as demodulating the per-sample
         # weight [N, O, I, k, k], without building it.
-        dcoefs = (styles.square() @ weight.square().sum(dim=[2, 3]).t() + 1e-8).rsqrt()  # [N, O]
+        w_sq = derived(weight, "square-sum", lambda t: t.square().sum(dim=[2, 3]).t())  # [I, O]
+        dcoefs = (styles.square() @ w_sq + 1e-8).rsqrt()  # [N, O]
     if fused:
         w = weight.unsqueeze(0) * styles.reshape(n, 1, i, 1, 1)
         if dcoefs is not None:
@@ -230,7 +233,8 @@ def _conv(x: torch.Tensor, w: torch.Tensor, up: int, f: Optional[torch.Tensor], 
     # Transposed conv needs [I, O/g, k, k] per group.
     og = w.shape[0] // groups
     i = w.shape[1]
-    wt = w.reshape(groups, og, i, k, k).transpose(1, 2).reshape(groups * i, og, k, k)
+    wt = derived(w, f"transposed-{groups}",
+                 lambda t: t.reshape(groups, og, i, k, k).transpose(1, 2).reshape(groups * i, og, k, k))
     y = F.conv_transpose2d(x, wt, stride=up, groups=groups)
     if low_rank is not None:
         down, up_w = low_rank
