@@ -18,7 +18,7 @@ from . import lora as L
 from .config import PRESENTATION_FIELDS, EraseConfig, RunOptions
 from .errors import ConfigError, LatentError, PatchError, TrainingDivergedError
 from .fingerprint import patch_state
-from .frozen import frozen_weights
+from .frozen import cached_constants
 from .io import PathLike, atomic_write_bytes
 from .losses import ltu_loss
 from .patch import ForgetPatch
@@ -340,7 +340,7 @@ def run_erase(
     scope = contextlib.ExitStack()
     try:
         if not cfg.full_finetune:  # only the LoRA trains: every base weight stays as it is until the run ends
-            scope.enter_context(frozen_weights())
+            scope.enter_context(cached_constants())
         accelerator = _accelerator(cfg, device, trackers, str(state_dir) if state_dir else None)
         optimizer = torch.optim.Adam(trainable.params, lr=cfg.lr, betas=cfg.adam_betas)
         optimizer = accelerator.prepare(optimizer)

@@ -2,13 +2,14 @@
 
 While a LoRA erase trains, every base weight of the generator is frozen: the numbers a layer derives from one
 (the squared-weight sums of demodulation, a transposed copy for a transposed convolution, a gain-scaled copy)
-are the same at every iteration, for G_s and for G_u alike. Inside :func:`frozen_weights` a backend may ask
+are the same at every iteration, for G_s and for G_u alike. Inside :func:`cached_constants` a backend may ask
 :func:`derived` for such a number and gets it computed once; outside the scope :func:`derived` just computes it.
 
 Why a scope and not a cache keyed on the tensor: an in-place write through ``param.data`` (what a LoRA merge does)
-changes the weight without touching its version counter, so no key could tell a stale entry. The engine opens the
-scope only around its own training loop, where nothing writes base weights, and only tensors that cannot be
-trained (``requires_grad`` False nn.Parameters) are ever cached.
+changes the weight without touching its version counter, so no key could tell a stale entry. The scope is opened
+only where nothing writes a weight: around the LoRA training loops (only the adapter trains) and around the
+projector's code optimisation (every weight frozen); and only tensors that cannot be trained (``requires_grad``
+False nn.Parameters) are ever cached.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ _CACHE: ContextVar[Optional[dict]] = ContextVar("guide_unlearn_frozen_cache", de
 
 
 @contextlib.contextmanager
-def frozen_weights() -> Iterator[None]:
+def cached_constants() -> Iterator[None]:
     """Within this scope the caller promises that no frozen (``requires_grad`` False) parameter changes: what
     :func:`derived` computes from one is kept until the scope closes. Nested scopes share the outer cache."""
     if _CACHE.get() is not None:
@@ -38,7 +39,7 @@ def frozen_weights() -> Iterator[None]:
 
 
 def derived(weight: torch.Tensor, name: str, fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
-    """``fn(weight)``, computed once per :func:`frozen_weights` scope when ``weight`` is a frozen nn.Parameter
+    """``fn(weight)``, computed once per :func:`cached_constants` scope when ``weight`` is a frozen nn.Parameter
     and grad mode cannot reach it; otherwise computed now. ``name`` tells apart several numbers derived from
     the same weight. Any shape in, whatever ``fn`` returns out."""
     cache = _CACHE.get()

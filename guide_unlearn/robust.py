@@ -41,7 +41,7 @@ from .config import EraseConfig
 from .engine import _Trainable, check_latents, patch_metadata, resolve_distances, step_codes
 from .errors import ConfigError, TrainingDivergedError
 from .fingerprint import patch_state
-from .frozen import frozen_weights
+from .frozen import cached_constants
 from .losses import ltu_loss
 from .patch import ForgetPatch
 from .protocols import GeneratorAdapter, IdentityModel, PerceptualDistance, module_of
@@ -183,7 +183,7 @@ def run_robust_erase(
     trainable = _Trainable(generator, cfg, rng)
     scope = contextlib.ExitStack()
     try:
-        scope.enter_context(frozen_weights())  # only the LoRA trains (checked above): base weights stay as they are
+        scope.enter_context(cached_constants())  # only the LoRA trains (checked above): base weights stay as they are
         tracker = _Tracker(generator, attack_images, attack_cameras, perceptual, cfg) if cfg.tracking_steps else None
         optimizer = torch.optim.Adam(trainable.params, lr=cfg.lr, betas=cfg.adam_betas)
         phases = [cfg.iterations] + [cfg.adversarial_iterations] * cfg.adversarial_rounds

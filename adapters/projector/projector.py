@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from guide_unlearn.errors import InputError
+from guide_unlearn.frozen import cached_constants
 from guide_unlearn.images import GROSS_RANGE_TOLERANCE, check_image_range
 from guide_unlearn.protocols import GeneratorAdapter, PerceptualDistance
 
@@ -22,13 +23,15 @@ from guide_unlearn.protocols import GeneratorAdapter, PerceptualDistance
 def frozen_weights(generator: object) -> Iterator[None]:
     """Turn off gradients of the generator's weights (an ``nn.Module``; anything else is left alone) while codes
     are optimised, and restore each parameter's ``requires_grad`` afterwards, also on error (an applied LoRA
-    patch keeps its trainable flags)."""
+    patch keeps its trainable flags). Nothing writes a weight meanwhile, so constants derived from the weights
+    (demodulation sums and the like, :mod:`guide_unlearn.frozen`) are computed once for the whole optimisation."""
     module = generator if isinstance(generator, nn.Module) else None
     grads = {n: p.requires_grad for n, p in module.named_parameters()} if module is not None else {}
     if module is not None:
         module.requires_grad_(False)
     try:
-        yield
+        with cached_constants():
+            yield
     finally:
         if module is not None:
             for n, p in module.named_parameters():
