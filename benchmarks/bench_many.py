@@ -33,8 +33,12 @@ REPO = HERE.parent
 CODES = REPO / "tests" / "data" / "demo_faces_codes.safetensors"
 
 
-def _people(faces, codes, metric, eraser, n: int):
-    """One recognised photo per person (first in name order). -> (chosen [n] indices, others indices)."""
+def _people(faces, codes, metric, eraser, n: int, offset: int = 0):
+    """One recognised photo per person (first in name order). -> (chosen [n] indices, others indices).
+
+    The n people are spread over the alphabet (every len(recognised) // n-th recognised person, starting at
+    ``offset``): offset 0 is the REPORT set the figures in docs/queue.md use; a different offset (e.g. 7, not a
+    multiple of the step 15) gives a disjoint TUNING set, so settings are not tuned on the people reported."""
     import numpy as np
     import torch
 
@@ -48,7 +52,7 @@ def _people(faces, codes, metric, eraser, n: int):
     d = E.distances_to(metric.describe(E.render(eraser, ws), faces.landmarks[idx]), faces.descriptors[idx])
     recognised = [i for i, ok in zip(idx, d < E.THRESHOLD) if ok]
     step = max(1, len(recognised) // n)
-    chosen = recognised[::step][:n]  # spread over the alphabet rather than the first n
+    chosen = recognised[offset::step][:n]  # spread over the alphabet rather than the first n
     others = [i for i in recognised if i not in chosen]
     return chosen, others, np.asarray(d)
 
@@ -59,13 +63,13 @@ def _distances(eraser, faces, ws, idx, metric):
     return E.distances_to(metric.describe(E.render(eraser, ws), faces.landmarks[idx]), faces.descriptors[idx])
 
 
-def joint_section(eraser, faces, codes, metric, n: int) -> dict:
+def joint_section(eraser, faces, codes, metric, n: int, offset: int = 0, joint_over: dict | None = None) -> dict:
     import numpy as np
     import torch
 
     from guide_unlearn.recipes.demo_faces import evaluate as E
 
-    chosen, others, _ = _people(faces, codes, metric, eraser, n)
+    chosen, others, _ = _people(faces, codes, metric, eraser, n, offset)
     ids = [faces.people[i] for i in chosen]
     ws = {faces.people[i]: codes[faces.names[i]].unsqueeze(0) for i in chosen}
     ws_others = torch.stack([codes[faces.names[i]] for i in others])
@@ -76,8 +80,9 @@ def joint_section(eraser, faces, codes, metric, n: int) -> dict:
         t = time.perf_counter()
         singles[rid] = eraser.erase(ws[rid], cfg, measure=False).patch
         single_s.append(time.perf_counter() - t)
+    joint_cfg = cfg.replace(**(joint_over or {}))  # the joint run's own settings (--joint-config)
     t = time.perf_counter()
-    joint = eraser.erase_many(ws, cfg, measure=False)
+    joint = eraser.erase_many(ws, joint_cfg, measure=False)
     joint_s = time.perf_counter() - t
     from guide_unlearn.pipelines.measure import people_target_similarity
 
@@ -108,7 +113,8 @@ def joint_section(eraser, faces, codes, metric, n: int) -> dict:
     pair = lambda desc: np.sqrt(((desc[:, None] - desc[None]) ** 2).sum(-1))[np.triu_indices(len(ids), 1)]
     pj, pp = pair(tgt_joint), pair(tgt_plain)
     return {
-        "people": ids, "iterations": cfg.iterations, "persons_per_step": min(cfg.persons_per_step, len(ids)),
+        "people": ids, "iterations": joint_cfg.iterations, "joint_config": joint_over or {},
+        "persons_per_step": min(joint_cfg.persons_per_step, len(ids)),
         "single_seconds": [round(s, 2) for s in single_s], "single_seconds_mean": round(float(np.mean(single_s)), 2),
         "joint_seconds": round(joint_s, 2), "joint_over_one_single": round(joint_s / float(np.mean(single_s)), 2),
         "dlib_before": [round(float(x), 3) for x in before],
@@ -126,14 +132,14 @@ def joint_section(eraser, faces, codes, metric, n: int) -> dict:
     }
 
 
-def continual_section(eraser, faces, codes, metric, n: int) -> dict:
+def continual_section(eraser, faces, codes, metric, n: int, offset: int = 0) -> dict:
     """Erase n people one after another (each patch applied before the next), plain stacking and with
     ``keep_erased`` (the earlier people's codes passed to the later erases)."""
     import torch
 
     from guide_unlearn.recipes.demo_faces import evaluate as E
 
-    chosen, _, _ = _people(faces, codes, metric, eraser, 8)
+    chosen, _, _ = _people(faces, codes, metric, eraser, 8, offset)
     chosen = chosen[:n]
     cfg = eraser.default_config(progress=False)
     ws = [codes[faces.names[i]].unsqueeze(0) for i in chosen]
@@ -198,6 +204,10 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--sections", default="joint,continual,queue")
     p.add_argument("--people", type=int, default=8)
+    p.add_argument("--offset", type=int, default=0,
+                   help="which people: 0 = the report set (docs/queue.md), 7 = the disjoint tuning set")
+    p.add_argument("--joint-config", default="{}",
+                   help="JSON of EraseConfig fields for the joint run only (the single erases keep the defaults)")
     p.add_argument("--continual", type=int, default=4)
     p.add_argument("--queue-requests", type=int, default=6)
     p.add_argument("--queue-iterations", type=int, default=20)
@@ -208,7 +218,7 @@ def main() -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    figures: dict = {"benchmark": "many_people", "threads": args.threads}
+    figures: dict = {"benchmark": "many_people", "threads": args.threads, "offset": args.offset}
     if "joint" in sections or "continual" in sections:
         from guide_unlearn import IdentityEraser
         from guide_unlearn.recipes.demo_faces import evaluate as E
@@ -220,7 +230,8 @@ def main() -> int:
         metric = E.metric_for(faces)
         codes = E.load_codes(CODES, eraser)
         if "joint" in sections:
-            j = figures["joint"] = joint_section(eraser, faces, codes, metric, args.people)
+            j = figures["joint"] = joint_section(eraser, faces, codes, metric, args.people, args.offset,
+                                                    json.loads(args.joint_config))
             print(f"joint: {len(j['people'])} people; one single erase {j['single_seconds_mean']} s, joint "
                   f"{j['joint_seconds']} s ({j['joint_over_one_single']}x); erased single {j['erased_single']}, "
                   f"joint {j['erased_joint']}; others still recognised {j['others_still_recognised']:.1%} of "
@@ -230,7 +241,7 @@ def main() -> int:
             print(f"  targets, dlib pair distance: plain UFO {j['target_dlib_pair_distance_plain_ufo']}, separated "
                   f"{j['target_dlib_pair_distance_separated']}; latent cosine {j['target_latent_cosine']}")
         if "continual" in sections:
-            c = figures["continual"] = continual_section(eraser, faces, codes, metric, args.continual)
+            c = figures["continual"] = continual_section(eraser, faces, codes, metric, args.continual, args.offset)
             for mode in ("stacked", "stacked_keep_erased"):
                 m = c[mode]
                 print(f"continual, {mode}: dlib after each step {m['dlib_after_each_step']}; earlier still erased "

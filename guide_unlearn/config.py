@@ -110,6 +110,14 @@ class EraseConfig:
     """Joint runs: keep the people's UFO targets apart (orthogonalised target directions, see
     ``targets.separated_targets``) so that two people are not erased into the same face. Ignored for one person."""
 
+    joint_balance: float = 0.0
+    """Joint runs, in [0, 1]: with n erased people visited in an iteration, L_global is weighted by
+    1 + joint_balance·(n - 1) (``engine.JointBalance``). 1 = the loss is the sum of each visited person's
+    single-erase loss (every person's L_local meets the preservation pressure of a single erase); 0 = one L_global
+    against all the visited people's L_local. Measured on demo-faces (docs/queue.md): balance trades erasure for
+    preservation, and no setting tried reached 8 of 8 erased with >= 95 % of the others kept within 3x one single
+    erase, so the default keeps the erasure (0). Ignored for one person."""
+
     full_finetune: bool = False
     """False: train a LoRA forget patch; True: fine-tune every synthesis parameter (the paper preset)."""
     lora_rank: int = 4
@@ -269,6 +277,8 @@ class EraseConfig:
         need(self.noise_mode in NOISE_MODES, f"noise_mode must be one of {NOISE_MODES}, got {self.noise_mode!r}")
         need(isinstance(self.persons_per_step, int) and self.persons_per_step >= 1,
              f"persons_per_step must be an integer >= 1, got {self.persons_per_step!r}")
+        need(_finite(self.joint_balance) and 0 <= self.joint_balance <= 1,
+             f"joint_balance must be a number in [0, 1], got {self.joint_balance!r}")
         need(isinstance(self.lora_rank, int) and self.lora_rank >= 1,
              f"lora_rank must be an integer >= 1, got {self.lora_rank!r}")
         need(_finite(self.lora_alpha) and self.lora_alpha > 0, f"lora_alpha must be > 0, got {self.lora_alpha!r}")

@@ -293,7 +293,8 @@ def run_erase(
     All K codes are photos of ONE person and are erased together, unless ``person_of`` [K] (long, 0..P-1) says
     which of P people each code shows: then each person gets their own UFO target (kept apart when
     ``cfg.distinct_targets``), L_local takes ``cfg.persons_per_step`` people per iteration in a fixed cyclic
-    order (see :class:`PersonSchedule`), and the adjacency samples start from the visited people's codes.
+    order (see :class:`PersonSchedule`), the adjacency samples start from the visited people's codes, and
+    L_global is weighted per visited person by ``cfg.joint_balance`` (see :class:`JointBalance`).
     ``person_ids`` (P strings, e.g. request ids) label the per-person final losses in the patch metadata
     (key ``"requests"``); no code or target is ever stored.
 
@@ -331,6 +332,7 @@ def run_erase(
         people += keep.shape[0]
         k = w_u.shape[0]
     schedule = PersonSchedule(person_of, cfg.persons_per_step, cfg.seed) if people > 1 else None
+    balanced = JointBalance(cfg, erased_people)
     per_person: list[dict[str, float]] = [{} for _ in range(people)]
     rng = torch.Generator(device=device).manual_seed(cfg.seed)
     base = patch_state(model)["base_fingerprint"]
@@ -366,9 +368,10 @@ def run_erase(
             idx = torch.randint(0, k_s, (n_adj,), generator=rng, device=device)
             alpha = torch.rand(n_adj, generator=rng, device=device) * (alpha_hi - alpha_lo) + alpha_lo
             ws_u, ws_s = step_codes(w_us, w_ts, w_r, idx, alpha, n_adj)
+            step_cfg = balanced(schedule.people(step)) if rows is not None else cfg  # host ints: no device sync
             with accelerator.autocast():
-                loss = compute_step_loss(generator, trainable.source, ws_u, ws_s, cam, k_s, n_adj, cfg, perceptual,
-                                         identity, rng, None if rows is None else schedule.weights[rows])
+                loss = compute_step_loss(generator, trainable.source, ws_u, ws_s, cam, k_s, n_adj, step_cfg,
+                                         perceptual, identity, rng, None if rows is None else schedule.weights[rows])
             if rows is not None:
                 _record_people(per_person, person_of[rows], loss.local_rows, step)
             if not math.isfinite(loss.parts["loss"]):  # already on the host: no extra device sync
@@ -420,6 +423,41 @@ def run_erase(
     if state_path is not None and state_path.exists():
         state_path.unlink()  # holds the person's code: never keep it after success
     return EraseRun(patch=patch, w_target=w_t[:erased_codes], history=history, seconds=seconds, run=run)
+
+
+class JointBalance:
+    """The loss settings of one iteration of a joint run (``cfg.joint_balance`` = b in [0, 1]).
+
+    With n > 1 erased people visited in an iteration, L_global is weighted by 1 + b·(n - 1): b = 1 makes the loss
+    the SUM over the visited erased people of each one's single-erase loss (their own L_local, the adjacency
+    samples that start from their codes, and the shared L_global counted once per person), so every person's
+    L_local meets the preservation pressure of a single erase; b = 0 keeps one L_global against all the visited
+    people's L_local. People kept from earlier patches (``keep``) are preservation rows and do not count; with one
+    erased person the config is returned unchanged.
+
+    __call__(visited: the person indices visited in the iteration, ``PersonSchedule.people(step)``) -> the
+    EraseConfig for that iteration's loss.
+    """
+
+    def __init__(self, cfg: EraseConfig, erased_people: int):
+        self.cfg = cfg
+        self.erased_people = erased_people
+        self._cache: dict[float, EraseConfig] = {}
+
+    def scale(self, visited: Sequence[int]) -> float:
+        """The factor on L_global: 1 + b·(n - 1), n = the erased people among ``visited`` (at least 1)."""
+        if self.erased_people <= 1 or self.cfg.joint_balance == 0:
+            return 1.0
+        n = max(1, len({int(p) for p in visited if int(p) < self.erased_people}))
+        return 1.0 + self.cfg.joint_balance * (n - 1)
+
+    def __call__(self, visited: Sequence[int]) -> EraseConfig:
+        scale = self.scale(visited)
+        if scale == 1.0:
+            return self.cfg
+        if scale not in self._cache:
+            self._cache[scale] = self.cfg.replace(global_weight=self.cfg.global_weight * scale)
+        return self._cache[scale]
 
 
 class PersonSchedule:

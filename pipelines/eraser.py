@@ -215,7 +215,8 @@ class IdentityEraser:
         (as :meth:`erase`); a sequence of (id, inputs) pairs is accepted too (duplicate ids are refused). Each
         person gets their own UFO target (kept apart, ``config.distinct_targets``); L_local and L_adj cover every
         person through a cyclic schedule of ``config.persons_per_step`` people per iteration; L_global preserves
-        the rest. Without ``config`` the model's default config is used with iterations raised so that every
+        the rest, weighted 1 + ``config.joint_balance``·(n - 1) for the n people visited (docs/queue.md: the
+        default 0 keeps the erasure, 1 gives every person a single erase's preservation). Without ``config`` the model's default config is used with iterations raised so that every
         person is visited at least half as often as a single erase visits its person. ``measure`` adds the
         target-similarity figures. ``keep_erased``: as in :meth:`erase`. The applied patches stay as they were.
         See :class:`ManyErasureResult`.

@@ -9,7 +9,7 @@ import torch
 
 from guide_unlearn import EraseConfig
 from guide_unlearn.engine import PersonSchedule
-from guide_unlearn.errors import InputError, LatentError
+from guide_unlearn.errors import ConfigError, InputError, LatentError
 from guide_unlearn.targets import separated_targets, target_similarity, ufo_target
 from guide_unlearn.testing import tiny_eraser, tiny_generator
 
@@ -166,3 +166,47 @@ def test_keeping_the_earlier_person_stops_a_later_erase_from_bringing_them_back(
     before_b = _mse(eraser.synthesize(ws[1:]), target_b)
     eraser.apply_patch(second.patch)
     assert _mse(eraser.synthesize(ws[1:]), target_b) < 0.9 * before_b  # the new person is still erased
+
+
+def test_joint_balance_weighs_the_global_term_once_per_visited_erased_person():
+    from guide_unlearn.engine import JointBalance
+
+    cfg = EraseConfig(global_weight=2.0, joint_balance=1.0)
+    balance = JointBalance(cfg, erased_people=3)  # persons 0..2 erased, 3.. kept from earlier patches
+    assert balance([0, 1, 1, 2]).global_weight == 6.0  # three people visited (a person listed twice counts once)
+    assert balance([2, 3, 4]).global_weight == 2.0  # kept people do not count
+    assert balance([0, 2, 3]).global_weight == 4.0
+    assert JointBalance(cfg.replace(joint_balance=0.5), 3)([0, 1, 2]).global_weight == 4.0  # 1 + .5·2
+    assert JointBalance(cfg, erased_people=1)([0, 1, 2]) is cfg  # one erased person + kept ones
+    assert JointBalance(cfg.replace(joint_balance=0.0), 3)([0, 1, 2]).global_weight == 2.0
+    with pytest.raises(ConfigError, match="joint_balance"):
+        EraseConfig(joint_balance=1.5)
+
+
+def test_joint_balance_leaves_a_single_person_erase_unchanged():
+    eraser = tiny_eraser()
+    ws = _codes(eraser, 2, seed=5)
+    for keep in (None, ws[1:]):
+        patches = [eraser.erase(ws[:1], EraseConfig(iterations=3, joint_balance=b, progress=False), measure=False,
+                                keep_erased=keep).patch for b in (1.0, 0.0)]
+        assert set(patches[0].tensors) == set(patches[1].tensors)
+        assert all(torch.equal(patches[0].tensors[n], patches[1].tensors[n]) for n in patches[0].tensors)
+
+
+def test_a_balanced_joint_run_changes_other_faces_less_than_an_unbalanced_one():
+    eraser = tiny_eraser()
+    ws = _codes(eraser, 4, seed=7)
+    others = _codes(eraser, 16, seed=99)
+    before = eraser.synthesize(others)
+    changed, moved = {}, {}
+    for balance in (1.0, 0.0):
+        cfg = EraseConfig(iterations=60, joint_balance=balance, progress=False)
+        result = eraser.erase_many({f"p{i}": ws[i:i + 1] for i in range(4)}, cfg, measure=False)
+        targets = eraser.synthesize(torch.cat(list(result.w_target.values())))
+        start = _mse(eraser.synthesize(ws), targets)
+        eraser.apply_patch(result.patch)
+        changed[balance] = _mse(eraser.synthesize(others), before)
+        moved[balance] = _mse(eraser.synthesize(ws), targets) / start
+        eraser.remove_patch(result.patch)
+    assert changed[1.0] < 0.2 * changed[0.0], changed
+    assert moved[1.0] < 0.9, moved  # the people still move toward their targets

@@ -1,0 +1,142 @@
+"""Issue #15's open goal: a joint ``erase_many`` of 8 demo-faces people that erases all 8 AND keeps >= 95 % of the
+other recognised people recognised, within 3x one single erase. This script is the sweep behind the choice.
+
+    OMP_NUM_THREADS=1 python benchmarks/sweep_joint_preservation.py --diagnose
+    OMP_NUM_THREADS=1 python benchmarks/sweep_joint_preservation.py --variant NAME '{"field": value, ...}' ...
+
+Tuning is done on a set of 8 people DISJOINT from the report set of ``bench_many.py`` (``--offset 7``: every
+15th recognised person from the 8th; the report set starts at 0); preservation is judged on the remaining
+recognised people. Each variant is one joint run with the model's default config plus the given EraseConfig
+overrides; one JSON line per variant is appended to benchmarks/results/many/joint_preservation_sweep.jsonl
+(erased of 8, others kept, the kept share among the others nearest to an erased person, seconds).
+``--diagnose`` prints the W-space distances that set the scale of the neighbourhood (typical ||w - w_avg||,
+the resolved adjacency range, distances between different people's codes) and appends them as one line.
+Needs shared/. Seconds measured on a shared machine are noisy; bench_joint_time.py is the paired timing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+OUT = HERE / "results" / "many" / "joint_preservation_sweep.jsonl"
+
+
+def _setup(offset: int, n: int):
+    import torch
+
+    from bench_many import CODES, _people
+    from guide_unlearn import IdentityEraser
+    from guide_unlearn.recipes.demo_faces import evaluate as E
+    from guide_unlearn.recipes.demo_faces.data import build_face_set, faces_root, list_photos
+
+    eraser = IdentityEraser.from_pretrained("demo-faces")
+    root = faces_root()
+    faces = build_face_set(root, list_photos(root))
+    metric = E.metric_for(faces)
+    codes = E.load_codes(CODES, eraser)
+    chosen, others, _ = _people(faces, codes, metric, eraser, n, offset)
+    ws = torch.stack([codes[faces.names[i]] for i in chosen])
+    ws_others = torch.stack([codes[faces.names[i]] for i in others])
+    return eraser, faces, metric, chosen, others, ws, ws_others
+
+
+def _dist(a, b):
+    """Frobenius distances [len(a), len(b)] between codes [N, num_ws, w_dim]."""
+    import torch
+
+    return torch.cdist(a.flatten(1), b.flatten(1))
+
+
+def diagnose(eraser, ws, ws_others) -> dict:
+    import torch
+
+    from guide_unlearn.engine import resolve_distances
+    from guide_unlearn.targets import typical_distance
+
+    g = eraser.generator
+    cfg = eraser.default_config(progress=False)
+    d, alpha = resolve_distances(cfg, g)
+    typical = typical_distance(g.mapping, g.w_avg, g.z_dim)
+    typical_psi = typical_distance(g.mapping, g.w_avg, g.z_dim, truncation_psi=cfg.truncation_psi)
+    allw = torch.cat([ws, ws_others])
+    pair = _dist(allw, allw)
+    pair.fill_diagonal_(float("inf"))
+    nearest = pair.min(1).values
+    to_erased = _dist(ws_others, ws).min(1).values
+    q = lambda t: [round(float(x), 2) for x in torch.quantile(t, torch.tensor([0.0, 0.1, 0.5, 0.9, 1.0]))]
+    return {"typical_w_minus_avg": round(typical, 2), "typical_at_psi": round(typical_psi, 2),
+            "real_codes_w_minus_avg_q": q((allw - g.w_avg).flatten(1).norm(dim=1)),
+            "target_distance_used": round(d, 2), "adjacency_alpha_used": [round(alpha[0], 2), round(alpha[1], 2)],
+            "nearest_other_person_q": q(nearest), "other_to_nearest_erased_q": q(to_erased),
+            "quantiles": [0, 0.1, 0.5, 0.9, 1]}
+
+
+def run_variant(eraser, faces, metric, chosen, others, ws, ws_others, over: dict) -> dict:
+    import numpy as np
+    import torch
+
+    from guide_unlearn.recipes.demo_faces import evaluate as E
+
+    cfg = eraser.default_config(progress=False, **over)
+    req = {f"r{k}": ws[k:k + 1] for k in range(len(chosen))}
+    t = time.perf_counter()
+    joint = eraser.erase_many(req, cfg, measure=False)
+    seconds = time.perf_counter() - t
+    eraser.apply_patch(joint.patch)
+    try:
+        after = E.distances_to(metric.describe(E.render(eraser, ws), faces.landmarks[chosen]),
+                               faces.descriptors[chosen])
+        oth = E.distances_to(metric.describe(E.render(eraser, ws_others), faces.landmarks[others]),
+                             faces.descriptors[others])
+        found = E.faces_found(E.render(eraser, ws))
+    finally:
+        eraser.remove_patch(joint.patch)
+    kept = oth < E.THRESHOLD
+    near = _dist(ws_others, ws).min(1).values.numpy()
+    close = near <= np.quantile(near, 0.25)
+    return {"erased": int((after > E.THRESHOLD).sum()), "dlib_joint": [round(float(x), 3) for x in after],
+            "others_kept": round(float(kept.mean()), 4), "n_others": len(others),
+            "kept_nearest_quarter": round(float(kept[close].mean()), 4),
+            "kept_farther": round(float(kept[~close].mean()), 4), "faces_found": int(found.sum()),
+            "iterations": cfg.iterations, "seconds": round(seconds, 1)}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--offset", type=int, default=7, help="selection offset: 7 = the tuning set, 0 = the report set")
+    p.add_argument("--people", type=int, default=8)
+    p.add_argument("--diagnose", action="store_true")
+    p.add_argument("--variant", nargs=2, action="append", default=[], metavar=("NAME", "JSON"))
+    args = p.parse_args()
+    import torch
+
+    torch.set_num_threads(1)
+    setup = _setup(args.offset, args.people)
+    eraser, faces, metric, chosen, others, ws, ws_others = setup
+    people = [faces.people[i] for i in chosen]
+    rows = []
+    if args.diagnose:
+        rows.append({"diagnosis": diagnose(eraser, ws, ws_others), "offset": args.offset, "people": people})
+        print(json.dumps(rows[-1]), flush=True)
+    for name, over in args.variant:
+        over = json.loads(over)
+        r = run_variant(*setup, over)
+        rows.append({"variant": name, "over": over, "offset": args.offset,
+                     "set": "report" if args.offset == 0 else "tuning", **r})
+        print(json.dumps(rows[-1]), flush=True)
+        with OUT.open("a") as f:
+            f.write(json.dumps(rows[-1]) + "\n")
+    if args.diagnose:
+        with OUT.open("a") as f:
+            f.write(json.dumps(rows[0]) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
