@@ -47,7 +47,9 @@ def main() -> int:
 
         gen = eraser.generator
         code = gen.mapping(torch.randn(1, gen.z_dim, generator=torch.Generator().manual_seed(0)), None).detach()
-        cfg = eraser.default_config(progress=False, iterations=1)
+        # lr pinned to the LoRA preset's: the loop compares per-iteration cost, and the final loss must match
+        # across commits whatever the model's recommended lr was at each (it changed with the 75-step recipe)
+        cfg = eraser.default_config(progress=False, iterations=1, lr=0.005)
         run_erase(gen, code, cfg, eraser.perceptual, None)  # warm-up
         cfg = cfg.replace(iterations=args.loop)
         t, cpu = time.perf_counter(), time.process_time()

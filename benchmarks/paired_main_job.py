@@ -2,13 +2,16 @@
 
     python benchmarks/paired_main_job.py --base aa47a05 --pairs 3 --loop 10 --threads 1   # loop ms/iter
     python benchmarks/paired_main_job.py --base aa47a05 --pairs 1 --figures               # + dlib figures
+    python benchmarks/paired_main_job.py --base aa47a05 --pairs 3 --time-only --threads 2 # the whole erase
 
 The older commit is exported with ``git archive`` into a temporary folder and put first on PYTHONPATH (with
 links that give it the installed layout: guide_unlearn.adapters / .pipelines / .recipes), so the same
 ``bench_main_job.py`` of THIS checkout measures both; each measurement runs in its own subprocess, in the order
 base, ours, base, ours, ... Prints one JSON line per run, then a summary JSON line (last line) with the median
 and min..max over the pairs of the base / ours ratio of wall and process-CPU ms per iteration, and the load
-average. With --figures each run is a full ``bench_main_job.py`` (the main job's erase + its dlib figures).
+average. With --figures each run is a full ``bench_main_job.py`` (the main job's erase + its dlib figures); with
+--time-only it is the main job's erase alone, as ``guide-unlearn erase`` runs it: each commit with ITS OWN
+recommended settings (so a recipe change of the model's defaults counts; ``final_losses`` show which ran).
 """
 
 from __future__ import annotations
@@ -54,8 +57,12 @@ def main() -> int:
     p.add_argument("--loop", type=int, default=10, help="iterations per loop timing (ignored with --figures)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--figures", action="store_true", help="full main-job runs with the dlib figures")
+    p.add_argument("--time-only", action="store_true", help="the main job's whole erase, each commit's own defaults")
     args = p.parse_args()
-    bench_args = ["--threads", str(args.threads)] + ([] if args.figures else ["--loop", str(args.loop)])
+    if args.figures and args.time_only:
+        p.error("--figures and --time-only exclude each other")
+    mode = ["--time-only"] if args.time_only else [] if args.figures else ["--loop", str(args.loop)]
+    bench_args = ["--threads", str(args.threads)] + mode
     with tempfile.TemporaryDirectory(prefix="guide_base_") as tmp:
         base = str(export(args.base, Path(tmp)))
         rows = []
@@ -65,11 +72,13 @@ def main() -> int:
             for name, r in (("base", b), ("ours", o)):
                 print(json.dumps({"pair": i, "code": name, **r}), flush=True)
             rows.append((b, o))
-    if args.figures:
+    if args.figures or args.time_only:
         wall = [b["erase_seconds"] / o["erase_seconds"] for b, o in rows]
         summary = {"benchmark": "paired_main_job", "base": args.base, "pairs": args.pairs,
                    "erase_seconds_ratio_median": round(statistics.median(wall), 3),
-                   "erase_seconds_ratio_range": [round(min(wall), 3), round(max(wall), 3)]}
+                   "erase_seconds_ratio_range": [round(min(wall), 3), round(max(wall), 3)],
+                   "base_erase_seconds": [b["erase_seconds"] for b, _ in rows],
+                   "ours_erase_seconds": [o["erase_seconds"] for _, o in rows]}
     else:
         wall = [b["wall_ms_per_iter"] / o["wall_ms_per_iter"] for b, o in rows]
         cpu = [b["cpu_ms_per_iter"] / o["cpu_ms_per_iter"] for b, o in rows]
