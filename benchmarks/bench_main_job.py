@@ -53,7 +53,8 @@ def main() -> int:
         run_erase(gen, code, cfg, eraser.perceptual, None)  # warm-up
         cfg = cfg.replace(iterations=args.loop)
         t, cpu = time.perf_counter(), time.process_time()
-        history = run_erase(gen, code, cfg, eraser.perceptual, None).history
+        out = run_erase(gen, code, cfg, eraser.perceptual, None)
+        history = out.history if hasattr(out, "history") else out[2]  # older commits return a 4-tuple
         print(json.dumps({"benchmark": "main_job_loop", "iterations": args.loop, "threads": args.threads,
                           "wall_ms_per_iter": round(1000 * (time.perf_counter() - t) / args.loop, 1),
                           "cpu_ms_per_iter": round(1000 * (time.process_time() - cpu) / args.loop, 1),
