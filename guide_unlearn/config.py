@@ -112,7 +112,7 @@ class EraseConfig:
 
     joint_balance: float = 0.0
     """Joint runs, in [0, 1]: with n erased people visited in an iteration, L_global is weighted by
-    1 + joint_balance·(n - 1) (``engine.JointBalance``). 1 = the loss is the sum of each visited person's
+    1 + joint_balance·(n - 1) (``joint.JointBalance``). 1 = the loss is the sum of each visited person's
     single-erase loss (every person's L_local meets the preservation pressure of a single erase); 0 = one L_global
     against all the visited people's L_local. Measured on demo-faces (docs/queue.md): balance trades erasure for
     preservation, and no setting tried reached 8 of 8 erased with >= 95 % of the others kept within 3x one single
