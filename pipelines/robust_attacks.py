@@ -38,7 +38,7 @@ def build_attack(eraser, images: torch.Tensor, cameras: Optional[torch.Tensor], 
     their augmented copies inverted by the fresh default inverter and by the from-scratch projector through the
     generator as it renders when called. Seeded by ``cfg.seed`` and the round."""
     from guide_unlearn.adapters.projector import OptimizationInverter
-    from guide_unlearn.pipelines.auditing import _fresh_default_inverter
+    from guide_unlearn.pipelines.audit_attacks import _fresh_default_inverter
 
     default_inv = _fresh_default_inverter(eraser)
     scratch_inv = OptimizationInverter(eraser.generator, eraser.perceptual, steps=cfg.attack_steps,
