@@ -108,6 +108,8 @@ def main() -> int:
     p.add_argument("--plot", default="", help="plot this <person>_steps.json to --png and exit")
     p.add_argument("--png", default=str(HERE.parent / "docs" / "robust_attack_budget.png"))
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--patch-dir", default="", help="also save each patch to <patch-dir>/<person>_<preset>/ "
+                   "(for later measurements; keep it out of the repository: a patch is derived from a photo)")
     p.add_argument("--out", default=str(HERE / "results" / "robust"))
     args = p.parse_args()
     if args.plot:
@@ -169,6 +171,8 @@ def main() -> int:
         result = eraser.erase(faces / request, config=cfg, measure=False)
         erase_s = time.perf_counter() - t
         name = preset if preset != "robust" else args.tag
+        if args.patch_dir:
+            result.patch.save_pretrained(Path(args.patch_dir) / f"{stem}_{name}", overwrite=True)
         if args.no_audit:
             curve(name, result.patch)
             continue
