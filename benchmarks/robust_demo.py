@@ -13,6 +13,10 @@ The attacker-budget curve alone (no audit; ``--base-curve`` adds the unpatched m
 
     python benchmarks/robust_demo.py --person guide --no-audit --base-curve --steps 50,100,200,400,800 --threads 1
     python benchmarks/robust_demo.py --plot benchmarks/results/robust/guide_steps.json --png docs/robust_attack_budget.png
+
+The cost ratio alone, paired (alternating default / robust erases after a warm-up; run it on an idle machine):
+
+    python benchmarks/robust_demo.py --person guide --presets lora,robust --time-pairs 3 --threads 2
 """
 
 from __future__ import annotations
@@ -102,6 +106,9 @@ def main() -> int:
     p.add_argument("--leakage-starts", type=int, default=8)
     p.add_argument("--leakage-steps", type=int, default=40)
     p.add_argument("--no-curve", action="store_true")
+    p.add_argument("--time-pairs", type=int, default=0,
+                   help="only time the erases: N alternating rounds over --presets (after one warm-up erase), "
+                        "print the seconds and the ratio to the first preset, then exit")
     p.add_argument("--no-audit", action="store_true", help="only the attacker-budget curve (no audit JSON)")
     p.add_argument("--base-curve", action="store_true", help="add the unpatched model's curve ('base')")
     p.add_argument("--steps", default=",".join(map(str, STEP_COUNTS)), help="step counts of the curve")
@@ -162,6 +169,24 @@ def main() -> int:
         steps_path.write_text(json.dumps(curves, indent=1))
         print(json.dumps({"curve": name, "recognised_by_steps": curves[name]}), flush=True)
 
+    if args.time_pairs:
+        presets = args.presets.split(",")
+        cfgs = {pr: eraser.default_config(preset=pr, progress=False,
+                                          **(json.loads(args.override) if pr == "robust" else {})) for pr in presets}
+        eraser.erase(faces / request, config=cfgs[presets[0]], measure=False)  # warm-up (lazy loads, allocator)
+        secs: dict[str, list] = {pr: [] for pr in presets}
+        for _ in range(args.time_pairs):
+            for pr in presets:
+                t = time.perf_counter()
+                eraser.erase(faces / request, config=cfgs[pr], measure=False)
+                secs[pr].append(round(time.perf_counter() - t, 2))
+        base = presets[0]
+        rec = {"person": args.person, "threads": args.threads, "pairs": args.time_pairs, "seconds": secs,
+               "ratio_to_" + base: {pr: [round(a / b, 2) for a, b in zip(secs[pr], secs[base])] for pr in presets}}
+        print(json.dumps(rec), flush=True)
+        with open(out_dir / "robust_cost.jsonl", "a") as f:
+            f.write(json.dumps(rec) + "\n")
+        return 0
     if args.base_curve:
         curve("base (no patch)", None)
     for preset in args.presets.split(","):
