@@ -189,9 +189,9 @@ class EraseConfig:
     @classmethod
     def robust(cls, **overrides: Any) -> "EraseConfig":
         """The LoRA preset hardened against re-inversion (``guide_unlearn.robust``, docs/erasing.md): after the
-        100 plain steps, adversarial rounds that re-invert the request through G_u and erase what the attackers
-        find, an identity-repulsion term, and adjacency samples bridging to the found codes. The tracked attacker
-        (``tracking_steps``) is off: on demo-faces it cost others_kept 1.00 -> 0.14 (docs/erasing.md)."""
+        plain steps (``iterations``), adversarial rounds that re-invert the request through G_u and erase what the
+        attackers find, an identity-repulsion term, and adjacency samples bridging to the found codes. The tracked
+        attacker (``tracking_steps``) is off: on demo-faces it cost others_kept 1.00 -> 0.14 (docs/erasing.md)."""
         base = dict(adversarial_rounds=2, adversarial_iterations=40, attack_augmentations=3, attack_steps=100,
                     repulsion_weight=1.0, repulsion_margin=0.0, bridge_samples=2)
         base.update(overrides)
