@@ -64,6 +64,46 @@ def scratch_curve(eraser, patch, photos, judge_fn, perceptual, steps=STEP_COUNTS
             eraser.remove_patch(patch)
 
 
+SUMMARY_KEYS = ("reinversion_default_recognised_before", "reinversion_default_recognised_after",
+                "reinversion_scratch_recognised_before", "reinversion_scratch_recognised_after", "id", "id_others",
+                "others_kept", "fd_pre", "leakage_recognised", "leakage_similarity")
+
+
+def summary(folder: str) -> str:
+    """A markdown table over the audits ``<person>_<preset>.json`` in ``folder``: per preset, the mean of each
+    metric over the persons (and, for the re-inversion rates, the count of persons recognised), the fd_pre ratio
+    to the ``lora`` audit of the same person, and the mean erase seconds."""
+    import statistics
+
+    recs = [json.loads(f.read_text()) for f in sorted(Path(folder).glob("*.json")) if not f.name.endswith(
+        "_steps.json")]
+    recs = [r for r in recs if "metrics" in r and "preset" in r]
+    by = {}
+    for r in recs:
+        by.setdefault(r["preset"], {})[r["person"]] = r
+    presets = sorted(by, key=lambda p: (p != "lora", p))
+    lines = ["| metric | " + " | ".join(f"`{p}` ({len(by[p])} persons)" for p in presets) + " |",
+             "|---|" + "---|" * len(presets)]
+    for k in SUMMARY_KEYS:
+        cells = []
+        for p in presets:
+            vals = [r["metrics"][k] for r in by[p].values() if r["metrics"].get(k) is not None]
+            cell = f"{statistics.mean(vals):.3f}" if vals else "—"
+            if k.startswith("reinversion") and vals:
+                cell += f" ({sum(v >= 0.5 for v in vals)}/{len(vals)})"
+            cells.append(cell)
+        lines.append(f"| `{k}` | " + " | ".join(cells) + " |")
+    ratio = []
+    for p in presets:
+        rs = [r["metrics"]["fd_pre"] / by["lora"][n]["metrics"]["fd_pre"] for n, r in by[p].items()
+              if "lora" in by and n in by["lora"] and by["lora"][n]["metrics"].get("fd_pre")]
+        ratio.append(f"{statistics.mean(rs):.2f}x ({min(rs):.2f}..{max(rs):.2f})" if rs else "—")
+    lines.append("| `fd_pre` / default's, same person | " + " | ".join(ratio) + " |")
+    lines.append("| erase seconds (mean) | " + " | ".join(
+        f"{statistics.mean(r['erase_seconds'] for r in by[p].values()):.0f}" for p in presets) + " |")
+    return "\n".join(lines)
+
+
 def plot(steps_json: str, png: str) -> None:
     """Recognised rate against the scratch projector's steps, one line per patch -> ``png``."""
     import matplotlib
@@ -113,6 +153,8 @@ def main() -> int:
     p.add_argument("--base-curve", action="store_true", help="add the unpatched model's curve ('base')")
     p.add_argument("--steps", default=",".join(map(str, STEP_COUNTS)), help="step counts of the curve")
     p.add_argument("--plot", default="", help="plot this <person>_steps.json to --png and exit")
+    p.add_argument("--summary", default="", help="print a markdown table of the <person>_<preset>.json files in "
+                   "this folder (per preset: mean over persons; rates as recognised/persons) and exit")
     p.add_argument("--png", default=str(HERE.parent / "docs" / "robust_attack_budget.png"))
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--patch-dir", default="", help="also save each patch to <patch-dir>/<person>_<preset>/ "
@@ -121,6 +163,9 @@ def main() -> int:
     args = p.parse_args()
     if args.plot:
         plot(args.plot, args.png)
+        return 0
+    if args.summary:
+        print(summary(args.summary))
         return 0
     steps = tuple(sorted(int(x) for x in args.steps.split(",")))
 
