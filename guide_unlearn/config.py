@@ -13,6 +13,7 @@ from .errors import ConfigError
 
 TARGET_KINDS = ("extrapolate", "average")
 MIXED_PRECISION = ("no", "bf16", "fp16")
+ROUND_ATTACKERS = ("default", "scratch")  # the attackers of an adversarial round (guide_unlearn.robust)
 NOISE_MODES = ("random", "const", "none")
 PRESENTATION_FIELDS = ("progress", "log_every", "checkpoint_every")
 """Fields that change how a run is shown or saved along the way, never its result (the patch): they are left out
@@ -150,6 +151,11 @@ class EraseConfig:
     attack_steps: int = 100
     """Steps of the from-scratch projector attacker inside the erase (the audit's attacker runs 400); for the
     tracked attacker, the projector steps a code takes before it is erased."""
+    round_attackers: tuple[str, ...] = ("default", "scratch")
+    """Which attackers re-invert the request in each adversarial round: ``"default"`` (the base model's default
+    inverter, loaded fresh with its shipped code book) and / or ``"scratch"`` (the from-scratch projector,
+    ``attack_steps`` steps from w_avg). A scratch-found code is a W+ code about as far from the request code as
+    another person's (docs/erasing.md): erasing it costs preservation."""
     repulsion_weight: float = 0.0
     """Weight of the identity-repulsion term: relu(cos(ID(G_u(w)), e_person) - repulsion_margin) on the
     attacker-found and adjacency codes (needs a differentiable identity network; 0 disables it)."""
@@ -295,6 +301,13 @@ class EraseConfig:
             v = getattr(self, name)
             need(isinstance(v, int) and not isinstance(v, bool) and v >= 0, f"{name} must be an integer >= 0, got {v!r}")
         need(self.attack_steps >= 1, f"attack_steps must be >= 1, got {self.attack_steps!r}")
+        if isinstance(self.round_attackers, list):
+            object.__setattr__(self, "round_attackers", tuple(self.round_attackers))
+        need(isinstance(self.round_attackers, tuple) and len(self.round_attackers) > 0
+             and len(set(self.round_attackers)) == len(self.round_attackers)
+             and all(a in ROUND_ATTACKERS for a in self.round_attackers),
+             f"round_attackers must be a non-empty tuple of distinct names from {ROUND_ATTACKERS}, "
+             f"got {self.round_attackers!r}")
         for name in ("repulsion_weight", "repulsion_margin"):
             v = getattr(self, name)
             need(_finite(v), f"{name} must be a finite number, got {v!r}")

@@ -34,20 +34,26 @@ def attack_views(eraser, images: torch.Tensor, cameras: Optional[torch.Tensor], 
 
 
 def build_attack(eraser, images: torch.Tensor, cameras: Optional[torch.Tensor], cfg: EraseConfig) -> Attack:
-    """attack(round) -> codes [2 * N * (1 + augmentations), num_ws, w_dim]: the request images [N, 3, H, W] and
-    their augmented copies inverted by the fresh default inverter and by the from-scratch projector through the
-    generator as it renders when called. Seeded by ``cfg.seed`` and the round."""
+    """attack(round) -> codes [A * N * (1 + augmentations), num_ws, w_dim]: the request images [N, 3, H, W] and
+    their augmented copies inverted by each of the A attackers of ``cfg.round_attackers`` (the fresh default
+    inverter, the from-scratch projector), in that order, through the generator as it renders when called.
+    Seeded by ``cfg.seed`` and the round."""
     from guide_unlearn.adapters.projector import OptimizationInverter
     from guide_unlearn.pipelines.audit_attacks import _fresh_default_inverter
 
-    default_inv = _fresh_default_inverter(eraser)
-    scratch_inv = OptimizationInverter(eraser.generator, eraser.perceptual, steps=cfg.attack_steps,
-                                       input_alignment=getattr(eraser.inverter, "input_alignment", "ffhq"))
+    inverters = []
+    for name in cfg.round_attackers:
+        if name == "default":
+            inverters.append(_fresh_default_inverter(eraser))
+        else:
+            inverters.append(OptimizationInverter(eraser.generator, eraser.perceptual, steps=cfg.attack_steps,
+                                                  input_alignment=getattr(eraser.inverter, "input_alignment",
+                                                                          "ffhq")))
     views, cams = attack_views(eraser, images, cameras, cfg)
 
     def attack(round_: int) -> torch.Tensor:
         out = []
-        for inv in (default_inv, scratch_inv):
+        for inv in inverters:
             gen = torch.Generator(device=eraser.device).manual_seed(cfg.seed * 1000 + round_)
             out.append(inv.invert(views, cams, generator=gen).detach())
         return torch.cat(out)

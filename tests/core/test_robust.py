@@ -179,6 +179,26 @@ def test_erase_with_the_robust_preset_runs_the_attackers_and_returns_a_patch(era
     assert not {"progress", "log_every", "checkpoint_every"} & set(meta["erase_config"])  # the recipe only
 
 
+def test_round_attackers_choose_which_attackers_run_in_a_round(eraser):
+    from guide_unlearn.pipelines.robust_attacks import build_attack
+
+    images = eraser.synthesize(_codes(eraser, 8))
+    both = build_attack(eraser, images, None, EraseConfig.robust(attack_steps=2, attack_augmentations=1))
+    default_only = build_attack(eraser, images, None, EraseConfig.robust(attack_steps=2, attack_augmentations=1,
+                                                                        round_attackers=("default",)))
+    found_both, found_default = both(1), default_only(1)
+    assert found_both.shape[0] == 4 and found_default.shape[0] == 2  # attackers x (request + 1 augmented view)
+    # the default inverter's codes come first and are the same whether or not the projector also runs
+    assert torch.equal(found_both[:2], found_default)
+
+
+def test_round_attackers_are_validated():
+    for bad in ((), ("default", "default"), ("gan-inversion",), "default"):
+        with pytest.raises(ConfigError, match="round_attackers"):
+            EraseConfig.robust(round_attackers=bad)
+    assert EraseConfig.robust(round_attackers=["scratch"]).round_attackers == ("scratch",)  # lists are normalised
+
+
 def test_tracked_attacker_makes_the_projector_reconstruct_the_request_worse(eraser):
     """The tracked attacker follows the projector's objective on the request image through G_u while the patch
     trains: afterwards a fresh projector (from w_avg, as the audit's) reconstructs that image through G_u worse
