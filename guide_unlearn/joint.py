@@ -47,6 +47,72 @@ class JointBalance:
         return self._cache[scale]
 
 
+class PersonProgress:
+    """Per-person early stop of a joint run: who is done, judged at every visit from the iteration's own renders.
+
+    Two criteria (EraseConfig; both 0 = off, and only one is used):
+    - ``joint_done_ratio`` = f in (0, 1): a person is done when their L_local (the detached per-person value
+      :func:`_record_people` keeps) has fallen to f times its value at their first visit;
+    - ``joint_done_identity`` = t in (0, 2]: with an identity model, a person is done when the identity distance
+      1 - cos(ID(G_u(w_u)), ID at their first visit) is at least t, i.e. the identity network no longer sees the
+      person the untouched model rendered (their first visit is at step 0 when persons_per_step >= P). It takes
+      precedence over the ratio.
+    A done person drops out of the loss (their L_local rows weigh 0 and no adjacency sample starts from them)
+    until a later visit finds them short of the criterion again (the other people's updates may pull them back),
+    when they rejoin. People kept from earlier patches (``keep``, index >= ``erased_people``) are preservation rows:
+    never done. When every erased person is done at once the run stops (:attr:`finished`): the patch changes the
+    model no more than the slowest person needs. Only visited people are re-judged, so with persons_per_step < P a
+    done person is checked again at their next visit.
+
+    ``active(person_rows)`` -> bool [k_s] for an iteration's code rows (person index per row);
+    ``update(person_rows [k_s], local [k_s], step, embeddings [k_s, D] or None)`` after the loss.
+    """
+
+    def __init__(self, erased_people: int, people: int, ratio: float = 0.0, identity: float = 0.0):
+        self.ratio, self.identity = float(ratio), float(identity)
+        self.erased_people = erased_people
+        self.start: list = [None] * people  # per person: L_local (ratio) or the unit embedding list (identity)
+        self.done = [False] * people
+        self.done_step: list[Optional[int]] = [None] * people  # the step a person last became done (None = not)
+
+    def active(self, person_rows: Sequence[int]) -> torch.Tensor:
+        """bool [k_s]: which of the iteration's code rows (given as person indices) still train."""
+        return torch.tensor([not self.done[int(p)] for p in person_rows], dtype=torch.bool)
+
+    def update(self, person_rows: Sequence[int], local: Sequence[float], step: int,
+               embeddings: Optional[torch.Tensor] = None) -> None:
+        """Judge the visited people from their rows' detached L_local values or identity embeddings [k_s, D]
+        (a person's value is the mean over their codes)."""
+        rows: dict[int, list[int]] = {}
+        for r, p in enumerate(person_rows):
+            rows.setdefault(int(p), []).append(r)
+        for p, idx in rows.items():
+            if p >= self.erased_people:
+                continue
+            if self.identity > 0:
+                if embeddings is None:
+                    raise ValueError("the identity criterion needs the rows' embeddings")
+                e = torch.nn.functional.normalize(embeddings[idx].float().mean(0), dim=0).cpu()
+                if self.start[p] is None:  # first visit: the untouched model's rendering when visited at step 0
+                    self.start[p] = e.tolist()
+                done = 1.0 - float(e @ torch.tensor(self.start[p])) >= self.identity
+            else:
+                value = sum(float(local[r]) for r in idx) / len(idx)
+                if self.start[p] is None:
+                    self.start[p] = value
+                done = value <= self.ratio * self.start[p]
+            if done and not self.done[p]:
+                self.done_step[p] = step
+            elif not done:
+                self.done_step[p] = None
+            self.done[p] = done
+
+    @property
+    def finished(self) -> bool:
+        """Every erased person done."""
+        return all(self.done[:self.erased_people])
+
+
 class PersonSchedule:
     """Which people enter L_local at each iteration of a joint run: a fixed seeded permutation of the P people,
     read cyclically ``per_step`` at a time (iteration t takes positions t·S .. t·S+S-1 mod P, S = min(per_step,
@@ -73,6 +139,10 @@ class PersonSchedule:
     def rows(self, step: int) -> torch.Tensor:
         """The code indices [k_s] of the people visited at ``step``."""
         return torch.cat([self.codes[p] for p in self.people(step)])
+
+    def person_rows(self, step: int) -> list[int]:
+        """The person index of each of :meth:`rows` (host ints, same order: no device sync)."""
+        return [p for p in self.people(step) for _ in range(len(self.codes[p]))]
 
 
 def _person_index(person_of: Optional[torch.Tensor], k: int, person_ids: Optional[Sequence[str]],
