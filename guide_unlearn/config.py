@@ -69,6 +69,10 @@ class EraseConfig:
     """Adam learning rate (GUIDE full fine-tune: 1e-4; rank-4 LoRA factors need a larger step: 5e-3, measured)."""
     adam_betas: tuple[float, float] = (0.9, 0.999)
     """Adam betas (torch defaults, as GUIDE)."""
+    lr_warmup: int = 0
+    """Linear learning-rate warm-up: step t (from 0) uses lr·min(1, (t + 1) / lr_warmup). Adam's first steps move
+    every LoRA factor by about lr whatever the size of its gradient; a warm-up keeps those early moves small
+    (0 = off: the full lr from the first step)."""
 
     target: str = "extrapolate"
     """UFO target: 'extrapolate' (w_avg - d * w_id / ||w_id||, GUIDE) or 'average' (w_avg, the baseline)."""
@@ -295,6 +299,8 @@ class EraseConfig:
         need(_finite(lo) and _finite(hi) and 0 <= lo <= hi, f"adjacency_alpha must be 0 <= lo <= hi, got {(lo, hi)}")
         need(_finite(self.truncation_psi), f"truncation_psi must be finite, got {self.truncation_psi!r}")
         need(self.noise_mode in NOISE_MODES, f"noise_mode must be one of {NOISE_MODES}, got {self.noise_mode!r}")
+        need(isinstance(self.lr_warmup, int) and not isinstance(self.lr_warmup, bool) and self.lr_warmup >= 0,
+             f"lr_warmup must be an integer >= 0, got {self.lr_warmup!r}")
         need(isinstance(self.persons_per_step, int) and self.persons_per_step >= 1,
              f"persons_per_step must be an integer >= 1, got {self.persons_per_step!r}")
         need(_finite(self.joint_balance) and 0 <= self.joint_balance <= 1,

@@ -406,6 +406,9 @@ def run_erase(
                     "mixed_precision='no'")
             optimizer.zero_grad(set_to_none=True)
             accelerator.backward(loss.total)
+            if cfg.lr_warmup:  # a pure function of the step: a resumed run gets the same rate
+                for group in optimizer.param_groups:
+                    group["lr"] = cfg.lr * min(1.0, (step + 1) / cfg.lr_warmup)
             optimizer.step()
             if step % run.log_every == 0 or step == cfg.iterations - 1:
                 entry = {"step": float(step), **loss.parts}

@@ -304,3 +304,22 @@ def test_an_identity_done_criterion_without_an_identity_model_is_refused():
     with pytest.raises(ConfigError, match="joint_done_identity"):
         eraser.erase_many({"a": ws[:1], "b": ws[1:]}, EraseConfig(iterations=2, joint_done_identity=0.2,
                                                                   progress=False), measure=False)
+
+
+def test_a_learning_rate_warm_up_makes_the_first_steps_smaller_and_zero_warm_up_changes_nothing():
+    eraser = tiny_eraser()
+    ws = _codes(eraser, 1, seed=21)
+    before = eraser.synthesize(ws)
+
+    def moved(cfg):  # the patch and how far it moves the person's rendering
+        patch = eraser.erase(ws, cfg, measure=False).patch
+        eraser.apply_patch(patch)
+        change = _mse(eraser.synthesize(ws), before)
+        eraser.remove_patch(patch)
+        return patch, change
+
+    plain, plain_change = moved(EraseConfig(iterations=3, progress=False))
+    same, _ = moved(EraseConfig(iterations=3, lr_warmup=0, progress=False))
+    assert all(torch.equal(plain.tensors[n], same.tensors[n]) for n in plain.tensors)
+    _, warm_change = moved(EraseConfig(iterations=3, lr_warmup=30, progress=False))
+    assert warm_change < 0.5 * plain_change, (warm_change, plain_change)
