@@ -69,11 +69,6 @@ class EraseConfig:
     """Adam learning rate (GUIDE full fine-tune: 1e-4; rank-4 LoRA factors need a larger step: 5e-3, measured)."""
     adam_betas: tuple[float, float] = (0.9, 0.999)
     """Adam betas (torch defaults, as GUIDE)."""
-    lr_warmup: int = 0
-    """Linear learning-rate warm-up: step t (from 0) uses lr·min(1, (t + 1) / lr_warmup). Adam's first steps move
-    every LoRA factor by about lr whatever the size of its gradient; a warm-up keeps those early moves small
-    (0 = off: the full lr from the first step)."""
-
     target: str = "extrapolate"
     """UFO target: 'extrapolate' (w_avg - d * w_id / ||w_id||, GUIDE) or 'average' (w_avg, the baseline)."""
     target_distance: Optional[float] = None
@@ -132,10 +127,6 @@ class EraseConfig:
     that start from them leave the loss until a later visit finds them above it again, and the run stops as soon
     as every erased person is done, so the patch changes the model no more than the slowest person needs.
     0 = off (every person trains for all iterations). Ignored for one person (a single erase is unchanged)."""
-    joint_done_identity: float = 0.0
-    """Joint runs with an identity model, in [0, 2]: per-person early stop judged by identity instead of L_local
-    (takes precedence over ``joint_done_ratio``): a person is done when 1 - cos(ID(G_u(w_u)), ID(G_s(w_u))) (their
-    rendering against the untouched model's, as the identity model sees it) is at least this. 0 = off."""
 
     full_finetune: bool = False
     """False: train a LoRA forget patch; True: fine-tune every synthesis parameter (the paper preset)."""
@@ -299,16 +290,12 @@ class EraseConfig:
         need(_finite(lo) and _finite(hi) and 0 <= lo <= hi, f"adjacency_alpha must be 0 <= lo <= hi, got {(lo, hi)}")
         need(_finite(self.truncation_psi), f"truncation_psi must be finite, got {self.truncation_psi!r}")
         need(self.noise_mode in NOISE_MODES, f"noise_mode must be one of {NOISE_MODES}, got {self.noise_mode!r}")
-        need(isinstance(self.lr_warmup, int) and not isinstance(self.lr_warmup, bool) and self.lr_warmup >= 0,
-             f"lr_warmup must be an integer >= 0, got {self.lr_warmup!r}")
         need(isinstance(self.persons_per_step, int) and self.persons_per_step >= 1,
              f"persons_per_step must be an integer >= 1, got {self.persons_per_step!r}")
         need(_finite(self.joint_balance) and 0 <= self.joint_balance <= 1,
              f"joint_balance must be a number in [0, 1], got {self.joint_balance!r}")
         need(_finite(self.joint_done_ratio) and 0 <= self.joint_done_ratio < 1,
              f"joint_done_ratio must be a number in [0, 1), got {self.joint_done_ratio!r}")
-        need(_finite(self.joint_done_identity) and 0 <= self.joint_done_identity <= 2,
-             f"joint_done_identity must be a number in [0, 2], got {self.joint_done_identity!r}")
         need(isinstance(self.lora_rank, int) and self.lora_rank >= 1,
              f"lora_rank must be an integer >= 1, got {self.lora_rank!r}")
         need(_finite(self.lora_alpha) and self.lora_alpha > 0, f"lora_alpha must be > 0, got {self.lora_alpha!r}")

@@ -337,12 +337,8 @@ def run_erase(
         k = w_u.shape[0]
     schedule = PersonSchedule(person_of, cfg.persons_per_step, cfg.seed) if people > 1 else None
     balanced = JointBalance(cfg, erased_people)
-    progress = (PersonProgress(erased_people, people, cfg.joint_done_ratio, cfg.joint_done_identity)
-                if schedule is not None and erased_people > 1 and (cfg.joint_done_ratio > 0 or
-                                                                   cfg.joint_done_identity > 0) else None)
-    if progress is not None and cfg.joint_done_identity > 0 and identity is None:
-        raise ConfigError("joint_done_identity > 0 needs an identity model; pass identity_model= to the eraser or "
-                          "use joint_done_ratio instead")
+    progress = (PersonProgress(cfg.joint_done_ratio, erased_people, people)
+                if schedule is not None and erased_people > 1 and cfg.joint_done_ratio > 0 else None)
     stopped_at: Optional[int] = None
     per_person: list[dict[str, float]] = [{} for _ in range(people)]
     rng = torch.Generator(device=device).manual_seed(cfg.seed)
@@ -391,11 +387,7 @@ def run_erase(
             if rows is not None:
                 _record_people(per_person, person_of[rows], loss.local_rows, step)
             if progress is not None:
-                embeddings = None
-                if cfg.joint_done_identity > 0:
-                    with torch.no_grad():
-                        embeddings = identity.embed(loss.local_images)
-                progress.update(schedule.person_rows(step), loss.local_rows["local"].tolist(), step, embeddings)
+                progress.update(schedule.person_rows(step), loss.local_rows["local"].tolist(), step)
                 if progress.finished:  # every person erased: this update would only push them further
                     stopped_at = step
                     history.append({"step": float(step), **loss.parts})
@@ -406,9 +398,6 @@ def run_erase(
                     "mixed_precision='no'")
             optimizer.zero_grad(set_to_none=True)
             accelerator.backward(loss.total)
-            if cfg.lr_warmup:  # a pure function of the step: a resumed run gets the same rate
-                for group in optimizer.param_groups:
-                    group["lr"] = cfg.lr * min(1.0, (step + 1) / cfg.lr_warmup)
             optimizer.step()
             if step % run.log_every == 0 or step == cfg.iterations - 1:
                 entry = {"step": float(step), **loss.parts}
@@ -600,8 +589,7 @@ def _load_state(path: Path, trainable: _Trainable, optimizer, rng: torch.Generat
             if not len(saved_progress["start"]) == len(saved_progress["done"]) == len(saved_progress["done_step"]) \
                     == people:
                 raise ValueError("per-person state of another number of people")
-            progress.start = [None if v is None else float(v) if isinstance(v, (int, float)) else
-                              [float(x) for x in v] for v in saved_progress["start"]]
+            progress.start = [None if v is None else float(v) for v in saved_progress["start"]]
             progress.done = [bool(v) for v in saved_progress["done"]]
             progress.done_step = [None if v is None else int(v) for v in saved_progress["done_step"]]
         return int(state["step"]), list(state["history"])

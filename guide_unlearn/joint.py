@@ -48,30 +48,26 @@ class JointBalance:
 
 
 class PersonProgress:
-    """Per-person early stop of a joint run: who is done, judged at every visit from the iteration's own renders.
+    """Per-person early stop of a joint run (``cfg.joint_done_ratio`` = f in (0, 1); 0 = off).
 
-    Two criteria (EraseConfig; both 0 = off, and only one is used):
-    - ``joint_done_ratio`` = f in (0, 1): a person is done when their L_local (the detached per-person value
-      :func:`_record_people` keeps) has fallen to f times its value at their first visit;
-    - ``joint_done_identity`` = t in (0, 2]: with an identity model, a person is done when the identity distance
-      1 - cos(ID(G_u(w_u)), ID at their first visit) is at least t, i.e. the identity network no longer sees the
-      person the untouched model rendered (their first visit is at step 0 when persons_per_step >= P). It takes
-      precedence over the ratio.
-    A done person drops out of the loss (their L_local rows weigh 0 and no adjacency sample starts from them)
-    until a later visit finds them short of the criterion again (the other people's updates may pull them back),
-    when they rejoin. People kept from earlier patches (``keep``, index >= ``erased_people``) are preservation rows:
-    never done. When every erased person is done at once the run stops (:attr:`finished`): the patch changes the
-    model no more than the slowest person needs. Only visited people are re-judged, so with persons_per_step < P a
-    done person is checked again at their next visit.
+    A person's progress is their L_local (the detached per-person value :func:`_record_people` keeps, mean over
+    their codes) against its value at their first visit (the untouched model's when they are visited at step 0,
+    i.e. persons_per_step >= P): a person whose L_local has fallen to f times that start counts as done and drops
+    out of the loss (their L_local rows weigh 0 and no adjacency sample starts from them) until a later visit finds
+    them above it again (the other people's updates may pull them back), when they rejoin. People kept from
+    earlier patches (``keep``, index >= ``erased_people``) are preservation rows: never done. When every erased
+    person is done at once the run stops (:attr:`finished`): the patch changes the model no more than the slowest
+    person needs. Only visited people are re-judged, so with persons_per_step < P a done person is checked again
+    at their next visit.
 
     ``active(person_rows)`` -> bool [k_s] for an iteration's code rows (person index per row);
-    ``update(person_rows [k_s], local [k_s], step, embeddings [k_s, D] or None)`` after the loss.
+    ``update(person_rows [k_s], local [k_s], step)`` after the loss.
     """
 
-    def __init__(self, erased_people: int, people: int, ratio: float = 0.0, identity: float = 0.0):
-        self.ratio, self.identity = float(ratio), float(identity)
+    def __init__(self, ratio: float, erased_people: int, people: int):
+        self.ratio = float(ratio)
         self.erased_people = erased_people
-        self.start: list = [None] * people  # per person: L_local (ratio) or the unit embedding list (identity)
+        self.start: list[Optional[float]] = [None] * people  # L_local at the first visit
         self.done = [False] * people
         self.done_step: list[Optional[int]] = [None] * people  # the step a person last became done (None = not)
 
@@ -79,28 +75,18 @@ class PersonProgress:
         """bool [k_s]: which of the iteration's code rows (given as person indices) still train."""
         return torch.tensor([not self.done[int(p)] for p in person_rows], dtype=torch.bool)
 
-    def update(self, person_rows: Sequence[int], local: Sequence[float], step: int,
-               embeddings: Optional[torch.Tensor] = None) -> None:
-        """Judge the visited people from their rows' detached L_local values or identity embeddings [k_s, D]
-        (a person's value is the mean over their codes)."""
-        rows: dict[int, list[int]] = {}
-        for r, p in enumerate(person_rows):
-            rows.setdefault(int(p), []).append(r)
-        for p, idx in rows.items():
+    def update(self, person_rows: Sequence[int], local: Sequence[float], step: int) -> None:
+        """Judge the visited people from their rows' detached L_local values."""
+        values: dict[int, list[float]] = {}
+        for p, v in zip(person_rows, local):
+            values.setdefault(int(p), []).append(float(v))
+        for p, vs in values.items():
             if p >= self.erased_people:
                 continue
-            if self.identity > 0:
-                if embeddings is None:
-                    raise ValueError("the identity criterion needs the rows' embeddings")
-                e = torch.nn.functional.normalize(embeddings[idx].float().mean(0), dim=0).cpu()
-                if self.start[p] is None:  # first visit: the untouched model's rendering when visited at step 0
-                    self.start[p] = e.tolist()
-                done = 1.0 - float(e @ torch.tensor(self.start[p])) >= self.identity
-            else:
-                value = sum(float(local[r]) for r in idx) / len(idx)
-                if self.start[p] is None:
-                    self.start[p] = value
-                done = value <= self.ratio * self.start[p]
+            value = sum(vs) / len(vs)
+            if self.start[p] is None:
+                self.start[p] = value
+            done = value <= self.ratio * self.start[p]
             if done and not self.done[p]:
                 self.done_step[p] = step
             elif not done:

@@ -54,8 +54,6 @@ class LTULoss:
     parts: dict[str, float]
     local_rows: Optional[dict[str, torch.Tensor]] = None
     """The L_local terms per local code (detached [K] tensors: 'local', 'local_mse', 'local_lpips', 'local_id')."""
-    local_images: Optional[torch.Tensor] = None
-    """G_u's renderings of the local codes (detached [K, 3, H, W]; joint runs judge per-person progress on them)."""
 
 
 def ltu_loss(u: SynthesisOutput, s: SynthesisOutput, k: int, n_adj: int, n_glob: int, cfg: EraseConfig,
@@ -93,7 +91,7 @@ def ltu_loss(u: SynthesisOutput, s: SynthesisOutput, k: int, n_adj: int, n_glob:
             parts["global_id"] = glob_id
     parts["loss"] = total
     rows_ = {"local": local["total"], "local_mse": local["mse"], "local_lpips": local["lpips"], "local_id": local["id"]}
-    return LTULoss(total, _floats(parts), {k_: v.detach() for k_, v in rows_.items()}, u.images[:k].detach())
+    return LTULoss(total, _floats(parts), {k_: v.detach() for k_, v in rows_.items()})
 
 
 def _floats(parts: dict[str, torch.Tensor]) -> dict[str, float]:

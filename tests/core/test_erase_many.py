@@ -215,7 +215,7 @@ def test_a_balanced_joint_run_changes_other_faces_less_than_an_unbalanced_one():
 def test_person_progress_drops_a_person_whose_local_loss_fell_to_the_ratio_and_takes_them_back_above_it():
     from guide_unlearn.joint import PersonProgress
 
-    progress = PersonProgress(erased_people=2, people=3, ratio=0.5)  # person 2 is kept from an earlier patch
+    progress = PersonProgress(0.5, erased_people=2, people=3)  # person 2 is kept from an earlier patch
     progress.update([0, 0, 1, 2], [4.0, 2.0, 1.0, 0.0], step=0)  # starts: person 0 = 3 (mean of its codes), 1 = 1
     assert progress.start[:2] == [3.0, 1.0] and progress.active([0, 1, 2]).tolist() == [True, True, True]
     progress.update([0, 1, 2], [1.5, 0.6, 0.0], step=4)  # person 0 at half its start: done; person 1 not yet
@@ -284,42 +284,38 @@ def test_identity_aware_preservation_without_an_identity_model_is_refused():
                      measure=False)
 
 
-def test_person_progress_by_identity_marks_a_person_done_once_their_embedding_turned_far_enough():
-    from guide_unlearn.joint import PersonProgress
+def test_a_resumed_joint_run_with_a_done_ratio_equals_an_uninterrupted_one(tmp_path, monkeypatch):
+    import guide_unlearn.engine as engine
+    from guide_unlearn.engine import STATE_FILE, run_erase
+    from guide_unlearn.config import RunOptions
 
-    progress = PersonProgress(erased_people=2, people=2, ratio=0.5, identity=0.3)  # identity takes precedence
-    start = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
-    progress.update([0, 1], [1.0, 1.0], step=0, embeddings=start)
-    turned = torch.tensor([[0.8, 0.6], [0.9, 0.1]])  # 1 - cos to the start: 0.2 (not done), ~0.89 (done)
-    progress.update([0, 1], [0.1, 0.9], step=3, embeddings=turned)  # the L_local values say the opposite
-    assert progress.active([0, 1]).tolist() == [True, False] and progress.done_step == [None, 3]
-    with pytest.raises(ValueError, match="embeddings"):
-        progress.update([0], [0.1], step=4)
-
-
-def test_an_identity_done_criterion_without_an_identity_model_is_refused():
     eraser = tiny_eraser()
-    eraser.identity_model = None
-    ws = _codes(eraser, 2)
-    with pytest.raises(ConfigError, match="joint_done_identity"):
-        eraser.erase_many({"a": ws[:1], "b": ws[1:]}, EraseConfig(iterations=2, joint_done_identity=0.2,
-                                                                  progress=False), measure=False)
+    ws = _codes(eraser, 3, seed=13)
+    people = torch.arange(3)
+    cfg = EraseConfig(iterations=150, joint_done_ratio=0.6, progress=False)
 
+    def erase(state_dir=None):
+        run = RunOptions(progress=False, checkpoint_every=2, state_dir=state_dir)
+        return run_erase(eraser.generator, ws, cfg, eraser.perceptual, eraser.identity_model, person_of=people,
+                         person_ids=["a", "b", "c"], run=run)
 
-def test_a_learning_rate_warm_up_makes_the_first_steps_smaller_and_zero_warm_up_changes_nothing():
-    eraser = tiny_eraser()
-    ws = _codes(eraser, 1, seed=21)
-    before = eraser.synthesize(ws)
+    straight = erase()
+    stop = straight.patch.metadata["stopped_at_step"]
+    first_done = min(e["done_at_step"] for e in straight.patch.metadata["requests"])
+    assert first_done < stop - 2  # the checkpoint below holds someone already done
+    real, calls = engine.ltu_loss, {"n": 0}
 
-    def moved(cfg):  # the patch and how far it moves the person's rendering
-        patch = eraser.erase(ws, cfg, measure=False).patch
-        eraser.apply_patch(patch)
-        change = _mse(eraser.synthesize(ws), before)
-        eraser.remove_patch(patch)
-        return patch, change
+    def interrupted(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == stop:  # dies during step stop - 1, after a checkpoint
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
 
-    plain, plain_change = moved(EraseConfig(iterations=3, progress=False))
-    same, _ = moved(EraseConfig(iterations=3, lr_warmup=0, progress=False))
-    assert all(torch.equal(plain.tensors[n], same.tensors[n]) for n in plain.tensors)
-    _, warm_change = moved(EraseConfig(iterations=3, lr_warmup=30, progress=False))
-    assert warm_change < 0.5 * plain_change, (warm_change, plain_change)
+    monkeypatch.setattr(engine, "ltu_loss", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        erase(tmp_path)
+    assert (tmp_path / STATE_FILE).is_file()
+    monkeypatch.setattr(engine, "ltu_loss", real)
+    resumed = erase(tmp_path)
+    assert resumed.patch.patch_id == straight.patch.patch_id
+    assert resumed.patch.metadata["requests"] == straight.patch.metadata["requests"]
