@@ -9,6 +9,10 @@ Tuning is done on a set of 8 people DISJOINT from the report set of ``bench_many
 recognised people. Each variant is one joint run with the model's default config plus the given EraseConfig
 overrides; one JSON line per variant is appended to benchmarks/results/many/joint_preservation_sweep.jsonl
 (erased of 8, others kept, the kept share among the others nearest to an erased person, seconds).
+``--trace N`` also measures the erased people and the others under the current G_u every N steps of each run
+(the per-visit L_local of every person too); ``--singles`` erases each person alone and reports the union of the
+others the single patches lose; ``--identity faceapi`` gives the eraser dlib's own network (cut to dlib's chip)
+for the ID terms, so figures made with it are optimistic and the rows say so.
 ``--diagnose`` prints the W-space distances that set the scale of the neighbourhood (typical ||w - w_avg||,
 the resolved adjacency range, distances between different people's codes) and appends them as one line.
 Needs shared/. Seconds measured on a shared machine are noisy; bench_joint_time.py is the paired timing.
