@@ -69,7 +69,6 @@ class EraseConfig:
     """Adam learning rate (GUIDE full fine-tune: 1e-4; rank-4 LoRA factors need a larger step: 5e-3, measured)."""
     adam_betas: tuple[float, float] = (0.9, 0.999)
     """Adam betas (torch defaults, as GUIDE)."""
-
     target: str = "extrapolate"
     """UFO target: 'extrapolate' (w_avg - d * w_id / ||w_id||, GUIDE) or 'average' (w_avg, the baseline)."""
     target_distance: Optional[float] = None
@@ -89,6 +88,10 @@ class EraseConfig:
     """Weight of the perceptual distance inside L_local / L_adj."""
     id_weight: float = 0.1
     """Weight of the identity term 1 - cos(ID(G_u), ID(G_s)) inside L_local / L_adj (0 disables it)."""
+    global_id_weight: float = 0.0
+    """Weight of identity-aware preservation: 1 - cos(ID(G_u(w_r)), ID(G_s(w_r))) summed over the L_global samples,
+    with the eraser's identity model, so random faces keep their identity and not only their pixels (0 = off;
+    > 0 needs an identity model). Measured on demo-faces joint runs in docs/queue.md."""
     adjacency_samples: int = 2
     """Random codes per iteration for L_adj (summed, as GUIDE)."""
     global_samples: int = 2
@@ -118,6 +121,12 @@ class EraseConfig:
     against all the visited people's L_local. Measured on demo-faces (docs/queue.md): balance trades erasure for
     preservation, and no setting tried reached 8 of 8 erased with >= 95 % of the others kept within 3x one single
     erase, so the default keeps the erasure (0). Ignored for one person."""
+    joint_done_ratio: float = 0.0
+    """Joint runs, in [0, 1): per-person early stop (``joint.PersonProgress``). A person whose L_local has fallen
+    to this fraction of its value at their first visit counts as done: their L_local and the adjacency samples
+    that start from them leave the loss until a later visit finds them above it again, and the run stops as soon
+    as every erased person is done, so the patch changes the model no more than the slowest person needs.
+    0 = off (every person trains for all iterations). Ignored for one person (a single erase is unchanged)."""
 
     full_finetune: bool = False
     """False: train a LoRA forget patch; True: fine-tune every synthesis parameter (the paper preset)."""
@@ -270,7 +279,7 @@ class EraseConfig:
         need(self.target_distance is None or (_finite(self.target_distance) and self.target_distance > 0),
              f"target_distance must be > 0 (or None for the backend default), got {self.target_distance!r}")
         for name in ("local_weight", "adjacency_weight", "global_weight", "feature_mse_weight", "lpips_weight",
-                     "id_weight"):
+                     "id_weight", "global_id_weight"):
             v = getattr(self, name)
             need(_finite(v) and v >= 0, f"{name} must be a finite number >= 0, got {v!r}")
         need(self.local_weight > 0, "local_weight must be > 0: without L_local nothing is erased")
@@ -285,6 +294,8 @@ class EraseConfig:
              f"persons_per_step must be an integer >= 1, got {self.persons_per_step!r}")
         need(_finite(self.joint_balance) and 0 <= self.joint_balance <= 1,
              f"joint_balance must be a number in [0, 1], got {self.joint_balance!r}")
+        need(_finite(self.joint_done_ratio) and 0 <= self.joint_done_ratio < 1,
+             f"joint_done_ratio must be a number in [0, 1), got {self.joint_done_ratio!r}")
         need(isinstance(self.lora_rank, int) and self.lora_rank >= 1,
              f"lora_rank must be an integer >= 1, got {self.lora_rank!r}")
         need(_finite(self.lora_alpha) and self.lora_alpha > 0, f"lora_alpha must be > 0, got {self.lora_alpha!r}")

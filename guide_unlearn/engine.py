@@ -20,7 +20,7 @@ from .errors import ConfigError, LatentError, PatchError, TrainingDivergedError
 from .fingerprint import patch_state
 from .frozen import cached_constants
 from .io import PathLike, atomic_write_bytes
-from .joint import JointBalance, PersonSchedule, _person_index, _record_people
+from .joint import JointBalance, PersonProgress, PersonSchedule, _person_index, _record_people
 from .losses import ltu_loss
 from .patch import ForgetPatch
 from .protocols import GeneratorAdapter, IdentityModel, PerceptualDistance, module_of
@@ -316,6 +316,9 @@ def run_erase(
         raise ConfigError("give state_dir and trackers in run=RunOptions(...), not beside it")
     state_dir, trackers = run.state_dir, run.trackers
     w_u = check_latents(w_u, generator)
+    if cfg.global_id_weight > 0 and identity is None:
+        raise ConfigError("global_id_weight > 0 needs an identity model; pass identity_model= to the eraser (e.g. "
+                          "load_identity_model('faceapi')) or set global_id_weight=0")
     model = module_of(generator)
     device = generator.w_avg.device
     k = w_u.shape[0]
@@ -334,6 +337,9 @@ def run_erase(
         k = w_u.shape[0]
     schedule = PersonSchedule(person_of, cfg.persons_per_step, cfg.seed) if people > 1 else None
     balanced = JointBalance(cfg, erased_people)
+    progress = (PersonProgress(cfg.joint_done_ratio, erased_people, people)
+                if schedule is not None and erased_people > 1 and cfg.joint_done_ratio > 0 else None)
+    stopped_at: Optional[int] = None
     per_person: list[dict[str, float]] = [{} for _ in range(people)]
     rng = torch.Generator(device=device).manual_seed(cfg.seed)
     base = patch_state(model)["base_fingerprint"]
@@ -352,7 +358,7 @@ def run_erase(
         history: list[dict[str, float]] = []
         start = 0
         if state_path is not None and state_path.is_file():
-            start, history = _load_state(state_path, trainable, optimizer, rng, cfg, w_u)
+            start, history = _load_state(state_path, trainable, optimizer, rng, cfg, w_u, progress)
             logger.info("resumed erase from %s at step %d", state_path, start)
 
         n_adj, n_glob = cfg.adjacency_samples, cfg.global_samples
@@ -366,15 +372,26 @@ def run_erase(
             rows = schedule.rows(step) if schedule is not None else None
             w_us, w_ts = (w_u, w_t) if rows is None else (w_u[rows], w_t[rows])
             k_s = w_us.shape[0]
-            idx = torch.randint(0, k_s, (n_adj,), generator=rng, device=device)
+            local_w = None if rows is None else schedule.weights[rows]
+            if progress is None:
+                idx = torch.randint(0, k_s, (n_adj,), generator=rng, device=device)
+                step_cfg = balanced(schedule.people(step)) if rows is not None else cfg  # host ints: no device sync
+            else:  # done people weigh 0 and start no adjacency sample (joint.PersonProgress)
+                idx, step_cfg, local_w = _active_rows(progress, schedule.person_rows(step), balanced, local_w,
+                                                      n_adj, rng, device)
             alpha = torch.rand(n_adj, generator=rng, device=device) * (alpha_hi - alpha_lo) + alpha_lo
             ws_u, ws_s = step_codes(w_us, w_ts, w_r, idx, alpha, n_adj)
-            step_cfg = balanced(schedule.people(step)) if rows is not None else cfg  # host ints: no device sync
             with accelerator.autocast():
                 loss = compute_step_loss(generator, trainable.source, ws_u, ws_s, cam, k_s, n_adj, step_cfg,
-                                         perceptual, identity, rng, None if rows is None else schedule.weights[rows])
+                                         perceptual, identity, rng, local_w)
             if rows is not None:
                 _record_people(per_person, person_of[rows], loss.local_rows, step)
+            if progress is not None:
+                progress.update(schedule.person_rows(step), loss.local_rows["local"].tolist(), step)
+                if progress.finished:  # every person erased: this update would only push them further
+                    stopped_at = step
+                    history.append({"step": float(step), **loss.parts})
+                    break
             if not math.isfinite(loss.parts["loss"]):  # already on the host: no extra device sync
                 raise TrainingDivergedError(
                     f"the loss became {loss.parts['loss']} at step {step}; lower lr (now {cfg.lr}) or use "
@@ -392,7 +409,7 @@ def run_erase(
                 bar.set_postfix({k_: f"{v:.4f}" for k_, v in loss.parts.items() if k_ in ("loss", "local", "adjacency", "global")})
             if state_path is not None and run.checkpoint_every and (step + 1) % run.checkpoint_every == 0 \
                     and step + 1 < cfg.iterations:
-                _save_state(state_path, step + 1, history, trainable, optimizer, rng, cfg, w_u)
+                _save_state(state_path, step + 1, history, trainable, optimizer, rng, cfg, w_u, progress)
         if bar is not None:
             bar.close()
         seconds = time.perf_counter() - t0
@@ -409,13 +426,16 @@ def run_erase(
             if erased_people > 1:
                 mine = person_of < erased_people
                 metadata["target_separation"] = target_similarity(w_t[mine], person_of[mine], generator.w_avg)
+        if progress is not None:
+            metadata["stopped_at_step"] = stopped_at  # None: ran every iteration
         if person_ids is not None:
             if people == 1:
                 per_person = [metadata["final_losses"]]
             metadata["requests"] = [
                 {"request_id": str(rid), "final_losses": {k_: v for k_, v in losses.items() if k_ != "step"},
-                 "last_step": int(losses.get("step", final.get("step", cfg.iterations - 1)))}
-                for rid, losses in zip(person_ids, per_person[:erased_people])]
+                 "last_step": int(losses.get("step", final.get("step", cfg.iterations - 1))),
+                 **({} if progress is None else {"done_at_step": progress.done_step[p]})}
+                for p, (rid, losses) in enumerate(zip(person_ids, per_person[:erased_people]))]
         metadata.update(extra_metadata or {})
         patch = trainable.extract(metadata)
     finally:
@@ -458,7 +478,8 @@ def patch_metadata(generator: GeneratorAdapter, cfg: EraseConfig, base: str, dis
         "final_losses": {k: v for k, v in final.items() if k not in ("step", "round")},
         "perceptual": getattr(perceptual, "name", type(perceptual).__name__),
         "perceptual_is_learned": bool(getattr(perceptual, "is_learned", False)),
-        "identity_model": getattr(identity, "name", None) if identity is not None and cfg.id_weight > 0 else None,
+        "identity_model": getattr(identity, "name", None)
+        if identity is not None and (cfg.id_weight > 0 or cfg.global_id_weight > 0) else None,
         "library_version": _version(),
         "num_codes": num_codes,
         "loss_history": downsample_history(history),
@@ -499,6 +520,23 @@ def compute_step_loss(generator: GeneratorAdapter, source_context, ws_u: torch.T
     return ltu_loss(out_u, out_s, k, n_adj, n_glob, cfg, perceptual, identity, local_weights)
 
 
+def _active_rows(progress: PersonProgress, person_rows: list[int], balanced: JointBalance,
+                 local_w: torch.Tensor, n_adj: int, rng: torch.Generator, device: torch.device):
+    """The iteration's settings with per-person early stop: (idx [n_adj] adjacency start rows, drawn among the
+    rows of people not done, the EraseConfig (L_global balanced over the active people; no adjacency term when
+    every visited person is done), local row weights [k_s] with done people's rows at 0)."""
+    active = progress.active(person_rows)
+    pool = torch.nonzero(active).flatten().to(device)
+    live = [p for p, a in zip(person_rows, active.tolist()) if a]
+    if len(pool):
+        idx = pool[torch.randint(0, len(pool), (n_adj,), generator=rng, device=device)]
+        step_cfg = balanced(live)
+    else:  # same draws as a full step, so the random stream does not depend on who is done
+        idx = torch.randint(0, len(person_rows), (n_adj,), generator=rng, device=device)
+        step_cfg = balanced(person_rows).replace(adjacency_weight=0.0)
+    return idx, step_cfg, local_w * active.to(device=device, dtype=local_w.dtype)
+
+
 def _progress(cfg: EraseConfig, run: RunOptions, start: int):
     if not run.progress:
         return None
@@ -508,19 +546,22 @@ def _progress(cfg: EraseConfig, run: RunOptions, start: int):
 
 
 def _save_state(path: Path, step: int, history, trainable: _Trainable, optimizer, rng: torch.Generator,
-                cfg: EraseConfig, w_u: torch.Tensor) -> None:
+                cfg: EraseConfig, w_u: torch.Tensor, progress: Optional[PersonProgress] = None) -> None:
     import io
 
     blob = io.BytesIO()
-    torch.save({
+    state = {
         "step": step, "history": history, "trainable": trainable.state(),
         "optimizer": optimizer.state_dict(), "rng": rng.get_state(), "config": cfg.recipe_dict(), "w_u": w_u.cpu(),
-    }, blob)
+    }
+    if progress is not None:  # plain floats / bools / ints: the per-person early-stop state
+        state["progress"] = {"start": progress.start, "done": progress.done, "done_step": progress.done_step}
+    torch.save(state, blob)
     atomic_write_bytes(path, blob.getvalue(), overwrite=True)  # the run's own state file, replaced as it advances
 
 
 def _load_state(path: Path, trainable: _Trainable, optimizer, rng: torch.Generator, cfg: EraseConfig,
-                w_u: torch.Tensor):
+                w_u: torch.Tensor, progress: Optional[PersonProgress] = None):
     from .checkpoints.torch_zip import load_torch_file
     from .errors import CheckpointError
 
@@ -543,6 +584,14 @@ def _load_state(path: Path, trainable: _Trainable, optimizer, rng: torch.Generat
         trainable.load_state(state["trainable"])
         optimizer.load_state_dict(state["optimizer"])
         rng.set_state(state["rng"])
+        if progress is not None:
+            saved_progress, people = state["progress"], len(progress.start)
+            if not len(saved_progress["start"]) == len(saved_progress["done"]) == len(saved_progress["done_step"]) \
+                    == people:
+                raise ValueError("per-person state of another number of people")
+            progress.start = [None if v is None else float(v) for v in saved_progress["start"]]
+            progress.done = [bool(v) for v in saved_progress["done"]]
+            progress.done_step = [None if v is None else int(v) for v in saved_progress["done_step"]]
         return int(state["step"]), list(state["history"])
     except ConfigError:
         raise

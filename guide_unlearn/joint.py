@@ -47,6 +47,58 @@ class JointBalance:
         return self._cache[scale]
 
 
+class PersonProgress:
+    """Per-person early stop of a joint run (``cfg.joint_done_ratio`` = f in (0, 1); 0 = off).
+
+    A person's progress is their L_local (the detached per-person value :func:`_record_people` keeps, mean over
+    their codes) against its value at their first visit (the untouched model's when they are visited at step 0,
+    i.e. persons_per_step >= P): a person whose L_local has fallen to f times that start counts as done and drops
+    out of the loss (their L_local rows weigh 0 and no adjacency sample starts from them) until a later visit finds
+    them above it again (the other people's updates may pull them back), when they rejoin. People kept from
+    earlier patches (``keep``, index >= ``erased_people``) are preservation rows: never done. When every erased
+    person is done at once the run stops (:attr:`finished`): the patch changes the model no more than the slowest
+    person needs. Only visited people are re-judged, so with persons_per_step < P a done person is checked again
+    at their next visit.
+
+    ``active(person_rows)`` -> bool [k_s] for an iteration's code rows (person index per row);
+    ``update(person_rows [k_s], local [k_s], step)`` after the loss.
+    """
+
+    def __init__(self, ratio: float, erased_people: int, people: int):
+        self.ratio = float(ratio)
+        self.erased_people = erased_people
+        self.start: list[Optional[float]] = [None] * people  # L_local at the first visit
+        self.done = [False] * people
+        self.done_step: list[Optional[int]] = [None] * people  # the step a person last became done (None = not)
+
+    def active(self, person_rows: Sequence[int]) -> torch.Tensor:
+        """bool [k_s]: which of the iteration's code rows (given as person indices) still train."""
+        return torch.tensor([not self.done[int(p)] for p in person_rows], dtype=torch.bool)
+
+    def update(self, person_rows: Sequence[int], local: Sequence[float], step: int) -> None:
+        """Judge the visited people from their rows' detached L_local values."""
+        values: dict[int, list[float]] = {}
+        for p, v in zip(person_rows, local):
+            values.setdefault(int(p), []).append(float(v))
+        for p, vs in values.items():
+            if p >= self.erased_people:
+                continue
+            value = sum(vs) / len(vs)
+            if self.start[p] is None:
+                self.start[p] = value
+            done = value <= self.ratio * self.start[p]
+            if done and not self.done[p]:
+                self.done_step[p] = step
+            elif not done:
+                self.done_step[p] = None
+            self.done[p] = done
+
+    @property
+    def finished(self) -> bool:
+        """Every erased person done."""
+        return all(self.done[:self.erased_people])
+
+
 class PersonSchedule:
     """Which people enter L_local at each iteration of a joint run: a fixed seeded permutation of the P people,
     read cyclically ``per_step`` at a time (iteration t takes positions t·S .. t·S+S-1 mod P, S = min(per_step,
@@ -73,6 +125,10 @@ class PersonSchedule:
     def rows(self, step: int) -> torch.Tensor:
         """The code indices [k_s] of the people visited at ``step``."""
         return torch.cat([self.codes[p] for p in self.people(step)])
+
+    def person_rows(self, step: int) -> list[int]:
+        """The person index of each of :meth:`rows` (host ints, same order: no device sync)."""
+        return [p for p in self.people(step) for _ in range(len(self.codes[p]))]
 
 
 def _person_index(person_of: Optional[torch.Tensor], k: int, person_ids: Optional[Sequence[str]],

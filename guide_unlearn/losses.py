@@ -60,7 +60,8 @@ def ltu_loss(u: SynthesisOutput, s: SynthesisOutput, k: int, n_adj: int, n_glob:
              perceptual: PerceptualDistance, identity: Optional[IdentityModel],
              local_weights: Optional[torch.Tensor] = None) -> LTULoss:
     """Combine L_local (mean over the K codes of the person; K = 1 in GUIDE), L_adj (summed over its samples,
-    as GUIDE's loop does) and L_global (perceptual distance, summed over its samples).
+    as GUIDE's loop does) and L_global (perceptual distance, summed over its samples; plus, with
+    ``cfg.global_id_weight`` > 0, the identity distance 1 - cos(ID(G_u), ID(G_s)) summed over the same samples).
 
     u, s: batched outputs with rows [K local | n_adj adjacency | n_glob global]. ``local_weights`` [K] replaces
     the mean over the local rows by a weighted sum (joint runs: 1 / codes of that person, so L_local is the sum
@@ -84,6 +85,10 @@ def ltu_loss(u: SynthesisOutput, s: SynthesisOutput, k: int, n_adj: int, n_glob:
         glob = perceptual(u.images[a:b], s.images[a:b]).sum()
         total = total + cfg.global_weight * glob
         parts["global"] = glob
+        if cfg.global_id_weight > 0 and identity is not None:  # identity-aware preservation (off by default)
+            glob_id = identity_distance(identity, u.images[a:b], s.images[a:b]).sum()
+            total = total + cfg.global_id_weight * glob_id
+            parts["global_id"] = glob_id
     parts["loss"] = total
     rows_ = {"local": local["total"], "local_mse": local["mse"], "local_lpips": local["lpips"], "local_id": local["id"]}
     return LTULoss(total, _floats(parts), {k_: v.detach() for k_, v in rows_.items()})

@@ -216,8 +216,10 @@ class IdentityEraser:
         person gets their own UFO target (kept apart, ``config.distinct_targets``); L_local and L_adj cover every
         person through a cyclic schedule of ``config.persons_per_step`` people per iteration; L_global preserves
         the rest, weighted 1 + ``config.joint_balance``·(n - 1) for the n people visited (docs/queue.md: the
-        default 0 keeps the erasure, 1 gives every person a single erase's preservation). Without ``config`` the model's default config is used with iterations raised so that every
-        person is visited at least half as often as a single erase visits its person. ``measure`` adds the
+        default 0 keeps the erasure, 1 gives every person a single erase's preservation);
+        ``config.joint_done_ratio`` > 0 stops training each person once done and ends the run when all are.
+        Without ``config`` the model's default config is used with iterations raised so that every person is
+        visited at least half as often as a single erase visits its person. ``measure`` adds the
         target-similarity figures. ``keep_erased``: as in :meth:`erase`. The applied patches stay as they were.
         See :class:`ManyErasureResult`.
         """

@@ -210,3 +210,112 @@ def test_a_balanced_joint_run_changes_other_faces_less_than_an_unbalanced_one():
         eraser.remove_patch(result.patch)
     assert changed[1.0] < 0.2 * changed[0.0], changed
     assert moved[1.0] < 0.9, moved  # the people still move toward their targets
+
+
+def test_person_progress_drops_a_person_whose_local_loss_fell_to_the_ratio_and_takes_them_back_above_it():
+    from guide_unlearn.joint import PersonProgress
+
+    progress = PersonProgress(0.5, erased_people=2, people=3)  # person 2 is kept from an earlier patch
+    progress.update([0, 0, 1, 2], [4.0, 2.0, 1.0, 0.0], step=0)  # starts: person 0 = 3 (mean of its codes), 1 = 1
+    assert progress.start[:2] == [3.0, 1.0] and progress.active([0, 1, 2]).tolist() == [True, True, True]
+    progress.update([0, 1, 2], [1.5, 0.6, 0.0], step=4)  # person 0 at half its start: done; person 1 not yet
+    assert progress.active([0, 0, 1, 2]).tolist() == [False, False, True, True] and progress.done_step[0] == 4
+    assert not progress.finished
+    progress.update([0, 1], [1.6, 0.5], step=7)  # person 0 pulled back above: rejoins; person 1 done
+    assert progress.active([0, 1]).tolist() == [True, False] and progress.done_step == [None, 7, None]
+    progress.update([0], [1.0], step=9)
+    assert progress.finished and progress.done_step == [9, 7, None]  # kept people never count
+
+
+def test_a_joint_run_with_a_done_ratio_stops_training_done_people_and_ends_when_all_are_done():
+    eraser = tiny_eraser()
+    ws = _codes(eraser, 3, seed=13)
+    requests = {f"p{i}": ws[i:i + 1] for i in range(3)}
+    cfg = EraseConfig(iterations=150, joint_done_ratio=0.6, progress=False)
+    result = eraser.erase_many(requests, cfg, measure=False)
+    meta = result.patch.metadata
+    assert meta["stopped_at_step"] is not None and meta["stopped_at_step"] < 149
+    assert len(result.history) < 150 // cfg.log_every + 2 and result.history[-1]["step"] == meta["stopped_at_step"]
+    done = [e["done_at_step"] for e in meta["requests"]]
+    assert all(d is not None and d <= meta["stopped_at_step"] for d in done), done
+    assert len(set(done)) > 1, done  # people finish at different steps: the early ones stopped training
+    targets = eraser.synthesize(torch.cat(list(result.w_target.values())))
+    start = _mse(eraser.synthesize(ws), targets)
+    eraser.apply_patch(result.patch)
+    assert _mse(eraser.synthesize(ws), targets) < 0.9 * start
+
+
+def test_a_done_ratio_leaves_a_single_person_erase_unchanged():
+    eraser = tiny_eraser()
+    ws = _codes(eraser, 2, seed=5)
+    for keep in (None, ws[1:]):
+        patches = [eraser.erase(ws[:1], EraseConfig(iterations=3, joint_done_ratio=r, progress=False),
+                                measure=False, keep_erased=keep).patch for r in (0.9, 0.0)]
+        assert all(torch.equal(patches[0].tensors[n], patches[1].tensors[n]) for n in patches[0].tensors)
+    with pytest.raises(ConfigError, match="joint_done_ratio"):
+        EraseConfig(joint_done_ratio=1.0)
+
+
+def test_identity_aware_preservation_keeps_random_faces_identity_closer_to_the_source():
+    from guide_unlearn.losses import identity_distance
+
+    eraser = tiny_eraser()
+    ws = _codes(eraser, 3, seed=17)
+    probes = _codes(eraser, 32, seed=123)  # random faces the run never saw
+    identity = eraser.identity_model
+    before = eraser.synthesize(probes)
+    drift = {}
+    for weight in (0.0, 2000.0):
+        cfg = EraseConfig(iterations=40, id_weight=0.0, global_id_weight=weight, progress=False)
+        result = eraser.erase_many({f"p{i}": ws[i:i + 1] for i in range(3)}, cfg, measure=False)
+        assert (result.patch.metadata["identity_model"] is not None) == (weight > 0)
+        eraser.apply_patch(result.patch)
+        with torch.no_grad():
+            drift[weight] = float(identity_distance(identity, eraser.synthesize(probes), before).mean())
+        eraser.remove_patch(result.patch)
+    assert drift[2000.0] < 0.7 * drift[0.0], drift
+
+
+def test_identity_aware_preservation_without_an_identity_model_is_refused():
+    eraser = tiny_eraser()
+    eraser.identity_model = None
+    with pytest.raises(ConfigError, match="global_id_weight"):
+        eraser.erase(_codes(eraser, 1), EraseConfig(iterations=2, global_id_weight=1.0, progress=False),
+                     measure=False)
+
+
+def test_a_resumed_joint_run_with_a_done_ratio_equals_an_uninterrupted_one(tmp_path, monkeypatch):
+    import guide_unlearn.engine as engine
+    from guide_unlearn.engine import STATE_FILE, run_erase
+    from guide_unlearn.config import RunOptions
+
+    eraser = tiny_eraser()
+    ws = _codes(eraser, 3, seed=13)
+    people = torch.arange(3)
+    cfg = EraseConfig(iterations=150, joint_done_ratio=0.6, progress=False)
+
+    def erase(state_dir=None):
+        run = RunOptions(progress=False, checkpoint_every=2, state_dir=state_dir)
+        return run_erase(eraser.generator, ws, cfg, eraser.perceptual, eraser.identity_model, person_of=people,
+                         person_ids=["a", "b", "c"], run=run)
+
+    straight = erase()
+    stop = straight.patch.metadata["stopped_at_step"]
+    first_done = min(e["done_at_step"] for e in straight.patch.metadata["requests"])
+    assert first_done < stop - 2  # the checkpoint below holds someone already done
+    real, calls = engine.ltu_loss, {"n": 0}
+
+    def interrupted(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == stop:  # dies during step stop - 1, after a checkpoint
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "ltu_loss", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        erase(tmp_path)
+    assert (tmp_path / STATE_FILE).is_file()
+    monkeypatch.setattr(engine, "ltu_loss", real)
+    resumed = erase(tmp_path)
+    assert resumed.patch.patch_id == straight.patch.patch_id
+    assert resumed.patch.metadata["requests"] == straight.patch.metadata["requests"]
