@@ -6,13 +6,15 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Optional, Sequence, Union
 
 from .errors import ConfigError
 
 TARGET_KINDS = ("extrapolate", "average")
 MIXED_PRECISION = ("no", "bf16", "fp16")
+# any of these set (non-zero) makes a config robust (EraseConfig.is_robust; the hub card names the preset by it)
+ROBUST_FIELDS = ("adversarial_rounds", "repulsion_weight", "bridge_samples", "decoys", "tracking_steps")
 ROUND_ATTACKERS = ("default", "scratch")  # the attackers of an adversarial round (guide_unlearn.robust)
 NOISE_MODES = ("random", "const", "none")
 PRESENTATION_FIELDS = ("progress", "log_every", "checkpoint_every")
@@ -331,8 +333,7 @@ class EraseConfig:
     @property
     def is_robust(self) -> bool:
         """Whether this config needs the robust loop (``guide_unlearn.robust``) rather than the plain one."""
-        return bool(self.adversarial_rounds or self.repulsion_weight or self.bridge_samples or self.decoys
-                    or self.tracking_steps)
+        return any(getattr(self, k) for k in ROBUST_FIELDS)
 
 
 def _finite(v: Any) -> bool:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +15,7 @@ from torch import nn
 
 from . import lora as L
 from .config import PRESENTATION_FIELDS, EraseConfig, RunOptions
-from .errors import ConfigError, LatentError, PatchError, TrainingDivergedError
+from .errors import ConfigError, LatentError, TrainingDivergedError
 from .fingerprint import patch_state
 from .frozen import cached_constants
 from .io import PathLike, atomic_write_bytes

@@ -24,7 +24,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Optional, Union
 
-from .config import PRESENTATION_FIELDS
+from .config import PRESENTATION_FIELDS, ROBUST_FIELDS
 from .errors import PatchError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -111,8 +111,7 @@ def card_block(meta: Mapping[str, Any]) -> dict[str, Any]:
     erase_config = meta.get("erase_config") or {}
     preset = None
     if erase_config:
-        robust = any(erase_config.get(k) for k in ("adversarial_rounds", "repulsion_weight", "bridge_samples",
-                                                   "decoys", "tracking_steps"))
+        robust = any(erase_config.get(k) for k in ROBUST_FIELDS)
         preset = "paper" if erase_config.get("full_finetune") else ("robust" if robust else "lora")
     block: dict[str, Any] = {
         "card_format": CARD_FORMAT,
