@@ -9,8 +9,6 @@ a normal machine downloads on first use. Where they are absent (offline machines
 from __future__ import annotations
 
 import logging
-import os
-from pathlib import Path
 from typing import Optional
 
 import torch
@@ -18,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from guide_unlearn.errors import BackendUnavailableError
+from guide_unlearn.faces.weights import torch_home as _torch_home
 
 logger = logging.getLogger(__name__)
 VGG16_FILE = "vgg16-397923af.pth"
@@ -49,10 +48,6 @@ class MultiScaleGradL1(nn.Module):
             if min(a.shape[-2:]) < 4:
                 break
         return total / self.scales
-
-
-def _torch_home() -> Path:
-    return Path(os.environ.get("TORCH_HOME", Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "torch"))
 
 
 def lpips_weights_available() -> bool:

@@ -139,12 +139,13 @@ class FIDInception(nn.Module):
 
 def load_fid_inception(path: Optional[PathLike] = None, device: torch.device | str = "cpu") -> FIDInception:
     """FID's Inception-v3 from ``pt_inception-2015-12-05-6726825d.pth`` (explicit path, else
-    $GUIDE_SHARED/weights/inception, else the cache folder ``<cache>/inception``). The file is read without
-    executing code (``guide_unlearn.checkpoints.load_state_file``); a file in another layout is a CheckpointError
-    naming the missing / unexpected keys and wrong shapes. -> FIDInception in eval mode on ``device``."""
+    $GUIDE_SHARED/weights/inception, else the cache folder ``<cache>/inception``, else where pytorch-fid downloads
+    it, ``$TORCH_HOME/hub/checkpoints``). The file is read without executing code
+    (``guide_unlearn.checkpoints.load_state_file``); a file in another layout is a CheckpointError naming the
+    missing / unexpected keys and wrong shapes. -> FIDInception in eval mode on ``device``."""
     file = find_weight(FID_INCEPTION_FAMILY, FID_INCEPTION_FILE, path, what="Inception-v3 FID network",
-                       install_hint="It is pytorch-fid's FID network (also in ~/.cache/torch/hub/checkpoints when "
-                                    "pytorch-fid has run once).")
+                       install_hint="It is pytorch-fid's FID network (pytorch-fid downloads it once, on a machine "
+                                    "with internet, to $TORCH_HOME/hub/checkpoints, where it is found too).")
     try:
         state = load_state_file(file)
     except CheckpointError as exc:

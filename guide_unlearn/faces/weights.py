@@ -5,7 +5,9 @@ Search order for a file ``name`` of a model family ``sub`` (e.g. ``sub="mtcnn"``
 1. an explicit ``path`` given by the caller (a file, or a folder holding ``name``);
 2. ``$GUIDE_SHARED/weights/<sub>/<name>`` (GUIDE_SHARED defaults to a ``shared`` folder beside the working
    directory or beside the repository checkout);
-3. the cache folder ``$GUIDE_UNLEARN_CACHE/<sub>/<name>``, default ``~/.cache/guide_unlearn/<sub>/<name>``.
+3. the cache folder ``$GUIDE_UNLEARN_CACHE/<sub>/<name>``, default ``~/.cache/guide_unlearn/<sub>/<name>``;
+4. for the families in ``TORCH_HUB_FAMILIES`` (files that another tool caches under torch's hub folder, e.g.
+   pytorch-fid's Inception), ``$TORCH_HOME/hub/checkpoints/<name>``, default ``~/.cache/torch/hub/checkpoints``.
 
 Nothing is ever downloaded: a missing file raises BackendUnavailableError saying where to put it.
 """
@@ -19,6 +21,18 @@ from typing import Iterable, Optional, Union
 from ..errors import BackendUnavailableError
 
 PathLike = Union[str, os.PathLike]
+
+# families whose files are also looked for in torch's hub cache, where the tools that publish them keep them
+# (pytorch-fid downloads pt_inception-2015-12-05-6726825d.pth there)
+TORCH_HUB_FAMILIES = frozenset({"inception"})
+
+
+def torch_home() -> Path:
+    """torch's cache folder: $TORCH_HOME, else $XDG_CACHE_HOME/torch, else ~/.cache/torch."""
+    if os.environ.get("TORCH_HOME"):
+        return Path(os.environ["TORCH_HOME"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base).expanduser() / "torch"
 
 
 def cache_dir() -> Path:
@@ -46,6 +60,8 @@ def candidate_paths(sub: str, name: str, path: Optional[PathLike] = None) -> lis
         return out  # an explicit path is authoritative: never fall back silently
     out += [d / "weights" / sub / name for d in shared_dirs()]
     out.append(cache_dir() / sub / name)
+    if sub in TORCH_HUB_FAMILIES:
+        out.append(torch_home() / "hub" / "checkpoints" / name)
     return out
 
 

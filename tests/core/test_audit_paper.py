@@ -188,6 +188,22 @@ def test_paper_protocol_refuses_naming_only_the_missing_file(weights, monkeypatc
     assert CF_FILE in msg and str(tmp_path / "curricularface" / CF_FILE) in msg and FID_FILE not in msg
 
 
+
+def test_fid_network_is_found_where_pytorch_fid_downloads_it(weights, monkeypatch, tmp_path):
+    """Only $TORCH_HOME/hub/checkpoints holds the Inception file: the loader and the protocol check both find it."""
+    monkeypatch.setenv("GUIDE_UNLEARN_CACHE", str(tmp_path / "empty_cache"))
+    monkeypatch.setenv("GUIDE_SHARED", str(tmp_path / "no_shared"))
+    monkeypatch.setenv("TORCH_HOME", str(weights["root"] / "torch"))
+    net = load_fid_inception()
+    assert net.file == weights["root"] / "torch" / "hub" / "checkpoints" / FID_FILE
+    torch.testing.assert_close(net.state_dict()["fc.weight"], weights["inception"].state_dict()["fc.weight"])
+    with pytest.raises(BackendUnavailableError) as err:  # CurricularFace is still missing, the FID file is not
+        get_protocol("paper-v1")
+    assert CF_FILE in str(err.value) and FID_FILE not in str(err.value)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty_torch"))
+    with pytest.raises(BackendUnavailableError, match="hub/checkpoints"):
+        load_fid_inception()
+
 @pytest.fixture(scope="module")
 def tiny():
     eraser = tiny_eraser("stylegan2", inverter_steps=10)
