@@ -6,7 +6,8 @@ Erases the person's request photo with the preset, then, through G_u: the scratc
 objective: pixel MSE + perceptual from w_avg, Adam lr 0.03) on all the person's photos with codes snapshotted at
 each step count -> recognised fraction and mean dlib distance (offline-v1 judge, < 0.6 = recognised); the fresh
 default inverter's re-inversion; where the 400-step codes land in W+ (per-layer distance to the request code,
-relative to the spread of mapped codes); and the scratch projector on ``--others`` other people (expressivity).
+relative to the spread of mapped codes); and the scratch projector and the fresh default inverter on ``--others``
+other people (expressivity; the default inverter is the attacker of the audit's ``others_kept``).
 Writes one JSON (``--out``) and prints it.
 """
 
@@ -117,6 +118,9 @@ def main() -> int:
             oth = A._prepare([faces / n for n in names], "others", judge, eraser, [])
             s = scratch(oth.crops.to(eraser.device), [max(steps)])[max(steps)]
             rec["others_scratch"] = judge_ws(s, oth, True)
+            # the audit's others_kept re-inverts others with the default inverter from their code-book codes: the
+            # scratch projector alone missed damage that this attacker shows (the tracked recipe kept 3/3 here)
+            rec["others_default"] = judge_ws(A._invert(inv, eraser, oth.photos, 0).to(eraser.device), oth, True)
             rec["others_names"] = names
     finally:
         eraser.remove_patch(patch)
