@@ -52,13 +52,18 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--patches", nargs="+", required=True, help="patch folders of demo-faces")
     p.add_argument("--photos", nargs="+", required=True, help="the person's photos, relative to shared/faces")
-    p.add_argument("--others", type=int, default=12, help="other people of shared/faces (every n-th, seeded order)")
-    p.add_argument("--spaces", default="w+,w")
+    p.add_argument("--others", type=int, default=12,
+                   help="other people of shared/faces (evenly spaced in sorted order)")
+    p.add_argument("--spaces", default="w+,w", help="comma-separated: w+ (per-layer codes, the audit's attacker) "
+                   "and/or w (one code repeated over the layers)")
     p.add_argument("--steps", type=int, default=400)
     p.add_argument("--no-base", action="store_true", help="skip the unpatched model's figures")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default=str(HERE / "results" / "robust" / "attack_space.jsonl"))
     args = p.parse_args()
+    bad = [sp for sp in args.spaces.split(",") if sp not in ("w+", "w")]
+    if bad:
+        p.error(f"--spaces takes w+ and/or w, comma-separated; got {bad}")
 
     import numpy as np
     import torch

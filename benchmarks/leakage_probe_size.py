@@ -32,6 +32,13 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default=str(HERE / "results" / "robust" / "leakage_probe_size.jsonl"))
     args = p.parse_args()
+    try:
+        sizes = [tuple(int(x) for x in s.lower().split("x")) for s in args.sizes.split(",")]
+        if any(len(sz) != 2 or min(sz) < 1 for sz in sizes):
+            raise ValueError
+    except ValueError:
+        p.error(f"--sizes must be STARTSxSTEPS pairs of positive integers, comma-separated (e.g. 4x20,16x100); "
+                f"got {args.sizes!r}")
 
     import torch
 
@@ -42,7 +49,6 @@ def main() -> int:
     shared = Path(os.environ.get("GUIDE_SHARED", HERE.parent.parent / "shared"))
     photos = [shared / "faces" / ph for ph in args.photos]
     eraser = IdentityEraser.from_pretrained(args.model)
-    sizes = [tuple(int(x) for x in s.lower().split("x")) for s in args.sizes.split(",")]
     for folder in args.patches:
         patch = ForgetPatch.from_pretrained(folder)
         for starts, steps in sizes:

@@ -317,8 +317,8 @@ class EraseConfig:
         if isinstance(self.round_attackers, list):
             object.__setattr__(self, "round_attackers", tuple(self.round_attackers))
         need(isinstance(self.round_attackers, tuple) and len(self.round_attackers) > 0
-             and len(set(self.round_attackers)) == len(self.round_attackers)
-             and all(a in ROUND_ATTACKERS for a in self.round_attackers),
+             and all(isinstance(a, str) and a in ROUND_ATTACKERS for a in self.round_attackers)
+             and len(set(self.round_attackers)) == len(self.round_attackers),
              f"round_attackers must be a non-empty tuple of distinct names from {ROUND_ATTACKERS}, "
              f"got {self.round_attackers!r}")
         for name in ("repulsion_weight", "repulsion_margin"):

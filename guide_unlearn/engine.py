@@ -522,8 +522,9 @@ def compute_step_loss(generator: GeneratorAdapter, source_context, ws_u: torch.T
 def _active_rows(progress: PersonProgress, person_rows: list[int], balanced: JointBalance,
                  local_w: torch.Tensor, n_adj: int, rng: torch.Generator, device: torch.device):
     """The iteration's settings with per-person early stop: (idx [n_adj] adjacency start rows, drawn among the
-    rows of people not done, the EraseConfig (L_global balanced over the active people; no adjacency term when
-    every visited person is done), local row weights [k_s] with done people's rows at 0)."""
+    rows of people not done, the EraseConfig (L_global balanced over the active people; when every visited person
+    is done: no adjacency term and L_global weighted as for all visited people, a constant factor that Adam's step
+    does not depend on), local row weights [k_s] with done people's rows at 0)."""
     active = progress.active(person_rows)
     pool = torch.nonzero(active).flatten().to(device)
     live = [p for p, a in zip(person_rows, active.tolist()) if a]

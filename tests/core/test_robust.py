@@ -143,6 +143,12 @@ def test_repulsion_without_a_differentiable_identity_network_is_refused(eraser):
                          eraser.perceptual)
 
 
+def test_identity_aware_preservation_without_an_identity_model_is_refused_in_the_robust_loop(eraser):
+    cfg = EraseConfig(**{**SMALL, "adversarial_rounds": 0, "decoys": 1, "global_id_weight": 0.5})
+    with pytest.raises(ConfigError, match="global_id_weight > 0 needs an identity model"):
+        run_robust_erase(eraser.generator, _codes(eraser, 1), cfg, eraser.perceptual)
+
+
 def test_decoys_are_erased_in_the_same_patch(eraser):
     """The decoy codes move toward their own UFO targets, as the person's code does; without decoys they do not."""
     from guide_unlearn.engine import resolve_distances
@@ -193,9 +199,11 @@ def test_round_attackers_choose_which_attackers_run_in_a_round(eraser):
 
 
 def test_round_attackers_are_validated():
-    for bad in ((), ("default", "default"), ("gan-inversion",), "default"):
+    for bad in ((), ("default", "default"), ("gan-inversion",), "default", (1,), (["default"],)):
         with pytest.raises(ConfigError, match="round_attackers"):
             EraseConfig.robust(round_attackers=bad)
+    with pytest.raises(ConfigError, match="round_attackers"):  # nested lists from a JSON config
+        EraseConfig.from_dict({**EraseConfig.robust().to_dict(), "round_attackers": [["default"]]})
     assert EraseConfig.robust(round_attackers=["scratch"]).round_attackers == ("scratch",)  # lists are normalised
 
 
