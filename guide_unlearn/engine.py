@@ -572,7 +572,12 @@ def _load_state(path: Path, trainable: _Trainable, optimizer, rng: torch.Generat
     if not isinstance(state, dict):
         raise ConfigError(f"the saved erase state {path} is not an erase state; delete it to start over")
     saved = state.get("config")
-    saved = {k: v for k, v in saved.items() if k not in PRESENTATION_FIELDS} if isinstance(saved, dict) else saved
+    if isinstance(saved, dict):
+        # a field the saving version did not have ran at its default then: fill it in, so that a state written
+        # before a field was added resumes when this run leaves that field at its default (and is refused if not)
+        defaults = EraseConfig().recipe_dict()
+        saved = {**{k: v for k, v in defaults.items() if k not in saved},
+                 **{k: v for k, v in saved.items() if k not in PRESENTATION_FIELDS}}
     if saved != cfg.recipe_dict():
         now = cfg.recipe_dict()
         changed = sorted(k for k in now if not isinstance(saved, dict) or saved.get(k) != now[k])

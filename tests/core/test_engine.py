@@ -80,6 +80,50 @@ def test_resume_with_another_config_is_refused(tmp_path, monkeypatch):
         eraser.erase(w, cfg.replace(lr=1e-3), state_dir=tmp_path, measure=False)
 
 
+def _state_of_an_earlier_version(path, dropped):
+    """Rewrite a saved erase state as a version without the fields ``dropped`` would have written it."""
+    import io
+
+    state = torch.load(path, weights_only=True)
+    for k in dropped:
+        del state["config"][k]
+    blob = io.BytesIO()
+    torch.save(state, blob)
+    path.write_bytes(blob.getvalue())
+
+
+def test_a_state_saved_before_a_field_existed_resumes_when_the_field_is_at_its_default(tmp_path, monkeypatch):
+    cfg = EraseConfig(iterations=6, checkpoint_every=2, adjacency_weight=0.05, progress=False)
+    eraser = tiny_eraser()
+    w = _codes(eraser)
+    straight = eraser.erase(w, cfg, measure=False)
+    import guide_unlearn.engine as engine
+
+    real = engine.ltu_loss
+    n = {"c": 0}
+
+    def stop(*a, **k):
+        n["c"] += 1
+        if n["c"] == 4:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(engine, "ltu_loss", stop)
+    with pytest.raises(KeyboardInterrupt):
+        eraser.erase(w, cfg, state_dir=tmp_path, measure=False)
+    monkeypatch.setattr(engine, "ltu_loss", real)
+    state = tmp_path / STATE_FILE
+    saved = state.read_bytes()
+    # fields this run leaves at their defaults: the earlier version ran them at the default too
+    _state_of_an_earlier_version(state, ["round_attackers", "global_id_weight", "joint_done_ratio"])
+    resumed = eraser.erase(w, cfg, state_dir=tmp_path, measure=False)
+    assert resumed.patch.patch_id == straight.patch.patch_id
+    # a field this run sets away from its default cannot have been set by the earlier version: refused
+    state.write_bytes(saved)
+    _state_of_an_earlier_version(state, ["adjacency_weight"])
+    with pytest.raises(ConfigError, match=r"other settings \(adjacency_weight\)"):
+        eraser.erase(w, cfg, state_dir=tmp_path, measure=False)
+
 def test_erase_leaves_the_generator_as_it_was():
     eraser = tiny_eraser()
     w = _codes(eraser, 2)
