@@ -8,7 +8,8 @@ This module may import the pipelines; the pipelines never import it.
 
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+from typing import Any, Iterator
 
 import torch
 from torch import nn
@@ -63,3 +64,25 @@ def build_inverter(name: str, device: str | torch.device = "meta") -> nn.Module:
 
     return build_architecture(name, device=device)
 
+
+
+
+@contextlib.contextmanager
+def interrupted_at(at_call: int) -> Iterator[None]:
+    """Inside the block, the erase loops (``run_erase`` and what calls it) die with KeyboardInterrupt at the
+    ``at_call``-th evaluation of the loss (1-based), as a user's Ctrl-C would: what a run checkpointed before
+    stays in its state folder. Use with ``pytest.raises(KeyboardInterrupt)`` around the erase."""
+    from unittest import mock
+
+    import guide_unlearn.engine as engine
+
+    real, calls = engine.ltu_loss, {"n": 0}
+
+    def stop(*args: Any, **kwargs: Any):
+        calls["n"] += 1
+        if calls["n"] == at_call:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    with mock.patch.object(engine, "ltu_loss", stop):
+        yield

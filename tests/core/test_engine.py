@@ -8,7 +8,7 @@ import torch
 from guide_unlearn import EraseConfig
 from guide_unlearn.engine import STATE_FILE
 from guide_unlearn.errors import ConfigError, InputError, LatentError, TrainingDivergedError
-from guide_unlearn.testing import tiny_eraser
+from guide_unlearn.testing import interrupted_at, tiny_eraser
 
 
 def _codes(eraser, n=1, seed=5):
@@ -27,55 +27,27 @@ def test_same_seed_gives_an_identical_patch_and_another_seed_does_not():
     assert p1.patch_id == p2.patch_id != p3.patch_id
 
 
-def test_resume_after_an_interruption_equals_an_uninterrupted_run(tmp_path, monkeypatch):
+def test_resume_after_an_interruption_equals_an_uninterrupted_run(tmp_path):
     cfg = EraseConfig(iterations=10, checkpoint_every=4, progress=False)
     eraser = tiny_eraser()
     w = _codes(eraser)
     straight = eraser.erase(w, cfg, measure=False)
-
-    import guide_unlearn.engine as engine
-
-    real = engine.ltu_loss
-    calls = {"n": 0}
-
-    def interrupted(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 7:  # dies during step 6, after the checkpoint at step 4
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(engine, "ltu_loss", interrupted)
-    with pytest.raises(KeyboardInterrupt):
+    with interrupted_at(7), pytest.raises(KeyboardInterrupt):  # dies during step 6, after the checkpoint at step 4
         eraser.erase(w, cfg, state_dir=tmp_path, measure=False)
     assert (tmp_path / STATE_FILE).is_file()
     assert eraser.applied_patches == [] and not any("lora" in n for n, _ in eraser.generator.named_parameters())
-    monkeypatch.setattr(engine, "ltu_loss", real)
     resumed = eraser.erase(w, cfg, state_dir=tmp_path, measure=False)
     assert resumed.patch.patch_id == straight.patch.patch_id
     assert [h["loss"] for h in resumed.history] == [h["loss"] for h in straight.history]
     assert not (tmp_path / STATE_FILE).exists()  # the person's code is not kept after success
 
 
-def test_resume_with_another_config_is_refused(tmp_path, monkeypatch):
+def test_resume_with_another_config_is_refused(tmp_path):
     cfg = EraseConfig(iterations=6, checkpoint_every=2, progress=False)
     eraser = tiny_eraser()
     w = _codes(eraser)
-    import guide_unlearn.engine as engine
-
-    real = engine.ltu_loss
-    # write a state by running with an interruption at step 3
-    n = {"c": 0}
-
-    def stop(*a, **k):
-        n["c"] += 1
-        if n["c"] == 4:
-            raise KeyboardInterrupt
-        return real(*a, **k)
-
-    monkeypatch.setattr(engine, "ltu_loss", stop)
-    with pytest.raises(KeyboardInterrupt):
+    with interrupted_at(4), pytest.raises(KeyboardInterrupt):  # a state written at step 2, killed in step 3
         eraser.erase(w, cfg, state_dir=tmp_path, measure=False)
-    monkeypatch.setattr(engine, "ltu_loss", real)
     with pytest.raises(ConfigError, match=r"other settings \(lr\)"):
         eraser.erase(w, cfg.replace(lr=1e-3), state_dir=tmp_path, measure=False)
 
@@ -92,26 +64,13 @@ def _state_of_an_earlier_version(path, dropped):
     path.write_bytes(blob.getvalue())
 
 
-def test_a_state_saved_before_a_field_existed_resumes_when_the_field_is_at_its_default(tmp_path, monkeypatch):
+def test_a_state_saved_before_a_field_existed_resumes_when_the_field_is_at_its_default(tmp_path):
     cfg = EraseConfig(iterations=6, checkpoint_every=2, adjacency_weight=0.05, progress=False)
     eraser = tiny_eraser()
     w = _codes(eraser)
     straight = eraser.erase(w, cfg, measure=False)
-    import guide_unlearn.engine as engine
-
-    real = engine.ltu_loss
-    n = {"c": 0}
-
-    def stop(*a, **k):
-        n["c"] += 1
-        if n["c"] == 4:
-            raise KeyboardInterrupt
-        return real(*a, **k)
-
-    monkeypatch.setattr(engine, "ltu_loss", stop)
-    with pytest.raises(KeyboardInterrupt):
+    with interrupted_at(4), pytest.raises(KeyboardInterrupt):
         eraser.erase(w, cfg, state_dir=tmp_path, measure=False)
-    monkeypatch.setattr(engine, "ltu_loss", real)
     state = tmp_path / STATE_FILE
     saved = state.read_bytes()
     # fields this run leaves at their defaults: the earlier version ran them at the default too

@@ -11,7 +11,7 @@ from guide_unlearn import EraseConfig
 from guide_unlearn.engine import PersonSchedule
 from guide_unlearn.errors import ConfigError, InputError, LatentError
 from guide_unlearn.targets import separated_targets, target_similarity, ufo_target
-from guide_unlearn.testing import tiny_eraser, tiny_generator
+from guide_unlearn.testing import interrupted_at, tiny_eraser, tiny_generator
 
 
 def _codes(eraser, n, seed=3):
@@ -284,8 +284,7 @@ def test_identity_aware_preservation_without_an_identity_model_is_refused():
                      measure=False)
 
 
-def test_a_resumed_joint_run_with_a_done_ratio_equals_an_uninterrupted_one(tmp_path, monkeypatch):
-    import guide_unlearn.engine as engine
+def test_a_resumed_joint_run_with_a_done_ratio_equals_an_uninterrupted_one(tmp_path):
     from guide_unlearn.engine import STATE_FILE, run_erase
     from guide_unlearn.config import RunOptions
 
@@ -303,19 +302,9 @@ def test_a_resumed_joint_run_with_a_done_ratio_equals_an_uninterrupted_one(tmp_p
     stop = straight.patch.metadata["stopped_at_step"]
     first_done = min(e["done_at_step"] for e in straight.patch.metadata["requests"])
     assert first_done < stop - 2  # the checkpoint below holds someone already done
-    real, calls = engine.ltu_loss, {"n": 0}
-
-    def interrupted(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == stop:  # dies during step stop - 1, after a checkpoint
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(engine, "ltu_loss", interrupted)
-    with pytest.raises(KeyboardInterrupt):
+    with interrupted_at(stop), pytest.raises(KeyboardInterrupt):  # dies during step stop - 1, after a checkpoint
         erase(tmp_path)
     assert (tmp_path / STATE_FILE).is_file()
-    monkeypatch.setattr(engine, "ltu_loss", real)
     resumed = erase(tmp_path)
     assert resumed.patch.patch_id == straight.patch.patch_id
     assert resumed.patch.metadata["requests"] == straight.patch.metadata["requests"]

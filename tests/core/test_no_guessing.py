@@ -16,7 +16,7 @@ from guide_unlearn.cli import main
 from guide_unlearn.engine import STATE_FILE, judge_erasure
 from guide_unlearn.errors import CheckpointError, FaceChoiceError
 from guide_unlearn.pipelines.assembly import align_photo
-from guide_unlearn.testing import tiny_eraser
+from guide_unlearn.testing import interrupted_at, tiny_eraser
 
 
 def _codes(eraser, n=1, seed=5):
@@ -150,25 +150,13 @@ def test_presentation_settings_change_neither_the_digest_nor_what_a_patch_record
     assert erase_config_digest(b.to_dict()) == a.digest()  # one digest of a recipe in the whole library
 
 
-def test_resume_accepts_a_run_that_differs_only_in_presentation(tmp_path, monkeypatch):
+def test_resume_accepts_a_run_that_differs_only_in_presentation(tmp_path):
     cfg = EraseConfig(iterations=6, checkpoint_every=2, progress=True)
     eraser = tiny_eraser()
     w = _codes(eraser)
     straight = eraser.erase(w, cfg.replace(progress=False), measure=False)
-    import guide_unlearn.engine as engine
-
-    real, n = engine.ltu_loss, {"c": 0}
-
-    def stop(*a, **k):
-        n["c"] += 1
-        if n["c"] == 4:
-            raise KeyboardInterrupt
-        return real(*a, **k)
-
-    monkeypatch.setattr(engine, "ltu_loss", stop)
-    with pytest.raises(KeyboardInterrupt):
+    with interrupted_at(4), pytest.raises(KeyboardInterrupt):
         eraser.erase(w, cfg, state_dir=tmp_path, measure=False)
     assert (tmp_path / STATE_FILE).is_file()
-    monkeypatch.setattr(engine, "ltu_loss", real)
     resumed = eraser.erase(w, cfg.replace(progress=False, checkpoint_every=3), state_dir=tmp_path, measure=False)
     assert resumed.patch.patch_id == straight.patch.patch_id
