@@ -14,20 +14,20 @@ import torch
 from torch import nn
 
 from . import lora as L
-from .config import PRESENTATION_FIELDS, EraseConfig, RunOptions
+from .config import EraseConfig, RunOptions
 from .errors import ConfigError, LatentError, TrainingDivergedError
 from .fingerprint import patch_state
 from .frozen import cached_constants
-from .io import PathLike, atomic_write_bytes
+from .io import PathLike
 from .joint import JointBalance, PersonProgress, PersonSchedule, _person_index, _record_people
 from .losses import ltu_loss
 from .patch import ForgetPatch
+from .resume import STATE_FILE, load_state, save_state
 from .protocols import GeneratorAdapter, IdentityModel, PerceptualDistance, module_of
 from .targets import separated_targets, target_similarity, typical_distance, ufo_target
 
 logger = logging.getLogger(__name__)
 TRAIN_ADAPTER = "erasing"
-STATE_FILE = "erase_state.pt"
 HISTORY_POINTS = 200  # at most this many loss-history points are stored in a patch (metadata "loss_history")
 
 
@@ -146,6 +146,14 @@ def check_latents(ws: Any, generator: GeneratorAdapter) -> torch.Tensor:
     if not torch.isfinite(ws).all():
         raise LatentError("latent codes contain NaN or Inf; re-run the inversion")
     return ws.detach().to(torch.float32)
+
+
+def check_identity(cfg: EraseConfig, identity: Optional[IdentityModel]) -> None:
+    """ConfigError when the config asks for an identity term that needs a model and none is given (the loss
+    would silently drop it). Shared by the plain and the robust loop."""
+    if cfg.global_id_weight > 0 and identity is None:
+        raise ConfigError("global_id_weight > 0 needs an identity model; pass identity_model= to the eraser (e.g. "
+                          "load_identity_model('faceapi')) or set global_id_weight=0")
 
 
 def resolve_distances(cfg: EraseConfig, generator: GeneratorAdapter) -> tuple[float, tuple[float, float]]:
@@ -315,9 +323,7 @@ def run_erase(
         raise ConfigError("give state_dir and trackers in run=RunOptions(...), not beside it")
     state_dir, trackers = run.state_dir, run.trackers
     w_u = check_latents(w_u, generator)
-    if cfg.global_id_weight > 0 and identity is None:
-        raise ConfigError("global_id_weight > 0 needs an identity model; pass identity_model= to the eraser (e.g. "
-                          "load_identity_model('faceapi')) or set global_id_weight=0")
+    check_identity(cfg, identity)
     model = module_of(generator)
     device = generator.w_avg.device
     k = w_u.shape[0]
@@ -357,7 +363,7 @@ def run_erase(
         history: list[dict[str, float]] = []
         start = 0
         if state_path is not None and state_path.is_file():
-            start, history = _load_state(state_path, trainable, optimizer, rng, cfg, w_u, progress)
+            start, history = load_state(state_path, trainable, optimizer, rng, cfg, w_u, progress)
             logger.info("resumed erase from %s at step %d", state_path, start)
 
         n_adj, n_glob = cfg.adjacency_samples, cfg.global_samples
@@ -408,7 +414,7 @@ def run_erase(
                 bar.set_postfix({k_: f"{v:.4f}" for k_, v in loss.parts.items() if k_ in ("loss", "local", "adjacency", "global")})
             if state_path is not None and run.checkpoint_every and (step + 1) % run.checkpoint_every == 0 \
                     and step + 1 < cfg.iterations:
-                _save_state(state_path, step + 1, history, trainable, optimizer, rng, cfg, w_u, progress)
+                save_state(state_path, step + 1, history, trainable, optimizer, rng, cfg, w_u, progress)
         if bar is not None:
             bar.close()
         seconds = time.perf_counter() - t0
@@ -543,66 +549,6 @@ def _progress(cfg: EraseConfig, run: RunOptions, start: int):
     from tqdm.auto import tqdm
 
     return tqdm(total=cfg.iterations, initial=start, desc="erasing", leave=False)
-
-
-def _save_state(path: Path, step: int, history, trainable: _Trainable, optimizer, rng: torch.Generator,
-                cfg: EraseConfig, w_u: torch.Tensor, progress: Optional[PersonProgress] = None) -> None:
-    import io
-
-    blob = io.BytesIO()
-    state = {
-        "step": step, "history": history, "trainable": trainable.state(),
-        "optimizer": optimizer.state_dict(), "rng": rng.get_state(), "config": cfg.recipe_dict(), "w_u": w_u.cpu(),
-    }
-    if progress is not None:  # plain floats / bools / ints: the per-person early-stop state
-        state["progress"] = {"start": progress.start, "done": progress.done, "done_step": progress.done_step}
-    torch.save(state, blob)
-    atomic_write_bytes(path, blob.getvalue(), overwrite=True)  # the run's own state file, replaced as it advances
-
-
-def _load_state(path: Path, trainable: _Trainable, optimizer, rng: torch.Generator, cfg: EraseConfig,
-                w_u: torch.Tensor, progress: Optional[PersonProgress] = None):
-    from .checkpoints.torch_zip import load_torch_file
-    from .errors import CheckpointError
-
-    try:  # the same scan and bounds as any torch.save file (a state folder may be shared or tampered with)
-        state = load_torch_file(path)
-    except CheckpointError as e:  # corrupt or foreign file
-        raise ConfigError(f"cannot read the saved erase state {path} ({e}); delete it to start over") from None
-    if not isinstance(state, dict):
-        raise ConfigError(f"the saved erase state {path} is not an erase state; delete it to start over")
-    saved = state.get("config")
-    if isinstance(saved, dict):
-        # a field the saving version did not have ran at its default then: fill it in, so that a state written
-        # before a field was added resumes when this run leaves that field at its default (and is refused if not)
-        defaults = EraseConfig().recipe_dict()
-        saved = {**{k: v for k, v in defaults.items() if k not in saved},
-                 **{k: v for k, v in saved.items() if k not in PRESENTATION_FIELDS}}
-    if saved != cfg.recipe_dict():
-        now = cfg.recipe_dict()
-        changed = sorted(k for k in now if not isinstance(saved, dict) or saved.get(k) != now[k])
-        raise ConfigError(f"the saved erase state {path} was made with other settings ({', '.join(changed[:6])}); "
-                          "delete it or resume with the same settings (progress / logging settings may differ)")
-    try:
-        if not torch.equal(state["w_u"], w_u.cpu()):
-            raise ConfigError(f"the saved erase state {path} belongs to another identity; delete it to start over")
-        trainable.load_state(state["trainable"])
-        optimizer.load_state_dict(state["optimizer"])
-        rng.set_state(state["rng"])
-        if progress is not None:
-            saved_progress, people = state["progress"], len(progress.start)
-            if not len(saved_progress["start"]) == len(saved_progress["done"]) == len(saved_progress["done_step"]) \
-                    == people:
-                raise ValueError("per-person state of another number of people")
-            progress.start = [None if v is None else float(v) for v in saved_progress["start"]]
-            progress.done = [bool(v) for v in saved_progress["done"]]
-            progress.done_step = [None if v is None else int(v) for v in saved_progress["done_step"]]
-        return int(state["step"]), list(state["history"])
-    except ConfigError:
-        raise
-    except Exception as e:  # noqa: BLE001 - a malformed state file: missing keys, wrong types or shapes
-        raise ConfigError(f"the saved erase state {path} is malformed ({type(e).__name__}: {str(e)[:200]}); "
-                          "delete it to start over") from None
 
 
 def _plain(config: Any) -> dict[str, Any]:

@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from .config import EraseConfig
-from .engine import _Trainable, check_latents, patch_metadata, resolve_distances, step_codes
+from .engine import _Trainable, check_identity, check_latents, patch_metadata, resolve_distances, step_codes
 from .errors import ConfigError, TrainingDivergedError
 from .fingerprint import patch_state
 from .frozen import cached_constants
@@ -153,9 +153,7 @@ def run_robust_erase(
                                                                                 False)):
         raise ConfigError("repulsion_weight > 0 needs a differentiable identity network (faceapi or ArcFace); "
                           "install the 'faces' extra or set repulsion_weight=0")
-    if cfg.global_id_weight > 0 and identity is None:
-        raise ConfigError("global_id_weight > 0 needs an identity model; pass identity_model= to the eraser (e.g. "
-                          "load_identity_model('faceapi')) or set global_id_weight=0")
+    check_identity(cfg, identity)
     if cfg.tracking_steps and (attack_images is None or attack_images.ndim != 4 or attack_images.shape[1] != 3):
         raise ConfigError("tracking_steps > 0 needs attack_images [V, 3, H, W] (the request photos; the eraser "
                           "passes them), or set tracking_steps=0")
