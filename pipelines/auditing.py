@@ -14,13 +14,10 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
-import json
 import logging
 import math
 import os
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence, Union
 
 import numpy as np
@@ -28,13 +25,15 @@ import torch
 
 from guide_unlearn import metrics as M
 from guide_unlearn import patching
-from guide_unlearn.errors import BackendUnavailableError, ConfigError, NoFaceError, SaveError
+from guide_unlearn.errors import ConfigError, NoFaceError
 from guide_unlearn.patch import ForgetPatch
 
 from .audit_attacks import (_cams, _fresh_default_inverter, _invert, _inverter_record, _landmarks,  # noqa: F401
                             _patched, _reinvert, _render, leakage_probe)
 from .audit_judges import _Judge, _judge, _prepare
 from .audit_photos import PhotoSpec, _items, _Photo, _PhotoSet, sample_people  # noqa: F401  (re-exported)
+from .audit_protocols import PROTOCOLS, Protocol, get_protocol  # noqa: F401  (re-exported)
+from .audit_report import AuditReport, _jsonable, record_audit  # noqa: F401  (re-exported)
 
 logger = logging.getLogger(__name__)
 
@@ -46,193 +45,6 @@ METRIC_KEYS = (
 )
 ATTACKS = ("reinvert", "leakage")
 DEFAULT_MAX_OTHERS = 48  # others people audited by default (a seeded sample; see audit(max_others=))
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Protocols
-
-
-@dataclass(frozen=True)
-class Protocol:
-    """A versioned choice of networks and settings; recorded in every report.
-
-    name:             "offline-v1" | "paper-v1" | "toy-v1".
-    identity:         the identity network ("dlib", "curricularface", "toy").
-    feature_space:    the label of the Fréchet distance ("FD-dlib", "FD-toy", "FID-inception"); the figure is
-                      always called by this label.
-    views:            rendering views of the ID metric on camera models (SPEC §2: 11 yaws).
-    samples:          default number of G_s / G_u samples for the Fréchet distance.
-    required_weights: (family folder, file name, what) of every weight file the protocol needs.
-    description:      one line for the report.
-    identity_depth:   the depth an IR identity network must have (paper-v1: 101); None takes the depth its file
-                      holds (short test backbones; the report names the depth that ran).
-    """
-
-    name: str
-    identity: str
-    feature_space: str
-    views: int = 11
-    samples: int = 500
-    required_weights: tuple[tuple[str, str, str], ...] = ()
-    description: str = ""
-    identity_depth: Optional[int] = 101
-
-
-PROTOCOLS: dict[str, Protocol] = {
-    "offline-v1": Protocol(
-        "offline-v1", "dlib", "FD-dlib", samples=200,
-        description="runs on any machine: dlib's face-recognition ResNet for identity (same person: Euclidean "
-                    "distance < 0.6 between raw descriptors), MTCNN to find faces, Fréchet distance between dlib "
-                    "descriptors of aligned chips (FD-dlib; not FID)"),
-    "paper-v1": Protocol(
-        "paper-v1", "curricularface", "FID-inception", samples=5000,
-        required_weights=(("curricularface", "CurricularFace_Backbone.pth", "CurricularFace IR-101 (ID metric)"),
-                          ("inception", "pt_inception-2015-12-05-6726825d.pth", "Inception-v3 FID network")),
-        description="the paper's evaluation (SPEC §2): CurricularFace IR-101 on MTCNN 112 crops, 11 views, "
-                    "Inception-v3 FID (5000 samples)"),
-    "toy-v1": Protocol(
-        "toy-v1", "toy", "FD-toy", samples=64,
-        description="tests and tiny models only: a RANDOM toy identity network (not a face recogniser; its "
-                    "'same person' cut of cosine 0.9 is arbitrary); photos are taken as aligned crops"),
-}
-
-
-def get_protocol(name: str) -> Protocol:
-    """The protocol called ``name``; ConfigError listing the known ones. paper-v1 is refused (BackendUnavailableError
-    naming each missing weight file and where to put it) unless every file is present."""
-    if isinstance(name, Protocol):
-        return name
-    if name not in PROTOCOLS:
-        raise ConfigError(f"unknown audit protocol {name!r}; choose one of {', '.join(PROTOCOLS)}")
-    proto = PROTOCOLS[name]
-    if proto.required_weights:
-        from guide_unlearn.faces.weights import candidate_paths
-
-        missing = []
-        for sub, fname, what in proto.required_weights:
-            places = candidate_paths(sub, fname)
-            if not any(p.is_file() for p in places):
-                missing.append(f"{what}: {fname} (put it at {places[0]} or {places[-1]})")
-        if missing:
-            raise BackendUnavailableError(
-                f"protocol {name} needs weight files that are not here: " + "; ".join(missing)
-                + ". Nothing was substituted; use --protocol offline-v1 to audit with the offline networks")
-    return proto
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# The report
-
-
-@dataclass
-class AuditReport:
-    """What ``audit`` measured.
-
-    protocol:   {"name", "version", "description", "feature_space", "identity"}.
-    metrics:    the flat dict of floats (exactly ``METRIC_KEYS``; NaN where a metric could not run, the reason in
-                ``details["not_run"]``).
-    details:    per photo / per view / per attack rows, counts, skipped photos, settings.
-    networks:   which networks ran (identity, detector, feature space, generator, inverters) with file digests.
-    thresholds: the same-person rules used.
-    seconds:    wall time of the audit, and of its parts.
-    """
-
-    protocol: dict[str, Any]
-    metrics: dict[str, float]
-    details: dict[str, Any]
-    networks: dict[str, Any]
-    thresholds: dict[str, Any]
-    seconds: dict[str, float]
-    gallery: dict[str, Any] = field(default_factory=dict, repr=False)  # tensors for the figures (not in JSON)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict (NaN becomes null)."""
-        return _jsonable({"protocol": self.protocol, "metrics": self.metrics, "details": self.details,
-                          "networks": self.networks, "thresholds": self.thresholds, "seconds": self.seconds})
-
-    def to_json(self, indent: Optional[int] = 2) -> str:
-        """The report as strict JSON (NaN written as null)."""
-        return json.dumps(self.to_dict(), indent=indent, sort_keys=False, allow_nan=False)
-
-    def summary(self) -> dict[str, Any]:
-        """The audit summary a patch carries (metadata key "audit"): protocol, metrics, networks, date."""
-        return _jsonable({"protocol": self.protocol["name"], "metrics": self.metrics, "networks": self.networks,
-                          "date": self.details.get("date")})
-
-    def figures(self) -> dict[str, bytes]:
-        """{file name: PNG bytes} of the report's figures (needs matplotlib: the 'audit' extra)."""
-        from guide_unlearn.pipelines.audit_figures import make_figures
-
-        return make_figures(self)
-
-    def save(self, directory: Union[str, os.PathLike]) -> Path:
-        """Write ``report.json``, a self-contained ``report.html`` (figures as PNG data URIs) and the figure PNGs
-        into ``directory`` (created, or used when empty; a non-empty folder is refused), atomically. -> it."""
-        from guide_unlearn.io import atomic_directory
-        from guide_unlearn.pipelines.audit_figures import render_html
-
-        directory = Path(directory)
-        if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
-            raise SaveError(f"{directory} exists and is not an empty folder; choose a new folder for the report "
-                            "(nothing was written)")
-        figures = self.figures()
-        html = render_html(self, figures)
-        with atomic_directory(directory, overwrite=True) as tmp:
-            (tmp / "report.json").write_text(self.to_json())
-            (tmp / "report.html").write_text(html, encoding="utf-8")
-            for name, data in figures.items():
-                (tmp / name).write_bytes(data)
-        return directory
-
-    def write_to_patch(self, patch_dir: Union[str, os.PathLike]) -> Path:
-        """Record :meth:`summary` in the patch folder's metadata (key "audit"); the tensors, their sha256 and the
-        patch id are unchanged, so the patch stays valid. -> the metadata file."""
-        return record_audit(patch_dir, self.summary())
-
-
-def record_audit(patch_dir: Union[str, os.PathLike], summary: Mapping[str, Any]) -> Path:
-    """Store ``summary`` under metadata key "audit" of the patch folder ``patch_dir`` (atomically; the patch is
-    loaded and verified before and after) and refresh its model card (README.md) when it has one, so a shared
-    patch carries its evidence. -> the metadata file."""
-    from guide_unlearn.io import atomic_write_bytes
-    from guide_unlearn.patch import MAX_JSON_BYTES, META_FILE
-
-    patch_dir = Path(patch_dir)
-    ForgetPatch.from_pretrained(patch_dir)  # verify first: never annotate a tampered patch
-    path = patch_dir / META_FILE
-    meta = json.loads(path.read_text(encoding="utf-8"))
-    meta["audit"] = _jsonable(dict(summary))
-    data = json.dumps(meta, indent=2, sort_keys=True, allow_nan=False).encode()
-    if len(data) > MAX_JSON_BYTES:
-        raise SaveError(f"the patch metadata with the audit would be {len(data)} bytes (limit {MAX_JSON_BYTES}); "
-                        "nothing was written")
-    atomic_write_bytes(path, data, overwrite=True)  # --write-to-patch is the request to update the record
-    from guide_unlearn import hub
-
-    card = patch_dir / hub.CARD_FILE
-    if card.is_file():  # the patch's model card shows the audit: refresh it, keeping its licence and base model
-        atomic_write_bytes(card, str(hub.refreshed_card(card, meta)).encode("utf-8"), overwrite=True)
-    ForgetPatch.from_pretrained(patch_dir)
-    return path
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _jsonable(obj.tolist())
-    if isinstance(obj, (np.floating, float)):
-        v = float(obj)
-        return round(v, 6) if math.isfinite(v) else None
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (np.bool_,)):
-        return bool(obj)
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
 
 
 # ----------------------------------------------------------------------------------------------------------------
