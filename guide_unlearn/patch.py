@@ -26,6 +26,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
+from . import card as _card
 from . import hub as _hub
 from .checkpoints.limits import check_nesting, loads_json, read_regular_file, regular_file
 from .errors import PatchError
@@ -197,7 +198,7 @@ class ForgetPatch:
                 (tmp / LORA_CONFIG_FILE).write_text(json.dumps(_peft_config_json(self.lora_config), indent=2))
             (tmp / META_FILE).write_bytes(meta_bytes)
             if card_text is not None:
-                (tmp / _hub.CARD_FILE).write_text(card_text, encoding="utf-8")
+                (tmp / _card.CARD_FILE).write_text(card_text, encoding="utf-8")
         return save_directory
 
     def push_to_hub(self, repo_id: str, private: bool = True, token: "str | bool | None" = None,
@@ -285,8 +286,8 @@ class ForgetPatch:
 
 def _card_text(meta: dict[str, Any], card: "bool | dict[str, Any] | None") -> Optional[str]:
     """The README.md model card for ``meta`` (None when ``card`` is False)."""
-    options = _hub.card_options(card)
-    return None if options is None else str(_hub.model_card(meta, **options))
+    options = _card.card_options(card)
+    return None if options is None else str(_card.model_card(meta, **options))
 
 
 def _refuse_links(directory: Path, names: tuple[str, ...]) -> None:
