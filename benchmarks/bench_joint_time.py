@@ -1,10 +1,10 @@
 """Wall time of one joint ``erase_many`` of 8 demo-faces people against single erases (cached codes, after a
-warm-up erase), the model's default config, torch's default threads. Run on an idle machine:
+warm-up erase), the model's default config, torch's default threads. Run it with nothing else on the machine:
 
     python benchmarks/bench_joint_time.py
     python benchmarks/bench_joint_time.py --joint-config '{"lora_rank": 16, "lora_alpha": 16.0}'  # joint settings
 
-Prints one JSON line: the two single erases' seconds, the joint run's and their ratio (issue target: <= 3).
+Prints one JSON line: the two single erases' seconds, the joint run's and their ratio.
 """
 import argparse
 import json

@@ -8,8 +8,8 @@ The erase is exactly the main job's (``eraser.erase(photo)`` with the model's de
 figures are ``bench_demo_faces.py``'s id-off erasure report (all five photos of the person before / after under
 dlib 0.6, preservation of the other recognised people, pixel L1), computed from the cached codes in
 ``tests/data/demo_faces_codes.safetensors`` so the 127 inversions are not repeated. Only public API and the
-demo recipe's evaluation helpers are used, so the same script measures an older checkout too (put it first on
-PYTHONPATH). Prints one JSON line. Needs shared/ (GUIDE_SHARED or ../shared).
+demo recipe's evaluation helpers are used, so the same script measures another checkout too (put it first on
+PYTHONPATH; paired_main_job.py does). Prints one JSON line. Needs shared/ (GUIDE_SHARED or ../shared).
 """
 
 from __future__ import annotations
@@ -48,13 +48,13 @@ def main() -> int:
         gen = eraser.generator
         code = gen.mapping(torch.randn(1, gen.z_dim, generator=torch.Generator().manual_seed(0)), None).detach()
         # lr pinned to the LoRA preset's: the loop compares per-iteration cost, and the final loss must match
-        # across commits whatever the model's recommended lr was at each (it changed with the 75-step recipe)
+        # across commits whatever the model's recommended lr is at each
         cfg = eraser.default_config(progress=False, iterations=1, lr=0.005)
         run_erase(gen, code, cfg, eraser.perceptual, None)  # warm-up
         cfg = cfg.replace(iterations=args.loop)
         t, cpu = time.perf_counter(), time.process_time()
         out = run_erase(gen, code, cfg, eraser.perceptual, None)
-        history = out.history if hasattr(out, "history") else out[2]  # older commits return a 4-tuple
+        history = out.history if hasattr(out, "history") else out[2]  # run_erase of other commits may return a 4-tuple
         print(json.dumps({"benchmark": "main_job_loop", "iterations": args.loop, "threads": args.threads,
                           "wall_ms_per_iter": round(1000 * (time.perf_counter() - t) / args.loop, 1),
                           "cpu_ms_per_iter": round(1000 * (time.process_time() - cpu) / args.loop, 1),

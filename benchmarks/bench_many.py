@@ -1,6 +1,6 @@
 """Figures of the many-people features: a joint erase, continual erases, and the request queue.
 
-    python benchmarks/bench_many.py                      # every section (about 15-25 min on 2 loaded CPU cores)
+    python benchmarks/bench_many.py                      # every section (tens of minutes on 2 CPU cores)
     python benchmarks/bench_many.py --sections joint     # one section: joint, continual or queue
 
 - joint (demo-faces, dlib metric): 8 people of shared/faces, one photo each (the request is that photo's cached
@@ -13,7 +13,8 @@
 - queue (tiny-stylegan2): ``guide-unlearn erase-batch`` over requests made of shared/faces photos, one process
   against two (``accelerate launch --multi_gpu --num_processes 2`` on CPU: torchrun + gloo), patch ids compared.
 
-Timings on a machine shared with other jobs are noisy. Prints a table and one final JSON line. Needs shared/.
+Its seconds are meaningful only with nothing else on the machine (bench_joint_time.py is the paired timing).
+Prints a table and one final JSON line. Needs shared/.
 """
 
 from __future__ import annotations

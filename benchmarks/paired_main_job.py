@@ -1,10 +1,10 @@
-"""Paired before/after timing of the README main job: an older commit against this checkout, alternating.
+"""Paired timing of the README main job: another commit against this checkout, alternating.
 
-    python benchmarks/paired_main_job.py --base aa47a05 --pairs 3 --loop 10 --threads 1   # loop ms/iter
-    python benchmarks/paired_main_job.py --base aa47a05 --pairs 1 --figures               # + dlib figures
-    python benchmarks/paired_main_job.py --base aa47a05 --pairs 3 --time-only --threads 2 # the whole erase
+    python benchmarks/paired_main_job.py --base COMMIT --pairs 3 --loop 10 --threads 1   # loop ms/iter
+    python benchmarks/paired_main_job.py --base COMMIT --pairs 1 --figures               # + dlib figures
+    python benchmarks/paired_main_job.py --base COMMIT --pairs 3 --time-only --threads 2 # the whole erase
 
-The older commit is exported with ``git archive`` into a temporary folder and put first on PYTHONPATH (with
+The other commit is exported with ``git archive`` into a temporary folder and put first on PYTHONPATH (with
 links that give it the installed layout: guide_unlearn.adapters / .pipelines / .recipes), so the same
 ``bench_main_job.py`` of THIS checkout measures both; each measurement runs in its own subprocess, in the order
 base, ours, base, ours, ... Prints one JSON line per run, then a summary JSON line (last line) with the median
@@ -52,7 +52,7 @@ def run_one(pythonpath: str | None, args: list[str], threads: int) -> dict:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--base", default="aa47a05", help="the commit to compare against (default: before issue #16)")
+    p.add_argument("--base", required=True, help="the commit to compare against (any git revision)")
     p.add_argument("--pairs", type=int, default=3)
     p.add_argument("--loop", type=int, default=10, help="iterations per loop timing (ignored with --figures)")
     p.add_argument("--threads", type=int, default=1)

@@ -1,7 +1,7 @@
 """Default vs robust preset on the demo model, judged by guide_unlearn.audit (offline-v1), same person.
 
-    python benchmarks/robust_demo.py --person guide --out benchmarks/results/robust   # report person (held out)
-    python benchmarks/robust_demo.py --person stargan_v2_celebahq/<file> ...          # a tuning person
+    python benchmarks/robust_demo.py --person guide --out benchmarks/results/robust/recipe75   # the GUIDE person
+    python benchmarks/robust_demo.py --person stargan_v2_celebahq/<file> ...                   # another person
 
 For each preset: erase the request photo (cached code from tests/data), audit it (re-inversion with the fresh
 code-projector and the 400-step from-scratch projector, held-out photos, others_kept on a fixed subset of the
@@ -12,9 +12,9 @@ timings) and <out>/<person>_steps.json; prints one JSON line per preset.
 The attacker-budget curve alone (no audit; ``--base-curve`` adds the unpatched model's), then its plot:
 
     python benchmarks/robust_demo.py --person guide --no-audit --base-curve --steps 50,100,200,400,800 --threads 1
-    python benchmarks/robust_demo.py --plot benchmarks/results/robust/guide_steps.json --png docs/robust_attack_budget.png
+    python benchmarks/robust_demo.py --plot benchmarks/results/robust/recipe75/guide_steps.json --png docs/robust_attack_budget.png
 
-The cost ratio alone, paired (alternating default / robust erases after a warm-up; run it on an idle machine):
+The cost ratio alone, paired (alternating default / robust erases after a warm-up):
 
     python benchmarks/robust_demo.py --person guide --presets lora,robust --time-pairs 3 --threads 2
 """

@@ -1,4 +1,4 @@
-"""Quick diagnostics of one erase against the from-scratch projector (the #14 tuning loop; minutes, not an audit).
+"""Quick diagnostics of one erase against the from-scratch projector (minutes, not an audit).
 
     python benchmarks/robust_probe.py --preset robust --override '{"attack_steps": 400}' --threads 1
 
@@ -119,7 +119,7 @@ def main() -> int:
             s = scratch(oth.crops.to(eraser.device), [max(steps)])[max(steps)]
             rec["others_scratch"] = judge_ws(s, oth, True)
             # the audit's others_kept re-inverts others with the default inverter from their code-book codes: the
-            # scratch projector alone missed damage that this attacker shows (the tracked recipe kept 3/3 here)
+            # scratch projector alone can miss damage that this attacker shows
             rec["others_default"] = judge_ws(A._invert(inv, eraser, oth.photos, 0).to(eraser.device), oth, True)
             rec["others_names"] = names
     finally:

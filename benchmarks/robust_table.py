@@ -1,6 +1,6 @@
 """Markdown table of the robust_demo.py results: one column per preset, the audit's metrics as rows.
 
-    python benchmarks/robust_table.py benchmarks/results/robust/guide_*.json
+    python benchmarks/robust_table.py benchmarks/results/robust/recipe75/guide_*.json
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""Issue #15's open goal: a joint ``erase_many`` of 8 demo-faces people that erases all 8 AND keeps >= 95 % of the
-other recognised people recognised, within 3x one single erase. This script is the sweep behind the choice.
+"""Settings sweep for a joint ``erase_many`` of 8 demo-faces people: how many of the 8 are erased, and what share of
+the other recognised people stays recognised, for each set of EraseConfig overrides (docs/benchmarks.md).
 
     OMP_NUM_THREADS=1 python benchmarks/sweep_joint_preservation.py --diagnose
     OMP_NUM_THREADS=1 python benchmarks/sweep_joint_preservation.py --variant NAME '{"field": value, ...}' ...
@@ -15,7 +15,8 @@ others the single patches lose; ``--identity faceapi`` gives the eraser dlib's o
 for the ID terms, so figures made with it are optimistic and the rows say so.
 ``--diagnose`` prints the W-space distances that set the scale of the neighbourhood (typical ||w - w_avg||,
 the resolved adjacency range, distances between different people's codes) and appends them as one line.
-Needs shared/. Seconds measured on a shared machine are noisy; bench_joint_time.py is the paired timing.
+Needs shared/. Its seconds are meaningful only with nothing else on the machine; bench_joint_time.py is the
+paired timing.
 """
 
 from __future__ import annotations
