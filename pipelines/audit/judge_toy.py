@@ -34,7 +34,7 @@ class ToyJudge(Judge):
 
         crop = pil_to_tensor(image, self.resolution)
         camera = None
-        if eraser.generator.c_dim:
+        if eraser is not None and eraser.generator.c_dim:
             camera = eraser.generator.frontal_camera(1)[0].detach().cpu()
         return Photo(label, person, crop, camera, self.describe(crop, None)[0], None)
 

@@ -61,8 +61,8 @@ class Judge:
     frechet_metric = "fd"
 
     def photo(self, image: Image.Image, label: str, person: str, eraser) -> Photo:
-        """A photo -> :class:`Photo` (aligned crop for the eraser's inverter, identity vector, landmarks, camera);
-        NoFaceError when it shows no face."""
+        """A photo -> :class:`Photo` (aligned crop for the eraser's inverter, identity vector, landmarks, camera
+        for a camera model; ``eraser`` None: no camera); NoFaceError when it shows no face."""
         raise NotImplementedError
 
     def describe(self, images: torch.Tensor, landmarks: Optional[np.ndarray]) -> np.ndarray:
@@ -147,7 +147,7 @@ class DetectingJudge(Judge):
         matrix = alignment_matrix(face, self.style, full, image_height=image.height)
         lms = (apply_transform(matrix, face.landmarks) + 0.5) * (self.resolution / full) - 0.5
         camera = None
-        if eraser.generator.c_dim:
+        if eraser is not None and eraser.generator.c_dim:
             camera = torch.as_tensor(list(estimate_camera(image, face).label), dtype=torch.float32)
         return Photo(label, person, pil_to_tensor(crop, self.resolution), camera, self.photo_descriptor(image, face),
                      lms)

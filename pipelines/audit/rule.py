@@ -9,7 +9,7 @@ array([ True, False, False])
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Optional
 
 import numpy as np
@@ -55,10 +55,6 @@ class SamePersonRule:
     def same(self, scores: np.ndarray) -> np.ndarray:
         """Best scores [N] -> bool [N]: recognised as the same person (NaN, i.e. no face, never is)."""
         return M.recognised(scores, self.cut, self.metric)
-
-    def with_cut(self, cut: float, how_chosen: str, details: Optional[dict[str, Any]] = None) -> "SamePersonRule":
-        """The same network and metric with another cut (e.g. a calibrated one)."""
-        return replace(self, cut=float(cut), how_chosen=how_chosen, details=details)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready record (for reports and patch metadata)."""

@@ -192,3 +192,27 @@ def test_the_same_person_rule_reads_distances_and_cosines_and_never_recognises_n
     assert dist.best(np.array([[0.9, 0.1]]), refs)[0] == pytest.approx(np.hypot(0.1, 0.1))
     with pytest.raises(ConfigError, match="metric"):
         A.SamePersonRule("net", "manhattan", 1.0, "")
+
+
+def test_the_cut_at_a_false_accept_rate_admits_at_most_that_share_of_impostor_pairs():
+    from guide_unlearn.pipelines.audit.calibration import cut_at_false_accept_rate
+
+    distances = np.linspace(0.1, 1.0, 10)
+    cut = cut_at_false_accept_rate(distances, 0.1, "euclidean")
+    assert cut == pytest.approx(0.2) and (distances < cut).sum() == 1
+    cosines = np.linspace(0.0, 0.9, 10)
+    cut = cut_at_false_accept_rate(cosines, 0.2, "cosine")
+    assert (cosines >= cut).sum() == 2 and 0.7 < cut < 0.8
+
+
+def test_a_calibrated_rule_says_how_its_cut_was_chosen_and_keeps_the_published_one_beside_it(tiny):
+    from guide_unlearn.pipelines.audit.calibration import calibrate_same_person_rule
+    from guide_unlearn.pipelines.audit.judge_toy import ToyJudge
+
+    _, _, pics = tiny
+    judge = ToyJudge(pics[0].size[0])
+    cal = calibrate_same_person_rule(judge, {"a": pics[:2], "b": pics[2:3], "c": pics[3:4]}, far=0.25)
+    assert cal.people == 3 and cal.photos == 4 and cal.impostor_pairs == 10 and cal.genuine_pairs == 2
+    assert cal.rates["calibrated"]["false_accept"] <= 0.25 and cal.published.cut == 0.9
+    assert cal.rule.metric == "cosine" and "false-accept rate 0.25 over 10 ordered pairs" in cal.rule.how_chosen
+    assert cal.rates["calibrated"]["same_photo_accept"] == 1.0  # toy crops at the same size: probe == photo
