@@ -13,7 +13,8 @@ The package is a short runner (:func:`audit`) over plug-ins, each one file that 
 
 - protocols (:func:`register_protocol`): which judge, feature space, views and sample count;
 - identity judges (:class:`Judge`, :func:`register_judge`): photos and renderings -> identity vectors, and the
-  :class:`SamePersonRule` that says "recognised";
+  :class:`SamePersonRule` that says "recognised" (:func:`calibrate_same_person_rule` chooses a cut on real photos
+  at a fixed false-accept rate);
 - metric families (:class:`MetricFamily`, :func:`register_metric_family`) and attacks (:class:`AuditAttack`,
   :func:`register_attack`): the report's keys, measured from one :class:`AuditContext`.
 
@@ -28,6 +29,7 @@ from . import judge_dlib, judge_paper, judge_toy  # noqa: F401
 from . import identity, held_out, reinversion, leakage, frechet  # noqa: F401  (isort: skip)
 from .attacks import (DefaultInverterAttack, InversionAttack, ScratchProjectorAttack, fresh_default_inverter,
                       inversion_attack, inverter_record, leakage_probe)
+from .calibration import Calibration, calibrate_same_person_rule
 from .families import (METRIC_FAMILIES, METRIC_KEYS, AuditAttack, AuditContext, AuditSettings, MetricFamily,
                        register_attack, register_metric_family, registered_attacks)
 from .judges import JUDGES, DetectingJudge, Judge, Match, make_judge, register_judge
@@ -39,10 +41,10 @@ from .runner import ATTACKS, DEFAULT_MAX_OTHERS, audit
 
 __all__ = [
     "ATTACKS", "DEFAULT_MAX_OTHERS", "JUDGES", "METRIC_FAMILIES", "METRIC_KEYS", "PROTOCOLS", "AuditAttack",
-    "AuditContext", "AuditReport", "AuditSettings", "DefaultInverterAttack", "DetectingJudge", "InversionAttack",
-    "Judge", "Match", "MetricFamily", "Photo", "PhotoSet", "PhotoSpec", "Protocol", "SamePersonRule",
-    "ScratchProjectorAttack", "audit", "fresh_default_inverter", "get_protocol", "inversion_attack",
-    "inverter_record", "jsonable", "leakage_probe", "load_photos", "make_judge", "photo_items", "prepare_photos",
-    "record_audit", "register_attack", "register_judge", "register_metric_family", "register_protocol",
-    "registered_attacks", "sample_people",
+    "AuditContext", "AuditReport", "AuditSettings", "Calibration", "DefaultInverterAttack", "DetectingJudge",
+    "InversionAttack", "Judge", "Match", "MetricFamily", "Photo", "PhotoSet", "PhotoSpec", "Protocol",
+    "SamePersonRule", "ScratchProjectorAttack", "audit", "calibrate_same_person_rule", "fresh_default_inverter",
+    "get_protocol", "inversion_attack", "inverter_record", "jsonable", "leakage_probe", "load_photos", "make_judge",
+    "photo_items", "prepare_photos", "record_audit", "register_attack", "register_judge", "register_metric_family",
+    "register_protocol", "registered_attacks", "sample_people",
 ]
