@@ -22,6 +22,8 @@ CHUNK = 256  # samples rendered and described at a time: n images need not fit i
 
 @register_metric_family
 class Frechet(MetricFamily):
+    """``fd_*`` / ``fid_*``: Fréchet distances of G_s and G_u samples (and CMMD in the details)."""
+
     name = "frechet"
     keys = ("fd_pre", "fd_real_delta", "fid_pre", "fid_real_delta")
     meanings = {"fd_pre": "Fréchet distance G_s vs G_u samples in the protocol's feature space (not FID)",

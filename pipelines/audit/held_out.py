@@ -16,6 +16,8 @@ from .recognition import before_and_after, nanmean
 
 @register_metric_family
 class HeldOutFamily(MetricFamily):
+    """``held_out_*``: the person's held-out photos recognised through G_s and G_u; the score histograms."""
+
     name = "held_out"
     keys = ("held_out_recognised_before", "held_out_recognised_after", "held_out_similarity_before",
             "held_out_similarity_after")

@@ -39,6 +39,8 @@ def id_metric(judge: Judge, source: torch.Tensor, patched: torch.Tensor, landmar
 
 @register_metric_family
 class IdentityFamily(MetricFamily):
+    """``id`` and ``id_others``: identity of G_s(w) vs G_u(w) for the person's and the other people's codes."""
+
     name = "id"
     keys = ("id", "id_others")
     meanings = {"id": "mean cosine, identity of G_s(w_u) vs G_u(w_u) over the views (lower = erased)",

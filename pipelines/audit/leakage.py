@@ -15,6 +15,8 @@ from .photos import mean_landmarks
 
 @register_attack
 class Leakage(AuditAttack):
+    """``leakage_*``: whether the base model and the patch alone render the person."""
+
     name = "leakage"
     keys = ("leakage_recognised", "leakage_similarity")
     meanings = {"leakage_recognised": "probe renderings (base model + patch only) recognised as the person",

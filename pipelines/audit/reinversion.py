@@ -19,6 +19,8 @@ from .rendering import render
 
 @register_attack
 class Reinversion(AuditAttack):
+    """``reinversion_*`` and ``others_kept``: the person's photos re-inverted through G_s and G_u."""
+
     name = "reinvert"
     keys = ("reinversion_default_recognised_before", "reinversion_default_recognised_after",
             "reinversion_scratch_recognised_before", "reinversion_scratch_recognised_after", "others_kept")
