@@ -70,29 +70,28 @@ def main() -> int:
 
     torch.set_num_threads(args.threads)
     from guide_unlearn import ForgetPatch, IdentityEraser
-    from guide_unlearn.pipelines import auditing as A
+    from guide_unlearn.pipelines import audit as A
+    from guide_unlearn.pipelines.audit.photos import landmarks_of, own_groups
 
     sys.path.insert(0, str(HERE.parent))
     from recipes.demo_faces.evaluate import load_codes
 
     faces = Path(os.environ.get("GUIDE_SHARED", HERE.parent.parent / "shared")) / "faces"
     eraser = IdentityEraser.from_pretrained("demo-faces")
-    judge = A._judge(A.get_protocol("offline-v1"), eraser)
-    person = A._prepare([faces / n for n in args.photos], "request", judge, eraser, [])
+    judge = A.make_judge(A.get_protocol("offline-v1"), eraser)
+    person = A.load_photos([faces / n for n in args.photos], "request", judge, eraser)
     one_person = "guide_celebahq512/"  # the one folder of shared/faces that holds a single person
     same = any(n.startswith(one_person) for n in args.photos)
     names = [n for n in sorted(load_codes(CODES, eraser)) if n not in args.photos
              and not (same and n.startswith(one_person))]
     others = names[::max(1, len(names) // max(1, args.others))][:args.others] if args.others else []
-    oth = A._prepare([faces / n for n in others], "others", judge, eraser, []) if others else None
+    oth = A.load_photos([faces / n for n in others], "others", judge, eraser) if others else None
 
     def recognised(ws, pset, own: bool):
-        imgs = eraser.synthesize(ws)
-        desc = judge.describe(imgs.cpu(), A._landmarks(pset.photos))
-        desc[~judge.faces(imgs.cpu())] = np.nan
-        groups = A._own_groups(pset.photos) if own else [list(range(len(pset)))] * len(pset)
-        score, _ = judge.best(desc, pset.descriptors, groups)
-        return float(np.mean(judge.recognised(score))), round(float(np.nanmean(score)), 3)
+        imgs = eraser.synthesize(ws).cpu()
+        groups = own_groups(pset.photos) if own else [list(range(len(pset)))] * len(pset)
+        m = judge.match(imgs, landmarks_of(pset.photos), pset.descriptors, groups)
+        return float(np.mean(m.recognised)), round(float(np.nanmean(m.score)), 3)
 
     def measure(label, patch):
         for space in args.spaces.split(","):

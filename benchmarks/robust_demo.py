@@ -175,7 +175,8 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     import guide_unlearn
     from guide_unlearn import IdentityEraser
-    from guide_unlearn.pipelines import auditing as A
+    from guide_unlearn.pipelines import audit as A
+    from guide_unlearn.pipelines.audit.photos import landmarks_of
 
     sys.path.insert(0, str(HERE.parent))
     from recipes.demo_faces.evaluate import load_codes
@@ -197,17 +198,14 @@ def main() -> int:
     curves = json.loads(steps_path.read_text()) if steps_path.is_file() else {}
 
     def curve(name, patch):
-        judge = A._judge(A.get_protocol("offline-v1"), eraser)
-        request_set = A._prepare([faces / n for n in [request] + held], "request", judge, eraser, [])
+        judge = A.make_judge(A.get_protocol("offline-v1"), eraser)
+        request_set = A.load_photos([faces / n for n in [request] + held], "request", judge, eraser)
         refs = request_set.descriptors
         crops = request_set.crops.to(eraser.device)
-        lms = A._landmarks(request_set.photos)
+        lms = landmarks_of(request_set.photos)
 
         def judge_fn(imgs):
-            desc = judge.describe(imgs.cpu(), lms)
-            desc[~judge.faces(imgs.cpu())] = np.nan
-            score, _ = judge.best(desc, refs, [list(range(len(refs)))] * len(refs))
-            return float(np.mean(judge.recognised(score)))
+            return float(np.mean(judge.match(imgs.cpu(), lms, refs, [list(range(len(refs)))] * len(refs)).recognised))
 
         curves[name] = {str(k): v for k, v in scratch_curve(eraser, patch, crops, judge_fn, eraser.perceptual,
                                                             steps).items()}
@@ -255,8 +253,8 @@ def main() -> int:
                "metrics": report.to_dict()["metrics"], "audit_seconds": report.seconds,
                "robust": result.patch.metadata.get("robust"), "others": len(others),
                "final_losses": result.patch.metadata.get("final_losses")}
-        (out_dir / f"{stem}_{name}.json").write_text(json.dumps(A._jsonable(rec), indent=1))
-        print(json.dumps(A._jsonable({k: rec[k] for k in ("person", "preset", "erase_seconds", "metrics")})),
+        (out_dir / f"{stem}_{name}.json").write_text(json.dumps(A.jsonable(rec), indent=1))
+        print(json.dumps(A.jsonable({k: rec[k] for k in ("person", "preset", "erase_seconds", "metrics")})),
               flush=True)
         if not args.no_curve:
             curve(name, result.patch)

@@ -42,7 +42,8 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     from guide_unlearn import IdentityEraser
     from guide_unlearn.adapters.projector.projector import frozen_weights
-    from guide_unlearn.pipelines import auditing as A
+    from guide_unlearn.pipelines import audit as A
+    from guide_unlearn.pipelines.audit.photos import landmarks_of, own_groups
 
     sys.path.insert(0, str(HERE.parent))
     from recipes.demo_faces.evaluate import load_codes
@@ -61,8 +62,8 @@ def main() -> int:
     result = eraser.erase(faces / request, config=cfg, measure=False)
     erase_s = time.perf_counter() - t
     patch = result.patch
-    judge = A._judge(A.get_protocol("offline-v1"), eraser)
-    person = A._prepare([faces / n for n in [request] + held], "request", judge, eraser, [])
+    judge = A.make_judge(A.get_protocol("offline-v1"), eraser)
+    person = A.load_photos([faces / n for n in [request] + held], "request", judge, eraser)
     steps = sorted(int(s) for s in args.steps.split(","))
 
     def scratch(crops, n_steps):
@@ -80,13 +81,11 @@ def main() -> int:
                     snaps[i] = ws.detach().clone()
         return snaps
 
-    def judge_ws(ws, pset, own_groups):
-        imgs = eraser.synthesize(ws)
-        desc = judge.describe(imgs.cpu(), A._landmarks(pset.photos))
-        desc[~judge.faces(imgs.cpu())] = np.nan
-        groups = A._own_groups(pset.photos) if own_groups else [list(range(len(pset)))] * len(pset)
-        score, _ = judge.best(desc, pset.descriptors, groups)
-        return float(np.mean(judge.recognised(score))), [round(float(s), 3) for s in score]
+    def judge_ws(ws, pset, own: bool):
+        imgs = eraser.synthesize(ws).cpu()
+        groups = own_groups(pset.photos) if own else [list(range(len(pset)))] * len(pset)
+        m = judge.match(imgs, landmarks_of(pset.photos), pset.descriptors, groups)
+        return float(np.mean(m.recognised)), [round(float(s), 3) for s in m.score]
 
     rec = {"person": args.person, "preset": args.preset, "override": over, "erase_seconds": round(erase_s, 1),
            "robust": patch.metadata.get("robust")}
@@ -97,8 +96,8 @@ def main() -> int:
         snaps = scratch(person.crops.to(eraser.device), steps)
         rec["scratch"] = {n: judge_ws(w, person, False) for n, w in snaps.items()}
         rec["scratch_seconds"] = round(time.perf_counter() - t, 1)
-        inv = A._fresh_default_inverter(eraser)
-        ws_d = A._invert(inv, eraser, person.photos, 0).to(eraser.device)
+        inv = A.DefaultInverterAttack(eraser)
+        ws_d = inv.invert_photos(person.photos, 0).to(eraser.device)
         rec["default"] = judge_ws(ws_d, person, False)
         # where the attacker's codes land: per-layer distance to the request code, in units of the mean per-layer
         # distance between two mapped codes (psi 1)
@@ -115,12 +114,12 @@ def main() -> int:
                                                    ((last - g.w_avg).norm(dim=-1) / spread).mean(0)]
         if args.others:
             names = [n for n in sorted(codes) if not n.startswith(GUIDE) and n != request][::37][:args.others]
-            oth = A._prepare([faces / n for n in names], "others", judge, eraser, [])
+            oth = A.load_photos([faces / n for n in names], "others", judge, eraser)
             s = scratch(oth.crops.to(eraser.device), [max(steps)])[max(steps)]
             rec["others_scratch"] = judge_ws(s, oth, True)
             # the audit's others_kept re-inverts others with the default inverter from their code-book codes: the
             # scratch projector alone can miss damage that this attacker shows
-            rec["others_default"] = judge_ws(A._invert(inv, eraser, oth.photos, 0).to(eraser.device), oth, True)
+            rec["others_default"] = judge_ws(inv.invert_photos(oth.photos, 0).to(eraser.device), oth, True)
             rec["others_names"] = names
     finally:
         eraser.remove_patch(patch)

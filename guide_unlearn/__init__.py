@@ -44,8 +44,8 @@ _LAZY = {
     "load_generator": "guide_unlearn.pipelines.loading",
     "load_inverter": "guide_unlearn.pipelines.loading",
     "load_identity_model": "guide_unlearn.adapters.identity",
-    "audit": "guide_unlearn.pipelines.auditing",
-    "AuditReport": "guide_unlearn.pipelines.auditing",
+    "audit": "guide_unlearn.pipelines.audit",
+    "AuditReport": "guide_unlearn.pipelines.audit",
 }
 
 if TYPE_CHECKING:  # what editors and type checkers see; at run time these load lazily through __getattr__

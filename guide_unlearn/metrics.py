@@ -2,7 +2,7 @@
 
 Nothing here knows a network: features and identity vectors come in as arrays, so each formula can be checked
 against an independent computation (tests/core/test_metrics.py). The audit pipeline
-(:mod:`guide_unlearn.pipelines.auditing`) feeds them.
+(:mod:`guide_unlearn.pipelines.audit`) feeds them.
 """
 
 from __future__ import annotations

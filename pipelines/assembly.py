@@ -62,7 +62,7 @@ def assemble(cls, name_or_path: str, device: torch.device, allow_download: bool 
     if inverter is None:  # built at the first inversion, so rendering-only commands never load or warn about it
         from guide_unlearn.pipelines.components import Deferred as _Deferred
 
-        inverter = _Deferred(lambda: _default_inverter(name_or_path, generator, device, allow_download))
+        inverter = _Deferred(lambda: model_default_inverter(name_or_path, generator, device, allow_download))
     identity = components.pop("identity_model", "default")
     if isinstance(identity, str) and identity == "default":  # ArcFace, looked up at the first erase (not for apply)
         from guide_unlearn.pipelines.components import Deferred as _Deferred
@@ -75,7 +75,10 @@ def assemble(cls, name_or_path: str, device: torch.device, allow_download: bool 
                erase_defaults=defaults)
 
 
-def _default_inverter(name: str, generator, device, allow_download: bool = False):
+def model_default_inverter(name: str, generator, device, allow_download: bool = False):
+    """A new instance of the registry's default inverter of the model ``name`` (with the code book shipped beside
+    its weights, for code-space inverters) over ``generator``, or None when the model has none (or its weights are
+    missing: one warning); the caller then builds the optimisation projector."""
     from guide_unlearn.pipelines.loading import load_inverter
     from guide_unlearn.pipelines.registry import default_inverter_for
 

@@ -11,6 +11,7 @@ import torch
 from guide_unlearn import patching
 from guide_unlearn.config import EraseConfig
 from guide_unlearn.engine import EraseRun, ErasureResult, judge_erasure, resolve_distances
+from guide_unlearn.sampling import random_codes
 
 if TYPE_CHECKING:
     from guide_unlearn.pipelines.eraser import IdentityEraser
@@ -51,14 +52,6 @@ def erasure_result(eraser: "IdentityEraser", run: EraseRun, w_u: torch.Tensor, m
                            photos=None if photos is None else photos.detach().cpu())
     result.verdict = judge_erasure(metrics, getattr(config, "iterations", None), getattr(config, "lr", None))
     return result
-
-
-def random_codes(generator, n: int, seed: int) -> torch.Tensor:
-    """n mapped codes [n, num_ws, w_dim] from a fixed seed (the same for every measurement)."""
-    device = generator.w_avg.device
-    g = torch.Generator(device=device).manual_seed(seed)
-    z = torch.randn(n, generator.z_dim, generator=g, device=device)
-    return generator.mapping(z, None)
 
 
 def pixel_metrics(src_u, after_u, src_t, src_r, after_r) -> dict[str, float]:

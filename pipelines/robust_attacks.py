@@ -38,24 +38,16 @@ def build_attack(eraser, images: torch.Tensor, cameras: Optional[torch.Tensor], 
     their augmented copies inverted by each of the A attackers of ``cfg.round_attackers`` (the fresh default
     inverter, the from-scratch projector), in that order, through the generator as it renders when called.
     Seeded by ``cfg.seed`` and the round."""
-    from guide_unlearn.adapters.projector import OptimizationInverter
-    from guide_unlearn.pipelines.audit_attacks import _fresh_default_inverter
+    from guide_unlearn.pipelines.audit.attacks import inversion_attack
 
-    inverters = []
-    for name in cfg.round_attackers:
-        if name == "default":
-            inverters.append(_fresh_default_inverter(eraser))
-        else:
-            inverters.append(OptimizationInverter(eraser.generator, eraser.perceptual, steps=cfg.attack_steps,
-                                                  input_alignment=getattr(eraser.inverter, "input_alignment",
-                                                                          "ffhq")))
+    attackers = [inversion_attack(name, eraser, steps=cfg.attack_steps) for name in cfg.round_attackers]
     views, cams = attack_views(eraser, images, cameras, cfg)
 
     def attack(round_: int) -> torch.Tensor:
         out = []
-        for inv in inverters:
+        for attacker in attackers:
             gen = torch.Generator(device=eraser.device).manual_seed(cfg.seed * 1000 + round_)
-            out.append(inv.invert(views, cams, generator=gen).detach())
+            out.append(attacker.invert(views, cams, generator=gen))
         return torch.cat(out)
 
     return attack

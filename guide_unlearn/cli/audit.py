@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     from guide_unlearn.cli.paths import check_output_folder
     from guide_unlearn.devices import resolve_device
     from guide_unlearn.patch import ForgetPatch
-    from guide_unlearn.pipelines.auditing import ATTACKS, audit, get_protocol
+    from guide_unlearn.pipelines.audit import ATTACKS, audit, get_protocol
 
     patch_dir = Path(args.patch)
     out = Path(args.out) if args.out else patch_dir.parent / f"{patch_dir.name}_audit"

@@ -17,7 +17,7 @@ import guide_unlearn
 from guide_unlearn.config import EraseConfig
 from guide_unlearn.errors import (BackendUnavailableError, ConfigError, InputError, PatchMismatchError, SaveError)
 from guide_unlearn.images import tensor_to_pil
-from guide_unlearn.pipelines.auditing import METRIC_KEYS
+from guide_unlearn.pipelines.audit import METRIC_KEYS
 from guide_unlearn.testing import tiny_eraser
 
 FAST = dict(protocol="toy-v1", samples=48, projector_steps=20, leakage_starts=2, leakage_steps=5)
@@ -126,7 +126,7 @@ def test_empty_folder_is_an_input_error(tiny, tmp_path):
 
 
 def test_others_sample_keeps_whole_people_seeded_and_zero_means_everyone():
-    from guide_unlearn.pipelines.auditing import sample_people
+    from guide_unlearn.pipelines.audit import sample_people
 
     items = [(f"p{i}_{j}.png", None, f"person{i}") for i in range(10) for j in range(2)]  # 10 people, 2 photos each
     kept, rec = sample_people(items, 4, seed=1)

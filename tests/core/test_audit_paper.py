@@ -20,7 +20,7 @@ from guide_unlearn.adapters.identity.irse import IRBackbone
 from guide_unlearn.adapters.perceptual.fid_inception import FIDInception, load_fid_inception
 from guide_unlearn.config import EraseConfig
 from guide_unlearn.errors import BackendUnavailableError, CheckpointError
-from guide_unlearn.pipelines.auditing import METRIC_KEYS, get_protocol
+from guide_unlearn.pipelines.audit import METRIC_KEYS, get_protocol
 from guide_unlearn.testing import tiny_eraser
 
 CF_FILE = "CurricularFace_Backbone.pth"

@@ -17,7 +17,7 @@ from guide_unlearn.adapters.perceptual.cmmd import load_clip_embedder
 from guide_unlearn.config import EraseConfig
 from guide_unlearn.errors import BackendUnavailableError, CheckpointError, InputError
 from guide_unlearn.images import tensor_to_pil
-from guide_unlearn.pipelines.auditing import METRIC_KEYS
+from guide_unlearn.pipelines.audit import METRIC_KEYS
 from guide_unlearn.testing import tiny_eraser
 
 transformers = pytest.importorskip("transformers")

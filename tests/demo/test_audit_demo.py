@@ -11,7 +11,7 @@ from PIL import Image
 
 import guide_unlearn
 from guide_unlearn.adapters.identity import DLIB_COSINE_THRESHOLD
-from guide_unlearn.pipelines.auditing import METRIC_KEYS
+from guide_unlearn.pipelines.audit import METRIC_KEYS
 
 pytestmark = pytest.mark.shared
 

@@ -1,6 +1,5 @@
 """What an audit returns and where it is kept: :class:`AuditReport` (metrics, details, networks; JSON, HTML and
-figures) and :func:`record_audit` (the summary in a patch's metadata and model card). Re-exported by
-:mod:`guide_unlearn.pipelines.auditing`."""
+figures) and :func:`record_audit` (the summary in a patch's metadata and model card)."""
 
 from __future__ import annotations
 
@@ -23,8 +22,8 @@ class AuditReport:
     """What ``audit`` measured.
 
     protocol:   {"name", "version", "description", "feature_space", "identity"}.
-    metrics:    the flat dict of floats (exactly ``METRIC_KEYS``; NaN where a metric could not run, the reason in
-                ``details["not_run"]``).
+    metrics:    the flat dict of floats (``METRIC_KEYS``, then the keys of any other registered family that ran;
+                NaN where a metric could not run, the reason in ``details["not_run"]``).
     details:    per photo / per view / per attack rows, counts, skipped photos, settings.
     networks:   which networks ran (identity, detector, feature space, generator, inverters) with file digests.
     thresholds: the same-person rules used.
@@ -41,7 +40,7 @@ class AuditReport:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (NaN becomes null)."""
-        return _jsonable({"protocol": self.protocol, "metrics": self.metrics, "details": self.details,
+        return jsonable({"protocol": self.protocol, "metrics": self.metrics, "details": self.details,
                           "networks": self.networks, "thresholds": self.thresholds, "seconds": self.seconds})
 
     def to_json(self, indent: Optional[int] = 2) -> str:
@@ -50,12 +49,12 @@ class AuditReport:
 
     def summary(self) -> dict[str, Any]:
         """The audit summary a patch carries (metadata key "audit"): protocol, metrics, networks, date."""
-        return _jsonable({"protocol": self.protocol["name"], "metrics": self.metrics, "networks": self.networks,
+        return jsonable({"protocol": self.protocol["name"], "metrics": self.metrics, "networks": self.networks,
                           "date": self.details.get("date")})
 
     def figures(self) -> dict[str, bytes]:
         """{file name: PNG bytes} of the report's figures (needs matplotlib: the 'audit' extra)."""
-        from guide_unlearn.pipelines.audit_figures import make_figures
+        from .figures import make_figures
 
         return make_figures(self)
 
@@ -63,7 +62,8 @@ class AuditReport:
         """Write ``report.json``, a self-contained ``report.html`` (figures as PNG data URIs) and the figure PNGs
         into ``directory`` (created, or used when empty; a non-empty folder is refused), atomically. -> it."""
         from guide_unlearn.io import atomic_directory
-        from guide_unlearn.pipelines.audit_figures import render_html
+
+        from .figures import render_html
 
         directory = Path(directory)
         if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
@@ -95,7 +95,7 @@ def record_audit(patch_dir: Union[str, os.PathLike], summary: Mapping[str, Any])
     ForgetPatch.from_pretrained(patch_dir)  # verify first: never annotate a tampered patch
     path = patch_dir / META_FILE
     meta = json.loads(path.read_text(encoding="utf-8"))
-    meta["audit"] = _jsonable(dict(summary))
+    meta["audit"] = jsonable(dict(summary))
     data = json.dumps(meta, indent=2, sort_keys=True, allow_nan=False).encode()
     if len(data) > MAX_JSON_BYTES:
         raise SaveError(f"the patch metadata with the audit would be {len(data)} bytes (limit {MAX_JSON_BYTES}); "
@@ -108,13 +108,15 @@ def record_audit(patch_dir: Union[str, os.PathLike], summary: Mapping[str, Any])
     return path
 
 
-def _jsonable(obj: Any) -> Any:
+def jsonable(obj: Any) -> Any:
+    """``obj`` with numpy arrays and scalars, tuples and paths made JSON-ready; NaN and inf become None, floats are
+    rounded to 6 decimals."""
     if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
+        return {str(k): jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
+        return [jsonable(v) for v in obj]
     if isinstance(obj, np.ndarray):
-        return _jsonable(obj.tolist())
+        return jsonable(obj.tolist())
     if isinstance(obj, (np.floating, float)):
         v = float(obj)
         return round(v, 6) if math.isfinite(v) else None

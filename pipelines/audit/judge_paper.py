@@ -1,9 +1,6 @@
-"""The identity judge of audit protocol ``paper-v1`` (SPEC §2): CurricularFace IR-101 on MTCNN-aligned 112x112
-crops for identity, FID's Inception-v3 for the Fréchet distance (``fid_pre`` / ``fid_real_delta``).
-
-Kept apart from :mod:`guide_unlearn.pipelines.auditing` so that the paper's networks load only when the protocol
-asks for them; ``auditing._judge`` builds :class:`CurricularJudge`.
-"""
+"""The judge of protocol ``paper-v1`` (the paper's evaluation): CurricularFace IR-101 on MTCNN-aligned 112x112
+crops for identity, FID's Inception-v3 for the Fréchet distance (``fid_pre`` / ``fid_real_delta``). Registers
+itself as judge ``curricularface``; the paper's networks load only when the protocol asks for them."""
 
 from __future__ import annotations
 
@@ -14,38 +11,39 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .audit_judges import _DlibJudge, _file_digest
+from .judges import DetectingJudge, file_digest, register_judge, rendering_resolution
+from .photos import input_alignment
+from .rule import SamePersonRule
 
 #: Embeddings per forward pass of the identity network.
 EMBED_BATCH = 16
 
 
-class CurricularJudge(_DlibJudge):
+class CurricularJudge(DetectingJudge):
     """paper-v1: MTCNN finds faces and their 5 landmarks, a similarity warp puts them on the 112x112
     ArcFace/InsightFace template ("arcface" style), CurricularFace IR-101 embeds them (inputs (x - 0.5) / 0.5,
     unit vectors [N, 512]); the same-person rule is cosine >= ``CURRICULARFACE_COSINE_THRESHOLD`` (a documented
     choice, see that constant). The Fréchet features are FID Inception-v3 pool3 vectors [N, 2048] of the whole
-    images quantised to uint8 (SPEC §2).
+    images quantised to uint8.
 
     style, resolution: the inverter's alignment style and the generator's resolution (the photos' crops).
     depth: the IR depth the CurricularFace file must have (101; None: whatever its keys hold, e.g. short test
     backbones — the report then names that depth, never 'IR-101').
     """
 
-    rule = "cosine"
     frechet_metric = "fid"
 
     def __init__(self, style: str, resolution: int, depth: Optional[int] = 101):
         from guide_unlearn.adapters.identity.arcface import CURRICULARFACE_COSINE_THRESHOLD, load_curricularface
         from guide_unlearn.adapters.perceptual.fid_inception import load_fid_inception
-        from guide_unlearn.faces import get_detector
 
         self.model = load_curricularface(depth=depth)
         self.inception = load_fid_inception()
-        self.detector = get_detector("mtcnn")
-        self.style, self.resolution = style, resolution
+        super().__init__(style, resolution)
         self.name = f"CurricularFace {self.model.depth}"
-        self.threshold = self.cosine_threshold = CURRICULARFACE_COSINE_THRESHOLD
+        self.same_person = SamePersonRule(self.name, "cosine", CURRICULARFACE_COSINE_THRESHOLD,
+                                          "a documented choice: CurricularFace publishes no fixed threshold; see "
+                                          "docs/audit.md")
 
     @torch.no_grad()
     def _embed(self, crops: list[Image.Image]) -> np.ndarray:
@@ -54,7 +52,7 @@ class CurricularJudge(_DlibJudge):
                for i in range(0, len(crops), EMBED_BATCH)]
         return np.concatenate(out) if out else np.zeros((0, self.model.backbone.embedding))
 
-    def _photo_descriptor(self, image: Image.Image, face) -> np.ndarray:
+    def photo_descriptor(self, image: Image.Image, face) -> np.ndarray:
         """The unit CurricularFace embedding [512] of one detected ``face``'s 112x112 ArcFace-template crop."""
         from guide_unlearn.faces import align_face
 
@@ -76,7 +74,7 @@ class CurricularJudge(_DlibJudge):
                      for img, lm in zip(images, lms)]
             return self._embed(crops)
         rows, crops = [], []
-        for i, pil in enumerate(self._upscaled(images)):
+        for i, pil in enumerate(self.upscaled(images)):
             found = detect_faces(pil, self.detector)
             if found:
                 rows.append(i)
@@ -90,26 +88,25 @@ class CurricularJudge(_DlibJudge):
         return self.inception.from_generator(images.detach().cpu()).double().numpy()
 
     def networks(self) -> dict[str, Any]:
-        from guide_unlearn.faces.weights import candidate_paths
-
-        mtcnn = {}
-        for name in ("pnet.pt", "rnet.pt", "onet.pt"):
-            path = next((p for p in candidate_paths("mtcnn", name) if p.is_file()), None)
-            mtcnn[name] = _file_digest(path) if path is not None else None
         model_file, inception_file = Path(self.model.file), Path(self.inception.file)
-        return {"identity": {"name": self.name, "file": model_file.name, "digest": _file_digest(model_file),
+        return {"identity": {"name": self.name, "file": model_file.name, "digest": file_digest(model_file),
                              "depth": self.model.depth, "stage_units": list(self.model.stage_units),
                              "input": "112x112 crops, 5-point similarity warp to the ArcFace/InsightFace template, "
                                       "(x - 0.5) / 0.5; cosine of the 512-d embeddings"},
-                "detector": {"name": "mtcnn", "files": mtcnn},
+                "detector": self.detector_record(),
                 "features": {"name": "FID-inception", "file": inception_file.name,
-                             "digest": _file_digest(inception_file),
+                             "digest": file_digest(inception_file),
                              "what": "Inception-v3 pool3 features [2048] (pytorch-fid's port of the 2015-12-05 "
                                      "TensorFlow graph) of whole images quantised to uint8, resized bilinearly to "
                                      "299x299"}}
 
     def thresholds(self) -> dict[str, Any]:
-        return {"same_person": self.threshold,
-                "same_person_rule": f"cosine between CurricularFace embeddings >= {self.threshold} (a documented "
-                                    "choice: CurricularFace publishes no fixed threshold; see docs/audit.md)",
-                "same_person_cosine": self.cosine_threshold}
+        return {"same_person": self.same_person.cut,
+                "same_person_rule": f"cosine between CurricularFace embeddings >= {self.same_person.cut} (a "
+                                    "documented choice: CurricularFace publishes no fixed threshold; see "
+                                    "docs/audit.md)",
+                "same_person_cosine": self.same_person.cut}
+
+
+register_judge("curricularface", lambda protocol, eraser: CurricularJudge(
+    input_alignment(eraser), rendering_resolution(eraser), protocol.identity_depth))
