@@ -29,15 +29,21 @@ Each network is made in its own Python process (the NVIDIA repositories all have
 ``training``, ``torch_utils`` and ``dnnlib``). Shims, all in this script, none in the official code:
 
 - ``torch.utils.cpp_extension.load`` is replaced by a stub before rosinality's / e4e's ``op`` package is imported
-  (they compile CUDA kernels at import time); rosinality's code then takes its own CPU reference paths, and e4e's
-  decoder (whose ops have no CPU path) is given rosinality's ``op`` package. NVIDIA's custom ops fall back to
-  their reference implementations on the CPU by themselves.
+  (they compile CUDA kernels at import time); rosinality's code then takes its own CPU reference paths. e4e's copy
+  of the ops has no CPU path: its package gets CPU forms (``e4e_cpu_ops``: the fused bias + leaky ReLU as the op
+  defines it, and e4e's own reference ``upfirdn2d_native``). NVIDIA's custom ops fall back to their reference
+  implementations on the CPU by themselves.
+- stylegan2-ada-pytorch (at this commit) runs fp16 blocks in half precision even on the CPU: its synthesis is
+  called with its own ``force_fp32=True``.
+- EG3D's super-resolution widths (constants of SuperresolutionHybrid8XDC) are narrowed, see ``EG3D_SR_WIDTHS``.
 - The ``module_src`` that NVIDIA's persistence pickles embed (the full source text of the defining file) is
   replaced by a one-line placeholder before pickling, so no official source text enters this repository. This
   library never executes module_src anyway.
 - GOAE's Swin code creates one tensor with ``device="cuda"`` written out; its module sees a ``torch`` whose
   ``tensor()`` ignores the device (``cpu_only``).
 - In the GUIDE step (``guide_unlearn_step``), the random draws of unlearn.py are fixed, see that function.
+
+Runtime: about 5 minutes on one CPU thread; the largest process holds ~4 GB (e4e's 132 M-parameter recipe).
 """
 
 from __future__ import annotations
@@ -118,6 +124,7 @@ def set_w_avg(mapping: torch.nn.Module, c: torch.Tensor | None, seed: int, n: in
 
 
 def save(out: Path, name: str, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict:
+    """Write <name>.safetensors and <name>.json into ``out``; -> meta."""
     from safetensors.torch import save_file
 
     save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(out / f"{name}.safetensors"))
