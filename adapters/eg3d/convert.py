@@ -91,6 +91,18 @@ def config_from_nvidia(init_kwargs: Mapping[str, Any], attrs: Optional[Mapping[s
     )
 
 
+def sr_widths(tensors: Mapping[str, torch.Tensor], default: Sequence[int] = (256, 128)) -> tuple[int, int]:
+    """The super-resolution blocks' widths as the file holds them (the output channels of
+    ``superresolution.block{0,1}.conv1.weight``); ``default`` when those tensors are absent. The official module
+    always has 256 and 128; reading them keeps a narrowed copy (the golden tests' tiny EG3D) loadable, and the
+    resulting config is bounded and checked against every tensor shape like the rest."""
+    widths = []
+    for i, fallback in enumerate(default):
+        w = tensors.get(f"superresolution.block{i}.conv1.weight")
+        widths.append(int(w.shape[0]) if isinstance(w, torch.Tensor) and w.ndim == 4 else int(fallback))
+    return widths[0], widths[1]
+
+
 def from_nvidia(state_dict: Mapping[str, Any], init_kwargs: Mapping[str, Any],
                 attrs: Optional[Mapping[str, Any]] = None, camera_pivot: Optional[Sequence[float]] = None,
                 device=None) -> EG3DGenerator:
@@ -105,6 +117,7 @@ def from_nvidia(state_dict: Mapping[str, Any], init_kwargs: Mapping[str, Any],
     for name, value in state_dict.items():
         t = torch.as_tensor(value)
         tensors[name] = t.float() if t.is_floating_point() else t
+    config["sr_channels"] = sr_widths(tensors, config["sr_channels"])
     if device is not None:
         tensors = {k: v.to(device) for k, v in tensors.items()}
     from guide_unlearn.checkpoints.folders import check_config

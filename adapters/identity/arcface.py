@@ -70,7 +70,8 @@ def ir_depth_name(units: Sequence[int]) -> str:
 
 
 class ArcFaceIdentity(nn.Module):
-    """ArcFace IR-SE50 with pSp / GUIDE's input convention: resize to 256, crop rows 35:223 and columns
+    """ArcFace IR-SE50 with GUIDE's input convention (its IDLoss): resize to 256 (tensors: plain bilinear, no
+    antialiasing, as GUIDE's ``F.interpolate(x, (256, 256), mode='bilinear')``), crop rows 35:223 and columns
     32:220, adaptive-average-pool to 112. Input: whole-face crops (style "ffhq"; GUIDE feeds EG3D renders as
     they are) as PIL images or [N, 3, H, W] in [-1, 1]. ``embed`` -> unit vectors [N, 512]; differentiable."""
 
@@ -83,7 +84,7 @@ class ArcFaceIdentity(nn.Module):
         self.backbone = backbone.eval().requires_grad_(False)
 
     def embed(self, images: Images) -> torch.Tensor:
-        x = to_batch(images, 256, next(self.backbone.parameters()).device)
+        x = to_batch(images, 256, next(self.backbone.parameters()).device, antialias=False)
         x = F.adaptive_avg_pool2d(x[:, :, 35:223, 32:220], (112, 112))
         return self.backbone(x)
 

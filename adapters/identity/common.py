@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence, Union
+from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -13,10 +13,12 @@ from guide_unlearn.errors import InputError
 Images = Union[torch.Tensor, Sequence[Any]]
 
 
-def to_batch(images: Images, size: int, device: torch.device | str = "cpu") -> torch.Tensor:
+def to_batch(images: Images, size: int, device: torch.device | str = "cpu",
+             antialias: Optional[bool] = None) -> torch.Tensor:
     """A list of RGB PIL images / uint8 arrays [H, W, 3], or a tensor [N, 3, H, W] in [-1, 1]
     -> float tensor [N, 3, size, size] in [-1, 1] on ``device`` (resized bilinearly when needed; tensors keep
-    their autograd graph)."""
+    their autograd graph). ``antialias`` applies to tensors: None = antialias when shrinking; False reproduces a
+    plain ``F.interpolate(x, size, mode='bilinear')`` as official loss code calls it."""
     if isinstance(images, torch.Tensor):
         x = images
         if x.ndim != 4 or x.shape[1] != 3:
@@ -38,7 +40,7 @@ def to_batch(images: Images, size: int, device: torch.device | str = "cpu") -> t
         x = torch.stack(arrays).to(device)
     if x.shape[-2:] != (size, size):
         x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False,
-                          antialias=x.shape[-1] > size)
+                          antialias=x.shape[-1] > size if antialias is None else antialias)
     return x
 
 
