@@ -80,8 +80,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.resolution < 8 or self.resolution & (self.resolution - 1):
             raise ConfigError(f"resolution must be a power of two >= 8, got {self.resolution}")
-        if self.iterations < 1 or self.batch < 1:
-            raise ConfigError("iterations and batch must be >= 1")
+        if self.iterations < 1 or self.batch < 1 or self.threads < 1:
+            raise ConfigError("iterations, batch and threads must be >= 1")
         if not 0 <= self.constant_fraction <= 1 or not 0 < self.code_noise_until <= 1:
             raise ConfigError("constant_fraction must be in [0, 1] and code_noise_until in (0, 1]")
         if self.pull_iterations < 0 or self.pull_radius < 0 or self.pull_weight < 0:
@@ -201,7 +201,9 @@ def train(cfg: TrainConfig, images: torch.Tensor, out_dir: Optional[Path] = None
         state = torch.load(state_file, map_location="cpu", weights_only=True)
         saved = {k: v for k, v in json.loads(state["config"]).items() if not k.startswith("pull_")}
         if saved != cfg.stage1():
-            raise ConfigError(f"{state_file} was written by another config; use a new --out folder")
+            changed = sorted(k for k in set(saved) | set(cfg.stage1()) if saved.get(k) != cfg.stage1().get(k))
+            raise ConfigError(f"{state_file} was written by another config ({', '.join(changed)} differ); resume "
+                              "with the settings it started with, or use a new --out folder")
         generator.load_state_dict(state["generator"])
         with torch.no_grad():
             codes.copy_(state["codes"])
@@ -358,6 +360,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--iterations", type=int, default=None, help="override the config (smoke runs)")
     p.add_argument("--pull-iterations", type=int, default=None, help="override the config's stage 2 (smoke runs)")
     p.add_argument("--max-photos", type=int, default=None, help="use only the first N photos (smoke runs)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads instead of the config's (changes float rounding only; a run resumes "
+                        "with the count it started with)")
     p.add_argument("--exclude", nargs="+", default=[], metavar="PERSON",
                    help="people to leave out (an oracle model): a one-person folder of shared/faces "
                         "(guide_celebahq512) or a photo that is its own person (deepface_train/img1.jpg)")
@@ -365,7 +370,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                    help="a text file naming people to leave out, one per line (# comments), added to --exclude")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    cfg = TrainConfig.from_json(args.config, iterations=args.iterations, pull_iterations=args.pull_iterations)
+    cfg = TrainConfig.from_json(args.config, iterations=args.iterations, pull_iterations=args.pull_iterations,
+                                threads=args.threads)
     people = list(args.exclude) + (read_people_file(args.exclude_file) if args.exclude_file else [])
     root = faces_root(args.shared)
     names, removed = leave_out(list_photos(root), people)  # validated before the run folder is touched

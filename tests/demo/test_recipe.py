@@ -63,7 +63,7 @@ def test_resume_equals_uninterrupted(tmp_path):
 
 def test_resume_with_other_config_refused(tmp_path):
     T.train(T.TrainConfig(iterations=3, **TINY), _images(), tmp_path)
-    with pytest.raises(ConfigError, match="another config"):
+    with pytest.raises(ConfigError, match=r"another config \(lr differ\)"):
         T.train(T.TrainConfig(iterations=3, lr=1e-3, **TINY), _images(), tmp_path)
 
 
