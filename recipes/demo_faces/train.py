@@ -19,6 +19,10 @@ Everything is seeded from ``TrainConfig.seed``; stage 1 writes a resumable state
 (stage 2 takes about 6.5 minutes and is rerun from the finished stage-1 state).
 
     python -m guide_unlearn.recipes.demo_faces.train --config recipes/demo_faces/config.json --out runs/demo-faces
+
+``--exclude PERSON ...`` / ``--exclude-file FILE`` train the same run without some people (``data.leave_out``):
+a model that never saw them, the reference an erasure of them is measured against (``demo-faces-oracle-8`` is
+this recipe with ``--exclude-file recipes/demo_faces/oracle_8.txt``).
 """
 
 from __future__ import annotations
