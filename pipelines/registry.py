@@ -191,6 +191,15 @@ REGISTRY: dict[str, CheckpointEntry] = {
             license={"license": "other", "license_name": "guide-unlearn-demo-faces-nc",
                      "license_link": "guide_unlearn/models/demo_faces/LICENSE"}),
         CheckpointEntry(
+            "demo-faces-oracle-8", "demo_faces_oracle_8", "folder", "generator",
+            "demo-faces retrained without 8 of its people (the GUIDE person and 7 one-photo people; same recipe, "
+            "seed and settings): the retrained-without-them reference that an erasure on demo-faces is measured "
+            "against (non-commercial research licence; see its model card)",
+            homepage="guide_unlearn/models/demo_faces_oracle_8/README.md", bundled="demo_faces_oracle_8",
+            default_inverter="code-projector",
+            license={"license": "other", "license_name": "guide-unlearn-demo-faces-nc",
+                     "license_link": "guide_unlearn/models/demo_faces_oracle_8/LICENSE"}),
+        CheckpointEntry(
             "code-projector", "", "projector", "inverter",
             "optimisation inverter in the mapping's input space (best of 64 seeded codes, Adam on z, then a short "
             "W+ refinement; a photo of a known person starts from its training code when the model folder ships a "

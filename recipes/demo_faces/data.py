@@ -113,6 +113,55 @@ def person_of(name: str) -> str:
     return folder if folder in ONE_PERSON_FOLDERS else name
 
 
+def leave_out(names: Sequence[str], people: Iterable[str], held_out: Iterable[str] = HELD_OUT
+              ) -> tuple[list[str], list[str]]:
+    """Remove whole people from the photo list ``names`` (relative paths, in order) -> (kept names in their
+    original order, removed names).
+
+    Each entry of ``people`` names ONE person as :func:`person_of` labels them: a one-person folder
+    (``guide_celebahq512``: all its photos) or the relative path of a photo that is its own person
+    (``deepface_train/img1.jpg``). InputError, before anything is removed, for an entry that matches no photo,
+    a photo of a person with several photos (leaving out one of them would keep the person), or a folder of
+    several people. ``held_out`` photos (never in ``names``) count as photos of their person.
+    """
+    wanted = list(dict.fromkeys(p.strip().rstrip("/") for p in people))
+    labels = [person_of(n) for n in names]
+    counts: dict[str, int] = {}
+    for label in labels + [person_of(n) for n in held_out]:
+        counts[label] = counts.get(label, 0) + 1
+    for entry in wanted:
+        if entry in labels:
+            continue
+        owner = person_of(entry)
+        if owner != entry and owner in labels:
+            raise InputError(f"{entry} is one of the {counts[owner]} photos of the person {owner}; leave out the "
+                             f"whole person with --exclude {owner}")
+        inside = [n for n in names if n.startswith(entry.rstrip("/") + "/")]
+        if inside:
+            raise InputError(f"{entry} is a folder of {len(inside)} different people; name each person's photo "
+                             f"(e.g. --exclude {inside[0]})")
+        raise InputError(f"--exclude {entry} matches no training photo (names are paths relative to shared/faces, "
+                         f"e.g. {names[0] if names else 'folder/photo.jpg'}, or a one-person folder: "
+                         f"{', '.join(ONE_PERSON_FOLDERS)})")
+    drop = set(wanted)
+    kept = [n for n, label in zip(names, labels) if label not in drop]
+    removed = [n for n, label in zip(names, labels) if label in drop]
+    return kept, removed
+
+
+def read_people_file(path: Path) -> list[str]:
+    """People named in a text file, one per line (``#`` starts a comment; blank lines are ignored)."""
+    try:
+        lines = Path(path).read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read the list of people {path}: {exc}") from None
+    people = [line.split("#", 1)[0].strip() for line in lines]
+    people = [p for p in people if p]
+    if not people:
+        raise InputError(f"{path} names no person (one shared/faces folder or photo per line)")
+    return people
+
+
 def crop_landmarks(face, size: int) -> np.ndarray:
     """[5, 2] landmarks of ``face`` in the pixels of its FFHQ crop resized to ``size``."""
     from guide_unlearn.faces import alignment_matrix

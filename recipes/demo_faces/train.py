@@ -19,6 +19,10 @@ Everything is seeded from ``TrainConfig.seed``; stage 1 writes a resumable state
 (stage 2 takes about 6.5 minutes and is rerun from the finished stage-1 state).
 
     python -m guide_unlearn.recipes.demo_faces.train --config recipes/demo_faces/config.json --out runs/demo-faces
+
+``--exclude PERSON ...`` / ``--exclude-file FILE`` train the same run without some people (``data.leave_out``):
+a model that never saw them, the reference an erasure of them is measured against (``demo-faces-oracle-8`` is
+this recipe with ``--exclude-file recipes/demo_faces/oracle_8.txt``).
 """
 
 from __future__ import annotations
@@ -80,8 +84,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.resolution < 8 or self.resolution & (self.resolution - 1):
             raise ConfigError(f"resolution must be a power of two >= 8, got {self.resolution}")
-        if self.iterations < 1 or self.batch < 1:
-            raise ConfigError("iterations and batch must be >= 1")
+        if self.iterations < 1 or self.batch < 1 or self.threads < 1:
+            raise ConfigError("iterations, batch and threads must be >= 1")
         if not 0 <= self.constant_fraction <= 1 or not 0 < self.code_noise_until <= 1:
             raise ConfigError("constant_fraction must be in [0, 1] and code_noise_until in (0, 1]")
         if self.pull_iterations < 0 or self.pull_radius < 0 or self.pull_weight < 0:
@@ -201,7 +205,9 @@ def train(cfg: TrainConfig, images: torch.Tensor, out_dir: Optional[Path] = None
         state = torch.load(state_file, map_location="cpu", weights_only=True)
         saved = {k: v for k, v in json.loads(state["config"]).items() if not k.startswith("pull_")}
         if saved != cfg.stage1():
-            raise ConfigError(f"{state_file} was written by another config; use a new --out folder")
+            changed = sorted(k for k in set(saved) | set(cfg.stage1()) if saved.get(k) != cfg.stage1().get(k))
+            raise ConfigError(f"{state_file} was written by another config ({', '.join(changed)} differ); resume "
+                              "with the settings it started with, or use a new --out folder")
         generator.load_state_dict(state["generator"])
         with torch.no_grad():
             codes.copy_(state["codes"])
@@ -254,7 +260,8 @@ def pull_people(generator, codes: torch.Tensor, images: torch.Tensor, people: Se
     """Stage 2: fine-tune the generator and codes [N, z_dim] on images [N, 3, R, R] while drawing the codes of
     each person with several photos to within ``cfg.pull_radius`` of their mean (penalty: squared excess
     distance, weight ``cfg.pull_weight``). Every batch holds one photo of such a person (round robin over the
-    people), so their pulled codes keep fitting their photos.
+    people), so their pulled codes keep fitting their photos. Without such a person (a run that leaves the only
+    one out) the stage is the same fine-tune with no pull term, so such a model gets the same training steps.
 
     GLO alone gives every photo its own code: the four training photos of the GUIDE person ended 18-25 apart in
     z (any two people: 25), so a photo of them that the model never saw had no single place to go. -> (generator
@@ -262,7 +269,7 @@ def pull_people(generator, codes: torch.Tensor, images: torch.Tensor, people: Se
     """
     torch.set_num_threads(cfg.threads)
     groups = person_groups(people)
-    if cfg.pull_iterations == 0 or not groups:
+    if cfg.pull_iterations == 0:
         return generator, codes, {"pull_iterations": 0}
     generator.train()
     codes = torch.nn.Parameter(codes.detach().clone())
@@ -271,33 +278,38 @@ def pull_people(generator, codes: torch.Tensor, images: torch.Tensor, people: Se
     rng = torch.Generator().manual_seed(cfg.seed + 7)
     n, ema, t0 = images.shape[0], None, time.perf_counter()
 
-    def spread() -> float:
-        return max(float(torch.pdist(codes.detach()[g]).max()) for g in groups)
+    def spread() -> Optional[float]:
+        return max((float(torch.pdist(codes.detach()[g]).max()) for g in groups), default=None)
 
     for step in range(cfg.pull_iterations):
         factor = 0.5 * (1 + math.cos(math.pi * step / cfg.pull_iterations))
         for group, base in zip(opt.param_groups, (cfg.pull_lr, cfg.pull_code_lr)):
             group["lr"] = base * factor
         idx = torch.randint(n, (cfg.batch,), generator=rng)
-        person = groups[step % len(groups)]
-        idx[0] = person[torch.randint(len(person), (1,), generator=rng)]
+        if groups:
+            person = groups[step % len(groups)]
+            idx[0] = person[torch.randint(len(person), (1,), generator=rng)]
         z = codes[idx] + cfg.pull_code_noise * factor * torch.randn(cfg.batch, codes.shape[1], generator=rng)
         out = generator.synthesis(generator.mapping(z, None), noise_mode="const").images
         loss = multiscale_l1(out, images[idx], cfg.loss_scales, cfg.gradient_weight)
-        pull = sum(torch.relu((codes[g] - codes[g].mean(0, keepdim=True)).norm(dim=1) - cfg.pull_radius)
-                   .square().mean() for g in groups)
+        pull = sum((torch.relu((codes[g] - codes[g].mean(0, keepdim=True)).norm(dim=1) - cfg.pull_radius)
+                    .square().mean() for g in groups), loss.new_zeros(()))
         opt.zero_grad(set_to_none=True)
         (loss + cfg.pull_weight * pull).backward()
         opt.step()
         ema = loss.item() if ema is None else 0.98 * ema + 0.02 * loss.item()
         if log is not None and ((step + 1) % cfg.log_every == 0 or step + 1 == cfg.pull_iterations):
             log({"pull_step": step + 1, "loss": round(ema, 5), "pull": round(pull.item(), 5),
-                 "largest_spread": round(spread(), 3), "seconds": round(time.perf_counter() - t0, 1)})
+                 "largest_spread": _round(spread()), "seconds": round(time.perf_counter() - t0, 1)})
     generator.eval()
     estimate_w_avg(generator, seed=cfg.seed)
     return generator, codes.detach(), {"pull_iterations": cfg.pull_iterations, "pull_final_loss": ema,
                                        "pull_seconds": round(time.perf_counter() - t0, 1),
-                                       "largest_person_spread": round(spread(), 3)}
+                                       "largest_person_spread": _round(spread())}
+
+
+def _round(value: Optional[float]) -> Optional[float]:
+    return None if value is None else round(value, 3)
 
 
 def write_code_book(codes: torch.Tensor, images: torch.Tensor, landmarks: np.ndarray, path: Path,
@@ -323,10 +335,26 @@ def export_model(generator, out_dir: Path, extra_files: Optional[dict[str, str]]
     return save_generator(model, out_dir, overwrite=True, extra_files=extra_files)
 
 
+def _face_set(path: Path, root: Path, names: Sequence[str], resolution: int):
+    """The run's aligned photos: read from ``path`` when an earlier call of the run wrote it (ConfigError when
+    it holds other photos than ``names``), else built from ``root`` and written there. -> FaceSet"""
+    from .data import FaceSet, build_face_set
+
+    if not path.exists():
+        faces = build_face_set(root, names, resolution)
+        faces.save(path)
+        return faces
+    faces = FaceSet.load(path)
+    if sorted(faces.names + [name for name, _ in faces.skipped]) != sorted(names):
+        raise ConfigError(f"{path} holds other photos than this command selects (another --exclude or "
+                          "--max-photos); use a new --out folder")
+    return faces
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     """Command line: prepare the photos, train (stage 1), pull each person's codes together (stage 2), write
     the run folder: state, log, stage-1 codes, faces, and the model folder with its code book."""
-    from .data import build_face_set, faces_root, list_photos
+    from .data import faces_root, leave_out, list_photos, read_people_file
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -336,25 +364,29 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--iterations", type=int, default=None, help="override the config (smoke runs)")
     p.add_argument("--pull-iterations", type=int, default=None, help="override the config's stage 2 (smoke runs)")
     p.add_argument("--max-photos", type=int, default=None, help="use only the first N photos (smoke runs)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads instead of the config's (changes float rounding only; a run resumes "
+                        "with the count it started with)")
+    p.add_argument("--exclude", nargs="+", default=[], metavar="PERSON",
+                   help="people to leave out (an oracle model): a one-person folder of shared/faces "
+                        "(guide_celebahq512) or a photo that is its own person (deepface_train/img1.jpg)")
+    p.add_argument("--exclude-file", type=Path, default=None,
+                   help="a text file naming people to leave out, one per line (# comments), added to --exclude")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    cfg = TrainConfig.from_json(args.config, iterations=args.iterations, pull_iterations=args.pull_iterations)
+    cfg = TrainConfig.from_json(args.config, iterations=args.iterations, pull_iterations=args.pull_iterations,
+                                threads=args.threads)
+    people = list(args.exclude) + (read_people_file(args.exclude_file) if args.exclude_file else [])
+    root = faces_root(args.shared)
+    names, removed = leave_out(list_photos(root), people)  # validated before the run folder is touched
+    names = names[: args.max_photos]
     args.out.mkdir(parents=True, exist_ok=True)
-    faces_file = args.out / "faces.npz"
-    from .data import FaceSet
-
-    if faces_file.exists():
-        faces = FaceSet.load(faces_file)
-    else:
-        root = faces_root(args.shared)
-        names = list_photos(root)[: args.max_photos]
-        faces = build_face_set(root, names, cfg.resolution)
-        faces.save(faces_file)
-    print(json.dumps({"photos": len(faces), "skipped": faces.skipped}), flush=True)
+    faces = _face_set(args.out / "faces.npz", root, names, cfg.resolution)
+    print(json.dumps({"photos": len(faces), "skipped": faces.skipped, "excluded": removed}), flush=True)
     log_file = (args.out / "log.jsonl").open("a")
 
     def log(rec: dict) -> None:
-        line = json.dumps(rec)
+        line = json.dumps({**rec, "at": time.strftime("%Y-%m-%dT%H:%M:%S")})
         print(line, flush=True)
         log_file.write(line + "\n")
         log_file.flush()
@@ -369,7 +401,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     from guide_unlearn.adapters.projector import CODE_BOOK_FILE
 
     write_code_book(codes, faces.images, faces.landmarks, args.out / "model" / CODE_BOOK_FILE)
-    (args.out / "summary.json").write_text(json.dumps({**summary, "photos": len(faces),
+    (args.out / "summary.json").write_text(json.dumps({**summary, "photos": len(faces), "excluded": removed,
                                                       "config": dataclasses.asdict(cfg)}, indent=1))
     print(json.dumps({"done": True, **summary}), flush=True)
     return 0

@@ -9,7 +9,9 @@ import torch
 
 from guide_unlearn.errors import ConfigError
 from guide_unlearn.recipes.demo_faces import train as T
-from guide_unlearn.recipes.demo_faces.data import HELD_OUT, FaceSet, list_photos, person_of
+from guide_unlearn.errors import InputError
+from guide_unlearn.recipes.demo_faces.data import (HELD_OUT, FaceSet, leave_out, list_photos, person_of,
+                                                    read_people_file)
 
 TINY = dict(resolution=16, z_dim=8, w_dim=32, mapping_layers=2, channel_base=256, channel_max=32, batch=4,
             threads=1, save_every=3, log_every=1)
@@ -61,7 +63,7 @@ def test_resume_equals_uninterrupted(tmp_path):
 
 def test_resume_with_other_config_refused(tmp_path):
     T.train(T.TrainConfig(iterations=3, **TINY), _images(), tmp_path)
-    with pytest.raises(ConfigError, match="another config"):
+    with pytest.raises(ConfigError, match=r"another config \(lr differ\)"):
         T.train(T.TrainConfig(iterations=3, lr=1e-3, **TINY), _images(), tmp_path)
 
 
@@ -88,10 +90,23 @@ def test_pull_draws_each_persons_codes_together():
     assert torch.pdist(pulled[3:]).min() > torch.pdist(pulled[:3]).max()  # only the person is drawn together
 
 
-def test_pull_is_skipped_without_repeated_people():
+def test_pull_stage_without_repeated_people_still_fine_tunes():
+    """A run that leaves out the only person with several photos (an oracle) gets the same stage-2 steps, with
+    no pull term: the weights and codes move, and the summary has no person spread."""
     cfg = T.TrainConfig(iterations=1, pull_iterations=5, **TINY)
     g, codes, _ = T.train(cfg, _images())
-    _, same, summary = T.pull_people(g, codes, _images(), list("abcdef"), cfg)
+    before = _flat(g).clone()
+    logs = []
+    g2, moved, summary = T.pull_people(g, codes, _images(), list("abcdef"), cfg, log=logs.append)
+    assert summary["pull_iterations"] == 5 and summary["largest_person_spread"] is None
+    assert not torch.equal(moved, codes) and not torch.equal(_flat(g2), before)
+    assert all(rec["pull"] == 0.0 for rec in logs)
+
+
+def test_pull_stage_is_skipped_with_zero_pull_iterations():
+    cfg = T.TrainConfig(iterations=1, pull_iterations=0, **TINY)
+    g, codes, _ = T.train(cfg, _images())
+    _, same, summary = T.pull_people(g, codes, _images(), list("aabcde"), cfg)
     assert torch.equal(same, codes) and summary == {"pull_iterations": 0}
 
 
@@ -153,6 +168,7 @@ def test_command_line_smoke_run(shared_dir, tmp_path):
     assert T.main(["--out", str(out), "--shared", str(shared_dir), "--iterations", "3", "--pull-iterations", "2",
                    "--max-photos", "4"]) == 0
     faces = FaceSet.load(out / "faces.npz")
+    assert faces.names == list_photos(shared_dir / "faces")[:4]  # without --exclude: the shipped run's photos
     assert len(faces) == 4 and faces.images.shape == (4, 3, 64, 64)
     assert faces.descriptors.shape == (4, 128) and faces.landmarks.shape == (4, 5, 2)
     summary = json.loads((out / "summary.json").read_text())
@@ -166,3 +182,89 @@ def test_command_line_smoke_run(shared_dir, tmp_path):
     assert len(book) == 4 and book.z_dim == g.z_dim and book.threshold == 0.6
     index, dist = book.match(faces.images)  # a training crop finds its own code
     assert index.tolist() == [0, 1, 2, 3] and dist.max() < 1e-3  # descriptors are stored as float32
+
+
+# -- leaving people out (the oracle models) ---------------------------------------------------------------------
+
+ORACLE_8 = T.Path(T.__file__).with_name("oracle_8.txt")
+NAMES = ["a/1.jpg", "b/2.png", "guide_celebahq512/aligned_1.jpg", "guide_celebahq512/aligned_2.jpg", "c/3.jpg"]
+
+
+def test_exclude_removes_every_photo_of_a_one_person_folder_and_nothing_else():
+    kept, removed = leave_out(NAMES, ["guide_celebahq512", "b/2.png"])
+    assert kept == ["a/1.jpg", "c/3.jpg"]
+    assert removed == ["b/2.png", "guide_celebahq512/aligned_1.jpg", "guide_celebahq512/aligned_2.jpg"]
+
+
+def test_exclude_nothing_keeps_the_list_and_its_order():
+    kept, removed = leave_out(NAMES, [])
+    assert kept == NAMES and removed == []
+
+
+def test_exclude_name_matching_no_photo_is_an_error():
+    with pytest.raises(InputError, match="matches no training photo"):
+        leave_out(NAMES, ["a/1.jpg", "a/9.jpg"])
+
+
+def test_exclude_one_photo_of_a_person_with_several_is_an_error():
+    """Leaving out aligned_1 alone would keep the person in the model through aligned_2..4."""
+    with pytest.raises(InputError, match="--exclude guide_celebahq512"):
+        leave_out(NAMES, ["guide_celebahq512/aligned_1.jpg"])
+    with pytest.raises(InputError, match="--exclude guide_celebahq512"):  # the held-out photo is theirs too
+        leave_out(NAMES, ["guide_celebahq512/aligned_5.jpg"])
+
+
+def test_exclude_folder_of_several_people_is_an_error():
+    with pytest.raises(InputError, match="folder of 2 different people"):
+        leave_out(NAMES + ["a/4.jpg"], ["a"])
+
+
+def test_people_file_reads_names_and_skips_comments(tmp_path):
+    f = tmp_path / "people.txt"
+    f.write_text("# who\nguide_celebahq512\n\n  b/2.png  # one photo\n")
+    assert read_people_file(f) == ["guide_celebahq512", "b/2.png"]
+    f.write_text("# nobody\n")
+    with pytest.raises(InputError, match="names no person"):
+        read_people_file(f)
+
+
+def test_oracle_8_leaves_out_the_guide_person_and_seven_one_photo_people(shared_dir):
+    """The shipped list: all 4 training photos of the GUIDE person and 7 single photos from 7 source folders;
+    the other 116 photos keep their order."""
+    names = list_photos(shared_dir / "faces")
+    people = read_people_file(ORACLE_8)
+    kept, removed = leave_out(names, people)
+    assert len(people) == 8 and people[0] == "guide_celebahq512"
+    assert len(removed) == 11 and len(kept) == 116
+    assert {n for n in removed if n.startswith("guide_celebahq512/")} == {
+        f"guide_celebahq512/aligned_{i}.jpg" for i in range(1, 5)}
+    assert set(removed) - {f"guide_celebahq512/aligned_{i}.jpg" for i in range(1, 5)} == set(people[1:])
+    assert len({p.split("/")[0] for p in people}) == 8
+    assert kept == [n for n in names if n not in set(removed)]
+    assert leave_out(names, []) == (names, [])
+
+
+def test_command_line_rejects_an_unknown_person_before_writing(shared_dir, tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(InputError, match="nobody/0.jpg"):
+        T.main(["--out", str(out), "--shared", str(shared_dir), "--iterations", "1", "--exclude", "nobody/0.jpg"])
+    assert not out.exists()
+
+
+@pytest.mark.slow
+def test_command_line_leaves_the_people_out_of_data_and_code_book(shared_dir, tmp_path):
+    """Two photos, the first of them excluded: the face set, the summary and the code book hold only the
+    other; the same run folder then refuses a command that selects other photos."""
+    first, second, third = list_photos(shared_dir / "faces")[:3]
+    out = tmp_path / "run"
+    assert T.main(["--out", str(out), "--shared", str(shared_dir), "--iterations", "2", "--pull-iterations", "1",
+                   "--max-photos", "2", "--exclude", first]) == 0
+    faces = FaceSet.load(out / "faces.npz")
+    assert faces.names == [second, third]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["excluded"] == [first] and summary["photos"] == 2
+    from guide_unlearn.adapters.projector import CODE_BOOK_FILE, CodeBook
+
+    assert len(CodeBook.load(out / "model" / CODE_BOOK_FILE)) == 2
+    with pytest.raises(ConfigError, match="new --out folder"):
+        T.main(["--out", str(out), "--shared", str(shared_dir), "--iterations", "2", "--max-photos", "2"])
