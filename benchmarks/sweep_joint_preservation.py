@@ -61,11 +61,10 @@ def _dist(a, b):
 def diagnose(eraser, ws, ws_others) -> dict:
     import torch
 
-    from guide_unlearn.engine import resolve_distances
-    from guide_unlearn.targets import typical_distance
+    from guide_unlearn.targets import resolve_distances, typical_distance
 
     g = eraser.generator
-    cfg = eraser.default_config(progress=False)
+    cfg = eraser.default_config()
     d, alpha = resolve_distances(cfg, g)
     typical = typical_distance(g.mapping, g.w_avg, g.z_dim)
     typical_psi = typical_distance(g.mapping, g.w_avg, g.z_dim, truncation_psi=cfg.truncation_psi)
@@ -136,14 +135,14 @@ def run_variant(eraser, faces, metric, chosen, others, ws, ws_others, over: dict
 
     from guide_unlearn.recipes.demo_faces import evaluate as E
 
-    cfg = eraser.default_config(progress=False, **over)
+    cfg = eraser.default_config("joint", **over)
     req = {f"r{k}": ws[k:k + 1] for k in range(len(chosen))}
     trace: list = []
     scope = (_traced(eraser, faces, metric, chosen, others, ws, ws_others, trace_every, trace) if trace_every
              else contextlib.nullcontext())
     t = time.perf_counter()
     with scope:
-        joint = eraser.erase_many(req, cfg, measure=False)
+        joint = eraser.erase_many(req, cfg, measure=False, progress=False)
     seconds = time.perf_counter() - t
     eraser.apply_patch(joint.patch)
     try:
@@ -174,10 +173,10 @@ def singles(eraser, faces, metric, chosen, others, ws, ws_others, over: dict) ->
 
     from guide_unlearn.recipes.demo_faces import evaluate as E
 
-    cfg = eraser.default_config(progress=False, **over)
+    cfg = eraser.default_config("joint", **over)  # for one person, the joint method is the default one
     lost, erased, kept = np.zeros(len(others), dtype=bool), [], []
     for k in range(len(chosen)):
-        patch = eraser.erase(ws[k:k + 1], cfg, measure=False).patch
+        patch = eraser.erase(ws[k:k + 1], cfg, measure=False, progress=False).patch
         eraser.apply_patch(patch)
         try:
             d = E.distances_to(metric.describe(E.render(eraser, ws[k:k + 1]), faces.landmarks[chosen[k:k + 1]]),
