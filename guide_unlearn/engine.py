@@ -151,6 +151,7 @@ class _Loop:
                                         str(run.state_dir) if run.state_dir else None)
         optimizer = torch.optim.Adam(self.trainable.params, lr=ctx.cfg.lr, betas=ctx.cfg.adam_betas)
         self.optimizer = self.accelerator.prepare(optimizer)
+        self.method.start(dict(zip(self.trainable.names, self.trainable.params)), self.trainable.source)
         if run.trackers:
             self.accelerator.init_trackers("guide_unlearn", config={k: str(v) for k, v in
                                                                     ctx.cfg.recipe_dict().items()})

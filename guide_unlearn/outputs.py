@@ -194,8 +194,8 @@ class ManyErasureResult(BaseOutput):
 
     @property
     def succeeded(self) -> Optional[bool]:
-        """True when every person's verdict succeeded, False when any failed, None when nothing was measured."""
+        """False when any person's verdict failed, True when every one succeeded, None when nothing was measured."""
         states = [v.succeeded for v in self.verdicts.values()]
-        if not states or any(s is None for s in states):
-            return None
-        return all(states)
+        if any(s is False for s in states):
+            return False
+        return True if states and all(states) else None

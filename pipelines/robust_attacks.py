@@ -44,6 +44,8 @@ def build_attack(eraser, images: torch.Tensor, cameras: Optional[torch.Tensor], 
 
     mc = cfg.method_config
     attackers = [inversion_attack(name, eraser, steps=mc.attack_steps) for name in mc.round_attackers]
+    for attacker in attackers:  # the erase shows its own progress; an attack inside it shows none
+        attacker.progress = False
     views, cams = attack_views(eraser, images, cameras, cfg)
 
     def attack(round_: int) -> torch.Tensor:

@@ -9,12 +9,14 @@ How to add a method — one file that registers itself:
 1. Write its settings as a frozen dataclass subclassing :class:`MethodConfig` (or :class:`LoraSettings` when it
    trains a LoRA patch), one docstring line per field, validated in ``__post_init__``.
 2. Subclass :class:`EraseMethod` (or a shipped method: ``LoraMethod`` for one person, ``JointMethod`` to get
-   several people and ``keep_erased`` for free) and override only what differs: ``setup`` (targets),
-   ``rows`` (the codes and targets of each step), ``extra_loss`` (extra terms), ``phases`` / ``begin_phase``,
-   ``metadata`` (counts only) and ``state_dict`` / ``load_state_dict`` (what a resume needs). Declare what it
-   supports with the class attributes ``several_people``, ``keeps_erased``, ``trains`` and, when it needs
-   something only the pipelines can build (the robust method's attackers), ``services``: the class of that
-   interface, which the pipelines fill in (``pipelines/components.py``). The core never imports the pipelines.
+   several people and ``keep_erased`` for free) and override only what differs: ``person_targets`` (where each
+   person's codes are sent), ``setup`` (anything else before training), ``start`` (sees the trained parameters
+   once they exist: for a penalty on them), ``rows`` (the codes and targets of each step), ``extra_loss`` (extra
+   terms), ``phases`` / ``begin_phase``, ``metadata`` (counts only) and ``state_dict`` / ``load_state_dict``
+   (what a resume needs). Declare what it supports with the class attributes ``several_people``,
+   ``keeps_erased``, ``trains`` and, when it needs something only the pipelines can build (the robust method's
+   attackers), ``services``: the class of that interface, which the pipelines build (``SERVICE_BUILDERS`` in
+   ``pipelines/requests.py``). The core never imports the pipelines.
 3. End the file with ``register_method("name", NameMethod, NameConfig)`` and import it below (a method outside the
    library registers itself when its module is imported). It is then reachable as ``method="name"`` in
    ``EraseConfig.preset``, ``eraser.default_config``, ``eraser.erase``, ``eraser.erase_many`` (when it erases several

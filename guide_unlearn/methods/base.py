@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, ContextManager, Mapping, Optional, Sequence
 
 import torch
 
@@ -169,7 +169,8 @@ class EraseMethod:
     The loop (:func:`guide_unlearn.engine.run_erase`) owns everything else: accelerate, mixed precision, the
     optimiser, resume, progress, trackers, finite-loss checks, history, patch extraction and its metadata. Per run
     it builds the method with a :class:`RunContext` and calls, in this order: :meth:`setup` (before the trainable
-    patch exists: it may draw from ``ctx.rng``); then per phase :meth:`begin_phase` (from the second phase on,
+    patch exists: it may draw from ``ctx.rng``); :meth:`start` (the patch exists, before the first step and before
+    a saved state is restored); then per phase :meth:`begin_phase` (from the second phase on,
     while the generator renders the current G_u); per step :meth:`before_step`, :meth:`rows`, :meth:`extra_rows`,
     :meth:`extra_loss`, :meth:`observe`; at the end :meth:`metadata`. :meth:`state_dict` /
     :meth:`load_state_dict` make a run resumable.
@@ -202,6 +203,13 @@ class EraseMethod:
 
     def setup(self) -> None:
         """Prepare the run (targets, extra codes). Runs before the patch exists (the generator renders G_s)."""
+
+    def start(self, parameters: Mapping[str, torch.nn.Parameter], source: Callable[[], ContextManager[None]]
+              ) -> None:
+        """Called once the trainable patch exists (G_u = G_s until the first update), before the first step:
+        ``parameters`` are what the run trains, by name (the LoRA factors, or the synthesis weights of a full
+        fine-tune); inside ``source()`` the generator renders G_s. A method with a penalty on the parameters (e.g.
+        Fisher-weighted preservation) keeps them and estimates what it needs here."""
 
     def targets(self) -> torch.Tensor:
         """The targets [K, num_ws, w_dim] of the erased codes, in their order (memory only)."""

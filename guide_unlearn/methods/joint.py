@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence
 
 import torch
 
-from ..targets import separated_targets, target_similarity, ufo_target
+from ..targets import separated_targets, target_similarity
 from .base import LoraSettings, StepRows, finite, need
 from .lora import LoraMethod
 from .registry import register_method
@@ -202,12 +202,9 @@ class JointMethod(LoraMethod):
 
     def setup(self) -> None:
         ctx, mc = self.ctx, self.config
-        req, w_avg = ctx.erasure, ctx.generator.w_avg
+        req = ctx.erasure
         self.erased_people, self.erased_codes = req.people, int(req.codes.shape[0])
-        if req.people > 1 and mc.distinct_targets:
-            self.w_t = separated_targets(req.codes, req.person_of, w_avg, ctx.cfg.target, ctx.distance)
-        else:
-            self.w_t = ufo_target(req.codes, w_avg, ctx.cfg.target, ctx.distance)
+        self.w_t = self.person_targets(req.codes, req.person_of)
         self.w_u, self.person_of, self.people = req.codes, req.person_of, req.people
         if req.keep is not None:  # earlier people: their target is their own code under G_s (already erased there)
             self.w_u, self.w_t = torch.cat([self.w_u, req.keep]), torch.cat([self.w_t, req.keep])
@@ -220,6 +217,13 @@ class JointMethod(LoraMethod):
                          if self.schedule is not None and self.erased_people > 1 and mc.joint_done_ratio > 0 else None)
         self.per_person: list[dict[str, float]] = [{} for _ in range(self.people)]
         self.stopped_at: Optional[int] = None
+
+    def person_targets(self, codes: torch.Tensor, person_of: torch.Tensor) -> torch.Tensor:
+        """UFO targets, kept apart between people when ``distinct_targets`` (``targets.separated_targets``)."""
+        ctx = self.ctx
+        if int(person_of.max()) > 0 and self.config.distinct_targets:
+            return separated_targets(codes, person_of, ctx.generator.w_avg, ctx.cfg.target, ctx.distance)
+        return super().person_targets(codes, person_of)
 
     def targets(self) -> torch.Tensor:
         return self.w_t[:self.erased_codes]

@@ -28,7 +28,12 @@ class LoraMethod(EraseMethod):
         need(ctx.erasure.people == 1, f"method {ctx.cfg.method!r} erases one person; give the codes of one person, "
                                       "or use a method that erases several people (method='joint')")
         self.w_u = ctx.erasure.codes
-        self.w_t = ufo_target(self.w_u, ctx.generator.w_avg, ctx.cfg.target, ctx.distance)
+        self.w_t = self.person_targets(self.w_u, ctx.erasure.person_of)
+
+    def person_targets(self, codes: torch.Tensor, person_of: torch.Tensor) -> torch.Tensor:
+        """Where the erased codes [K, num_ws, w_dim] (of people ``person_of`` [K]) are sent: their UFO targets
+        [K, num_ws, w_dim] (GUIDE: w_avg - d * w_id / ||w_id||, or w_avg for ``target='average'``)."""
+        return ufo_target(codes, self.ctx.generator.w_avg, self.ctx.cfg.target, self.ctx.distance)
 
     def targets(self) -> torch.Tensor:
         return self.w_t

@@ -37,7 +37,6 @@ import torch.nn.functional as F
 from ..errors import ConfigError
 from ..latents import check_latents
 from ..protocols import GeneratorAdapter, IdentityModel, PerceptualDistance, module_of
-from ..targets import ufo_target
 from .base import LoraSettings, LossTerm, StepRows, count, finite, need
 from .lora import LoraMethod
 from .registry import register_method
@@ -225,7 +224,8 @@ class RobustMethod(LoraMethod):
         self.tracked = self.tracked_t = None
 
     def _target(self, codes: torch.Tensor) -> torch.Tensor:
-        return ufo_target(codes, self.ctx.generator.w_avg, self.ctx.cfg.target, self.ctx.distance)
+        """The targets of codes that show the person (found by an attacker) or a decoy: one person each."""
+        return self.person_targets(codes, torch.zeros(codes.shape[0], dtype=torch.long, device=codes.device))
 
     def phases(self) -> list[int]:
         return [self.ctx.cfg.iterations] + [self.config.adversarial_iterations] * self.config.adversarial_rounds

@@ -196,3 +196,111 @@ def test_tensorboard_tracker_writes_event_files(tmp_path):
     eraser.erase(_codes(eraser), EraseConfig(iterations=2), trackers=["tensorboard"], state_dir=tmp_path,
                  measure=False, progress=False)
     assert list(tmp_path.rglob("events.out.tfevents.*"))
+
+
+# -- methods by name, and the settings an erase call takes --------------------------------------------------------
+def test_the_shipped_methods_are_listed_by_name():
+    import guide_unlearn
+
+    assert guide_unlearn.list_methods()[:4] == ["lora", "paper", "joint", "robust"]
+    assert EraseConfig().method == "lora" and EraseConfig.preset("robust").method == "robust"
+    assert EraseConfig.robust() == EraseConfig.preset("robust") and EraseConfig.paper().method == "paper"
+
+
+def test_an_unknown_method_is_a_config_error_naming_the_methods():
+    eraser = tiny_eraser()
+    with pytest.raises(ConfigError, match=r"unknown erase method 'robusst' \(did you mean 'robust'\?\).*lora, paper"):
+        eraser.erase(_codes(eraser), method="robusst")
+    with pytest.raises(ConfigError, match="unknown erase method"):
+        EraseConfig(method="nope")
+
+
+def test_erase_keywords_go_to_the_recipe_or_to_the_method_and_unknown_ones_are_named():
+    eraser = tiny_eraser()
+    cfg = eraser.default_config("robust", iterations=5, adversarial_rounds=1, decoys=2)
+    assert (cfg.iterations, cfg.method_config.adversarial_rounds, cfg.method_config.decoys) == (5, 1, 2)
+    assert eraser.default_config(preset="robust", iterations=5, adversarial_rounds=1, decoys=2) == cfg
+    with pytest.raises(ConfigError, match=r"did you mean adversarial_rounds\?.*method 'robust'"):
+        eraser.erase(_codes(eraser), method="robust", adversarial_round=1)
+    with pytest.raises(ConfigError, match=r"unknown erase settings \['decoys'\].*method 'lora'"):
+        eraser.erase(_codes(eraser), decoys=1)  # a robust setting, for the default method
+    with pytest.raises(ConfigError, match="full fine-tune of the synthesis is method 'paper'"):
+        EraseConfig.robust(full_finetune=True)
+
+
+def test_a_saved_state_of_another_method_is_refused_by_name(tmp_path):
+    eraser = tiny_eraser()
+    w = _codes(eraser)
+    with interrupted_at(3), pytest.raises(KeyboardInterrupt):
+        eraser.erase(w, iterations=4, state_dir=tmp_path, checkpoint_every=2, progress=False, measure=False)
+    with pytest.raises(ConfigError, match="made by method 'lora', this run is 'joint'"):
+        eraser.erase(w, method="joint", iterations=4, state_dir=tmp_path, checkpoint_every=2, progress=False,
+                     measure=False)
+
+
+def test_forget_patch_from_pretrained_takes_a_folder_or_hub_id_as_pretrained_model_name_or_path():
+    import inspect
+
+    from guide_unlearn import ForgetPatch
+
+    first = next(iter(inspect.signature(ForgetPatch.from_pretrained).parameters))
+    assert first == "pretrained_model_name_or_path"
+
+
+def test_the_command_line_erases_with_the_method_it_names(tmp_path, capsys):
+    import json
+
+    from safetensors.torch import save_file
+
+    from guide_unlearn.cli import main
+
+    eraser = tiny_eraser()
+    save_file({"ws": _codes(eraser)}, str(tmp_path / "ws.safetensors"))
+    args = ["erase", "--latent", str(tmp_path / "ws.safetensors"), "--model", "tiny-stylegan2", "--iterations", "1",
+            "--quiet"]
+    assert main(args + ["--method", "paper", "--out", str(tmp_path / "p")]) == 0
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    meta = json.loads((tmp_path / "p" / "forget_patch.json").read_text())
+    assert line["method"] == meta["method"] == "paper" and meta["kind"] == "delta"
+    assert main(args + ["--preset", "paper", "--out", str(tmp_path / "q")]) == 0  # the former spelling
+    assert json.loads((tmp_path / "q" / "forget_patch.json").read_text())["method"] == "paper"
+    capsys.readouterr()
+    assert main(args + ["--method", "nope", "--out", str(tmp_path / "r")]) == 2
+    assert "lora, paper, joint, robust" in capsys.readouterr().err and not (tmp_path / "r").exists()
+    assert main(args + ["--method", "paper", "--rank", "8", "--out", str(tmp_path / "s")]) == 2  # no LoRA there
+    assert "lora_rank" in capsys.readouterr().err and not (tmp_path / "s").exists()
+
+
+def test_a_new_method_is_one_class_with_its_config_and_one_registration(monkeypatch):
+    """What a later method (e.g. a Fisher-weighted preservation) needs: its settings, a penalty on the trained
+    parameters, several people and continual erases from the joint method, and no loop of its own."""
+    from dataclasses import dataclass
+
+    from guide_unlearn.methods import LossTerm, register_method, registry
+    from guide_unlearn.methods.joint import JointConfig, JointMethod
+
+    monkeypatch.setattr(registry, "_METHODS", dict(registry._METHODS))
+
+    @dataclass(frozen=True)
+    class AnchorConfig(JointConfig):
+        anchor_weight: float = 1.0
+
+    class AnchorMethod(JointMethod):
+        def start(self, parameters, source):
+            self.params, self.anchor = parameters, {n: p.detach().clone() for n, p in parameters.items()}
+
+        def extra_loss(self, step, rows, out_u, out_s):
+            pull = sum((p - self.anchor[n]).square().sum() for n, p in self.params.items())
+            return [LossTerm("anchor", pull, self.config.anchor_weight)]
+
+    register_method("anchor", AnchorMethod, AnchorConfig)
+    eraser = tiny_eraser()
+    ws = _codes(eraser, 3, seed=8)
+    one = eraser.erase(ws[:1], method="anchor", iterations=3, anchor_weight=2.0, keep_erased=ws[2:],
+                       progress=False, measure=False)
+    many = eraser.erase_many({"a": ws[:1], "b": ws[1:2]}, method="anchor", iterations=3, progress=False,
+                             measure=False)
+    assert one.patch.metadata["method"] == many.patch.metadata["method"] == "anchor"
+    assert one.patch.metadata["erase_config"]["method_config"]["anchor_weight"] == 2.0
+    assert one.history[0]["anchor"] == 0.0 < one.history[-1]["anchor"]
+    assert one.patch.metadata["kept_erased"] == 1 and len(many.patch.metadata["requests"]) == 2

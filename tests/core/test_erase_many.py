@@ -310,3 +310,75 @@ def test_a_resumed_joint_run_with_a_done_ratio_equals_an_uninterrupted_one(tmp_p
     resumed = erase(tmp_path)
     assert resumed.patch.patch_id == straight.patch.patch_id
     assert resumed.patch.metadata["requests"] == straight.patch.metadata["requests"]
+
+
+# -- the method that runs, refusals before any work, the settings erase_many takes, and its verdicts -------------
+def test_erase_many_refuses_a_method_that_erases_one_person_before_any_work(monkeypatch):
+    import guide_unlearn.pipelines.photos as photos
+
+    eraser = tiny_eraser()
+    ws = _codes(eraser, 2)
+    monkeypatch.setattr(photos, "codes", lambda *a, **k: pytest.fail("inverted before the refusal"))
+    requests = {"a": ws[:1], "b": ws[1:]}
+    with pytest.raises(ConfigError, match=r"method 'robust' erases one person per patch.*method='joint'"):
+        eraser.erase_many(requests, EraseConfig.preset("robust"))  # ran the plain loop under a 'robust' card
+    for method in ("robust", "lora", "paper"):
+        with pytest.raises(ConfigError, match=f"method '{method}' erases one person"):
+            eraser.erase_many(requests, method=method)
+
+
+def test_erase_batch_refuses_joint_groups_with_a_one_person_method_before_any_work(tmp_path, capsys):
+    from guide_unlearn.cli import main
+
+    for rid in ("a", "b"):
+        (tmp_path / "req" / rid).mkdir(parents=True)
+        (tmp_path / "req" / rid / "x.png").write_bytes(b"not opened before the refusal")
+    args = ["erase-batch", str(tmp_path / "req"), "--model", "tiny-stylegan2", "--out", str(tmp_path / "out"),
+            "--joint", "2"]
+    assert main(args + ["--method", "robust"]) == 2
+    err = capsys.readouterr().err
+    assert "--method robust erases one person per patch" in err and "--method joint" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_keep_erased_with_a_method_that_cannot_keep_is_refused_before_any_work(monkeypatch):
+    import guide_unlearn.pipelines.photos as photos
+
+    eraser = tiny_eraser()
+    ws = _codes(eraser, 2)
+    monkeypatch.setattr(photos, "codes", lambda *a, **k: pytest.fail("inverted before the refusal"))
+    for method in ("lora", "robust"):
+        with pytest.raises(ConfigError, match=f"method '{method}' cannot keep earlier people erased.*'joint'"):
+            eraser.erase(ws[1:], method=method, keep_erased=ws[:1])
+
+
+def test_erase_many_takes_the_keyword_settings_erase_takes():
+    eraser = tiny_eraser()
+    ws = _codes(eraser, 2)
+    result = eraser.erase_many({"a": ws[:1], "b": ws[1:]}, iterations=3, persons_per_step=1, joint_balance=0.5,
+                               measure=False, progress=False)
+    used = result.patch.metadata["erase_config"]
+    assert result.patch.metadata["method"] == used["method"] == "joint"
+    assert used["iterations"] == 3 and len(result.history) == 3
+    assert (used["method_config"]["persons_per_step"], used["method_config"]["joint_balance"]) == (1, 0.5)
+    with pytest.raises(ConfigError, match="did you mean iterations"):
+        eraser.erase_many({"a": ws[:1], "b": ws[1:]}, iteratons=3)
+
+
+def test_erase_many_judges_each_person_with_the_figures_erase_measures():
+    from guide_unlearn.outputs import EraseRun, Verdict
+    from guide_unlearn.pipelines.measure import erasure_result
+
+    eraser = tiny_eraser()
+    ws = _codes(eraser, 2, seed=21)
+    result = eraser.erase_many({"a": ws[:1], "b": ws[1:]}, iterations=20, progress=False)
+    assert set(result.verdicts) == set(result.metrics) == {"a", "b"}
+    for rid in ("a", "b"):
+        alone = erasure_result(eraser.generator, EraseRun(result.patch, result.w_target[rid], [], 0.0),
+                               result.w_source[rid], config=EraseConfig.from_dict(
+                                   result.patch.metadata["erase_config"]))  # judged as erase judges one person
+        assert result.metrics[rid] == pytest.approx(alone.metrics)
+        verdict = result.verdicts[rid]
+        assert isinstance(verdict, Verdict) and verdict == alone.verdict
+        assert verdict.erasure_ratio < 1.0 and verdict.succeeded is verdict["succeeded"]
+    assert result.succeeded == all(v.succeeded for v in result.verdicts.values())

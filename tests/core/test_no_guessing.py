@@ -13,10 +13,10 @@ from PIL import Image
 from guide_unlearn import EraseConfig
 from guide_unlearn.checkpoints import CheckpointSource, resolve_file
 from guide_unlearn.cli import main
-from guide_unlearn.outputs import judge_erasure
-from guide_unlearn.resume import STATE_FILE
 from guide_unlearn.errors import CheckpointError, FaceChoiceError
+from guide_unlearn.outputs import judge_erasure
 from guide_unlearn.pipelines.assembly import align_photo
+from guide_unlearn.resume import STATE_FILE
 from guide_unlearn.testing import interrupted_at, tiny_eraser
 
 

@@ -260,3 +260,13 @@ def test_tracked_codes_join_the_erased_rows_only_after_attack_steps_projector_st
     late = run_robust(eraser, w_u, cfg.replace(tracking_steps=1, attack_steps=6), attack_images=_render(eraser, w_u))
     assert late.patch.tensors.keys() == plain.patch.tensors.keys()
     assert all(torch.equal(v, late.patch.tensors[k]) for k, v in plain.patch.tensors.items())
+
+
+def test_a_robust_erase_that_did_not_succeed_warns_like_any_other_method(eraser, caplog):
+    import logging
+
+    w_u = _codes(eraser, 9)
+    with caplog.at_level(logging.WARNING):
+        result = eraser.erase(w_u, method="robust", lr=1e-7, progress=False, **{**SMALL, "iterations": 2, "decoys": 1})
+    assert result.succeeded is False and result.patch.metadata["method"] == "robust"
+    assert "the erase did not succeed: NOT ERASED" in caplog.text
