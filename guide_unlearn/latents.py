@@ -26,7 +26,8 @@ def check_latents(ws: Any, generator: GeneratorAdapter) -> torch.Tensor:
         raise LatentError(f"latent codes must be floating point, got {ws.dtype}")
     device = generator.w_avg.device
     if ws.device != device:
-        raise LatentError(f"latent codes are on {ws.device} but the generator is on {device}; call .to({str(device)!r})")
+        raise LatentError(f"latent codes are on {ws.device} but the generator is on {device}; "
+                          f"call .to({str(device)!r})")
     if not torch.isfinite(ws).all():
         raise LatentError("latent codes contain NaN or Inf; re-run the inversion")
     return ws.detach().to(torch.float32)
