@@ -87,7 +87,7 @@ def joint_section(eraser, faces, codes, metric, n: int, offset: int = 0, joint_o
     joint_s = time.perf_counter() - t
     from guide_unlearn.pipelines.measure import people_target_similarity
 
-    similarity = people_target_similarity(eraser, torch.cat(list(ws.values())),
+    similarity = people_target_similarity(eraser.generator, eraser.identity_model, torch.cat(list(ws.values())),
                                           torch.cat(list(joint.w_target.values())), torch.arange(len(ids)), cfg)
 
     req = torch.cat([ws[r] for r in ids])

@@ -82,7 +82,7 @@ def diagnose(eraser, ws, ws_others) -> dict:
 
 
 def _traced(eraser, faces, metric, chosen, others, ws, ws_others, every: int, trace: list):
-    """Context: while it is open, every ``every``-th call of the engine's step loss first measures (no grad, no
+    """Context: while it is open, every ``every``-th call of the engine's step render first measures (no grad, no
     draw from the run's generator) the dlib distances of the erased people's request renderings and the kept
     share of the others under the CURRENT G_u, appending {'step', 'dlib_erased', 'others_kept'} to ``trace``."""
     import contextlib
@@ -90,10 +90,11 @@ def _traced(eraser, faces, metric, chosen, others, ws, ws_others, every: int, tr
     import torch
 
     from guide_unlearn import engine
+    from guide_unlearn.methods import joint
     from guide_unlearn.recipes.demo_faces import evaluate as E
 
-    inner, calls = engine.compute_step_loss, [0]
-    record, local = engine._record_people, {}
+    inner, calls = engine.render_step, [0]
+    record, local = joint.record_people, {}
 
     def recorded(per_person, visited, rows, step):  # every visit's L_local per person (for calibration)
         record(per_person, visited, rows, step)
@@ -118,11 +119,11 @@ def _traced(eraser, faces, metric, chosen, others, ws, ws_others, every: int, tr
 
     @contextlib.contextmanager
     def scope():
-        engine.compute_step_loss, engine._record_people = wrapped, recorded
+        engine.render_step, joint.record_people = wrapped, recorded
         try:
             yield
         finally:
-            engine.compute_step_loss, engine._record_people = inner, record
+            engine.render_step, joint.record_people = inner, record
             trace.append({"local_per_visit": {str(p): v for p, v in sorted(local.items())}})
     return scope()
 
