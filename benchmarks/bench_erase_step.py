@@ -98,15 +98,16 @@ def child(args) -> dict:
     steps, warmup = args.steps, 1
     patch_bytes = None
     if args.path == "ours":
+        from guide_unlearn.config import RunOptions
         from guide_unlearn.engine import run_erase
 
-        cfg = EraseConfig(iterations=warmup, progress=False, noise_mode="random",
-                          mixed_precision=args.mixed_precision)
-        run_erase(gen, w_u, cfg, perceptual, identity)  # warm-up (allocator, kernels)
+        quiet = RunOptions(progress=False)
+        cfg = EraseConfig(iterations=warmup, noise_mode="random", mixed_precision=args.mixed_precision)
+        run_erase(gen, w_u, cfg, perceptual, identity, run=quiet)  # warm-up (allocator, kernels)
         cfg = cfg.replace(iterations=steps)
         _sync(args.device)
         cpu0 = time.process_time()
-        run = run_erase(gen, w_u, cfg, perceptual, identity)
+        run = run_erase(gen, w_u, cfg, perceptual, identity, run=quiet)
         patch, elapsed = run.patch, run.seconds  # loop time, set-up excluded
         _sync(args.device)
         cpu = time.process_time() - cpu0
@@ -117,7 +118,7 @@ def child(args) -> dict:
 
         from guide_unlearn.targets import ufo_target
 
-        cfg = EraseConfig.paper(progress=False)
+        cfg = EraseConfig.paper()
         ref = ReferenceLoop(gen, perceptual, identity, cfg)
         w_t = ufo_target(w_u, gen.w_avg, "extrapolate", 30.0)
         ref.step(w_u, w_t, g)

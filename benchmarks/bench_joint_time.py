@@ -26,18 +26,18 @@ def main() -> int:
     codes = E.load_codes(Path(__file__).resolve().parent.parent / "tests" / "data" / "demo_faces_codes.safetensors", e)
     names = sorted(k for k in codes if "guide_celebahq512" not in k)[::15][:8]  # 8 people spread over the names
     ws = {f"r{i}": codes[n].unsqueeze(0) for i, n in enumerate(names)}
-    cfg = e.default_config(progress=False)
+    cfg = e.default_config()
 
     def timed(run) -> float:
         t = time.perf_counter()
         run()
         return time.perf_counter() - t
 
-    e.erase(ws["r0"], cfg, measure=False)  # warm-up
-    single = timed(lambda: e.erase(ws["r1"], cfg, measure=False))
-    joint_cfg = cfg.replace(**json.loads(args.joint_config))
-    joint = timed(lambda: e.erase_many(ws, joint_cfg, measure=False))
-    single2 = timed(lambda: e.erase(ws["r2"], cfg, measure=False))
+    e.erase(ws["r0"], cfg, measure=False, progress=False)  # warm-up
+    single = timed(lambda: e.erase(ws["r1"], cfg, measure=False, progress=False))
+    joint_cfg = cfg.replace(method="joint", **json.loads(args.joint_config))
+    joint = timed(lambda: e.erase_many(ws, joint_cfg, measure=False, progress=False))
+    single2 = timed(lambda: e.erase(ws["r2"], cfg, measure=False, progress=False))
     print(json.dumps({"benchmark": "joint_vs_single", "threads": torch.get_num_threads(),
                       "single_s": [round(single, 2), round(single2, 2)], "joint8_s": round(joint, 2),
                       "ratio": round(joint / ((single + single2) / 2), 2),

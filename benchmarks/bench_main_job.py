@@ -43,18 +43,19 @@ def main() -> int:
 
     eraser = IdentityEraser.from_pretrained("demo-faces")
     if args.loop:
+        from guide_unlearn.config import RunOptions
         from guide_unlearn.engine import run_erase
 
         gen = eraser.generator
         code = gen.mapping(torch.randn(1, gen.z_dim, generator=torch.Generator().manual_seed(0)), None).detach()
         # lr pinned to the LoRA preset's: the loop compares per-iteration cost, and the final loss must match
         # across commits whatever the model's recommended lr is at each
-        cfg = eraser.default_config(progress=False, iterations=1, lr=0.005)
-        run_erase(gen, code, cfg, eraser.perceptual, None)  # warm-up
+        cfg = eraser.default_config(iterations=1, lr=0.005)
+        run_erase(gen, code, cfg, eraser.perceptual, None, run=RunOptions(progress=False))  # warm-up
         cfg = cfg.replace(iterations=args.loop)
         t, cpu = time.perf_counter(), time.process_time()
-        out = run_erase(gen, code, cfg, eraser.perceptual, None)
-        history = out.history if hasattr(out, "history") else out[2]  # run_erase of other commits may return a 4-tuple
+        out = run_erase(gen, code, cfg, eraser.perceptual, None, run=RunOptions(progress=False))
+        history = out.history
         print(json.dumps({"benchmark": "main_job_loop", "iterations": args.loop, "threads": args.threads,
                           "wall_ms_per_iter": round(1000 * (time.perf_counter() - t) / args.loop, 1),
                           "cpu_ms_per_iter": round(1000 * (time.process_time() - cpu) / args.loop, 1),
@@ -66,7 +67,7 @@ def main() -> int:
 
         photo = Image.open(root / E.REQUEST)
         t, cpu = time.perf_counter(), time.process_time()
-        result = eraser.erase(photo, config=eraser.default_config(progress=False), measure=False)
+        result = eraser.erase(photo, config=eraser.default_config(), measure=False, progress=False)
         out = {"benchmark": "main_job", "erase_seconds": round(result.seconds, 2),
                "call_seconds": round(time.perf_counter() - t, 2),
                "call_cpu_seconds": round(time.process_time() - cpu, 2),  # robust to other processes' load

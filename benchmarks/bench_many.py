@@ -74,20 +74,20 @@ def joint_section(eraser, faces, codes, metric, n: int, offset: int = 0, joint_o
     ids = [faces.people[i] for i in chosen]
     ws = {faces.people[i]: codes[faces.names[i]].unsqueeze(0) for i in chosen}
     ws_others = torch.stack([codes[faces.names[i]] for i in others])
-    cfg = eraser.default_config(progress=False)
-    eraser.erase(ws[ids[0]], cfg, measure=False)  # warm-up
+    cfg = eraser.default_config()
+    eraser.erase(ws[ids[0]], cfg, measure=False, progress=False)  # warm-up
     singles, single_s = {}, []
     for rid in ids:
         t = time.perf_counter()
-        singles[rid] = eraser.erase(ws[rid], cfg, measure=False).patch
+        singles[rid] = eraser.erase(ws[rid], cfg, measure=False, progress=False).patch
         single_s.append(time.perf_counter() - t)
-    joint_cfg = cfg.replace(**(joint_over or {}))  # the joint run's own settings (--joint-config)
+    joint_cfg = cfg.replace(method="joint", **(joint_over or {}))  # the joint run's own settings (--joint-config)
     t = time.perf_counter()
-    joint = eraser.erase_many(ws, joint_cfg, measure=False)
+    joint = eraser.erase_many(ws, joint_cfg, measure=False, progress=False)
     joint_s = time.perf_counter() - t
     from guide_unlearn.pipelines.measure import people_target_similarity
 
-    similarity = people_target_similarity(eraser, torch.cat(list(ws.values())),
+    similarity = people_target_similarity(eraser.generator, eraser.identity_model, torch.cat(list(ws.values())),
                                           torch.cat(list(joint.w_target.values())), torch.arange(len(ids)), cfg)
 
     req = torch.cat([ws[r] for r in ids])
@@ -106,7 +106,7 @@ def joint_section(eraser, faces, codes, metric, n: int, offset: int = 0, joint_o
         eraser.remove_patch(joint.patch)
     # how alike the targets look to dlib: pairwise distance between G_s(w_t) renderings (mean landmarks)
     tgt_joint = metric.describe(E.render(eraser, torch.cat(list(joint.w_target.values()))))
-    from guide_unlearn.engine import resolve_distances
+    from guide_unlearn.targets import resolve_distances
     from guide_unlearn.targets import ufo_target
 
     d, _ = resolve_distances(cfg, eraser.generator)
@@ -115,7 +115,7 @@ def joint_section(eraser, faces, codes, metric, n: int, offset: int = 0, joint_o
     pj, pp = pair(tgt_joint), pair(tgt_plain)
     return {
         "people": ids, "iterations": joint_cfg.iterations, "joint_config": joint_over or {},
-        "persons_per_step": min(joint_cfg.persons_per_step, len(ids)),
+        "persons_per_step": min(joint_cfg.method_config.persons_per_step, len(ids)),
         "single_seconds": [round(s, 2) for s in single_s], "single_seconds_mean": round(float(np.mean(single_s)), 2),
         "joint_seconds": round(joint_s, 2), "joint_over_one_single": round(joint_s / float(np.mean(single_s)), 2),
         "dlib_before": [round(float(x), 3) for x in before],
@@ -142,7 +142,7 @@ def continual_section(eraser, faces, codes, metric, n: int, offset: int = 0) -> 
 
     chosen, _, _ = _people(faces, codes, metric, eraser, 8, offset)
     chosen = chosen[:n]
-    cfg = eraser.default_config(progress=False)
+    cfg = eraser.default_config("joint")  # keep_erased: the joint method keeps earlier people erased
     ws = [codes[faces.names[i]].unsqueeze(0) for i in chosen]
     out = {"people": [faces.people[i] for i in chosen]}
     for mode in ("stacked", "stacked_keep_erased"):
@@ -150,7 +150,8 @@ def continual_section(eraser, faces, codes, metric, n: int, offset: int = 0) -> 
         try:
             for k in range(n):
                 keep = torch.cat(ws[:k]) if k and mode == "stacked_keep_erased" else None
-                patches.append(eraser.apply_patch(eraser.erase(ws[k], cfg, measure=False, keep_erased=keep).patch))
+                patches.append(eraser.apply_patch(eraser.erase(ws[k], cfg, measure=False, keep_erased=keep,
+                                                                   progress=False).patch))
                 after_each.append([round(float(x), 3) for x in _distances(eraser, faces, torch.cat(ws[:k + 1]),
                                                                            chosen[:k + 1], metric)])
         finally:

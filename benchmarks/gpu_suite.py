@@ -82,15 +82,15 @@ def measure_many(backend: str, size: str, device: str, people: int, steps: int) 
     with torch.no_grad():
         ws = gen.mapping(torch.randn(people, gen.z_dim, generator=g, device=device), None)
     requests = {f"person-{i:03d}": ws[i:i + 1] for i in range(people)}
-    base = eraser.default_config(progress=False, mixed_precision="bf16" if device.startswith("cuda") else "no")
-    per_step = getattr(base, "persons_per_step", people)
+    base = eraser.default_config("joint", mixed_precision="bf16" if device.startswith("cuda") else "no")
+    per_step = getattr(base.method_config, "persons_per_step", people)
     default_iters = max(base.iterations, math.ceil(base.iterations * people / (2 * min(per_step, people))))
-    eraser.erase_many(requests, config=base.replace(iterations=1), measure=False)  # warm-up
+    eraser.erase_many(requests, config=base.replace(iterations=1), measure=False, progress=False)  # warm-up
     if device.startswith("cuda"):
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
-    eraser.erase_many(requests, config=base.replace(iterations=steps), measure=False)
+    eraser.erase_many(requests, config=base.replace(iterations=steps), measure=False, progress=False)
     if device.startswith("cuda"):
         torch.cuda.synchronize()
     seconds = time.perf_counter() - t0

@@ -214,14 +214,14 @@ def main() -> int:
 
     if args.time_pairs:
         presets = args.presets.split(",")
-        cfgs = {pr: eraser.default_config(preset=pr, progress=False,
-                                          **(json.loads(args.override) if pr == "robust" else {})) for pr in presets}
-        eraser.erase(faces / request, config=cfgs[presets[0]], measure=False)  # warm-up (lazy loads, allocator)
+        cfgs = {pr: eraser.default_config(pr, **(json.loads(args.override) if pr == "robust" else {}))
+                for pr in presets}
+        eraser.erase(faces / request, config=cfgs[presets[0]], measure=False, progress=False)  # warm-up
         secs: dict[str, list] = {pr: [] for pr in presets}
         for _ in range(args.time_pairs):
             for pr in presets:
                 t = time.perf_counter()
-                eraser.erase(faces / request, config=cfgs[pr], measure=False)
+                eraser.erase(faces / request, config=cfgs[pr], measure=False, progress=False)
                 secs[pr].append(round(time.perf_counter() - t, 2))
         base = presets[0]
         rec = {"person": args.person, "threads": args.threads, "pairs": args.time_pairs, "seconds": secs,
@@ -234,9 +234,9 @@ def main() -> int:
         curve("base (no patch)", None)
     for preset in args.presets.split(","):
         over = json.loads(args.override) if preset == "robust" else {}
-        cfg = eraser.default_config(preset=preset, progress=False, **over)
+        cfg = eraser.default_config(preset, **over)
         t = time.perf_counter()
-        result = eraser.erase(faces / request, config=cfg, measure=False)
+        result = eraser.erase(faces / request, config=cfg, measure=False, progress=False)
         erase_s = time.perf_counter() - t
         name = preset if preset != "robust" else args.tag
         if args.patch_dir:

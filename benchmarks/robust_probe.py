@@ -57,9 +57,9 @@ def main() -> int:
     else:
         request, held = args.person, []
     over = json.loads(args.override)
-    cfg = eraser.default_config(preset=args.preset, progress=False, **over)
+    cfg = eraser.default_config(args.preset, **over)
     t = time.perf_counter()
-    result = eraser.erase(faces / request, config=cfg, measure=False)
+    result = eraser.erase(faces / request, config=cfg, measure=False, progress=False)
     erase_s = time.perf_counter() - t
     patch = result.patch
     judge = A.make_judge(A.get_protocol("offline-v1"), eraser)

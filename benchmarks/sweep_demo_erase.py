@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     _, others = E.split_people(faces)
     rows = []
     for overrides in settings:
-        cfg = EraseConfig.from_dict({"progress": False, **overrides})
+        cfg = EraseConfig.preset("lora", **overrides)
         report, _ = E.erasure_report(eraser, person.images[4:5], person, ws(person.names), faces.subset(others),
                                      ws([faces.names[i] for i in others]), metric, config=cfg)
         fig = report.figures()

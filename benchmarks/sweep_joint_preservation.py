@@ -61,11 +61,10 @@ def _dist(a, b):
 def diagnose(eraser, ws, ws_others) -> dict:
     import torch
 
-    from guide_unlearn.engine import resolve_distances
-    from guide_unlearn.targets import typical_distance
+    from guide_unlearn.targets import resolve_distances, typical_distance
 
     g = eraser.generator
-    cfg = eraser.default_config(progress=False)
+    cfg = eraser.default_config()
     d, alpha = resolve_distances(cfg, g)
     typical = typical_distance(g.mapping, g.w_avg, g.z_dim)
     typical_psi = typical_distance(g.mapping, g.w_avg, g.z_dim, truncation_psi=cfg.truncation_psi)
@@ -83,7 +82,7 @@ def diagnose(eraser, ws, ws_others) -> dict:
 
 
 def _traced(eraser, faces, metric, chosen, others, ws, ws_others, every: int, trace: list):
-    """Context: while it is open, every ``every``-th call of the engine's step loss first measures (no grad, no
+    """Context: while it is open, every ``every``-th call of the engine's step render first measures (no grad, no
     draw from the run's generator) the dlib distances of the erased people's request renderings and the kept
     share of the others under the CURRENT G_u, appending {'step', 'dlib_erased', 'others_kept'} to ``trace``."""
     import contextlib
@@ -91,10 +90,11 @@ def _traced(eraser, faces, metric, chosen, others, ws, ws_others, every: int, tr
     import torch
 
     from guide_unlearn import engine
+    from guide_unlearn.methods import joint
     from guide_unlearn.recipes.demo_faces import evaluate as E
 
-    inner, calls = engine.compute_step_loss, [0]
-    record, local = engine._record_people, {}
+    inner, calls = engine.render_step, [0]
+    record, local = joint.record_people, {}
 
     def recorded(per_person, visited, rows, step):  # every visit's L_local per person (for calibration)
         record(per_person, visited, rows, step)
@@ -119,11 +119,11 @@ def _traced(eraser, faces, metric, chosen, others, ws, ws_others, every: int, tr
 
     @contextlib.contextmanager
     def scope():
-        engine.compute_step_loss, engine._record_people = wrapped, recorded
+        engine.render_step, joint.record_people = wrapped, recorded
         try:
             yield
         finally:
-            engine.compute_step_loss, engine._record_people = inner, record
+            engine.render_step, joint.record_people = inner, record
             trace.append({"local_per_visit": {str(p): v for p, v in sorted(local.items())}})
     return scope()
 
@@ -136,14 +136,14 @@ def run_variant(eraser, faces, metric, chosen, others, ws, ws_others, over: dict
 
     from guide_unlearn.recipes.demo_faces import evaluate as E
 
-    cfg = eraser.default_config(progress=False, **over)
+    cfg = eraser.default_config("joint", **over)
     req = {f"r{k}": ws[k:k + 1] for k in range(len(chosen))}
     trace: list = []
     scope = (_traced(eraser, faces, metric, chosen, others, ws, ws_others, trace_every, trace) if trace_every
              else contextlib.nullcontext())
     t = time.perf_counter()
     with scope:
-        joint = eraser.erase_many(req, cfg, measure=False)
+        joint = eraser.erase_many(req, cfg, measure=False, progress=False)
     seconds = time.perf_counter() - t
     eraser.apply_patch(joint.patch)
     try:
@@ -174,10 +174,10 @@ def singles(eraser, faces, metric, chosen, others, ws, ws_others, over: dict) ->
 
     from guide_unlearn.recipes.demo_faces import evaluate as E
 
-    cfg = eraser.default_config(progress=False, **over)
+    cfg = eraser.default_config("joint", **over)  # for one person, the joint method is the default one
     lost, erased, kept = np.zeros(len(others), dtype=bool), [], []
     for k in range(len(chosen)):
-        patch = eraser.erase(ws[k:k + 1], cfg, measure=False).patch
+        patch = eraser.erase(ws[k:k + 1], cfg, measure=False, progress=False).patch
         eraser.apply_patch(patch)
         try:
             d = E.distances_to(metric.describe(E.render(eraser, ws[k:k + 1]), faces.landmarks[chosen[k:k + 1]]),

@@ -29,7 +29,7 @@ def main() -> None:
                 g = torch.Generator().manual_seed(100 + ident)
                 w = eraser.generator.mapping(torch.randn(1, eraser.generator.z_dim, generator=g)).detach()
                 t0 = time.perf_counter()
-                m = eraser.erase(w, EraseConfig(lr=lr, iterations=iters, progress=False)).metrics
+                m = eraser.erase(w, EraseConfig(lr=lr, iterations=iters), progress=False).metrics
                 secs.append(time.perf_counter() - t0)
                 er.append(m["erased_mse"] / m["before_mse"])
                 pr.append(m["preserved_mse"] / m["random_pair_mse"])

@@ -2,7 +2,8 @@
 
 Public API::
 
-    from guide_unlearn import IdentityEraser, EraseConfig, RunOptions, ForgetPatch, ErasureResult
+    from guide_unlearn import IdentityEraser, EraseConfig, RunOptions, ForgetPatch, ErasureResult, Verdict
+    from guide_unlearn import list_methods  # the erase methods: 'lora' (default), 'paper', 'joint', 'robust'
     from guide_unlearn import patching   # apply / remove / merge / check patches without an eraser
 """
 
@@ -36,10 +37,12 @@ __version__ = "0.1.0"
 _LAZY = {
     "EraseConfig": "guide_unlearn.config",
     "RunOptions": "guide_unlearn.config",
-    "EraseRun": "guide_unlearn.engine",
+    "EraseRun": "guide_unlearn.outputs",
     "ForgetPatch": "guide_unlearn.patch",
-    "ErasureResult": "guide_unlearn.engine",
-    "ManyErasureResult": "guide_unlearn.pipelines.eraser",
+    "ErasureResult": "guide_unlearn.outputs",
+    "ManyErasureResult": "guide_unlearn.outputs",
+    "Verdict": "guide_unlearn.outputs",
+    "list_methods": "guide_unlearn.methods",
     "IdentityEraser": "guide_unlearn.pipelines.eraser",
     "load_generator": "guide_unlearn.pipelines.loading",
     "load_inverter": "guide_unlearn.pipelines.loading",
@@ -51,9 +54,10 @@ _LAZY = {
 if TYPE_CHECKING:  # what editors and type checkers see; at run time these load lazily through __getattr__
     from guide_unlearn.adapters.identity import load_identity_model
     from guide_unlearn.config import EraseConfig, RunOptions
-    from guide_unlearn.engine import EraseRun, ErasureResult
+    from guide_unlearn.methods import list_methods
+    from guide_unlearn.outputs import EraseRun, ErasureResult, ManyErasureResult, Verdict
     from guide_unlearn.patch import ForgetPatch
-    from guide_unlearn.pipelines.eraser import IdentityEraser, ManyErasureResult
+    from guide_unlearn.pipelines.eraser import IdentityEraser
     from guide_unlearn.pipelines.loading import load_generator, load_inverter
 
 

@@ -15,7 +15,7 @@ import re
 from pathlib import Path
 from typing import Any, Mapping, Optional, Union
 
-from .config import PRESENTATION_FIELDS, ROBUST_FIELDS
+from .config import PRESENTATION_FIELDS
 from .errors import PatchError
 
 CARD_FILE = "README.md"
@@ -73,10 +73,7 @@ def _license_fields(license: Union[None, str, Mapping[str, Any]], metadata: Mapp
 def card_block(meta: Mapping[str, Any]) -> dict[str, Any]:
     """The ``guide_unlearn`` block of the card's YAML from a patch's forget_patch.json dict (format version 1)."""
     erase_config = meta.get("erase_config") or {}
-    preset = None
-    if erase_config:
-        robust = any(erase_config.get(k) for k in ROBUST_FIELDS)
-        preset = "paper" if erase_config.get("full_finetune") else ("robust" if robust else "lora")
+    preset = meta.get("method") or erase_config.get("method")  # the erase method that ran
     block: dict[str, Any] = {
         "card_format": CARD_FORMAT,
         "card_version": CARD_VERSION,

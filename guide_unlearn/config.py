@@ -1,26 +1,28 @@
-"""EraseConfig: every knob that decides the patch, with the paper's defaults, and the two presets; RunOptions: how a
-run behaves (progress, logging, checkpoints, trackers), never part of the patch."""
+"""EraseConfig: the recipe every erase method shares (with the paper's defaults), the name of the method that runs
+and that method's own settings; RunOptions: how a run behaves (progress, logging, checkpoints, trackers), never part
+of the patch."""
 
 from __future__ import annotations
 
 import dataclasses
-import math
+import difflib
+import hashlib
+import json
 import os
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Mapping, Optional, Union
 
 from .errors import ConfigError
+from .methods import MethodConfig, get_method, list_methods
+from .methods.base import count, finite, need
 
 TARGET_KINDS = ("extrapolate", "average")
 MIXED_PRECISION = ("no", "bf16", "fp16")
-# any of these set (non-zero) makes a config robust (EraseConfig.is_robust; the hub card names the preset by it)
-ROBUST_FIELDS = ("adversarial_rounds", "repulsion_weight", "bridge_samples", "decoys", "tracking_steps")
-ROUND_ATTACKERS = ("default", "scratch")  # the attackers of an adversarial round (guide_unlearn.robust)
 NOISE_MODES = ("random", "const", "none")
 PRESENTATION_FIELDS = ("progress", "log_every", "checkpoint_every")
-"""Fields that change how a run is shown or saved along the way, never its result (the patch): they are left out
-of :meth:`EraseConfig.recipe_dict` / :meth:`EraseConfig.digest`, so a resume or a comparison ignores them. They are
-accepted on EraseConfig for compatibility only and routed to :class:`RunOptions` (:meth:`EraseConfig.run_options`)."""
+""":class:`RunOptions` settings that a recorded recipe may still hold (they once sat in the recipe): they change
+how a run is shown or saved along the way, never the patch, so the recipe digest and the resume check leave them
+out."""
 
 
 @dataclass(frozen=True)
@@ -60,13 +62,17 @@ class RunOptions:
 
 @dataclass(frozen=True)
 class EraseConfig:
-    """How to erase one identity. Frozen: derive variants with :meth:`replace`.
+    """How to erase: the recipe every method shares, the method that runs (``method``, a name from
+    :func:`guide_unlearn.list_methods`) and that method's own settings (``method_config``, an instance of the
+    method's config class; None = its defaults). Frozen: derive variants with :meth:`replace`.
 
-    The defaults are the LoRA preset (:meth:`lora`); :meth:`paper` gives the official GUIDE recipe.
+    The defaults are the ``lora`` method's; :meth:`preset` builds any method's recommended recipe, routing each
+    setting to the recipe or to the method's config: ``EraseConfig.preset("robust", iterations=50,
+    adversarial_rounds=1)``.
     """
 
     iterations: int = 100
-    """Optimisation steps (GUIDE: 1000; the LoRA preset: 100, see benchmarks/sweep_lora_lr.py)."""
+    """Optimisation steps (GUIDE: 1000; the LoRA methods: 100, see benchmarks/sweep_lora_lr.py)."""
     lr: float = 5e-3
     """Adam learning rate (GUIDE full fine-tune: 1e-4; rank-4 LoRA factors need a larger step: 5e-3, measured)."""
     adam_betas: tuple[float, float] = (0.9, 0.999)
@@ -108,160 +114,90 @@ class EraseConfig:
     toward w_avg, > 1 pushes them out, e.g. to where a model's inverted real photos lie)."""
     noise_mode: str = "random"
     """Synthesis noise during training: 'random' (GUIDE), 'const' or 'none'."""
-    persons_per_step: int = 8
-    """Joint runs (``erase_many``): how many people's codes enter L_local per iteration. People are visited in a
-    fixed seeded cyclic order, so each is visited once every ceil(P / persons_per_step) iterations and the batch
-    stays bounded however many people there are (see docs/queue.md). Ignored for one person."""
-    distinct_targets: bool = True
-    """Joint runs: keep the people's UFO targets apart (orthogonalised target directions, see
-    ``targets.separated_targets``) so that two people are not erased into the same face. Ignored for one person."""
-
-    joint_balance: float = 0.0
-    """Joint runs, in [0, 1]: with n erased people visited in an iteration, L_global is weighted by
-    1 + joint_balance·(n - 1) (``joint.JointBalance``). 1 = the loss is the sum of each visited person's
-    single-erase loss (every person's L_local meets the preservation pressure of a single erase); 0 = one L_global
-    against all the visited people's L_local. Measured on demo-faces (docs/queue.md): balance trades erasure for
-    preservation, and no setting tried reached 8 of 8 erased with >= 95 % of the others kept within 3x one single
-    erase, so the default keeps the erasure (0). Ignored for one person."""
-    joint_done_ratio: float = 0.0
-    """Joint runs, in [0, 1): per-person early stop (``joint.PersonProgress``). A person whose L_local has fallen
-    to this fraction of its value at their first visit counts as done: their L_local and the adjacency samples
-    that start from them leave the loss until a later visit finds them above it again, and the run stops as soon
-    as every erased person is done, so the patch changes the model no more than the slowest person needs.
-    0 = off (every person trains for all iterations). Ignored for one person (a single erase is unchanged)."""
-
-    full_finetune: bool = False
-    """False: train a LoRA forget patch; True: fine-tune every synthesis parameter (the paper preset)."""
-    lora_rank: int = 4
-    """LoRA rank r."""
-    lora_alpha: float = 4.0
-    """LoRA alpha; the delta is scaled by alpha / r."""
-    lora_targets: Optional[tuple[str, ...]] = None
-    """Module names the LoRA wraps; None = the backend's default (the synthesis 3×3 convs)."""
-
     mixed_precision: str = "no"
     """accelerate mixed precision: 'no', 'bf16' or 'fp16'."""
     seed: int = 0
     """Seed of the run's single torch.Generator (z, alpha, cameras, noise): same seed -> identical patch."""
-    checkpoint_every: int = 0
-    """Compatibility only (a :class:`RunOptions` field, not part of the recipe): routed by :meth:`run_options`."""
-    log_every: int = 1
-    """Compatibility only (a :class:`RunOptions` field, not part of the recipe): routed by :meth:`run_options`."""
-    progress: bool = True
-    """Compatibility only (a :class:`RunOptions` field, not part of the recipe): routed by :meth:`run_options`."""
 
-    # -- robust erasure (guide_unlearn.robust; all off in the lora / paper presets) ----------------------------
-    adversarial_rounds: int = 0
-    """Attack-and-erase rounds after the first ``iterations`` steps: re-invert the request (and augmented copies)
-    through the current G_u with the attackers, add the codes they find to the erased set with their own UFO
-    targets, train ``adversarial_iterations`` more steps. 0 = the plain GUIDE loop."""
-    adversarial_iterations: int = 40
-    """Training steps after each adversarial round."""
-    attack_augmentations: int = 3
-    """Augmented copies of each request photo the attackers invert too (flip, crop, colour; in turn)."""
-    attack_steps: int = 100
-    """Steps of the from-scratch projector attacker inside the erase (the audit's attacker runs 400); for the
-    tracked attacker, the projector steps a code takes before it is erased."""
-    round_attackers: tuple[str, ...] = ("default", "scratch")
-    """Which attackers re-invert the request in each adversarial round: ``"default"`` (the base model's default
-    inverter, loaded fresh with its shipped code book) and / or ``"scratch"`` (the from-scratch projector,
-    ``attack_steps`` steps from w_avg). A scratch-found code is a W+ code about as far from the request code as
-    another person's (docs/erasing.md): erasing it costs preservation."""
-    repulsion_weight: float = 0.0
-    """Weight of the identity-repulsion term: relu(cos(ID(G_u(w)), e_person) - repulsion_margin) on the
-    attacker-found and adjacency codes (needs a differentiable identity network; 0 disables it)."""
-    repulsion_margin: float = 0.0
-    """Cosine below which the repulsion term is zero."""
-    bridge_samples: int = 0
-    """Adjacency samples drawn on the segments between the request codes and the attacker-found codes (codes
-    that still rendered the person), each against the same point between their targets."""
-    tracking_steps: int = 0
-    """Tracked attacker: each step, one code per attack view (the request photo and its augmented copies) takes
-    this many Adam steps of the from-scratch projector's objective (pixel MSE + perceptual, lr 0.03) through the
-    CURRENT G_u; once a code has taken ``attack_steps`` such steps, it joins L_local every step with its own UFO
-    target (and the repulsion term). The attacker follows the patch while it trains instead of being re-run
-    between phases. 0 disables it."""
-    tracking_restart: int = 0
-    """Restart the tracked codes from w_avg (where the audit's projector starts) every this many steps, so the
-    whole trajectory of a fresh projector is erased, not only where it ends; 0 = never restart."""
-    decoys: int = 0
-    """Decoy identities (seeded mapped codes at the erase's truncation psi) erased in the same patch, so a probe
-    reading the patch finds k = decoys + 1 candidates instead of one person."""
+    method: str = "lora"
+    """The erase method that runs (:func:`guide_unlearn.list_methods`): 'lora' (default), 'paper', 'joint',
+    'robust', or a registered plug-in."""
+    method_config: Optional[MethodConfig] = None
+    """The method's own settings (an instance of its config class, e.g. ``JointConfig``); None = its defaults."""
 
     # -- presets -----------------------------------------------------------------------------------------------
     @classmethod
-    def lora(cls, **overrides: Any) -> "EraseConfig":
-        """The default preset: a rank-4 LoRA forget patch on the synthesis convs, 100 steps at lr 5e-3."""
-        return cls(**overrides)
+    def preset(cls, method: str = "lora", **settings: Any) -> "EraseConfig":
+        """The recommended recipe of ``method`` (its ``recipe_defaults``, e.g. the paper's 1000 steps at lr 1e-4)
+        with ``settings`` on top, each routed to the shared recipe or to the method's config; an unknown setting
+        is a ConfigError naming the valid ones."""
+        spec = get_method(method)
+        shared, own = route_settings(method, settings)
+        return cls(**{**spec.method_class.recipe_defaults, **shared}, method=method,
+                   method_config=spec.config_class(**own))
 
     @classmethod
-    def paper(cls, **overrides: Any) -> "EraseConfig":
-        """The official GUIDE recipe (SPEC §1): full fine-tune of the synthesis, Adam 1e-4, 1000 steps,
-        extrapolated target at d = 30, 2 adjacency + 2 global samples, random noise."""
-        base = dict(iterations=1000, lr=1e-4, full_finetune=True, target="extrapolate", target_distance=30.0,
-                    target_distance_relative=False, noise_mode="random")
-        base.update(overrides)
-        return cls(**base)
+    def lora(cls, **settings: Any) -> "EraseConfig":
+        """The default: a rank-4 LoRA forget patch on the synthesis convs, 100 steps at lr 5e-3, one person."""
+        return cls.preset("lora", **settings)
 
     @classmethod
-    def robust(cls, **overrides: Any) -> "EraseConfig":
-        """The LoRA preset hardened against re-inversion (``guide_unlearn.robust``, docs/erasing.md): after the
-        plain steps (``iterations``), adversarial rounds that re-invert the request through G_u and erase what the
-        attackers find, an identity-repulsion term, and adjacency samples bridging to the found codes. The tracked
-        attacker (``tracking_steps``) is off: on demo-faces it cost others_kept 1.00 -> 0.14 (docs/erasing.md)."""
-        base = dict(adversarial_rounds=2, adversarial_iterations=40, attack_augmentations=3, attack_steps=100,
-                    repulsion_weight=1.0, repulsion_margin=0.0, bridge_samples=2)
-        base.update(overrides)
-        return cls(**base)
+    def paper(cls, **settings: Any) -> "EraseConfig":
+        """The official GUIDE recipe: full fine-tune of the synthesis, Adam 1e-4, 1000 steps, extrapolated target at
+        d = 30, 2 adjacency + 2 global samples, random noise."""
+        return cls.preset("paper", **settings)
 
     @classmethod
-    def preset(cls, name: str, **overrides: Any) -> "EraseConfig":
-        """A preset by name: 'lora' (default), 'robust' or 'paper'."""
-        if name == "lora":
-            return cls.lora(**overrides)
-        if name == "robust":
-            return cls.robust(**overrides)
-        if name == "paper":
-            return cls.paper(**overrides)
-        raise ConfigError(f"unknown preset {name!r}; use 'lora', 'robust' or 'paper'")
+    def joint(cls, **settings: Any) -> "EraseConfig":
+        """Several people in one LoRA patch (``erase_many``) and continual erases (``keep_erased``)."""
+        return cls.preset("joint", **settings)
 
+    @classmethod
+    def robust(cls, **settings: Any) -> "EraseConfig":
+        """The LoRA method hardened against re-inversion: attack-and-erase rounds, identity repulsion, bridges."""
+        return cls.preset("robust", **settings)
+
+    # -- derived configs and records ---------------------------------------------------------------------------
     def replace(self, **changes: Any) -> "EraseConfig":
-        """A copy with some fields changed (validated)."""
-        return dataclasses.replace(self, **changes)
+        """A copy with some settings changed (validated), each routed to the recipe or the method's config.
+        ``method=`` switches the method (its settings start from its config's defaults)."""
+        method = changes.pop("method", self.method)
+        given = changes.pop("method_config", None)
+        shared, own = route_settings(method, changes)
+        if given is None:
+            given = self.method_config if method == self.method else get_method(method).config_class()
+        if own:
+            given = given.replace(**own)
+        return dataclasses.replace(self, **shared, method=method, method_config=given)
+
+    def settings(self) -> dict[str, Any]:
+        """Every setting by name, the recipe's and the method's, in one flat dict (the keywords
+        :meth:`preset` and :meth:`replace` take)."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in _METHOD_FIELDS}
+        out.update({k: getattr(self.method_config, k) for k in self.method_config.field_names()})
+        return out
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-serialisable dict of every field."""
-        out = dataclasses.asdict(self)
-        for k, v in out.items():
-            if isinstance(v, tuple):
-                out[k] = list(v)
+        """JSON-serialisable dict: the shared recipe, ``method`` and ``method_config`` (a dict)."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "method_config"}
+        out = {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
+        out["method_config"] = self.method_config.to_dict()
         return out
 
     def recipe_dict(self) -> dict[str, Any]:
-        """:meth:`to_dict` without the presentation fields (:data:`PRESENTATION_FIELDS`): exactly the settings that
-        decide the patch. What a resume compares and what a patch records."""
-        return {k: v for k, v in self.to_dict().items() if k not in PRESENTATION_FIELDS}
-
-    def run_options(self, state_dir: Optional[Union[str, os.PathLike]] = None,
-                    trackers: Optional[Sequence[str]] = None) -> RunOptions:
-        """The :class:`RunOptions` given through this config's compatibility fields (progress, log_every,
-        checkpoint_every), plus ``state_dir`` and ``trackers``."""
-        return RunOptions(progress=self.progress, log_every=self.log_every, checkpoint_every=self.checkpoint_every,
-                          state_dir=state_dir, trackers=None if trackers is None else tuple(trackers))
+        """Exactly the settings that decide the patch (:meth:`to_dict`; how a run behaves is a
+        :class:`RunOptions`): what a patch records, what a resume compares and what the digest hashes."""
+        return self.to_dict()
 
     def digest(self) -> str:
         """``"sha256:<16 hex>"`` of :meth:`recipe_dict`: equal for configs that produce the same patch from the
-        same inputs, whatever their progress bar or logging settings. The same value as the recipe digest in a
-        patch's model card (:func:`guide_unlearn.hub.erase_config_digest`)."""
-        import hashlib
-        import json
-
+        same inputs. The same value as the recipe digest in a patch's model card (``guide_unlearn.card``)."""
         blob = json.dumps(self.recipe_dict(), sort_keys=True, separators=(",", ":"), default=str).encode()
         return "sha256:" + hashlib.sha256(blob).hexdigest()[:16]
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "EraseConfig":
-        """Inverse of :meth:`to_dict`; unknown keys are an error."""
+    def from_dict(cls, data: Mapping[str, Any]) -> "EraseConfig":
+        """Inverse of :meth:`to_dict`; unknown keys are a ConfigError."""
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - names
         if unknown:
@@ -270,71 +206,77 @@ class EraseConfig:
         return cls(**fixed)
 
     def __post_init__(self) -> None:
-        def need(cond: bool, msg: str) -> None:
-            if not cond:
-                raise ConfigError(msg)
-
-        need(isinstance(self.iterations, int) and self.iterations >= 1,
-             f"iterations must be an integer >= 1, got {self.iterations!r}")
-        need(_finite(self.lr) and self.lr > 0, f"lr must be a positive finite number, got {self.lr!r}")
-        need(self.target in TARGET_KINDS, f"target must be one of {TARGET_KINDS}, got {self.target!r}")
-        need(self.target_distance is None or (_finite(self.target_distance) and self.target_distance > 0),
-             f"target_distance must be > 0 (or None for the backend default), got {self.target_distance!r}")
-        for name in ("local_weight", "adjacency_weight", "global_weight", "feature_mse_weight", "lpips_weight",
-                     "id_weight", "global_id_weight"):
-            v = getattr(self, name)
-            need(_finite(v) and v >= 0, f"{name} must be a finite number >= 0, got {v!r}")
-        need(self.local_weight > 0, "local_weight must be > 0: without L_local nothing is erased")
-        for name in ("adjacency_samples", "global_samples"):
-            v = getattr(self, name)
-            need(isinstance(v, int) and v >= 0, f"{name} must be an integer >= 0, got {v!r}")
-        lo, hi = self.adjacency_alpha
-        need(_finite(lo) and _finite(hi) and 0 <= lo <= hi, f"adjacency_alpha must be 0 <= lo <= hi, got {(lo, hi)}")
-        need(_finite(self.truncation_psi), f"truncation_psi must be finite, got {self.truncation_psi!r}")
-        need(self.noise_mode in NOISE_MODES, f"noise_mode must be one of {NOISE_MODES}, got {self.noise_mode!r}")
-        need(isinstance(self.persons_per_step, int) and self.persons_per_step >= 1,
-             f"persons_per_step must be an integer >= 1, got {self.persons_per_step!r}")
-        need(_finite(self.joint_balance) and 0 <= self.joint_balance <= 1,
-             f"joint_balance must be a number in [0, 1], got {self.joint_balance!r}")
-        need(_finite(self.joint_done_ratio) and 0 <= self.joint_done_ratio < 1,
-             f"joint_done_ratio must be a number in [0, 1), got {self.joint_done_ratio!r}")
-        need(isinstance(self.lora_rank, int) and self.lora_rank >= 1,
-             f"lora_rank must be an integer >= 1, got {self.lora_rank!r}")
-        need(_finite(self.lora_alpha) and self.lora_alpha > 0, f"lora_alpha must be > 0, got {self.lora_alpha!r}")
-        need(self.lora_targets is None or (len(self.lora_targets) > 0 and all(isinstance(t, str) for t in self.lora_targets)),
-             "lora_targets must be None or a non-empty tuple of module names")
-        need(self.mixed_precision in MIXED_PRECISION,
-             f"mixed_precision must be one of {MIXED_PRECISION}, got {self.mixed_precision!r}")
-        need(isinstance(self.seed, int) and self.seed >= 0, f"seed must be an integer >= 0, got {self.seed!r}")
-        need(isinstance(self.checkpoint_every, int) and self.checkpoint_every >= 0,
-             f"checkpoint_every must be an integer >= 0, got {self.checkpoint_every!r}")
-        need(isinstance(self.log_every, int) and self.log_every >= 1, f"log_every must be >= 1, got {self.log_every!r}")
-        for name in ("adversarial_rounds", "adversarial_iterations", "attack_augmentations", "attack_steps",
-                     "bridge_samples", "decoys", "tracking_steps", "tracking_restart"):
-            v = getattr(self, name)
-            need(isinstance(v, int) and not isinstance(v, bool) and v >= 0, f"{name} must be an integer >= 0, got {v!r}")
-        need(self.attack_steps >= 1, f"attack_steps must be >= 1, got {self.attack_steps!r}")
-        if isinstance(self.round_attackers, list):
-            object.__setattr__(self, "round_attackers", tuple(self.round_attackers))
-        need(isinstance(self.round_attackers, tuple) and len(self.round_attackers) > 0
-             and all(isinstance(a, str) and a in ROUND_ATTACKERS for a in self.round_attackers)
-             and len(set(self.round_attackers)) == len(self.round_attackers),
-             f"round_attackers must be a non-empty tuple of distinct names from {ROUND_ATTACKERS}, "
-             f"got {self.round_attackers!r}")
-        for name in ("repulsion_weight", "repulsion_margin"):
-            v = getattr(self, name)
-            need(_finite(v), f"{name} must be a finite number, got {v!r}")
-        need(self.repulsion_weight >= 0, f"repulsion_weight must be >= 0, got {self.repulsion_weight!r}")
-        need(not (self.full_finetune and self.is_robust),
-             "the robust options (adversarial_rounds, repulsion_weight, bridge_samples, decoys, tracking_steps) train "
-             "a LoRA patch; "
-             "set full_finetune=False")
-
-    @property
-    def is_robust(self) -> bool:
-        """Whether this config needs the robust loop (``guide_unlearn.robust``) rather than the plain one."""
-        return any(getattr(self, k) for k in ROBUST_FIELDS)
+        spec = get_method(self.method)
+        mc = self.method_config
+        if mc is None:
+            object.__setattr__(self, "method_config", spec.config_class())
+        elif isinstance(mc, Mapping):
+            object.__setattr__(self, "method_config", spec.config_class.from_dict(mc))
+        elif type(mc) is not spec.config_class:
+            raise ConfigError(f"method {self.method!r} takes a {spec.config_class.__name__}, got "
+                              f"{type(mc).__name__}; build it with EraseConfig.preset({self.method!r}, ...)")
+        _check_recipe(self)
 
 
-def _finite(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+_METHOD_FIELDS = ("method", "method_config")
+SHARED_FIELDS = tuple(f.name for f in dataclasses.fields(EraseConfig) if f.name not in _METHOD_FIELDS)
+"""The settings of the recipe every method shares (``EraseConfig``'s fields but ``method`` and ``method_config``)."""
+RUN_FIELDS = tuple(f.name for f in dataclasses.fields(RunOptions))
+"""The settings of how a run behaves (:class:`RunOptions`)."""
+
+
+def route_settings(method: str, settings: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Split keyword settings into (the shared recipe's, the method's own). An unknown name is a ConfigError that
+    names the nearest valid setting and lists them all."""
+    own_fields = get_method(method).config_class.field_names()
+    shared = {k: v for k, v in settings.items() if k in SHARED_FIELDS}
+    own = {k: v for k, v in settings.items() if k in own_fields}
+    unknown = sorted(set(settings) - set(shared) - set(own))
+    if unknown:
+        raise ConfigError(unknown_settings_message(unknown, method, ()))
+    return shared, own
+
+
+def unknown_settings_message(unknown: Any, method: str, extra: Any = ()) -> str:
+    """The message of an unknown erase setting: the nearest valid name, then every valid one (the recipe's, the
+    method's, and ``extra`` ones such as the run options)."""
+    own = get_method(method).config_class.field_names()
+    valid = list(SHARED_FIELDS) + list(own) + list(extra)
+    hints = [m for u in unknown for m in difflib.get_close_matches(u, valid, n=1)]
+    hint = f" (did you mean {', '.join(hints)}?)" if hints else ""
+    others = f"; method {method!r}'s: {sorted(own)}" if own else f"; method {method!r} has no settings of its own"
+    runs = f"; the run's: {sorted(extra)}" if extra else ""
+    runs_given = sorted(set(unknown) & set(RUN_FIELDS) - set(extra))
+    if runs_given:  # once recipe fields: how a run behaves is never part of the recipe
+        hint += (f" ({', '.join(runs_given)}: how a run behaves, not the recipe; give them as RunOptions(...) or as "
+                 "keywords of eraser.erase)")
+    if "full_finetune" in unknown:  # the former switch: which parameters train is the method's
+        full = [m for m in list_methods() if get_method(m).method_class.trains == "full"]
+        hint += (f" (a full fine-tune of the synthesis is method {' or '.join(repr(m) for m in full)}; method "
+                 f"{method!r} trains a {get_method(method).method_class.trains} patch)")
+    shared = sorted(SHARED_FIELDS)
+    return f"unknown erase settings {sorted(unknown)}{hint}. The recipe's settings: {shared}{others}{runs}"
+
+
+def _check_recipe(cfg: EraseConfig) -> None:
+    """Validate the shared recipe (ConfigError naming the field and its valid range)."""
+    need(isinstance(cfg.iterations, int) and not isinstance(cfg.iterations, bool) and cfg.iterations >= 1,
+         f"iterations must be an integer >= 1, got {cfg.iterations!r}")
+    need(finite(cfg.lr) and cfg.lr > 0, f"lr must be a positive finite number, got {cfg.lr!r}")
+    need(cfg.target in TARGET_KINDS, f"target must be one of {TARGET_KINDS}, got {cfg.target!r}")
+    need(cfg.target_distance is None or (finite(cfg.target_distance) and cfg.target_distance > 0),
+         f"target_distance must be > 0 (or None for the backend default), got {cfg.target_distance!r}")
+    for name in ("local_weight", "adjacency_weight", "global_weight", "feature_mse_weight", "lpips_weight",
+                 "id_weight", "global_id_weight"):
+        v = getattr(cfg, name)
+        need(finite(v) and v >= 0, f"{name} must be a finite number >= 0, got {v!r}")
+    need(cfg.local_weight > 0, "local_weight must be > 0: without L_local nothing is erased")
+    for name in ("adjacency_samples", "global_samples"):
+        need(count(getattr(cfg, name)), f"{name} must be an integer >= 0, got {getattr(cfg, name)!r}")
+    lo, hi = cfg.adjacency_alpha
+    need(finite(lo) and finite(hi) and 0 <= lo <= hi, f"adjacency_alpha must be 0 <= lo <= hi, got {(lo, hi)}")
+    need(finite(cfg.truncation_psi), f"truncation_psi must be finite, got {cfg.truncation_psi!r}")
+    need(cfg.noise_mode in NOISE_MODES, f"noise_mode must be one of {NOISE_MODES}, got {cfg.noise_mode!r}")
+    need(cfg.mixed_precision in MIXED_PRECISION,
+         f"mixed_precision must be one of {MIXED_PRECISION}, got {cfg.mixed_precision!r}")
+    need(count(cfg.seed), f"seed must be an integer >= 0, got {cfg.seed!r}")

@@ -1,4 +1,11 @@
-"""The erase loop: UFO target + LTU losses, a LoRA (or full) update of the generator, run through accelerate."""
+"""The one erase loop: a registered method's rows and terms, LTU losses, a LoRA (or full) update of the generator,
+run through accelerate.
+
+:func:`run_erase` owns everything a run shares: accelerate and mixed precision, the optimiser, resume
+(``RunOptions.state_dir`` / ``checkpoint_every``, the method's state included), the progress bar, trackers,
+finite-loss checks, the loss history, patch extraction and its metadata. A method (:mod:`guide_unlearn.methods`)
+contributes its rows, extra loss terms, phases, metadata and resumable state, and never loops itself.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +13,6 @@ import contextlib
 import logging
 import math
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence
 
@@ -18,157 +24,260 @@ from .config import EraseConfig, RunOptions
 from .errors import ConfigError, LatentError, TrainingDivergedError
 from .fingerprint import patch_state
 from .frozen import cached_constants
-from .io import PathLike
-from .joint import JointBalance, PersonProgress, PersonSchedule, _person_index, _record_people
-from .losses import ltu_loss
+from .latents import check_latents
+from .losses import LTULoss, ltu_loss
+from .methods import EraseMethod, Erasure, LoraSettings, LossTerm, RunContext, StepRows, check_supported, get_method
+from .outputs import EraseRun
 from .patch import ForgetPatch
+from .protocols import GeneratorAdapter, IdentityModel, PerceptualDistance, SynthesisOutput, module_of
 from .resume import STATE_FILE, load_state, save_state
-from .protocols import GeneratorAdapter, IdentityModel, PerceptualDistance, module_of
-from .targets import separated_targets, target_similarity, typical_distance, ufo_target
+from .targets import resolve_distances
 
 logger = logging.getLogger(__name__)
 TRAIN_ADAPTER = "erasing"
 HISTORY_POINTS = 200  # at most this many loss-history points are stored in a patch (metadata "loss_history")
 
 
-@dataclass
-class ErasureResult:
-    """What :meth:`IdentityEraser.erase` returns.
+def run_erase(
+    generator: GeneratorAdapter,
+    w_u: torch.Tensor,
+    cfg: EraseConfig,
+    perceptual: PerceptualDistance,
+    identity: Optional[IdentityModel] = None,
+    *,
+    person_of: Optional[torch.Tensor] = None,
+    person_ids: Optional[Sequence[str]] = None,
+    keep: Optional[torch.Tensor] = None,
+    services: Any = None,
+    run: Optional[RunOptions] = None,
+    extra_metadata: Optional[dict[str, Any]] = None,
+) -> EraseRun:
+    """Erase the people whose codes are ``w_u`` [K, num_ws, w_dim] from ``generator`` with ``cfg.method``.
 
-    patch:          the ForgetPatch (not applied to the eraser).
-    w_source:       the person's code(s) w_u [K, num_ws, w_dim] (kept in memory only; never in the patch).
-    w_target:       the UFO target(s) w_t [K, num_ws, w_dim].
-    history:        per logged step, a dict of losses ('loss', 'local', 'adjacency', 'global', ...).
-    images_before:  G_s(w_u) [K, 3, H, W] in [-1, 1]; images_after: G_u(w_u); target_images: G_s(w_t).
-    views_before / views_after: multi-view renders [V, 3, H, W] of the first code for camera models, else None.
-    metrics:        unoptimised measurements taken after the erase (pixel MSEs, see ``engine.measure``).
-    seconds:        wall time of the optimisation.
-    photos:         the aligned photos [K, 3, H', W'] in [-1, 1] the codes were inverted from (None for codes).
-    verdict:        :func:`judge_erasure` of ``metrics``: {'erased', 'preserved', 'succeeded', 'erasure_ratio',
-                    'preservation_ratio', 'limits', 'problems'}; ``succeeded`` is None when nothing was measured.
+    All K codes show ONE person unless ``person_of`` [K] (long, 0..P-1) says which of P people each code shows (a
+    method that erases several people, e.g. ``joint``); ``person_ids`` (P strings, e.g. request ids) label the
+    per-person figures in the patch metadata. ``keep`` [M, num_ws, w_dim]: codes of people erased by patches
+    applied before this run, kept erased by methods that can (continual requests). ``services``: what the method
+    declared it needs from outside the core (``EraseMethod.services``, e.g. ``RobustServices``). A request the
+    method cannot do is refused before any work.
+
+    ``run`` (:class:`RunOptions`) says how the run behaves; only ``cfg`` decides the patch. With a state folder and
+    ``checkpoint_every > 0`` the run saves resumable state there and resumes from it if present; the state holds
+    the people's codes, so it is deleted when the run succeeds. The generator is left exactly as it was (the new
+    patch is returned, not applied; ``extra_metadata`` is added to its metadata; no code or target is stored).
+    -> :class:`~guide_unlearn.outputs.EraseRun`.
     """
-
-    patch: ForgetPatch
-    w_source: torch.Tensor
-    w_target: torch.Tensor
-    history: list[dict[str, float]]
-    images_before: torch.Tensor
-    images_after: torch.Tensor
-    target_images: torch.Tensor
-    views_before: Optional[torch.Tensor] = None
-    views_after: Optional[torch.Tensor] = None
-    metrics: dict[str, float] = field(default_factory=dict)
-    seconds: float = 0.0
-    photos: Optional[torch.Tensor] = None
-    verdict: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def succeeded(self) -> Optional[bool]:
-        """True when the measured figures say the person was erased and the rest kept (:func:`judge_erasure`),
-        False when they say it failed, None when nothing was measured."""
-        return self.verdict.get("succeeded")
-
-
-@dataclass
-class EraseRun:
-    """What :func:`run_erase` returns (the optimisation only; :class:`ErasureResult` adds the measurements).
-
-    patch:      the new ForgetPatch (not applied).
-    w_target:   the UFO target(s) [K, num_ws, w_dim] of the erased codes (memory only).
-    history:    per logged step, a dict of losses ('step', 'loss', 'local', 'adjacency', 'global', ...).
-    seconds:    wall time of the optimisation loop (set-up excluded).
-    run:        the :class:`RunOptions` the run used.
-    """
-
-    patch: ForgetPatch
-    w_target: torch.Tensor
-    history: list[dict[str, float]]
-    seconds: float
-    run: RunOptions = field(default_factory=RunOptions)
-
-    def __iter__(self) -> Iterator[Any]:
-        """Compatibility with the former 4-tuple: ``patch, w_t, history, seconds = run_erase(...)``."""
-        return iter((self.patch, self.w_target, self.history, self.seconds))
-
-
-ERASURE_RATIO_LIMIT = 0.5
-"""An erase succeeded only if G_u(w_u) got at least halfway to the target: erased_mse / before_mse <= 0.5 (the LoRA
-defaults reach 0.07 on the tiny model, lr 1e-3 x 100 steps leaves 0.40, too few steps leave ~1: benchmarks/
-sweep_lora_lr.py)."""
-PRESERVATION_RATIO_LIMIT = 0.5
-"""...and only if random samples changed by less than half the difference between two random samples:
-preserved_mse / random_pair_mse <= 0.5 (the defaults give 0.05 on the tiny model)."""
-
-
-def judge_erasure(metrics: dict[str, float], iterations: Optional[int] = None, lr: Optional[float] = None
-                  ) -> dict[str, Any]:
-    """Judge an erase from the figures :meth:`IdentityEraser.erase` already measured (pixel MSEs, not
-    optimised by the loop). -> {'erased': bool, 'preserved': bool, 'succeeded': bool, 'erasure_ratio':
-    erased_mse / before_mse, 'preservation_ratio': preserved_mse / random_pair_mse, 'limits': {...}, 'problems':
-    [one sentence each, saying what to do]}; the bools are None when ``metrics`` lacks the figures."""
-    limits = {"erasure_ratio": ERASURE_RATIO_LIMIT, "preservation_ratio": PRESERVATION_RATIO_LIMIT}
-    if not {"erased_mse", "before_mse", "preserved_mse", "random_pair_mse"} <= set(metrics):
-        return {"erased": None, "preserved": None, "succeeded": None, "limits": limits,
-                "problems": ["not measured (measure=False): nothing says whether the person was erased"]}
-    ratio = metrics["erased_mse"] / max(metrics["before_mse"], 1e-12)
-    keep = metrics["preserved_mse"] / max(metrics["random_pair_mse"], 1e-12)
-    problems = []
-    erased, preserved = ratio <= ERASURE_RATIO_LIMIT, keep <= PRESERVATION_RATIO_LIMIT
-    if not erased:
-        more = f" (now {iterations})" if iterations is not None else ""
-        problems.append(f"NOT ERASED: the person's rendering moved only {max(0.0, 1 - ratio):.0%} of the way to the "
-                        f"target (erased_mse / before_mse = {ratio:.2f}, must be <= {ERASURE_RATIO_LIMIT}); run more "
-                        f"iterations{more} or a larger learning rate")
-    if not preserved:
-        now = f" (now {lr})" if lr is not None else ""
-        problems.append(f"NOT PRESERVED: other people changed too (preserved_mse / random_pair_mse = {keep:.2f}, "
-                        f"must be <= {PRESERVATION_RATIO_LIMIT}); lower the learning rate{now} or raise global_weight")
-    return {"erased": erased, "preserved": preserved, "succeeded": erased and preserved,
-            "erasure_ratio": round(ratio, 4), "preservation_ratio": round(keep, 4), "limits": limits,
-            "problems": problems}
-
-
-def check_latents(ws: Any, generator: GeneratorAdapter) -> torch.Tensor:
-    """Validate person codes: a float tensor [K, num_ws, w_dim] (or [num_ws, w_dim]) of finite values."""
-    if not torch.is_tensor(ws):
-        raise LatentError(f"latent codes must be a torch.Tensor, got {type(ws).__name__}")
-    if ws.ndim == 2:
-        ws = ws.unsqueeze(0)
-    want = (generator.num_ws, generator.w_dim)
-    if ws.ndim != 3 or tuple(ws.shape[1:]) != want or ws.shape[0] < 1:
-        raise LatentError(f"latent codes must be [K, {want[0]}, {want[1]}] for this generator, got "
-                          f"{list(ws.shape)}; invert the photo with eraser.invert() to get them")
-    if not ws.is_floating_point():
-        raise LatentError(f"latent codes must be floating point, got {ws.dtype}")
-    device = generator.w_avg.device
-    if ws.device != device:
-        raise LatentError(f"latent codes are on {ws.device} but the generator is on {device}; call .to({str(device)!r})")
-    if not torch.isfinite(ws).all():
-        raise LatentError("latent codes contain NaN or Inf; re-run the inversion")
-    return ws.detach().to(torch.float32)
+    run = run if run is not None else RunOptions()
+    if not isinstance(run, RunOptions):
+        raise ConfigError(f"run must be a RunOptions, got {type(run).__name__}")
+    method_class = get_method(cfg.method).method_class
+    erasure = _erasure(generator, w_u, person_of, person_ids, keep)
+    check_supported(cfg.method, erasure.people, erasure.keep is not None)
+    check_identity(cfg, identity)
+    method_class.check(cfg, services, identity)
+    distance, alpha = resolve_distances(cfg, generator)
+    rng = torch.Generator(device=generator.w_avg.device).manual_seed(cfg.seed)
+    ctx = RunContext(generator, cfg, perceptual, identity, rng, distance, alpha, erasure, services)
+    method = method_class(ctx)
+    method.setup()  # before the patch exists: the generator renders G_s
+    base = patch_state(module_of(generator))["base_fingerprint"]
+    trainable = _Trainable(generator, method_class.trains, cfg.method_config, rng)
+    scope = contextlib.ExitStack()
+    try:
+        if method_class.trains == "lora":  # only the LoRA trains: every base weight stays as it is until the end
+            scope.enter_context(cached_constants())
+        loop = _Loop(ctx, method, trainable, run)
+        history, seconds = loop.train()
+        final = history[-1] if history else {}
+        metadata = patch_metadata(generator, cfg, base, distance, alpha, final, perceptual, identity,
+                                  int(erasure.codes.shape[0]), history)
+        metadata.update(method.metadata(final))
+        metadata.update(extra_metadata or {})
+        patch = trainable.extract(metadata)
+    finally:
+        scope.close()
+        trainable.restore()
+    if loop.state_path is not None and loop.state_path.exists():
+        loop.state_path.unlink()  # holds the people's codes: never keep it after success
+    return EraseRun(patch=patch, w_target=method.targets(), history=history, seconds=seconds, run=run)
 
 
 def check_identity(cfg: EraseConfig, identity: Optional[IdentityModel]) -> None:
-    """ConfigError when the config asks for an identity term that needs a model and none is given (the loss
-    would silently drop it). Shared by the plain and the robust loop."""
+    """ConfigError when the recipe asks for an identity term that needs a model and none is given (the loss would
+    silently drop it)."""
     if cfg.global_id_weight > 0 and identity is None:
         raise ConfigError("global_id_weight > 0 needs an identity model; pass identity_model= to the eraser (e.g. "
                           "load_identity_model('faceapi')) or set global_id_weight=0")
 
 
-def resolve_distances(cfg: EraseConfig, generator: GeneratorAdapter) -> tuple[float, tuple[float, float]]:
-    """-> (UFO distance d, adjacency alpha range) with the backend's defaults and relative units resolved."""
-    default_d, default_rel = generator.default_target_distance()
-    d = cfg.target_distance if cfg.target_distance is not None else default_d
-    rel = cfg.target_distance_relative if cfg.target_distance_relative is not None else default_rel
-    rel_alpha = cfg.adjacency_alpha_relative if cfg.adjacency_alpha_relative is not None else default_rel
-    lo, hi = cfg.adjacency_alpha
-    if rel or rel_alpha:
-        typical = typical_distance(generator.mapping, generator.w_avg, generator.z_dim, device=generator.w_avg.device)
-        d = d * typical if rel else d
-        if rel_alpha:
-            lo, hi = lo * typical / 30.0, hi * typical / 30.0
-    return d, (lo, hi)
+def _erasure(generator: GeneratorAdapter, w_u: Any, person_of: Optional[torch.Tensor],
+             person_ids: Optional[Sequence[str]], keep: Optional[torch.Tensor]) -> Erasure:
+    """Check who is erased: codes [K, num_ws, w_dim], ``person_of`` [K] person indices >= 0 using every index
+    0..P-1 (default: all one person), one id per person, kept codes [M, num_ws, w_dim]. -> :class:`Erasure`."""
+    w_u = check_latents(w_u, generator)
+    k, device = w_u.shape[0], w_u.device
+    person_of = torch.zeros(k, dtype=torch.long) if person_of is None else torch.as_tensor(person_of)
+    if person_of.shape != (k,) or person_of.dtype not in (torch.int32, torch.int64) or int(person_of.min()) < 0:
+        raise LatentError(f"person_of must be [K={k}] person indices >= 0, got {list(person_of.shape)} "
+                          f"{person_of.dtype}")
+    people = int(person_of.max()) + 1
+    if set(person_of.tolist()) != set(range(people)):
+        raise LatentError("person_of must use every person index 0..P-1 at least once")
+    if person_ids is not None and len(person_ids) != people:
+        raise LatentError(f"{len(person_ids)} person ids for {people} people; give one id per person")
+    keep = check_latents(keep, generator) if keep is not None else None
+    return Erasure(w_u, person_of.to(device=device, dtype=torch.long), people,
+                   None if person_ids is None else list(person_ids), keep)
+
+
+class _Loop:
+    """One run's training: the phases of the method, each step's batch and loss, the update, logging, progress,
+    trackers and checkpoints (a class so that each part stays short)."""
+
+    def __init__(self, ctx: RunContext, method: EraseMethod, trainable: "_Trainable", run: RunOptions):
+        self.ctx, self.method, self.trainable, self.run = ctx, method, trainable, run
+        self.phases = [int(n) for n in method.phases()]
+        if not self.phases or any(n < 0 for n in self.phases):
+            raise ConfigError(f"method {ctx.cfg.method!r} declared invalid phases {self.phases}")
+        self.starts = [sum(self.phases[:i]) for i in range(len(self.phases))]
+        self.total = sum(self.phases)
+        self.state_path = Path(run.state_dir) / STATE_FILE if run.state_dir is not None else None
+        self.history: list[dict[str, float]] = []
+
+    def train(self) -> tuple[list[dict[str, float]], float]:
+        """Run every step (from a saved state when there is one). -> (history, seconds of the loop)."""
+        ctx, run = self.ctx, self.run
+        self.accelerator = _accelerator(ctx.cfg, ctx.device, run.trackers,
+                                        str(run.state_dir) if run.state_dir else None)
+        optimizer = torch.optim.Adam(self.trainable.params, lr=ctx.cfg.lr, betas=ctx.cfg.adam_betas)
+        self.optimizer = self.accelerator.prepare(optimizer)
+        self.method.start(dict(zip(self.trainable.names, self.trainable.params)), self.trainable.source)
+        if run.trackers:
+            self.accelerator.init_trackers("guide_unlearn", config={k: str(v) for k, v in
+                                                                    ctx.cfg.recipe_dict().items()})
+        start = 0
+        if self.state_path is not None and self.state_path.is_file():
+            start, self.history = load_state(self.state_path, self.trainable, self.optimizer, ctx.rng, ctx.cfg,
+                                             _state_codes(ctx.erasure), self.method)
+            logger.info("resumed erase from %s at step %d", self.state_path, start)
+        t0 = time.perf_counter()
+        bar = _progress(self.total, run, start)
+        for step in range(start, self.total):
+            phase = max(i for i, s in enumerate(self.starts) if s <= step)
+            if phase > 0 and step == self.starts[phase]:
+                self.method.begin_phase(phase)  # the training adapter is active: the generator renders G_u
+            if self._step(step, phase, bar):
+                break
+        if bar is not None:
+            bar.close()
+        seconds = time.perf_counter() - t0
+        if run.trackers:
+            self.accelerator.end_training()
+        return self.history, seconds
+
+    def _step(self, step: int, phase: int, bar: Any) -> bool:
+        """One step: rows, loss, update, log, checkpoint. -> True when the method ended the run here."""
+        rows, loss = self._loss(step)
+        entry = {"step": float(step), **({"round": float(phase)} if len(self.phases) > 1 else {}), **loss.parts}
+        if self.method.observe(step, rows, loss):
+            self.history.append(entry)
+            return True
+        if not math.isfinite(loss.parts["loss"]):  # already on the host: no extra device sync
+            raise TrainingDivergedError(f"the loss became {loss.parts['loss']} at step {step}; lower lr (now "
+                                        f"{self.ctx.cfg.lr}) or use mixed_precision='no'")
+        self.optimizer.zero_grad(set_to_none=True)
+        self.accelerator.backward(loss.total)
+        self.optimizer.step()
+        if step % self.run.log_every == 0 or step == self.total - 1:
+            self.history.append(entry)
+            if self.run.trackers:
+                self.accelerator.log(loss.parts, step=step)
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix({k: f"{v:.4f}" for k, v in loss.parts.items() if k in ("loss", "local", "adjacency",
+                                                                                  "global")})
+        every = self.run.checkpoint_every
+        if self.state_path is not None and every and (step + 1) % every == 0 and step + 1 < self.total:
+            save_state(self.state_path, step + 1, self.history, self.trainable, self.optimizer, self.ctx.rng,
+                       self.ctx.cfg, _state_codes(self.ctx.erasure), self.method.state_dict())
+        return False
+
+    def _loss(self, step: int) -> tuple[StepRows, LTULoss]:
+        """The step's batch — rows [k local | n_adj adjacency | extra | n_glob global], one camera for all —
+        rendered through G_s and G_u in one batch each, and its loss (LTU terms plus the method's)."""
+        ctx, method = self.ctx, self.method
+        g, cfg, rng, device = ctx.generator, ctx.cfg, ctx.rng, ctx.device
+        method.before_step(step)
+        n_adj, n_glob = cfg.adjacency_samples, cfg.global_samples
+        cam = g.sample_cameras(1, rng)
+        z = torch.randn(n_adj + n_glob, g.z_dim, generator=rng, device=device)
+        with torch.no_grad():
+            w_r = g.mapping(z, None, truncation_psi=cfg.truncation_psi) if n_adj + n_glob else None
+        rows = method.rows(step)
+        lo, hi = ctx.alpha
+        alpha = torch.rand(n_adj, generator=rng, device=device) * (hi - lo) + lo
+        method.extra_rows(step, rows)
+        ws_u, ws_s = step_codes(rows.w_u, rows.w_t, w_r, rows.adjacency_idx, alpha, n_adj)
+        if rows.extra:
+            cut = rows.k + n_adj
+            ws_u = torch.cat([ws_u[:cut], rows.extra_u, ws_u[cut:]])
+            ws_s = torch.cat([ws_s[:cut], rows.extra_t, ws_s[cut:]])
+        step_cfg = rows.cfg if rows.cfg is not None else cfg
+        with self.accelerator.autocast():
+            out_u, out_s = render_step(g, self.trainable.source, ws_u, ws_s, cam, step_cfg, rng)
+            loss = ltu_loss(out_u, out_s, rows.k, n_adj + rows.extra, n_glob, step_cfg, ctx.perceptual,
+                            ctx.identity, rows.local_weights)
+            loss = _with_terms(loss, method.extra_loss(step, rows, out_u, out_s))
+        return rows, loss
+
+
+def _with_terms(loss: LTULoss, terms: list[LossTerm]) -> LTULoss:
+    """The LTU loss plus a method's extra terms (each logged under its name, the total under 'loss')."""
+    if not terms:
+        return loss
+    total, parts = loss.total, dict(loss.parts)
+    for term in terms:
+        total = total + term.weight * term.value
+        parts[term.name] = float(term.value.detach())
+    parts["loss"] = float(total.detach())
+    return LTULoss(total, parts, loss.local_rows)
+
+
+def _state_codes(erasure: Erasure) -> torch.Tensor:
+    """The codes a saved state must belong to: the erased codes, then the kept ones."""
+    return erasure.codes if erasure.keep is None else torch.cat([erasure.codes, erasure.keep])
+
+
+def step_codes(w_u: torch.Tensor, w_t: torch.Tensor, w_r: Optional[torch.Tensor], idx: torch.Tensor,
+               alpha: torch.Tensor, n_adj: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The iteration's batched codes for G_u and G_s: rows [K local | n_adj adjacency | rest global].
+
+    w_u, w_t [K, num_ws, w_dim]; w_r [n_adj + n_glob, num_ws, w_dim] mapped codes (or None); idx [n_adj] which
+    local code each adjacency sample starts from; alpha [n_adj]. Adjacency: delta = alpha (w_r - w_u) /
+    ||w_r - w_u||_F, G_u at w_u + delta against G_s at w_t + delta. -> (ws_u, ws_s), each [B, num_ws, w_dim].
+    """
+    if w_r is None:
+        return w_u, w_t
+    direction = w_r[:n_adj] - w_u[idx]
+    norm = direction.flatten(1).norm(dim=1).clamp_min(1e-12)
+    delta = (alpha / norm).view(-1, 1, 1) * direction
+    ws_u = torch.cat([w_u, w_u[idx] + delta, w_r[n_adj:]])
+    ws_s = torch.cat([w_t, w_t[idx] + delta, w_r[n_adj:]])
+    return ws_u, ws_s
+
+
+def render_step(generator: GeneratorAdapter, source_context, ws_u: torch.Tensor, ws_s: torch.Tensor,
+                cam: Optional[torch.Tensor], cfg: EraseConfig, rng: Optional[torch.Generator]
+                ) -> tuple[SynthesisOutput, SynthesisOutput]:
+    """One iteration's renders: G_s (inside ``source_context()``, no graph) renders ``ws_s`` and G_u renders
+    ``ws_u`` [B, num_ws, w_dim], each in ONE batch, with the iteration's camera [1, c_dim] shared by all rows.
+    -> (out_u, out_s); features are rendered when ``cfg.feature_mse_weight`` > 0."""
+    c = cam.expand(ws_u.shape[0], -1) if cam is not None else None
+    need_features = cfg.feature_mse_weight > 0
+    with source_context():
+        out_s = generator.synthesis(ws_s, c, noise_mode=cfg.noise_mode, generator=rng, return_features=need_features)
+    out_u = generator.synthesis(ws_u, c, noise_mode=cfg.noise_mode, generator=rng, return_features=need_features)
+    return out_u, out_s
 
 
 @contextlib.contextmanager
@@ -184,29 +293,22 @@ def _swapped(params: Sequence[nn.Parameter], frozen: Sequence[torch.Tensor]) -> 
 
 
 class _Trainable:
-    """What the loop trains: a fresh LoRA adapter, or the synthesis parameters with a frozen copy of them."""
+    """What the loop trains: a fresh LoRA adapter (``trains="lora"``, settings from the method's
+    :class:`~guide_unlearn.methods.LoraSettings`), or the synthesis parameters with a frozen copy of them
+    (``trains="full"``)."""
 
-    def __init__(self, generator: GeneratorAdapter, cfg: EraseConfig, rng: torch.Generator):
+    def __init__(self, generator: GeneratorAdapter, trains: str, settings: Any, rng: torch.Generator):
         self.model = module_of(generator)
-        self.cfg = cfg
+        self.lora = trains == "lora"
         self.previous_active = L.active_adapters(self.model)
         self.previous_grad = {n: p.requires_grad for n, p in self.model.named_parameters()}
+        self.frozen: list[torch.Tensor] = []
         self.model.requires_grad_(False)
-        if not cfg.full_finetune:
-            targets = [t.replace(".base_layer", "") for t in (cfg.lora_targets or generator.lora_target_modules())]
-            known = {n.replace(".base_layer", "") for n, _ in self.model.named_modules()}
-            missing = [t for t in targets if t not in known]
-            if missing:
-                raise ConfigError(f"lora_targets {missing} are not modules of this generator; see "
-                                  "generator.lora_target_modules() for valid names")
-            if TRAIN_ADAPTER in L.adapter_names(self.model):
-                L.delete_adapter(self.model, TRAIN_ADAPTER)  # left over from an interrupted run
-            self.lora_config = L.make_lora_config(cfg.lora_rank, cfg.lora_alpha, targets, generator.lora_layer_types())
-            L.add_adapter(self.model, TRAIN_ADAPTER, self.lora_config)
-            L.set_active_adapters(self.model, self.previous_active + [TRAIN_ADAPTER], trainable=[TRAIN_ADAPTER])
-            L.reinit_lora_a(self.model, TRAIN_ADAPTER, rng)
-            self.names = [n for n, p in self.model.named_parameters() if f".{TRAIN_ADAPTER}." in n]
-            self.frozen: list[torch.Tensor] = []
+        if self.lora:
+            if not isinstance(settings, LoraSettings):
+                raise ConfigError(f"a LoRA method needs LoraSettings, got {type(settings).__name__}")
+            self.settings = settings
+            self.names = self._add_adapter(generator, settings, rng)
         else:
             self.names = generator.full_finetune_parameters()
             if not self.names:
@@ -215,14 +317,30 @@ class _Trainable:
         self.params = [named[n] for n in self.names]
         for p in self.params:
             p.requires_grad_(True)
-        if cfg.full_finetune:
+        if not self.lora:
             self.frozen = [p.detach().clone() for p in self.params]
+
+    def _add_adapter(self, generator: GeneratorAdapter, settings: LoraSettings, rng: torch.Generator) -> list[str]:
+        targets = [t.replace(".base_layer", "") for t in (settings.lora_targets or generator.lora_target_modules())]
+        known = {n.replace(".base_layer", "") for n, _ in self.model.named_modules()}
+        missing = [t for t in targets if t not in known]
+        if missing:
+            raise ConfigError(f"lora_targets {missing} are not modules of this generator; see "
+                              "generator.lora_target_modules() for valid names")
+        if TRAIN_ADAPTER in L.adapter_names(self.model):
+            L.delete_adapter(self.model, TRAIN_ADAPTER)  # left over from an interrupted run
+        self.lora_config = L.make_lora_config(settings.lora_rank, settings.lora_alpha, targets,
+                                              generator.lora_layer_types())
+        L.add_adapter(self.model, TRAIN_ADAPTER, self.lora_config)
+        L.set_active_adapters(self.model, self.previous_active + [TRAIN_ADAPTER], trainable=[TRAIN_ADAPTER])
+        L.reinit_lora_a(self.model, TRAIN_ADAPTER, rng)
+        return [n for n, p in self.model.named_parameters() if f".{TRAIN_ADAPTER}." in n]
 
     @contextlib.contextmanager
     def source(self) -> Iterator[None]:
         """Render as G_s (the generator before this erase) inside this context."""
         with torch.no_grad():
-            if not self.cfg.full_finetune:
+            if self.lora:
                 with L.suppressed(self.model, [TRAIN_ADAPTER]):
                     yield
             else:
@@ -242,12 +360,12 @@ class _Trainable:
 
     def extract(self, metadata: dict[str, Any]) -> ForgetPatch:
         """Build the patch from the trained tensors (restore() puts the generator back)."""
-        if not self.cfg.full_finetune:
+        if self.lora:
             from peft.utils import get_peft_model_state_dict
 
             tensors = {k: v.detach().to("cpu").clone() for k, v in
                        get_peft_model_state_dict(self.model, adapter_name=TRAIN_ADAPTER).items()}
-            lora_cfg = {"r": self.cfg.lora_rank, "lora_alpha": self.cfg.lora_alpha,
+            lora_cfg = {"r": self.settings.lora_rank, "lora_alpha": self.settings.lora_alpha,
                         "target_modules": sorted(self.lora_config.target_modules)}
             return ForgetPatch("lora", tensors, metadata, lora_cfg)
         tensors = {n: (p.detach() - f).to("cpu").clone() for n, p, f in zip(self.names, self.params, self.frozen)}
@@ -255,7 +373,7 @@ class _Trainable:
 
     def restore(self) -> None:
         """Undo everything the run did to the generator (adapter removed, weights and grad flags restored)."""
-        if not self.cfg.full_finetune:
+        if self.lora:
             if TRAIN_ADAPTER in L.adapter_names(self.model):
                 L.delete_adapter(self.model, TRAIN_ADAPTER)
             L.set_active_adapters(self.model, self.previous_active)
@@ -282,175 +400,6 @@ def _accelerator(cfg: EraseConfig, device: torch.device, trackers: Optional[Sequ
         return Accelerator(**kwargs)
 
 
-def run_erase(
-    generator: GeneratorAdapter,
-    w_u: torch.Tensor,
-    cfg: EraseConfig,
-    perceptual: PerceptualDistance,
-    identity: Optional[IdentityModel] = None,
-    state_dir: Optional[PathLike] = None,
-    trackers: Optional[Sequence[str]] = None,
-    extra_metadata: Optional[dict[str, Any]] = None,
-    person_of: Optional[torch.Tensor] = None,
-    person_ids: Optional[Sequence[str]] = None,
-    keep: Optional[torch.Tensor] = None,
-    run: Optional[RunOptions] = None,
-) -> EraseRun:
-    """Erase the identity whose code(s) are ``w_u`` [K, num_ws, w_dim] from ``generator``.
-
-    All K codes are photos of ONE person and are erased together, unless ``person_of`` [K] (long, 0..P-1) says
-    which of P people each code shows: then each person gets their own UFO target (kept apart when
-    ``cfg.distinct_targets``), L_local takes ``cfg.persons_per_step`` people per iteration in a fixed cyclic
-    order (see :class:`PersonSchedule`), the adjacency samples start from the visited people's codes, and
-    L_global is weighted per visited person by ``cfg.joint_balance`` (see :class:`JointBalance`).
-    ``person_ids`` (P strings, e.g. request ids) label the per-person final losses in the patch metadata
-    (key ``"requests"``); no code or target is ever stored.
-
-    ``keep`` [M, num_ws, w_dim]: codes of people erased by patches applied before this run (continual requests).
-    Each joins the schedule as a person whose target is its own code under G_s — i.e. its current, already
-    erased rendering — so the new update cannot bring them back. Only their number is recorded. The generator is
-    left exactly as it was (the new patch is returned, not applied).
-
-    ``run`` (:class:`RunOptions`) says how the run behaves; without it, the options come from ``cfg``'s
-    compatibility fields (progress, log_every, checkpoint_every) and ``state_dir`` / ``trackers``. With a state
-    folder and ``checkpoint_every > 0`` the run saves resumable state there and resumes from it if present; the
-    state holds the person's code, so it is deleted when the run succeeds. Only ``cfg`` decides the patch.
-    -> :class:`EraseRun` (patch, w_target [K, num_ws, w_dim], history, seconds).
-    """
-    if run is None:
-        run = cfg.run_options(state_dir=state_dir, trackers=trackers)
-    elif state_dir is not None or trackers is not None:
-        raise ConfigError("give state_dir and trackers in run=RunOptions(...), not beside it")
-    state_dir, trackers = run.state_dir, run.trackers
-    w_u = check_latents(w_u, generator)
-    check_identity(cfg, identity)
-    model = module_of(generator)
-    device = generator.w_avg.device
-    k = w_u.shape[0]
-    d, (alpha_lo, alpha_hi) = resolve_distances(cfg, generator)
-    person_of, people = _person_index(person_of, k, person_ids, device)
-    if people > 1 and cfg.distinct_targets:
-        w_t = separated_targets(w_u, person_of, generator.w_avg, cfg.target, d)
-    else:
-        w_t = ufo_target(w_u, generator.w_avg, cfg.target, d)
-    erased_people, erased_codes = people, k
-    if keep is not None:  # earlier people: their target is their own code under G_s (already erased there)
-        keep = check_latents(keep, generator)
-        w_u, w_t = torch.cat([w_u, keep]), torch.cat([w_t, keep])
-        person_of = torch.cat([person_of, people + torch.arange(keep.shape[0], device=device)])
-        people += keep.shape[0]
-        k = w_u.shape[0]
-    schedule = PersonSchedule(person_of, cfg.persons_per_step, cfg.seed) if people > 1 else None
-    balanced = JointBalance(cfg, erased_people)
-    progress = (PersonProgress(cfg.joint_done_ratio, erased_people, people)
-                if schedule is not None and erased_people > 1 and cfg.joint_done_ratio > 0 else None)
-    stopped_at: Optional[int] = None
-    per_person: list[dict[str, float]] = [{} for _ in range(people)]
-    rng = torch.Generator(device=device).manual_seed(cfg.seed)
-    base = patch_state(model)["base_fingerprint"]
-
-    state_path = Path(state_dir) / STATE_FILE if state_dir is not None else None
-    trainable = _Trainable(generator, cfg, rng)
-    scope = contextlib.ExitStack()
-    try:
-        if not cfg.full_finetune:  # only the LoRA trains: every base weight stays as it is until the run ends
-            scope.enter_context(cached_constants())
-        accelerator = _accelerator(cfg, device, trackers, str(state_dir) if state_dir else None)
-        optimizer = torch.optim.Adam(trainable.params, lr=cfg.lr, betas=cfg.adam_betas)
-        optimizer = accelerator.prepare(optimizer)
-        if trackers:
-            accelerator.init_trackers("guide_unlearn", config={k_: str(v) for k_, v in cfg.recipe_dict().items()})
-        history: list[dict[str, float]] = []
-        start = 0
-        if state_path is not None and state_path.is_file():
-            start, history = load_state(state_path, trainable, optimizer, rng, cfg, w_u, progress)
-            logger.info("resumed erase from %s at step %d", state_path, start)
-
-        n_adj, n_glob = cfg.adjacency_samples, cfg.global_samples
-        t0 = time.perf_counter()
-        bar = _progress(cfg, run, start)
-        for step in range(start, cfg.iterations):
-            cam = generator.sample_cameras(1, rng)
-            z = torch.randn(n_adj + n_glob, generator.z_dim, generator=rng, device=device)
-            with torch.no_grad():
-                w_r = generator.mapping(z, None, truncation_psi=cfg.truncation_psi) if n_adj + n_glob else None
-            rows = schedule.rows(step) if schedule is not None else None
-            w_us, w_ts = (w_u, w_t) if rows is None else (w_u[rows], w_t[rows])
-            k_s = w_us.shape[0]
-            local_w = None if rows is None else schedule.weights[rows]
-            if progress is None:
-                idx = torch.randint(0, k_s, (n_adj,), generator=rng, device=device)
-                step_cfg = balanced(schedule.people(step)) if rows is not None else cfg  # host ints: no device sync
-            else:  # done people weigh 0 and start no adjacency sample (joint.PersonProgress)
-                idx, step_cfg, local_w = _active_rows(progress, schedule.person_rows(step), balanced, local_w,
-                                                      n_adj, rng, device)
-            alpha = torch.rand(n_adj, generator=rng, device=device) * (alpha_hi - alpha_lo) + alpha_lo
-            ws_u, ws_s = step_codes(w_us, w_ts, w_r, idx, alpha, n_adj)
-            with accelerator.autocast():
-                loss = compute_step_loss(generator, trainable.source, ws_u, ws_s, cam, k_s, n_adj, step_cfg,
-                                         perceptual, identity, rng, local_w)
-            if rows is not None:
-                _record_people(per_person, person_of[rows], loss.local_rows, step)
-            if progress is not None:
-                progress.update(schedule.person_rows(step), loss.local_rows["local"].tolist(), step)
-                if progress.finished:  # every person erased: this update would only push them further
-                    stopped_at = step
-                    history.append({"step": float(step), **loss.parts})
-                    break
-            if not math.isfinite(loss.parts["loss"]):  # already on the host: no extra device sync
-                raise TrainingDivergedError(
-                    f"the loss became {loss.parts['loss']} at step {step}; lower lr (now {cfg.lr}) or use "
-                    "mixed_precision='no'")
-            optimizer.zero_grad(set_to_none=True)
-            accelerator.backward(loss.total)
-            optimizer.step()
-            if step % run.log_every == 0 or step == cfg.iterations - 1:
-                entry = {"step": float(step), **loss.parts}
-                history.append(entry)
-                if trackers:
-                    accelerator.log(loss.parts, step=step)
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix({k_: f"{v:.4f}" for k_, v in loss.parts.items() if k_ in ("loss", "local", "adjacency", "global")})
-            if state_path is not None and run.checkpoint_every and (step + 1) % run.checkpoint_every == 0 \
-                    and step + 1 < cfg.iterations:
-                save_state(state_path, step + 1, history, trainable, optimizer, rng, cfg, w_u, progress)
-        if bar is not None:
-            bar.close()
-        seconds = time.perf_counter() - t0
-        if trackers:
-            accelerator.end_training()
-        final = history[-1] if history else {}
-        metadata = patch_metadata(generator, cfg, base, d, (alpha_lo, alpha_hi), final, perceptual, identity,
-                                  erased_codes, history)
-        if keep is not None:
-            metadata["kept_erased"] = int(keep.shape[0])
-        if people > 1:
-            metadata["num_persons"] = erased_people
-            metadata["persons_per_step"] = min(cfg.persons_per_step, people)
-            if erased_people > 1:
-                mine = person_of < erased_people
-                metadata["target_separation"] = target_similarity(w_t[mine], person_of[mine], generator.w_avg)
-        if progress is not None:
-            metadata["stopped_at_step"] = stopped_at  # None: ran every iteration
-        if person_ids is not None:
-            if people == 1:
-                per_person = [metadata["final_losses"]]
-            metadata["requests"] = [
-                {"request_id": str(rid), "final_losses": {k_: v for k_, v in losses.items() if k_ != "step"},
-                 "last_step": int(losses.get("step", final.get("step", cfg.iterations - 1))),
-                 **({} if progress is None else {"done_at_step": progress.done_step[p]})}
-                for p, (rid, losses) in enumerate(zip(person_ids, per_person[:erased_people]))]
-        metadata.update(extra_metadata or {})
-        patch = trainable.extract(metadata)
-    finally:
-        scope.close()
-        trainable.restore()
-    if state_path is not None and state_path.exists():
-        state_path.unlink()  # holds the person's code: never keep it after success
-    return EraseRun(patch=patch, w_target=w_t[:erased_codes], history=history, seconds=seconds, run=run)
-
-
 def downsample_history(history: list[dict[str, float]], max_points: int = HISTORY_POINTS) -> dict[str, list]:
     """The loss history as columns for the patch metadata (metadata key ``"loss_history"``):
     {"step": [int], "<term>": [float]} with at most ``max_points`` evenly spaced entries, the last step always
@@ -470,13 +419,14 @@ def patch_metadata(generator: GeneratorAdapter, cfg: EraseConfig, base: str, dis
                    alpha: tuple[float, float], final: dict[str, float], perceptual: PerceptualDistance,
                    identity: Optional[IdentityModel], num_codes: int,
                    history: list[dict[str, float]]) -> dict[str, Any]:
-    """What every erase records in its patch (the recipe only, final losses, loss history, the networks used);
-    never a code, a target or an embedding of the person. ``final``: the last logged losses ('step' and 'round'
-    are dropped)."""
+    """What every erase records in its patch (the method and its recipe, final losses, loss history, the networks
+    used); never a code, a target or an embedding of the person. ``final``: the last logged losses ('step' and
+    'round' are dropped)."""
     return {
         "generator_family": generator.family,
         "generator_config": _plain(getattr(generator, "config", {})),
         "base_fingerprint": base,
+        "method": cfg.method,
         "erase_config": cfg.recipe_dict(),
         "target_distance_used": distance,
         "adjacency_alpha_used": [alpha[0], alpha[1]],
@@ -491,64 +441,12 @@ def patch_metadata(generator: GeneratorAdapter, cfg: EraseConfig, base: str, dis
     }
 
 
-def step_codes(w_u: torch.Tensor, w_t: torch.Tensor, w_r: Optional[torch.Tensor], idx: torch.Tensor,
-               alpha: torch.Tensor, n_adj: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The iteration's batched codes for G_u and G_s: rows [K local | n_adj adjacency | rest global].
-
-    w_u, w_t [K, num_ws, w_dim]; w_r [n_adj + n_glob, num_ws, w_dim] mapped codes (or None); idx [n_adj] which
-    local code each adjacency sample starts from; alpha [n_adj]. Adjacency: delta = alpha (w_r - w_u) /
-    ||w_r - w_u||_F, G_u at w_u + delta against G_s at w_t + delta. -> (ws_u, ws_s), each [B, num_ws, w_dim].
-    """
-    if w_r is None:
-        return w_u, w_t
-    direction = w_r[:n_adj] - w_u[idx]
-    norm = direction.flatten(1).norm(dim=1).clamp_min(1e-12)
-    delta = (alpha / norm).view(-1, 1, 1) * direction
-    ws_u = torch.cat([w_u, w_u[idx] + delta, w_r[n_adj:]])
-    ws_s = torch.cat([w_t, w_t[idx] + delta, w_r[n_adj:]])
-    return ws_u, ws_s
-
-
-def compute_step_loss(generator: GeneratorAdapter, source_context, ws_u: torch.Tensor, ws_s: torch.Tensor,
-                      cam: Optional[torch.Tensor], k: int, n_adj: int, cfg: EraseConfig,
-                      perceptual: PerceptualDistance, identity: Optional[IdentityModel],
-                      rng: Optional[torch.Generator], local_weights: Optional[torch.Tensor] = None):
-    """One iteration's LTU loss: G_s (inside ``source_context()``, no graph) renders ``ws_s`` and G_u renders
-    ``ws_u`` [B, num_ws, w_dim], each in ONE batch, with the iteration's camera [1, c_dim] shared by all rows.
-    ``local_weights`` [k]: see :func:`ltu_loss`."""
-    n_glob = ws_u.shape[0] - k - n_adj
-    c = cam.expand(ws_u.shape[0], -1) if cam is not None else None
-    need_features = cfg.feature_mse_weight > 0
-    with source_context():
-        out_s = generator.synthesis(ws_s, c, noise_mode=cfg.noise_mode, generator=rng, return_features=need_features)
-    out_u = generator.synthesis(ws_u, c, noise_mode=cfg.noise_mode, generator=rng, return_features=need_features)
-    return ltu_loss(out_u, out_s, k, n_adj, n_glob, cfg, perceptual, identity, local_weights)
-
-
-def _active_rows(progress: PersonProgress, person_rows: list[int], balanced: JointBalance,
-                 local_w: torch.Tensor, n_adj: int, rng: torch.Generator, device: torch.device):
-    """The iteration's settings with per-person early stop: (idx [n_adj] adjacency start rows, drawn among the
-    rows of people not done, the EraseConfig (L_global balanced over the active people; when every visited person
-    is done: no adjacency term and L_global weighted as for all visited people, a constant factor that Adam's step
-    does not depend on), local row weights [k_s] with done people's rows at 0)."""
-    active = progress.active(person_rows)
-    pool = torch.nonzero(active).flatten().to(device)
-    live = [p for p, a in zip(person_rows, active.tolist()) if a]
-    if len(pool):
-        idx = pool[torch.randint(0, len(pool), (n_adj,), generator=rng, device=device)]
-        step_cfg = balanced(live)
-    else:  # same draws as a full step, so the random stream does not depend on who is done
-        idx = torch.randint(0, len(person_rows), (n_adj,), generator=rng, device=device)
-        step_cfg = balanced(person_rows).replace(adjacency_weight=0.0)
-    return idx, step_cfg, local_w * active.to(device=device, dtype=local_w.dtype)
-
-
-def _progress(cfg: EraseConfig, run: RunOptions, start: int):
+def _progress(total: int, run: RunOptions, start: int):
     if not run.progress:
         return None
     from tqdm.auto import tqdm
 
-    return tqdm(total=cfg.iterations, initial=start, desc="erasing", leave=False)
+    return tqdm(total=total, initial=start, desc="erasing", leave=False)
 
 
 def _plain(config: Any) -> dict[str, Any]:

@@ -210,13 +210,14 @@ class ForgetPatch:
                                revision=revision, subfolder=subfolder, **card)
 
     @classmethod
-    def from_pretrained(cls, directory: PathLike, revision: Optional[str] = None, subfolder: Optional[str] = None,
-                        token: "str | bool | None" = None) -> "ForgetPatch":
-        """Load and verify a patch folder (safetensors only; sha256 and sizes checked), or the patch of a hub repo
-        ``"user/repo"`` at ``revision`` / ``subfolder`` (a local folder of the same name wins; see
-        :func:`guide_unlearn.hub.resolve_patch_folder`). Every failure of a malformed folder is a PatchError; see
-        :meth:`_from_pretrained` for what is checked."""
-        directory = _hub.resolve_patch_folder(directory, revision=revision, subfolder=subfolder, token=token)
+    def from_pretrained(cls, pretrained_model_name_or_path: PathLike, revision: Optional[str] = None,
+                        subfolder: Optional[str] = None, token: "str | bool | None" = None) -> "ForgetPatch":
+        """Load and verify a patch: ``pretrained_model_name_or_path`` is a local patch folder (safetensors only;
+        sha256 and sizes checked) or a hub repo id ``"user/repo"``, read at ``revision`` / ``subfolder`` (a local
+        folder of the same name wins; see :func:`guide_unlearn.hub.resolve_patch_folder`). Every failure of a
+        malformed folder is a PatchError; see :meth:`_from_pretrained` for what is checked."""
+        directory = _hub.resolve_patch_folder(pretrained_model_name_or_path, revision=revision, subfolder=subfolder,
+                                              token=token)
         try:
             return cls._from_pretrained(directory)
         except PatchError:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 
@@ -92,3 +92,21 @@ def target_similarity(w_t: torch.Tensor, person_of: torch.Tensor, w_avg: torch.T
     cos = m @ m.T
     pairs = cos[torch.triu(torch.ones_like(cos, dtype=torch.bool), diagonal=1)]
     return {"latent_cosine_max": float(pairs.max()), "latent_cosine_mean": float(pairs.mean())}
+
+
+def resolve_distances(cfg: Any, generator: Any) -> tuple[float, tuple[float, float]]:
+    """The UFO distance d and the adjacency alpha range of a recipe (``EraseConfig``) on ``generator``, with the
+    backend's defaults (``generator.default_target_distance()``) and relative units resolved (relative distances
+    are in units of the model's typical ||w - w_avg||, :func:`typical_distance`; the adjacency range of GUIDE is
+    absolute in EG3D's W space, so a relative range is scaled by typical / 30). -> (d, (alpha_lo, alpha_hi))."""
+    default_d, default_rel = generator.default_target_distance()
+    d = cfg.target_distance if cfg.target_distance is not None else default_d
+    rel = cfg.target_distance_relative if cfg.target_distance_relative is not None else default_rel
+    rel_alpha = cfg.adjacency_alpha_relative if cfg.adjacency_alpha_relative is not None else default_rel
+    lo, hi = cfg.adjacency_alpha
+    if rel or rel_alpha:
+        typical = typical_distance(generator.mapping, generator.w_avg, generator.z_dim, device=generator.w_avg.device)
+        d = d * typical if rel else d
+        if rel_alpha:
+            lo, hi = lo * typical / 30.0, hi * typical / 30.0
+    return d, (lo, hi)

@@ -69,9 +69,9 @@ def build_inverter(name: str, device: str | torch.device = "meta") -> nn.Module:
 
 @contextlib.contextmanager
 def interrupted_at(at_call: int) -> Iterator[None]:
-    """Inside the block, the erase loops (``run_erase`` and what calls it) die with KeyboardInterrupt at the
-    ``at_call``-th evaluation of the loss (1-based), as a user's Ctrl-C would: what a run checkpointed before
-    stays in its state folder. Use with ``pytest.raises(KeyboardInterrupt)`` around the erase."""
+    """Inside the block, the erase loop (``run_erase`` and what calls it, whatever the method) dies with
+    KeyboardInterrupt at the ``at_call``-th evaluation of the loss (1-based), as a user's Ctrl-C would: what a run
+    checkpointed before stays in its state folder. Use with ``pytest.raises(KeyboardInterrupt)`` around the erase."""
     from unittest import mock
 
     import guide_unlearn.engine as engine

@@ -1,16 +1,36 @@
 """The parts an :class:`~guide_unlearn.pipelines.eraser.IdentityEraser` holds besides its generator (perceptual
-distance, inverter, identity model), built at their first use, and the settings it recommends."""
+distance, inverter, identity model), built at their first use; the settings it recommends, and how an erase call's
+keywords become an :class:`~guide_unlearn.config.EraseConfig` and :class:`~guide_unlearn.config.RunOptions`."""
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Mapping, Optional, Protocol
 
-from guide_unlearn.config import EraseConfig
+import torch
+
+from guide_unlearn.config import (RUN_FIELDS, SHARED_FIELDS, EraseConfig, RunOptions, route_settings,
+                                  unknown_settings_message)
 from guide_unlearn.errors import ConfigError
+from guide_unlearn.methods import get_method, list_methods
+from guide_unlearn.protocols import GeneratorAdapter, IdentityModel, Inverter, PerceptualDistance
 
 logger = logging.getLogger("guide_unlearn.pipelines.eraser")
+
+
+class EraserParts(Protocol):
+    """What the pipeline helpers (photos, measure, requests) read from an eraser; an
+    :class:`~guide_unlearn.pipelines.eraser.IdentityEraser` has all of it (they depend on this, not on the eraser)."""
+
+    generator: GeneratorAdapter
+    inverter: Inverter
+    identity_model: Optional[IdentityModel]
+    perceptual: PerceptualDistance
+    name: Optional[str]
+    erase_defaults: dict[str, Any]
+
+    @property
+    def device(self) -> torch.device: ...
 
 
 class Deferred:
@@ -62,23 +82,77 @@ def default_inverter(eraser) -> Any:
     return OptimizationInverter(eraser.generator, eraser.perceptual)
 
 
-def check_fields(overrides: dict[str, Any]) -> None:
-    """Keyword settings must name EraseConfig fields (a typo would otherwise be a bare TypeError)."""
-    known = {f.name for f in dataclasses.fields(EraseConfig)}
-    unknown = sorted(set(overrides) - known)
+def default_config(erase_defaults: Mapping[str, Any], method: str, settings: Mapping[str, Any]) -> EraseConfig:
+    """``method``'s preset with a model's recommended settings (``erase_defaults``: the shared recipe's settings,
+    or the method's own) under ``settings`` — for methods that take a model's recommendation
+    (``EraseMethod.model_defaults``: not the paper's recipe). An unknown setting is a ConfigError naming the valid
+    ones."""
+    spec = get_method(method)
+    route_settings(method, settings)  # a misspelt setting is named before anything else
+    base: dict[str, Any] = {}
+    if spec.method_class.model_defaults:
+        own = spec.config_class.field_names()
+        base = {k: v for k, v in erase_defaults.items() if k in SHARED_FIELDS or k in own}
+    return EraseConfig.preset(method, **{**base, **settings})
+
+
+def check_erase_defaults(erase_defaults: Mapping[str, Any]) -> None:
+    """A model's recommended settings must be settings of the recipe or of a method that takes them, with valid
+    values (checked when the eraser is built, not at its first erase)."""
+    lora_like = [m for m in list_methods() if get_method(m).method_class.model_defaults]
+    known = set(SHARED_FIELDS).union(*(get_method(m).config_class.field_names() for m in lora_like))
+    unknown = sorted(set(erase_defaults) - known)
     if unknown:
-        import difflib
+        raise ConfigError(f"erase_defaults {unknown} are not erase settings; use settings of EraseConfig or of the "
+                          f"methods {lora_like}")
+    for m in lora_like:
+        default_config(erase_defaults, m, {})
 
-        hints = [m for u in unknown for m in difflib.get_close_matches(u, known, n=1)]
-        hint = f" (did you mean {', '.join(hints)}?)" if hints else ""
-        raise ConfigError(f"unknown erase settings {unknown}{hint}; the EraseConfig fields are {sorted(known)}")
+
+def split_keywords(method: str, keywords: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """An erase call's keyword settings -> (erase settings for ``method``, RunOptions settings). An unknown name is
+    a ConfigError naming the nearest valid one and listing them all."""
+    run = {k: v for k, v in keywords.items() if k in RUN_FIELDS}
+    rest = {k: v for k, v in keywords.items() if k not in RUN_FIELDS}
+    own = get_method(method).config_class.field_names()
+    unknown = sorted(k for k in rest if k not in SHARED_FIELDS and k not in own)
+    if unknown:
+        raise ConfigError(unknown_settings_message(unknown, method, RUN_FIELDS))
+    return rest, run
 
 
-def warn_dropped_defaults(config: EraseConfig, erase_defaults: dict[str, Any], name: Optional[str]) -> None:
+def resolve(erase_defaults: Mapping[str, Any], name: Optional[str], config: Optional[EraseConfig],
+            method: Optional[str], keywords: Mapping[str, Any], run: Optional[RunOptions],
+            default_method: str = "lora") -> tuple[EraseConfig, RunOptions]:
+    """What an erase call asked for -> (EraseConfig, RunOptions). Without ``config``: ``method``'s (else
+    ``default_method``'s) preset with the model's recommended settings and the keyword settings on top; with it:
+    the keyword settings on top of ``config`` (a ``method`` that disagrees with it is a ConfigError). Keywords
+    naming :class:`RunOptions` fields go to the run options (on top of ``run``)."""
+    if config is not None and not isinstance(config, EraseConfig):
+        raise ConfigError(f"config must be an EraseConfig, got {type(config).__name__}")
+    if config is not None and method is not None and method != config.method:
+        raise ConfigError(f"config is a {config.method!r} recipe but method={method!r}; give one of them (or "
+                          f"config.replace(method={method!r}))")
+    chosen = method or (config.method if config is not None else default_method)
+    settings, run_settings = split_keywords(chosen, keywords)
+    if config is None:
+        config = default_config(erase_defaults, chosen, settings)
+    else:
+        warn_dropped_defaults(config, erase_defaults, name)
+        config = config.replace(**settings) if settings else config
+    options = run if run is not None else RunOptions()
+    if not isinstance(options, RunOptions):
+        raise ConfigError(f"run must be a RunOptions, got {type(options).__name__}")
+    return config, options.replace(**run_settings) if run_settings else options
+
+
+def warn_dropped_defaults(config: EraseConfig, erase_defaults: Mapping[str, Any], name: Optional[str]) -> None:
     """An explicit config built from EraseConfig() silently loses a model's recommended settings: say so."""
-    plain = EraseConfig()
-    dropped = {k: v for k, v in erase_defaults.items()
-               if getattr(config, k) == getattr(plain, k) and getattr(plain, k) != v and not config.full_finetune}
+    if not get_method(config.method).method_class.model_defaults:
+        return
+    plain = EraseConfig(method=config.method).settings()
+    now = config.settings()
+    dropped = {k: v for k, v in erase_defaults.items() if k in now and now[k] == plain[k] and plain[k] != v}
     if dropped:
         logger.warning("this config does not use %s's recommended settings %s; to change a few settings and keep "
                        "the rest use eraser.erase(photo, iterations=...) or eraser.default_config(iterations=...)",

@@ -1,34 +1,32 @@
 """IdentityEraser: the user-facing object that inverts a photo, erases the identity and manages patches.
 
 A facade: patches are applied, removed and merged by :mod:`guide_unlearn.patching`, photos become codes in
-:mod:`guide_unlearn.pipelines.photos`, the run is :func:`guide_unlearn.engine.run_erase`, its measurements are
-:mod:`guide_unlearn.pipelines.measure`, and several people are :mod:`guide_unlearn.pipelines.requests`."""
+:mod:`guide_unlearn.pipelines.photos`, keyword settings become a config in :mod:`guide_unlearn.pipelines.components`,
+and a request runs through :mod:`guide_unlearn.pipelines.requests` (the one loop,
+:func:`guide_unlearn.engine.run_erase`, then the measurements of :mod:`guide_unlearn.pipelines.measure`)."""
 
 from __future__ import annotations
 
-import logging
 import os
 from typing import Any, ContextManager, Optional, Sequence, Union
 
 import torch
 
 from guide_unlearn import patching
-from guide_unlearn.config import EraseConfig
-from guide_unlearn.engine import EraseRun, ErasureResult, run_erase
+from guide_unlearn.config import EraseConfig, RunOptions
 from guide_unlearn.errors import ConfigError
 from guide_unlearn.fingerprint import patch_state
+from guide_unlearn.outputs import ErasureResult, ManyErasureResult
 from guide_unlearn.patch import ForgetPatch
-from guide_unlearn.pipelines import measure as _measure
+from guide_unlearn.pipelines import components
+from guide_unlearn.pipelines import requests as _requests
 from guide_unlearn.pipelines import photos as _photos
-from guide_unlearn.pipelines.components import (Deferred, LazyComponent, check_fields, default_inverter,
-                                                default_perceptual, provenance, warn_dropped_defaults)
+from guide_unlearn.pipelines.components import LazyComponent, default_inverter, default_perceptual
 from guide_unlearn.pipelines.photos import Faces, Inputs
-from guide_unlearn.pipelines.requests import ManyErasureResult, Requests
-from guide_unlearn.pipelines.requests import erase_many as _erase_many
+from guide_unlearn.pipelines.requests import Requests
 from guide_unlearn.protocols import GeneratorAdapter, IdentityModel, Inverter, PerceptualDistance, module_of
 
-logger = logging.getLogger(__name__)
-__all__ = ["IdentityEraser", "ManyErasureResult", "Inputs", "Faces", "Requests"]
+__all__ = ["IdentityEraser", "Inputs", "Faces", "Requests"]
 
 
 class IdentityEraser:
@@ -46,7 +44,7 @@ class IdentityEraser:
         identity_model: Optional[IdentityModel] = None,  # ID-loss network (None disables the ID term)
         perceptual: Optional[PerceptualDistance] = None,  # None = LPIPS if available, else the labelled stand-in
         name: Optional[str] = None,  # where the generator came from (recorded in patches)
-        erase_defaults: Optional[dict[str, Any]] = None,  # EraseConfig fields this model recommends
+        erase_defaults: Optional[dict[str, Any]] = None,  # erase settings this model recommends
     ):
         module_of(generator)
         self.generator = generator
@@ -55,7 +53,7 @@ class IdentityEraser:
         self.identity_model = identity_model
         self.name = name
         self.erase_defaults = dict(erase_defaults or {})
-        EraseConfig(**self.erase_defaults)  # validate now, not at the first erase
+        components.check_erase_defaults(self.erase_defaults)  # validate now, not at the first erase
         patch_state(module_of(generator))  # fingerprint the base before anything touches it
 
     # Built at first use, so commands that only render (apply, merge, info) neither load their weights nor warn.
@@ -107,10 +105,6 @@ class IdentityEraser:
         """Records ({'patch_id', ...}) of patches merged into the base weights."""
         return patching.merged(self.generator)
 
-    def _check_patch(self, patch: ForgetPatch) -> None:
-        """Compatibility: :func:`guide_unlearn.patching.check` against this generator."""
-        patching.check(self.generator, patch, self.name)
-
     def apply_patch(self, patch: Union[ForgetPatch, str, os.PathLike]) -> ForgetPatch:
         """Apply a patch (object or folder) on top of the applied ones (:func:`guide_unlearn.patching.apply`).
         -> the patch."""
@@ -157,88 +151,72 @@ class IdentityEraser:
         for optimising inverters (hundreds of steps)."""
         return _photos.invert(self, image_or_images, camera, align, seed, face, progress)
 
-    def _prepare_images(self, inputs: Inputs, camera: Optional[torch.Tensor], align: bool, face: Faces = None):
-        """-> (images [N, 3, H, W], cameras or None): :func:`guide_unlearn.pipelines.photos.prepare_images`."""
-        return _photos.prepare_images(self, inputs, camera, align, face)
-
     # -- erase ------------------------------------------------------------------------------------------------
     def erase(self, inputs: Inputs, config: Optional[EraseConfig] = None, camera: Optional[torch.Tensor] = None,
               state_dir: Optional[Union[str, os.PathLike]] = None, trackers: Optional[Sequence[str]] = None,
               measure: bool = True, face: Faces = None, keep_erased: Optional[Inputs] = None,
-              **overrides: Any) -> ErasureResult:
+              method: Optional[str] = None, run: Optional[RunOptions] = None, **settings: Any) -> ErasureResult:
         """Erase ONE person given photos of them (paths / PIL / image tensor [N, 3, H, W]) or their codes
-        [K, num_ws, w_dim]. All inputs are erased together. Returns with the applied patches as they were (the
-        new patch is not applied). See :class:`ErasureResult`; ``result.verdict`` / ``result.succeeded`` judge
-        the measured figures, and a failed erase is logged as a warning.
+        [K, num_ws, w_dim], with the erase method ``method`` (default 'lora'; :func:`guide_unlearn.list_methods`).
+        All inputs are erased together. Returns with the applied patches as they were (the new patch is not
+        applied). See :class:`ErasureResult`; ``result.verdict`` / ``result.succeeded`` judge the measured figures,
+        and a failed erase is logged as a warning, whatever the method.
 
-        Settings: ``eraser.erase(photo, iterations=20)`` changes fields of :meth:`default_config` (this model's
-        recommended settings stay); ``config=`` replaces them all (``overrides`` then apply on top of it).
-        ``face`` picks the face in photos with several (see :meth:`invert`). How the run behaves (progress,
-        log_every, checkpoint_every, ``state_dir``, ``trackers``) is a :class:`~guide_unlearn.config.RunOptions`,
-        never part of the patch.
+        Settings: ``eraser.erase(photo, method="robust", iterations=20, adversarial_rounds=1)`` changes settings of
+        :meth:`default_config` (the recipe's or the method's; this model's recommended settings stay); ``config=``
+        replaces them all (``settings`` then apply on top of it). How the run behaves — ``progress``,
+        ``log_every``, ``checkpoint_every``, ``state_dir``, ``trackers`` — is a :class:`RunOptions` (``run=`` or
+        these keywords), never part of the patch. An unknown setting is a ConfigError naming the valid ones.
+        ``face`` picks the face in photos with several (see :meth:`invert`).
 
-        ``keep_erased``: photos or codes of people erased by the patches applied now (continual requests); the
-        run keeps their current, erased rendering so that this patch does not bring them back (docs/queue.md).
-        They are used in memory only."""
-        check_fields(overrides)
-        if config is None:
-            config = self.default_config(**overrides)
-        else:
-            self._warn_dropped_defaults(config)
-            if overrides:
-                config = config.replace(**overrides)
-        options = config.run_options(state_dir=state_dir, trackers=trackers)
-        w_u, photos, cams = _photos.codes(self, inputs, camera, face, progress=options.progress)
-        keep = _photos.keep_codes(self, keep_erased, camera)
-        if config.is_robust:  # the robust preset: attack-and-erase rounds (pipelines/robust_attacks.py)
-            if keep is not None:
-                raise ConfigError("keep_erased is not supported by the robust preset yet; erase with preset 'lora' "
-                                  "or without keep_erased")
-            from guide_unlearn.pipelines.robust_attacks import robust_erase
-
-            run = EraseRun(*robust_erase(self, w_u, config, photos, cams), run=options)
-            return _measure.erasure_result(self, run, w_u, measure, photos, cams, config)
-        run = run_erase(self.generator, w_u, config, self.perceptual, self.identity_model,
-                        extra_metadata=provenance(self.name), keep=keep, run=options)
-        result = _measure.erasure_result(self, run, w_u, measure, photos, cams, config)
-        if result.succeeded is False:
-            logger.warning("the erase did not succeed: %s", "; ".join(result.verdict["problems"]))
-        return result
+        ``keep_erased``: photos or codes of people erased by the patches applied now (continual requests), with a
+        method that keeps them (``method="joint"``): the run keeps their current, erased rendering so that this
+        patch does not bring them back (docs/queue.md). They are used in memory only."""
+        config, options = self._resolve(config, method, settings, state_dir, trackers, run)
+        return _requests.erase_one(self, inputs, config, options, camera, measure, face, keep_erased)
 
     def erase_many(self, requests: Requests, config: Optional[EraseConfig] = None,
                    camera: Optional[torch.Tensor] = None, measure: bool = True,
-                   keep_erased: Optional[Inputs] = None) -> ManyErasureResult:
-        """Erase SEVERAL people in one run and one patch.
+                   keep_erased: Optional[Inputs] = None, method: Optional[str] = None,
+                   state_dir: Optional[Union[str, os.PathLike]] = None, trackers: Optional[Sequence[str]] = None,
+                   run: Optional[RunOptions] = None, **settings: Any) -> ManyErasureResult:
+        """Erase SEVERAL people in one run and one patch, with a method that erases several people (default
+        'joint'; a method that cannot is refused before any work, naming those that can).
 
         ``requests`` maps a request id (any non-empty string the caller chooses; it is stored in the patch
         metadata, so do not use a name unless you mean to) to that person's photos or codes [K_i, num_ws, w_dim]
-        (as :meth:`erase`); a sequence of (id, inputs) pairs is accepted too (duplicate ids are refused). Each
-        person gets their own UFO target (kept apart, ``config.distinct_targets``); L_local and L_adj cover every
-        person through a cyclic schedule of ``config.persons_per_step`` people per iteration; L_global preserves
-        the rest, weighted 1 + ``config.joint_balance``·(n - 1) for the n people visited (docs/queue.md: the
-        default 0 keeps the erasure, 1 gives every person a single erase's preservation);
-        ``config.joint_done_ratio`` > 0 stops training each person once done and ends the run when all are.
-        Without ``config`` the model's default config is used with iterations raised so that every person is
-        visited at least half as often as a single erase visits its person. ``measure`` adds the
-        target-similarity figures. ``keep_erased``: as in :meth:`erase`. The applied patches stay as they were.
-        See :class:`ManyErasureResult`.
+        (as :meth:`erase`); a sequence of (id, inputs) pairs is accepted too (duplicate ids are refused). With
+        'joint', each person gets their own UFO target (kept apart, ``distinct_targets``); L_local and L_adj cover
+        every person through a cyclic schedule of ``persons_per_step`` people per iteration; L_global preserves
+        the rest, weighted 1 + ``joint_balance``·(n - 1) for the n people visited (docs/queue.md);
+        ``joint_done_ratio`` > 0 stops training each person once done and ends the run when all are. Settings,
+        ``config``, run options and ``keep_erased`` work as in :meth:`erase`; without ``config`` and without
+        ``iterations=``, iterations are raised so that every person is visited at least half as often as a single
+        erase visits its person. ``measure`` adds each person's figures and verdict (``result.verdicts``) and the
+        target-similarity figures. The applied patches stay as they were. See :class:`ManyErasureResult`.
         """
-        return _erase_many(self, requests, config, camera, measure, keep_erased)
+        raise_iterations = config is None and "iterations" not in settings
+        config, options = self._resolve(config, method, settings, state_dir, trackers, run, default="joint")
+        return _requests.erase_many(self, requests, config, options, camera, measure, keep_erased, raise_iterations)
 
-    def _provenance(self) -> dict[str, Any]:
-        return provenance(self.name)
+    def default_config(self, method: Optional[str] = None, preset: Optional[str] = None,
+                       **settings: Any) -> EraseConfig:
+        """The EraseConfig of ``method`` (default 'lora'; ``preset=`` is the former spelling) with this model's
+        recommended settings (``erase_defaults``, from the registry entry; for the methods that take them — every
+        shipped method but 'paper') and then ``settings`` on top, each routed to the recipe or to the method's
+        config: ``default_config("robust", iterations=20)`` keeps the rest of the model's recommendation."""
+        return components.default_config(self.erase_defaults, _method_name(method, preset), settings)
 
-    def default_config(self, preset: str = "lora", **overrides: Any) -> EraseConfig:
-        """The ``preset`` EraseConfig with this model's recommended settings (``erase_defaults``, from the registry
-        entry; applied to the LoRA-based presets 'lora' and 'robust', not to 'paper') and then ``overrides`` on top:
-        ``default_config(iterations=20)`` keeps the rest of the model's recommendation."""
-        check_fields(overrides)
-        base = self.erase_defaults if preset in ("lora", "robust") else {}
-        return EraseConfig.preset(preset, **{**base, **overrides})
-
-    def _warn_dropped_defaults(self, config: EraseConfig) -> None:
-        warn_dropped_defaults(config, self.erase_defaults, self.name)
+    def _resolve(self, config, method, settings, state_dir, trackers, run, default: str = "lora"):
+        """An erase call's arguments -> (EraseConfig, RunOptions) (:func:`components.resolve`)."""
+        method = _method_name(method, settings.pop("preset", None), default=None)
+        extra = {k: v for k, v in (("state_dir", state_dir), ("trackers", trackers)) if v is not None}
+        return components.resolve(self.erase_defaults, self.name, config, method, {**settings, **extra}, run,
+                                  default_method=default)
 
 
-_Deferred = Deferred  # the former private name (pipelines.assembly and older code)
-_check_fields = check_fields
+def _method_name(method: Optional[str], preset: Optional[str], default: Optional[str] = "lora") -> Optional[str]:
+    """``method`` or its former spelling ``preset`` (both given and different: ConfigError)."""
+    if method is not None and preset is not None and method != preset:
+        raise ConfigError(f"method={method!r} and preset={preset!r} disagree; give only method=")
+    return method or preset or default

@@ -6,17 +6,15 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from typing import TYPE_CHECKING, Any, Iterator, Optional, Sequence, Union
+from typing import Any, Iterator, Optional, Sequence, Union
 
 import torch
 from PIL import Image
 
-from guide_unlearn.engine import check_latents
 from guide_unlearn.errors import InputError
 from guide_unlearn.images import check_image_range, load_image, pil_to_tensor
-
-if TYPE_CHECKING:
-    from guide_unlearn.pipelines.eraser import IdentityEraser
+from guide_unlearn.latents import check_latents
+from guide_unlearn.pipelines.components import EraserParts
 
 logger = logging.getLogger(__name__)
 Inputs = Union[torch.Tensor, Image.Image, str, os.PathLike, Sequence[Any]]
@@ -54,7 +52,7 @@ def sample(generator, n: int = 1, seed: int = 0, truncation_psi: float = 1.0, no
     return synthesize(generator, ws, seed=seed, camera=cams, noise_mode=noise_mode)
 
 
-def invert(eraser: "IdentityEraser", inputs: Inputs, camera: Optional[torch.Tensor] = None, align: bool = True,
+def invert(eraser: EraserParts, inputs: Inputs, camera: Optional[torch.Tensor] = None, align: bool = True,
            seed: int = 0, face: Faces = None, progress: bool = True) -> torch.Tensor:
     """Photos -> codes [N, num_ws, w_dim] with ``eraser.inverter`` (see :meth:`IdentityEraser.invert`)."""
     images, cams = prepare_images(eraser, inputs, camera, align, face)
@@ -63,7 +61,7 @@ def invert(eraser: "IdentityEraser", inputs: Inputs, camera: Optional[torch.Tens
         return eraser.inverter.invert(images, cams, generator=g)
 
 
-def codes(eraser: "IdentityEraser", inputs: Inputs, camera, face: Faces = None, progress: bool = True):
+def codes(eraser: EraserParts, inputs: Inputs, camera, face: Faces = None, progress: bool = True):
     """Photos or codes -> (codes [K, num_ws, w_dim], the prepared photos [K, 3, H, W] or None, their cameras or
     None). Code tensors [K, num_ws, w_dim] (or [num_ws, w_dim]) pass through :func:`check_latents`."""
     gen = eraser.generator
@@ -77,7 +75,7 @@ def codes(eraser: "IdentityEraser", inputs: Inputs, camera, face: Faces = None, 
         return eraser.inverter.invert(images, cams, generator=g), images, cams
 
 
-def prepare_images(eraser: "IdentityEraser", inputs: Inputs, camera: Optional[torch.Tensor], align: bool,
+def prepare_images(eraser: EraserParts, inputs: Inputs, camera: Optional[torch.Tensor], align: bool,
                    face: Faces = None):
     """Photos -> (images [N, 3, H, W] in [-1, 1] on the eraser's device, cameras [N, c_dim] or None), aligned
     for the eraser's inverter when ``align`` (paths and PIL images; tensors are taken as aligned crops)."""
@@ -113,7 +111,7 @@ def prepare_images(eraser: "IdentityEraser", inputs: Inputs, camera: Optional[to
     return images, cameras(eraser, camera, cams, images.shape[0])
 
 
-def cameras(eraser: "IdentityEraser", camera, estimated, n: int) -> Optional[torch.Tensor]:
+def cameras(eraser: EraserParts, camera, estimated, n: int) -> Optional[torch.Tensor]:
     """The cameras [n, c_dim] to invert with: the user's, else the estimated ones, else the frontal one (with a
     warning); None for generators without cameras."""
     gen = eraser.generator
@@ -187,7 +185,7 @@ def check_not_empty(inputs: Inputs) -> None:
         raise InputError("the request is empty; give at least one photo or code of the person")
 
 
-def keep_codes(eraser: "IdentityEraser", keep_erased: Optional[Inputs], camera) -> Optional[torch.Tensor]:
+def keep_codes(eraser: EraserParts, keep_erased: Optional[Inputs], camera) -> Optional[torch.Tensor]:
     """``keep_erased`` (photos or codes of people erased before, or None) -> their codes [M, num_ws, w_dim]."""
     if keep_erased is None:
         return None

@@ -270,8 +270,10 @@ def run_queue(requests: Sequence[Request], model: str, out: os.PathLike | str, j
 
     Each process loads ``model`` and erases its share of units (``PartialState().split_between_processes``),
     writing each patch folder atomically; the main process writes ``DIR/manifest.jsonl`` after a barrier.
-    ``overrides``: EraseConfig fields on top of the model's defaults (``seed`` is the base seed the request
-    seeds derive from). ``threads``: torch threads per process (bit-identical patches need the same value).
+    ``overrides``: erase settings on top of the model's defaults (``seed`` is the base seed the request seeds
+    derive from; ``method`` the erase method, default 'lora', or 'joint' when ``joint`` > 1 — a method that cannot
+    erase several people is refused with ``joint`` > 1 before any work). ``threads``: torch threads per process
+    (bit-identical patches need the same value).
     -> summary {'requests', 'done', 'failed', 'skipped-no-face', 'resumed', 'seconds', 'processes'}.
     """
     import torch
@@ -279,6 +281,7 @@ def run_queue(requests: Sequence[Request], model: str, out: os.PathLike | str, j
 
     torch.set_num_threads(threads)
     overrides = dict(overrides or {})
+    unit_config(overrides, joint)  # an unknown method or setting, or a method that cannot do --joint N: refused now
     out = Path(out)
     # On a machine without an accelerator the processes talk over gloo (accelerate's MULTI_CPU): PartialState
     # only picks it when told cpu=True.
@@ -317,7 +320,7 @@ def run_queue(requests: Sequence[Request], model: str, out: os.PathLike | str, j
         eraser = IdentityEraser.from_pretrained(model, device=device or str(state.device))
         with state.split_between_processes(todo) as mine:
             for unit in mine:
-                rows = _run_unit(eraser, unit, out, overrides)
+                rows = _run_unit(eraser, unit, out, overrides, joint)
                 rows = [{**r, "process": state.process_index} for r in rows]
                 atomic_write_bytes(out / RESULTS / f"{unit.name}.json", json.dumps(rows).encode(), overwrite=True)
                 if bar is not None:
@@ -341,12 +344,26 @@ def run_queue(requests: Sequence[Request], model: str, out: os.PathLike | str, j
     return summary
 
 
-def _run_unit(eraser, unit: Unit, out: Path, overrides: dict[str, Any]) -> list[dict[str, Any]]:
+def unit_config(overrides: dict[str, Any], joint: int) -> tuple[str, dict[str, Any]]:
+    """The queue's erase method and settings from its ``overrides`` (``method``, or the former ``preset``; default
+    'lora', or 'joint' for groups), checked: an unknown method or setting, or a method that cannot erase ``joint``
+    people in one patch, is a ConfigError. -> (method, settings)."""
+    from guide_unlearn.config import EraseConfig
+    from guide_unlearn.methods import check_supported
+
+    method = overrides.get("method") or overrides.get("preset") or ("joint" if joint > 1 else "lora")
+    fields = {k: v for k, v in overrides.items() if k not in ("preset", "method")}
+    check_supported(method, people=joint)
+    EraseConfig.preset(method, **fields)
+    return method, fields
+
+
+def _run_unit(eraser, unit: Unit, out: Path, overrides: dict[str, Any], joint: int = 1) -> list[dict[str, Any]]:
     """Erase one unit and save its patch (atomically). -> one manifest row per request; never raises for a bad
     request (its error is recorded)."""
     base_seed = int(overrides.get("seed", 0))
-    fields = {k: v for k, v in overrides.items() if k != "preset"}
-    config = eraser.default_config(overrides.get("preset", "lora"), **{**fields, "progress": False})
+    method, fields = unit_config(overrides, joint)
+    config = eraser.default_config(method, **fields)
     rows: dict[str, dict[str, Any]] = {}
     codes: dict[str, Any] = {}
     t0 = time.perf_counter()
@@ -363,12 +380,12 @@ def _run_unit(eraser, unit: Unit, out: Path, overrides: dict[str, Any]) -> list[
             if len(unit.requests) == 1:
                 rid = unit.requests[0].request_id
                 cfg = config.replace(seed=request_seed(rid, base_seed))
-                result = eraser.erase(codes[rid], config=cfg, measure=False)
+                result = eraser.erase(codes[rid], config=cfg, measure=False, progress=False)
                 patch = result.patch
                 patch.metadata["requests"] = [{"request_id": rid, "final_losses": patch.metadata["final_losses"]}]
             else:
                 cfg = config.replace(seed=request_seed(unit.name, base_seed))
-                patch = eraser.erase_many(codes, config=cfg, measure=False).patch
+                patch = eraser.erase_many(codes, config=cfg, measure=False, progress=False).patch
             patch.save_pretrained(out / unit.name, overwrite=True)  # a redone unit replaces its own patch
             seconds = round(time.perf_counter() - t0, 2)
             for entry in patch.metadata["requests"]:

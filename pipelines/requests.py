@@ -1,85 +1,113 @@
-"""Several people in one run and one patch: the request handling behind :meth:`IdentityEraser.erase_many`."""
+"""One erase request from inputs to result, for one person (:meth:`IdentityEraser.erase`) or several in one patch
+(:meth:`IdentityEraser.erase_many`): what the method supports is checked before any work, photos become codes,
+the services a method declares are built, the one loop runs, and the patch is measured and judged."""
 
 from __future__ import annotations
 
+import logging
 import math
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Mapping, Optional, Sequence, Union
+from typing import Any, Mapping, Optional, Sequence, Union
 
 import torch
 
-from guide_unlearn.config import EraseConfig
+from guide_unlearn.config import EraseConfig, RunOptions
 from guide_unlearn.engine import run_erase
-from guide_unlearn.errors import GuideUnlearnError, InputError
-from guide_unlearn.patch import ForgetPatch
-from guide_unlearn.pipelines import photos
-from guide_unlearn.pipelines.components import provenance
-from guide_unlearn.pipelines.measure import people_target_similarity
+from guide_unlearn.errors import ConfigError, GuideUnlearnError, InputError
+from guide_unlearn.methods import check_supported, get_method
+from guide_unlearn.methods.robust import RobustServices
+from guide_unlearn.outputs import ErasureResult, ManyErasureResult
+from guide_unlearn.pipelines import measure, photos
+from guide_unlearn.pipelines.components import EraserParts, provenance
 from guide_unlearn.pipelines.photos import Inputs
 
-if TYPE_CHECKING:
-    from guide_unlearn.pipelines.eraser import IdentityEraser
-
+logger = logging.getLogger("guide_unlearn.pipelines.eraser")
 Requests = Union[Mapping[str, Inputs], Sequence[tuple[str, Inputs]]]
 
 
-@dataclass
-class ManyErasureResult:
-    """What :meth:`IdentityEraser.erase_many` returns.
-
-    patch:          ONE ForgetPatch erasing every person (not applied); its metadata lists the request ids and
-                    each person's final losses under ``"requests"``.
-    request_ids:    the P request ids, in the order of the run.
-    w_source:       request id -> that person's codes [K_i, num_ws, w_dim] (memory only; never in the patch).
-    w_target:       request id -> their UFO targets [K_i, num_ws, w_dim] (memory only).
-    final_losses:   request id -> L_local terms at that person's last visit.
-    target_similarity: how alike the people's targets are: 'latent_cosine_max/mean' (target directions) and,
-                    with an identity model, 'identity_cosine_max/mean' (its embeddings of G_s(w_t)); the same
-                    figures for plain per-person UFO targets under 'ufo_*' keys, for comparison.
-    history, seconds: as :class:`ErasureResult`.
-    """
-
-    patch: ForgetPatch
-    request_ids: list[str]
-    w_source: dict[str, torch.Tensor]
-    w_target: dict[str, torch.Tensor]
-    final_losses: dict[str, dict[str, float]]
-    history: list[dict[str, float]]
-    seconds: float = 0.0
-    target_similarity: dict[str, float] = field(default_factory=dict)
+def erase_one(eraser: EraserParts, inputs: Inputs, config: EraseConfig, run: RunOptions,
+              camera: Optional[torch.Tensor] = None, measure_it: bool = True, face: photos.Faces = None,
+              keep_erased: Optional[Inputs] = None) -> ErasureResult:
+    """The body of :meth:`IdentityEraser.erase` once its settings are resolved (see there)."""
+    check_supported(config.method, people=1, keep=keep_erased is not None)
+    w_u, images, cams = photos.codes(eraser, inputs, camera, face, progress=run.progress)
+    keep = photos.keep_codes(eraser, keep_erased, camera)
+    services = method_services(eraser, config, w_u, images, cams)
+    done = run_erase(eraser.generator, w_u, config, eraser.perceptual, eraser.identity_model, keep=keep,
+                     services=services, run=run, extra_metadata=provenance(eraser.name))
+    result = measure.erasure_result(eraser.generator, done, w_u, measure_it, images, cams, config)
+    if result.succeeded is False:
+        logger.warning("the erase did not succeed: %s", "; ".join(result.verdict.problems))
+    return result
 
 
-def erase_many(eraser: "IdentityEraser", requests: Requests, config: Optional[EraseConfig] = None,
-               camera: Optional[torch.Tensor] = None, measure: bool = True,
-               keep_erased: Optional[Inputs] = None) -> ManyErasureResult:
-    """The body of :meth:`IdentityEraser.erase_many` (see there); ``keep_erased``: the photos or codes of
-    people erased by the applied patches (photos or codes, as in :meth:`IdentityEraser.erase`)."""
+def erase_many(eraser: EraserParts, requests: Requests, config: EraseConfig, run: RunOptions,
+               camera: Optional[torch.Tensor] = None, measure_it: bool = True,
+               keep_erased: Optional[Inputs] = None, raise_iterations: bool = False) -> ManyErasureResult:
+    """The body of :meth:`IdentityEraser.erase_many` once its settings are resolved (see there).
+    ``raise_iterations``: raise ``config.iterations`` so that every person is visited at least half as often as a
+    single erase visits its person (for a config the caller did not give iterations for)."""
     items = request_items(requests)
-    if config is None:
-        config = eraser.default_config()
-        visits = math.ceil(config.iterations * len(items) / (2 * min(config.persons_per_step, len(items))))
+    check_supported(config.method, people=max(2, len(items)), keep=keep_erased is not None)
+    if raise_iterations:
+        per_step = min(getattr(config.method_config, "persons_per_step", len(items)), len(items))
+        visits = math.ceil(config.iterations * len(items) / (2 * per_step))
         config = config.replace(iterations=max(config.iterations, visits))
-    codes, person_of = [], []
+    codes, images, cams, person_of = [], [], [], []
     for p, (rid, inputs) in enumerate(items):
         try:
             photos.check_not_empty(inputs)
-            w, _, _ = photos.codes(eraser, inputs, camera)
+            w, im, cam = photos.codes(eraser, inputs, camera, progress=run.progress)
         except GuideUnlearnError as e:
             raise type(e)(f"request {rid!r}: {e}") from e
-        codes.append(w)
+        codes.append(w), images.append(im), cams.append(cam)
         person_of += [p] * w.shape[0]
     ids = [rid for rid, _ in items]
-    w_u = torch.cat(codes)
-    person = torch.tensor(person_of, dtype=torch.long)
+    w_u, person = torch.cat(codes), torch.tensor(person_of, dtype=torch.long)
     keep = photos.keep_codes(eraser, keep_erased, camera)
-    run = run_erase(eraser.generator, w_u, config, eraser.perceptual, eraser.identity_model,
-                    extra_metadata=provenance(eraser.name), person_of=person, person_ids=ids, keep=keep)
+    services = method_services(eraser, config, w_u, None, None)
+    done = run_erase(eraser.generator, w_u, config, eraser.perceptual, eraser.identity_model, person_of=person,
+                     person_ids=ids, keep=keep, services=services, run=run, extra_metadata=provenance(eraser.name))
+    metrics, verdicts = measure.people_figures(eraser.generator, done, codes, images, cams, config, measure_it)
+    similarity = (measure.people_target_similarity(eraser.generator, eraser.identity_model, w_u, done.w_target,
+                                                   person, config) if measure_it else {})
+    failed = [rid for rid, v in zip(ids, verdicts) if v.succeeded is False]
+    if failed:
+        logger.warning("the erase did not succeed for %d of %d people: %s", len(failed), len(ids),
+                       "; ".join(f"{rid}: {' '.join(verdicts[ids.index(rid)].problems)}" for rid in failed))
     split = [c.shape[0] for c in codes]
-    losses = {r["request_id"]: r["final_losses"] for r in run.patch.metadata["requests"]}
-    similarity = people_target_similarity(eraser, w_u, run.w_target, person, config) if measure else {}
-    return ManyErasureResult(patch=run.patch, request_ids=ids, w_source=dict(zip(ids, torch.split(w_u, split))),
-                             w_target=dict(zip(ids, torch.split(run.w_target, split))), final_losses=losses,
-                             history=run.history, seconds=run.seconds, target_similarity=similarity)
+    return ManyErasureResult(
+        patch=done.patch, request_ids=ids, w_source=dict(zip(ids, codes)),
+        w_target=dict(zip(ids, torch.split(done.w_target, split))),
+        final_losses={r["request_id"]: r["final_losses"] for r in done.patch.metadata["requests"]},
+        history=done.history, seconds=done.seconds, target_similarity=similarity, metrics=dict(zip(ids, metrics)),
+        verdicts=dict(zip(ids, verdicts)))
+
+
+def method_services(eraser: EraserParts, config: EraseConfig, w_u: torch.Tensor, images: Optional[torch.Tensor],
+                    cams: Optional[torch.Tensor]) -> Any:
+    """The pipeline-level services ``config.method`` declares (``EraseMethod.services``), built from the eraser's
+    parts for the people's codes w_u [K, num_ws, w_dim] (and their photos [K, 3, H, W] with cameras, when given).
+    A method that needs services these pipelines cannot build is a ConfigError before any work."""
+    needed = get_method(config.method).method_class.services
+    if needed is None:
+        return None
+    builder = SERVICE_BUILDERS.get(needed)
+    if builder is None:
+        raise ConfigError(f"method {config.method!r} needs {needed.__name__}, which the pipelines cannot build; "
+                          "pass them to guide_unlearn.engine.run_erase(..., services=...) yourself")
+    return builder(eraser, config, w_u, images, cams)
+
+
+def _robust_services(eraser: EraserParts, config: EraseConfig, w_u: torch.Tensor, images: Optional[torch.Tensor],
+                     cams: Optional[torch.Tensor]) -> RobustServices:
+    from guide_unlearn.pipelines.robust_attacks import build_services
+
+    return build_services(eraser, config, w_u, images, cams)
+
+
+SERVICE_BUILDERS = {RobustServices: _robust_services}
+"""Services class (``EraseMethod.services``) -> the function that builds them for a run: (eraser, config, codes,
+photos or None, cameras or None) -> services."""
 
 
 def request_items(requests: Requests) -> list[tuple[str, Inputs]]:

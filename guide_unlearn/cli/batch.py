@@ -22,8 +22,11 @@ def add_parser(sub) -> None:
                    help="erase groups of N people per run (one patch per group) with erase_many (default 1)")
     p.add_argument("--overwrite", action="store_true", help="replace the contents of a non-empty --out that is "
                    "not an earlier run of this queue")
-    p.add_argument("--preset", choices=["lora", "paper"], default="lora", help="erase recipe (default lora)")
-    p.add_argument("--iterations", type=int, help="override the preset's iterations")
+    p.add_argument("--method", default=None, metavar="NAME",
+                   help="erase method (guide_unlearn.list_methods()); default lora, or joint with --joint N > 1 "
+                        "(a method that cannot erase several people is refused with --joint N > 1)")
+    p.add_argument("--preset", default=None, metavar="NAME", help="former spelling of --method")
+    p.add_argument("--iterations", type=int, help="override the method's iterations")
     p.add_argument("--seed", type=int, default=0, help="base seed; each request's seed derives from it and its id")
     p.add_argument("--device", help="torch device (default: the accelerate process's device)")
     p.add_argument("--threads", type=int, default=1,
@@ -40,9 +43,11 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--joint must be >= 1, got {args.joint}")
     if args.threads < 1:
         raise InputError(f"--threads must be >= 1, got {args.threads}")
+    from guide_unlearn.cli.erase import method_option
+
     overrides: dict = {"seed": args.seed}
-    if args.preset != "lora":
-        overrides["preset"] = args.preset
+    if args.method is not None or args.preset is not None:
+        overrides["method"] = method_option(args)
     if args.iterations is not None:
         overrides["iterations"] = args.iterations
     requests = read_requests(args.requests)

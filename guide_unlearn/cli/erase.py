@@ -24,9 +24,11 @@ def add_parser(sub) -> None:
     p.add_argument("--latent", help="a saved code instead of photos: .safetensors with key 'ws' [K, num_ws, w_dim]")
     p.add_argument("--model", default="eg3d-ffhq", help="registry name or local checkpoint/folder (default eg3d-ffhq)")
     p.add_argument("--out", required=True, help="patch folder to write")
-    p.add_argument("--preset", choices=["lora", "robust", "paper"], default="lora",
-                   help="erase recipe (default lora; robust: hardened against re-inversion, ~3-4x slower)")
-    p.add_argument("--iterations", type=int, help="override the preset's iterations")
+    p.add_argument("--method", default=None, metavar="NAME",
+                   help="erase method (guide_unlearn.list_methods()): lora (the default), paper (the official full "
+                        "fine-tune), joint, robust (hardened against re-inversion, ~3-4x slower), or a plug-in")
+    p.add_argument("--preset", default=None, metavar="NAME", help="former spelling of --method")
+    p.add_argument("--iterations", type=int, help="override the method's iterations")
     p.add_argument("--lr", type=float, help="override the learning rate")
     p.add_argument("--rank", type=int, help="LoRA rank")
     p.add_argument("--seed", type=int, default=0, help="seed of the run (default 0)")
@@ -81,7 +83,7 @@ def load_latent(path: str) -> torch.Tensor:
 
 
 def run(args: argparse.Namespace) -> int:
-    from guide_unlearn import EraseConfig, IdentityEraser
+    from guide_unlearn import EraseConfig, IdentityEraser, RunOptions
     from guide_unlearn.cli.paths import check_output_file, check_output_folder
     from guide_unlearn.devices import resolve_device
     from guide_unlearn.images import image_strip, load_image
@@ -89,8 +91,8 @@ def run(args: argparse.Namespace) -> int:
     # Every argument and output path is checked before the model loads and long before the erase runs.
     if bool(args.photos) == bool(args.latent):
         raise InputError("give either photo paths or --latent (exactly one of them)")
-    overrides = {"seed": args.seed, "progress": not args.quiet, "mixed_precision": args.mixed_precision,
-                 "checkpoint_every": args.checkpoint_every}
+    method = method_option(args)
+    overrides = {"seed": args.seed, "mixed_precision": args.mixed_precision}
     if args.iterations is not None:
         overrides["iterations"] = args.iterations
     if args.lr is not None:
@@ -98,7 +100,8 @@ def run(args: argparse.Namespace) -> int:
     if args.rank is not None:
         overrides["lora_rank"] = args.rank
         overrides["lora_alpha"] = float(args.rank)
-    EraseConfig.preset(args.preset, **overrides)  # out-of-range flags fail here, not after the model loaded
+    EraseConfig.preset(method, **overrides)  # unknown methods and out-of-range flags fail here, before the model
+    run_options = RunOptions(progress=not args.quiet, checkpoint_every=args.checkpoint_every, state_dir=args.state_dir)
     camera = None
     if args.camera:
         try:
@@ -120,14 +123,14 @@ def run(args: argparse.Namespace) -> int:
         load_image(photo)  # missing, unreadable or tiny photos are refused now
 
     eraser = IdentityEraser.from_pretrained(args.model, device=device, allow_download=args.download)
-    config = eraser.default_config(args.preset, **overrides)  # the model's recommended settings, then the flags
+    config = eraser.default_config(method, **overrides)  # the model's recommended settings, then the flags
     if latent is not None:
         inputs = latent.to(eraser.device)
     else:
         inputs = list(args.photos)
     if args.no_align and latent is None:
         inputs = eraser.invert(inputs, camera=camera, align=False, progress=not args.quiet)
-    result = eraser.erase(inputs, config=config, camera=camera, state_dir=args.state_dir, face=args.face)
+    result = eraser.erase(inputs, config=config, camera=camera, face=args.face, run=run_options)
     result.patch.save_pretrained(out, overwrite=args.overwrite)
     rows = [result.images_before, result.images_after, result.target_images]
     labels = ["before", "after", "target"]
@@ -143,15 +146,28 @@ def run(args: argparse.Namespace) -> int:
                      overwrite=args.overwrite)
     verdict = result.verdict
     print(json.dumps({"patch": str(out), "picture": str(picture), "patch_id": result.patch.patch_id,
-                      "patch_bytes": result.patch.num_bytes, "seconds": round(result.seconds, 2),
-                      "erased": verdict.get("succeeded"), "verdict": verdict,
+                      "method": config.method, "patch_bytes": result.patch.num_bytes,
+                      "seconds": round(result.seconds, 2), "erased": verdict.succeeded, "verdict": verdict.to_dict(),
                       "metrics": result.metrics, "final_losses": result.patch.metadata.get("final_losses")}))
-    if verdict.get("succeeded") is False:
-        print(f"guide-unlearn erase: warning: {'; '.join(verdict['problems'])}"
+    if verdict.succeeded is False:
+        print(f"guide-unlearn erase: warning: {'; '.join(verdict.problems)}"
               + ("" if args.strict else " (pass --strict to make this an error exit)"), file=sys.stderr)
         if args.strict:
             return EXIT_NOT_ERASED
     return 0
+
+
+def method_option(args: argparse.Namespace) -> str:
+    """The erase method of ``--method`` (or its former spelling ``--preset``; default lora), checked against the
+    registered methods before anything loads."""
+    from guide_unlearn.errors import ConfigError
+    from guide_unlearn.methods import get_method
+
+    if args.method is not None and args.preset is not None and args.method != args.preset:
+        raise ConfigError(f"--method {args.method} and --preset {args.preset} disagree; give only --method")
+    name = args.method or args.preset or "lora"
+    get_method(name)  # an unknown name is refused with the list of methods
+    return name
 
 
 def _pictures(out: Path) -> tuple[Path, Path]:

@@ -210,7 +210,7 @@ def erasure_report(eraser, request: torch.Tensor, person: FaceSet, person_ws: to
     saved = eraser.identity_model
     eraser.identity_model = identity_model
     try:
-        result = eraser.erase(request, config=config or eraser.default_config(progress=False), measure=False)
+        result = eraser.erase(request, config=config or eraser.default_config(), measure=False, progress=False)
     finally:
         eraser.identity_model = saved
 

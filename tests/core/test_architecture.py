@@ -44,13 +44,14 @@ PUBLIC_NAMES = {
     "guide_unlearn.pipelines.registry": ["SG2_ADA_FFHQ_1024", "SG2_FFHQ_1024", "SG2_FFHQ_256", "SG2_FFHQ_512",
                                          "REGISTRY", "CheckpointEntry", "build_architecture", "_backend"],
     # moved out of pipelines/eraser.py by issue #18 part B (re-exported there)
-    "guide_unlearn.pipelines.eraser": ["IdentityEraser", "ManyErasureResult", "Inputs", "Faces", "Requests",
-                                       "_Deferred", "_check_fields"],
-    "guide_unlearn.engine": ["ErasureResult", "judge_erasure", "check_latents", "run_erase", "resolve_distances",
-                             "EraseRun"],
+    "guide_unlearn.pipelines.eraser": ["IdentityEraser", "ManyErasureResult", "Inputs", "Faces", "Requests"],
+    "guide_unlearn.engine": ["check_latents", "run_erase", "resolve_distances", "EraseRun"],
+    "guide_unlearn.outputs": ["BaseOutput", "EraseRun", "ErasureResult", "ManyErasureResult", "Verdict",
+                              "judge_erasure"],
+    "guide_unlearn.methods": ["EraseMethod", "MethodConfig", "get_method", "list_methods", "register_method"],
     "guide_unlearn.config": ["EraseConfig", "PRESENTATION_FIELDS", "RunOptions"],
 }
-NEW_NAMES = {"guide_unlearn": ["EraseRun", "ManyErasureResult", "RunOptions"]}
+NEW_NAMES = {"guide_unlearn": ["EraseRun", "ManyErasureResult", "RunOptions", "Verdict", "list_methods"]}
 for _module, _names in NEW_NAMES.items():
     PUBLIC_NAMES[_module] = PUBLIC_NAMES[_module] + _names
 

@@ -34,7 +34,7 @@ def tiny():
     """A tiny StyleGAN2 eraser, a patch erasing the first of 6 rendered 'people', and those pictures."""
     eraser = tiny_eraser("stylegan2", inverter_steps=20)
     ws, pics = _pictures(eraser, 6, seed=3)
-    patch = eraser.erase(ws[:1], config=EraseConfig(iterations=30, progress=False), measure=False).patch
+    patch = eraser.erase(ws[:1], config=EraseConfig(iterations=30), measure=False).patch
     return eraser, patch, pics
 
 
@@ -68,7 +68,7 @@ def test_tiny_audit_records_protocol_networks_and_settings(report):
 def test_audit_leaves_the_applied_patches_as_they_were(tiny):
     eraser, patch, pics = tiny
     ws, _ = _pictures(eraser, 1, seed=9)
-    other = eraser.erase(ws, config=EraseConfig(iterations=2, progress=False), measure=False).patch
+    other = eraser.erase(ws, config=EraseConfig(iterations=2), measure=False).patch
     eraser.apply_patch(other)
     try:
         guide_unlearn.audit(eraser, patch, pics[:1], attacks=(), **{**FAST, "samples": 4})
@@ -276,7 +276,7 @@ def test_tiny_eg3d_id_over_eleven_views():
     recogniser; the figure tests the plumbing)."""
     eraser = tiny_eraser("eg3d", inverter_steps=5)
     ws, pics = _pictures(eraser, 2, seed=4)
-    patch = eraser.erase(ws[:1], config=EraseConfig(iterations=10, progress=False), measure=False).patch
+    patch = eraser.erase(ws[:1], config=EraseConfig(iterations=10), measure=False).patch
     rep = guide_unlearn.audit(eraser, patch, pics[:1], others=pics[1:], attacks=("leakage",),
                               **{**FAST, "samples": 8})
     print(json.dumps({"tiny_eg3d_id_toy_identity": rep.metrics["id"], "views": rep.details["id"]["views"]}))

@@ -26,7 +26,7 @@ def tiny():
     eraser = tiny_eraser("stylegan2", inverter_steps=5)
     g = torch.Generator().manual_seed(3)
     ws = eraser.generator.mapping(torch.randn(4, eraser.generator.z_dim, generator=g), None)
-    patch = eraser.erase(ws[:1], config=EraseConfig(iterations=5, progress=False), measure=False).patch
+    patch = eraser.erase(ws[:1], config=EraseConfig(iterations=5), measure=False, progress=False).patch
     return eraser, patch, [tensor_to_pil(x) for x in eraser.synthesize(ws)]
 
 
@@ -177,7 +177,7 @@ def test_the_leakage_probe_on_a_volume_renderer_gives_the_same_answer_twice():
     eraser = tiny_eraser("eg3d", inverter_steps=2)
     ws = eraser.generator.mapping(torch.randn(1, eraser.generator.z_dim, generator=torch.Generator().manual_seed(4)),
                                   None)
-    patch = eraser.erase(ws, config=EraseConfig(iterations=3, progress=False), measure=False).patch
+    patch = eraser.erase(ws, config=EraseConfig(iterations=3), measure=False, progress=False).patch
     a = A.leakage_probe(eraser, patch, starts=2, steps=3, seed=1)
     b = A.leakage_probe(eraser, patch, starts=2, steps=3, seed=1)
     assert np.array_equal(a["difference"], b["difference"]) and a["difference"].min() > 0

@@ -209,7 +209,7 @@ def tiny():
     eraser = tiny_eraser("stylegan2", inverter_steps=10)
     g = torch.Generator().manual_seed(3)
     ws = eraser.generator.mapping(torch.randn(1, eraser.generator.z_dim, generator=g), None)
-    patch = eraser.erase(ws, config=EraseConfig(iterations=10, progress=False), measure=False).patch
+    patch = eraser.erase(ws, config=EraseConfig(iterations=10), measure=False).patch
     return eraser, patch
 
 

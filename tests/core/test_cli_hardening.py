@@ -252,7 +252,7 @@ def test_inversion_shows_a_progress_bar_unless_quiet(capsys):
     eraser.invert(photo, align=False)
     assert "inverting" in capsys.readouterr().err
     eraser.invert(photo, align=False, progress=False)
-    eraser.erase(photo, config=eraser.default_config(iterations=1, progress=False), measure=False)
+    eraser.erase(photo, config=eraser.default_config(iterations=1), measure=False, progress=False)
     assert capsys.readouterr().err == ""
 
 

@@ -120,7 +120,7 @@ def test_audit_reports_cmmd_as_an_extra_figure_and_keeps_the_17_keys(clip_dir):
     g = torch.Generator().manual_seed(3)
     ws = eraser.generator.mapping(torch.randn(3, eraser.generator.z_dim, generator=g), None)
     pics = [tensor_to_pil(x) for x in eraser.synthesize(ws)]
-    patch = eraser.erase(ws[:1], config=EraseConfig(iterations=10, progress=False), measure=False).patch
+    patch = eraser.erase(ws[:1], config=EraseConfig(iterations=10), measure=False).patch
     common = dict(protocol="toy-v1", attacks=(), samples=8)
     with_clip = guide_unlearn.audit(eraser, patch, pics[:1], real=pics[1:3], clip_path=folder, **common)
     assert tuple(with_clip.metrics) == METRIC_KEYS
@@ -141,7 +141,7 @@ def test_cli_clip_flag_writes_cmmd_into_the_report_and_a_bad_folder_is_exit_2(cl
     ws = eraser.generator.mapping(torch.randn(1, eraser.generator.z_dim, generator=torch.Generator().manual_seed(4)),
                                   None)
     tensor_to_pil(eraser.synthesize(ws)[0]).save(tmp_path / "p0.png")
-    patch = eraser.erase(ws, config=EraseConfig(iterations=5, progress=False), measure=False).patch
+    patch = eraser.erase(ws, config=EraseConfig(iterations=5), measure=False).patch
     patch_dir = patch.save_pretrained(tmp_path / "patch")
     args = ["audit", str(patch_dir), "--model", "tiny-stylegan2", "--photo", str(tmp_path / "p0.png"),
             "--protocol", "toy-v1", "--samples", "6", "--no-attacks"]

@@ -28,7 +28,7 @@ def _codes(eraser, seed):
 def erased():
     """A tiny eraser and two small patches made for its base."""
     eraser = tiny_eraser()
-    cfg = EraseConfig(iterations=3, progress=False)
+    cfg = EraseConfig(iterations=3)
     p1 = eraser.erase(_codes(eraser, 1), cfg, measure=False).patch
     p2 = eraser.erase(_codes(eraser, 2), cfg, measure=False).patch
     return eraser, p1, p2
@@ -128,7 +128,7 @@ def test_generator_saved_the_diffusers_way_with_a_patch_applied_loads_patched_wi
 
 def test_generator_saved_after_merge_patches_keeps_the_base_fingerprint(tmp_path):
     eraser = tiny_eraser()
-    cfg = EraseConfig(iterations=2, progress=False)
+    cfg = EraseConfig(iterations=2)
     p1 = eraser.erase(_codes(eraser, 3), cfg, measure=False).patch
     p2 = eraser.erase(_codes(eraser, 4), cfg, measure=False).patch
     base = patch_state(eraser.generator)["base_fingerprint"]

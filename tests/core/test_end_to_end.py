@@ -5,9 +5,10 @@ import torch
 
 from guide_unlearn import EraseConfig, IdentityEraser
 from guide_unlearn.errors import CheckpointError, GuideUnlearnError, NoFaceError
+from guide_unlearn.pipelines.photos import prepare_images
 from guide_unlearn.testing import build_generator, build_inverter, tiny_eraser
 
-CFG = EraseConfig(iterations=3, progress=False)
+CFG = EraseConfig(iterations=3)
 
 
 def test_erase_from_an_unaligned_photo_on_tiny_stylegan2(shared_dir):
@@ -21,7 +22,7 @@ def test_erase_from_an_unaligned_photo_on_tiny_eg3d_uses_the_estimated_camera(sh
     eraser = tiny_eraser("eg3d", inverter_steps=3)
     photo = shared_dir / "faces" / "goae_eg3d_real_person"
     first = sorted(p for p in photo.iterdir() if p.suffix in (".png", ".jpg"))[0]
-    images, cams = eraser._prepare_images(first, None, align=True)
+    images, cams = prepare_images(eraser, first, None, align=True)
     assert cams.shape == (1, 25)
     frontal = eraser.generator.frontal_camera(1)
     assert not torch.allclose(cams, frontal)  # a real estimate, not the fallback

@@ -21,7 +21,7 @@ def test_defaults_apply_to_the_lora_preset_and_flags_win():
 
 def test_paper_preset_ignores_model_defaults():
     cfg = _eraser(global_samples=8).default_config("paper")
-    assert cfg.full_finetune and cfg.global_samples == 2
+    assert cfg.method == "paper" and cfg.global_samples == 2
 
 
 def test_bad_defaults_fail_at_construction():

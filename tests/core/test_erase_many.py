@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from guide_unlearn import EraseConfig
-from guide_unlearn.engine import PersonSchedule
+from guide_unlearn.methods.joint import PersonSchedule
 from guide_unlearn.errors import ConfigError, InputError, LatentError
 from guide_unlearn.targets import separated_targets, target_similarity, ufo_target
 from guide_unlearn.testing import interrupted_at, tiny_eraser, tiny_generator
@@ -27,7 +27,7 @@ def test_each_person_moves_toward_their_own_target_and_the_patch_lists_the_reque
     eraser = tiny_eraser()
     ws = _codes(eraser, 3)
     requests = {"req-a": ws[0:1], "req-b": ws[1:2], "req-c": ws[2:3]}
-    result = eraser.erase_many(requests, EraseConfig(iterations=30, progress=False), measure=False)
+    result = eraser.erase_many(requests, EraseConfig.joint(iterations=30), measure=False, progress=False)
     before = {r: _mse(eraser.synthesize(result.w_source[r]), eraser.synthesize(result.w_target[r])) for r in requests}
     eraser.apply_patch(result.patch)
     after = {r: _mse(eraser.synthesize(result.w_source[r]), eraser.synthesize(result.w_target[r])) for r in requests}
@@ -42,7 +42,8 @@ def test_each_person_moves_toward_their_own_target_and_the_patch_lists_the_reque
 def test_a_joint_patch_stores_no_code_or_target_of_anyone(tmp_path):
     eraser = tiny_eraser()
     ws = _codes(eraser, 2)
-    result = eraser.erase_many({"x": ws[:1], "y": ws[1:]}, EraseConfig(iterations=2, progress=False), measure=False)
+    result = eraser.erase_many({"x": ws[:1], "y": ws[1:]}, EraseConfig.joint(iterations=2), measure=False,
+                               progress=False)
     folder = result.patch.save_pretrained(tmp_path / "p")
     meta = json.loads((folder / "forget_patch.json").read_text())
 
@@ -55,7 +56,7 @@ def test_a_joint_patch_stores_no_code_or_target_of_anyone(tmp_path):
         return []
 
     assert max(len(v) for v in vectors(meta)) < eraser.generator.w_dim  # no code-sized vector anywhere
-    single = eraser.erase(ws[:1], EraseConfig(iterations=1, progress=False), measure=False).patch
+    single = eraser.erase(ws[:1], EraseConfig(iterations=1), measure=False, progress=False).patch
     assert set(result.patch.tensors) == set(single.tensors)  # only the LoRA factors, as a single erase
 
 
@@ -70,7 +71,7 @@ def test_targets_of_alike_people_are_kept_apart():
     apart = target_similarity(separated_targets(ws, person, avg, "extrapolate", 5.0), person, avg)
     assert plain["latent_cosine_max"] > 0.9
     assert abs(apart["latent_cosine_max"]) < 1e-4
-    result = eraser.erase_many({str(i): ws[i:i + 1] for i in range(4)}, EraseConfig(iterations=1, progress=False))
+    result = eraser.erase_many({str(i): ws[i:i + 1] for i in range(4)}, EraseConfig.joint(iterations=1))
     assert result.target_similarity["ufo_latent_cosine_max"] > 0.9 > 0.01 > abs(result.target_similarity[
         "latent_cosine_max"])
     # every target stays on the UFO sphere, still on the far side of w_avg from its person
@@ -103,15 +104,15 @@ def test_a_run_of_many_people_renders_only_the_scheduled_people_per_iteration(mo
     eraser = tiny_eraser()
     ws = _codes(eraser, 12)
     seen = []
-    real = engine.compute_step_loss
+    real = engine.ltu_loss
 
-    def spy(generator, source, ws_u, ws_s, cam, k, *args, **kwargs):
+    def spy(u, s, k, *args, **kwargs):
         seen.append(k)
-        return real(generator, source, ws_u, ws_s, cam, k, *args, **kwargs)
+        return real(u, s, k, *args, **kwargs)
 
-    monkeypatch.setattr(engine, "compute_step_loss", spy)
-    cfg = EraseConfig(iterations=6, persons_per_step=4, progress=False)
-    result = eraser.erase_many({f"p{i}": ws[i:i + 1] for i in range(12)}, cfg, measure=False)
+    monkeypatch.setattr(engine, "ltu_loss", spy)
+    cfg = EraseConfig.joint(iterations=6, persons_per_step=4)
+    result = eraser.erase_many({f"p{i}": ws[i:i + 1] for i in range(12)}, cfg, measure=False, progress=False)
     assert seen == [4] * 6
     assert sorted(e["last_step"] for e in result.patch.metadata["requests"]) == [3] * 4 + [4] * 4 + [5] * 4
 
@@ -119,7 +120,7 @@ def test_a_run_of_many_people_renders_only_the_scheduled_people_per_iteration(mo
 def test_duplicate_ids_empty_requests_and_foreign_codes_are_refused():
     eraser = tiny_eraser()
     ws = _codes(eraser, 2)
-    cfg = EraseConfig(iterations=1, progress=False)
+    cfg = EraseConfig.joint(iterations=1)
     with pytest.raises(InputError, match="twice"):
         eraser.erase_many([("a", ws[:1]), ("a", ws[1:])], cfg)
     with pytest.raises(InputError, match="'b'.*empty"):
@@ -138,20 +139,20 @@ def test_a_later_erase_on_top_brings_an_earlier_person_partly_back_without_keep(
     # of the first on this tiny model (measured: MSE to A's target 0.84 -> 0.12 after A's patch -> 0.34 after B's).
     eraser = tiny_eraser()
     ws = _codes(eraser, 2, seed=11)
-    cfg = EraseConfig(iterations=40, progress=False)
-    first = eraser.erase(ws[:1], cfg, measure=False)
+    cfg = EraseConfig(iterations=40)
+    first = eraser.erase(ws[:1], cfg, measure=False, progress=False)
     target_a = eraser.synthesize(first.w_target)
     eraser.apply_patch(first.patch)
     after_first = _mse(eraser.synthesize(ws[:1]), target_a)
-    eraser.apply_patch(eraser.erase(ws[1:], cfg, measure=False).patch)
+    eraser.apply_patch(eraser.erase(ws[1:], cfg, measure=False, progress=False).patch)
     assert _mse(eraser.synthesize(ws[:1]), target_a) > 1.5 * after_first
 
 
 def test_keeping_the_earlier_person_stops_a_later_erase_from_bringing_them_back():
     eraser = tiny_eraser()
     ws = _codes(eraser, 2, seed=11)
-    cfg = EraseConfig(iterations=40, progress=False)
-    first = eraser.erase(ws[:1], cfg, measure=False)
+    cfg = EraseConfig.joint(iterations=40)
+    first = eraser.erase(ws[:1], cfg, measure=False, progress=False)
     target_a = eraser.synthesize(first.w_target)
     before_a = _mse(eraser.synthesize(ws[:1]), target_a)
     eraser.apply_patch(first.patch)
@@ -169,9 +170,9 @@ def test_keeping_the_earlier_person_stops_a_later_erase_from_bringing_them_back(
 
 
 def test_joint_balance_weighs_the_global_term_once_per_visited_erased_person():
-    from guide_unlearn.engine import JointBalance
+    from guide_unlearn.methods.joint import JointBalance
 
-    cfg = EraseConfig(global_weight=2.0, joint_balance=1.0)
+    cfg = EraseConfig.joint(global_weight=2.0, joint_balance=1.0)
     balance = JointBalance(cfg, erased_people=3)  # persons 0..2 erased, 3.. kept from earlier patches
     assert balance([0, 1, 1, 2]).global_weight == 6.0  # three people visited (a person listed twice counts once)
     assert balance([2, 3, 4]).global_weight == 2.0  # kept people do not count
@@ -180,14 +181,14 @@ def test_joint_balance_weighs_the_global_term_once_per_visited_erased_person():
     assert JointBalance(cfg, erased_people=1)([0, 1, 2]) is cfg  # one erased person + kept ones
     assert JointBalance(cfg.replace(joint_balance=0.0), 3)([0, 1, 2]).global_weight == 2.0
     with pytest.raises(ConfigError, match="joint_balance"):
-        EraseConfig(joint_balance=1.5)
+        EraseConfig.joint(joint_balance=1.5)
 
 
 def test_joint_balance_leaves_a_single_person_erase_unchanged():
     eraser = tiny_eraser()
     ws = _codes(eraser, 2, seed=5)
     for keep in (None, ws[1:]):
-        patches = [eraser.erase(ws[:1], EraseConfig(iterations=3, joint_balance=b, progress=False), measure=False,
+        patches = [eraser.erase(ws[:1], EraseConfig.joint(iterations=3, joint_balance=b), measure=False,
                                 keep_erased=keep).patch for b in (1.0, 0.0)]
         assert set(patches[0].tensors) == set(patches[1].tensors)
         assert all(torch.equal(patches[0].tensors[n], patches[1].tensors[n]) for n in patches[0].tensors)
@@ -200,8 +201,8 @@ def test_a_balanced_joint_run_changes_other_faces_less_than_an_unbalanced_one():
     before = eraser.synthesize(others)
     changed, moved = {}, {}
     for balance in (1.0, 0.0):
-        cfg = EraseConfig(iterations=60, joint_balance=balance, progress=False)
-        result = eraser.erase_many({f"p{i}": ws[i:i + 1] for i in range(4)}, cfg, measure=False)
+        cfg = EraseConfig.joint(iterations=60, joint_balance=balance)
+        result = eraser.erase_many({f"p{i}": ws[i:i + 1] for i in range(4)}, cfg, measure=False, progress=False)
         targets = eraser.synthesize(torch.cat(list(result.w_target.values())))
         start = _mse(eraser.synthesize(ws), targets)
         eraser.apply_patch(result.patch)
@@ -213,7 +214,7 @@ def test_a_balanced_joint_run_changes_other_faces_less_than_an_unbalanced_one():
 
 
 def test_person_progress_drops_a_person_whose_local_loss_fell_to_the_ratio_and_takes_them_back_above_it():
-    from guide_unlearn.joint import PersonProgress
+    from guide_unlearn.methods.joint import PersonProgress
 
     progress = PersonProgress(0.5, erased_people=2, people=3)  # person 2 is kept from an earlier patch
     progress.update([0, 0, 1, 2], [4.0, 2.0, 1.0, 0.0], step=0)  # starts: person 0 = 3 (mean of its codes), 1 = 1
@@ -231,11 +232,11 @@ def test_a_joint_run_with_a_done_ratio_stops_training_done_people_and_ends_when_
     eraser = tiny_eraser()
     ws = _codes(eraser, 3, seed=13)
     requests = {f"p{i}": ws[i:i + 1] for i in range(3)}
-    cfg = EraseConfig(iterations=150, joint_done_ratio=0.6, progress=False)
-    result = eraser.erase_many(requests, cfg, measure=False)
+    cfg = EraseConfig.joint(iterations=150, joint_done_ratio=0.6)
+    result = eraser.erase_many(requests, cfg, measure=False, progress=False)
     meta = result.patch.metadata
     assert meta["stopped_at_step"] is not None and meta["stopped_at_step"] < 149
-    assert len(result.history) < 150 // cfg.log_every + 2 and result.history[-1]["step"] == meta["stopped_at_step"]
+    assert len(result.history) < 150 + 2 and result.history[-1]["step"] == meta["stopped_at_step"]
     done = [e["done_at_step"] for e in meta["requests"]]
     assert all(d is not None and d <= meta["stopped_at_step"] for d in done), done
     assert len(set(done)) > 1, done  # people finish at different steps: the early ones stopped training
@@ -249,11 +250,11 @@ def test_a_done_ratio_leaves_a_single_person_erase_unchanged():
     eraser = tiny_eraser()
     ws = _codes(eraser, 2, seed=5)
     for keep in (None, ws[1:]):
-        patches = [eraser.erase(ws[:1], EraseConfig(iterations=3, joint_done_ratio=r, progress=False),
+        patches = [eraser.erase(ws[:1], EraseConfig.joint(iterations=3, joint_done_ratio=r),
                                 measure=False, keep_erased=keep).patch for r in (0.9, 0.0)]
         assert all(torch.equal(patches[0].tensors[n], patches[1].tensors[n]) for n in patches[0].tensors)
     with pytest.raises(ConfigError, match="joint_done_ratio"):
-        EraseConfig(joint_done_ratio=1.0)
+        EraseConfig.joint(joint_done_ratio=1.0)
 
 
 def test_identity_aware_preservation_keeps_random_faces_identity_closer_to_the_source():
@@ -266,8 +267,8 @@ def test_identity_aware_preservation_keeps_random_faces_identity_closer_to_the_s
     before = eraser.synthesize(probes)
     drift = {}
     for weight in (0.0, 2000.0):
-        cfg = EraseConfig(iterations=40, id_weight=0.0, global_id_weight=weight, progress=False)
-        result = eraser.erase_many({f"p{i}": ws[i:i + 1] for i in range(3)}, cfg, measure=False)
+        cfg = EraseConfig.joint(iterations=40, id_weight=0.0, global_id_weight=weight)
+        result = eraser.erase_many({f"p{i}": ws[i:i + 1] for i in range(3)}, cfg, measure=False, progress=False)
         assert (result.patch.metadata["identity_model"] is not None) == (weight > 0)
         eraser.apply_patch(result.patch)
         with torch.no_grad():
@@ -280,18 +281,19 @@ def test_identity_aware_preservation_without_an_identity_model_is_refused():
     eraser = tiny_eraser()
     eraser.identity_model = None
     with pytest.raises(ConfigError, match="global_id_weight"):
-        eraser.erase(_codes(eraser, 1), EraseConfig(iterations=2, global_id_weight=1.0, progress=False),
-                     measure=False)
+        eraser.erase(_codes(eraser, 1), EraseConfig.joint(iterations=2, global_id_weight=1.0),
+                     measure=False, progress=False)
 
 
 def test_a_resumed_joint_run_with_a_done_ratio_equals_an_uninterrupted_one(tmp_path):
-    from guide_unlearn.engine import STATE_FILE, run_erase
     from guide_unlearn.config import RunOptions
+    from guide_unlearn.engine import run_erase
+    from guide_unlearn.resume import STATE_FILE
 
     eraser = tiny_eraser()
     ws = _codes(eraser, 3, seed=13)
     people = torch.arange(3)
-    cfg = EraseConfig(iterations=150, joint_done_ratio=0.6, progress=False)
+    cfg = EraseConfig.joint(iterations=150, joint_done_ratio=0.6)
 
     def erase(state_dir=None):
         run = RunOptions(progress=False, checkpoint_every=2, state_dir=state_dir)
@@ -308,3 +310,75 @@ def test_a_resumed_joint_run_with_a_done_ratio_equals_an_uninterrupted_one(tmp_p
     resumed = erase(tmp_path)
     assert resumed.patch.patch_id == straight.patch.patch_id
     assert resumed.patch.metadata["requests"] == straight.patch.metadata["requests"]
+
+
+# -- the method that runs, refusals before any work, the settings erase_many takes, and its verdicts -------------
+def test_erase_many_refuses_a_method_that_erases_one_person_before_any_work(monkeypatch):
+    import guide_unlearn.pipelines.photos as photos
+
+    eraser = tiny_eraser()
+    ws = _codes(eraser, 2)
+    monkeypatch.setattr(photos, "codes", lambda *a, **k: pytest.fail("inverted before the refusal"))
+    requests = {"a": ws[:1], "b": ws[1:]}
+    with pytest.raises(ConfigError, match=r"method 'robust' erases one person per patch.*method='joint'"):
+        eraser.erase_many(requests, EraseConfig.preset("robust"))  # ran the plain loop under a 'robust' card
+    for method in ("robust", "lora", "paper"):
+        with pytest.raises(ConfigError, match=f"method '{method}' erases one person"):
+            eraser.erase_many(requests, method=method)
+
+
+def test_erase_batch_refuses_joint_groups_with_a_one_person_method_before_any_work(tmp_path, capsys):
+    from guide_unlearn.cli import main
+
+    for rid in ("a", "b"):
+        (tmp_path / "req" / rid).mkdir(parents=True)
+        (tmp_path / "req" / rid / "x.png").write_bytes(b"not opened before the refusal")
+    args = ["erase-batch", str(tmp_path / "req"), "--model", "tiny-stylegan2", "--out", str(tmp_path / "out"),
+            "--joint", "2"]
+    assert main(args + ["--method", "robust"]) == 2
+    err = capsys.readouterr().err
+    assert "--method robust erases one person per patch" in err and "--method joint" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_keep_erased_with_a_method_that_cannot_keep_is_refused_before_any_work(monkeypatch):
+    import guide_unlearn.pipelines.photos as photos
+
+    eraser = tiny_eraser()
+    ws = _codes(eraser, 2)
+    monkeypatch.setattr(photos, "codes", lambda *a, **k: pytest.fail("inverted before the refusal"))
+    for method in ("lora", "robust"):
+        with pytest.raises(ConfigError, match=f"method '{method}' cannot keep earlier people erased.*'joint'"):
+            eraser.erase(ws[1:], method=method, keep_erased=ws[:1])
+
+
+def test_erase_many_takes_the_keyword_settings_erase_takes():
+    eraser = tiny_eraser()
+    ws = _codes(eraser, 2)
+    result = eraser.erase_many({"a": ws[:1], "b": ws[1:]}, iterations=3, persons_per_step=1, joint_balance=0.5,
+                               measure=False, progress=False)
+    used = result.patch.metadata["erase_config"]
+    assert result.patch.metadata["method"] == used["method"] == "joint"
+    assert used["iterations"] == 3 and len(result.history) == 3
+    assert (used["method_config"]["persons_per_step"], used["method_config"]["joint_balance"]) == (1, 0.5)
+    with pytest.raises(ConfigError, match="did you mean iterations"):
+        eraser.erase_many({"a": ws[:1], "b": ws[1:]}, iteratons=3)
+
+
+def test_erase_many_judges_each_person_with_the_figures_erase_measures():
+    from guide_unlearn.outputs import EraseRun, Verdict
+    from guide_unlearn.pipelines.measure import erasure_result
+
+    eraser = tiny_eraser()
+    ws = _codes(eraser, 2, seed=21)
+    result = eraser.erase_many({"a": ws[:1], "b": ws[1:]}, iterations=20, progress=False)
+    assert set(result.verdicts) == set(result.metrics) == {"a", "b"}
+    for rid in ("a", "b"):
+        alone = erasure_result(eraser.generator, EraseRun(result.patch, result.w_target[rid], [], 0.0),
+                               result.w_source[rid], config=EraseConfig.from_dict(
+                                   result.patch.metadata["erase_config"]))  # judged as erase judges one person
+        assert result.metrics[rid] == pytest.approx(alone.metrics)
+        verdict = result.verdicts[rid]
+        assert isinstance(verdict, Verdict) and verdict == alone.verdict
+        assert verdict.erasure_ratio < 1.0 and verdict.succeeded is verdict["succeeded"]
+    assert result.succeeded == all(v.succeeded for v in result.verdicts.values())

@@ -29,6 +29,7 @@ def _patch(seed: int = 0, **meta) -> ForgetPatch:
     tensors = {"synthesis.b8.conv0.lora_A.weight": torch.randn(2, 18, generator=g),
                "synthesis.b8.conv0.lora_B.weight": torch.randn(4, 2, generator=g)}
     metadata = {"generator_family": "stylegan2", "base_fingerprint": "sha256:" + "ab" * 32, "base_name": "demo-faces",
+                "method": "lora",
                 "erase_config": {"full_finetune": False, "lr": 0.005, "iterations": 100, "progress": True},
                 "final_losses": {"loss": 0.25, "local": 0.125}, "library_version": "0.1.0", **meta}
     return ForgetPatch("lora", tensors, metadata, {"r": 2, "lora_alpha": 2.0, "target_modules": ["synthesis.b8.conv0"]})
@@ -287,7 +288,7 @@ def test_an_eraser_applies_a_patch_by_repo_id(tmp_path, cache):
 
     eraser = tiny_eraser()
     ws = eraser.generator.mapping(torch.randn(1, eraser.generator.z_dim, generator=torch.Generator().manual_seed(3)))
-    patch = eraser.erase(ws.detach(), EraseConfig(iterations=2, progress=False), measure=False).patch
+    patch = eraser.erase(ws.detach(), EraseConfig(iterations=2), measure=False).patch
     _cache_repo(cache, "user/tiny", C1, _files(patch, tmp_path))
     applied = eraser.apply_patch("user/tiny")
     assert applied.patch_id == patch.patch_id and eraser.applied_patches == [applied]

@@ -10,7 +10,7 @@ from guide_unlearn import EraseConfig, ForgetPatch
 from guide_unlearn.errors import PatchError, PatchMismatchError, PatchStateError, SaveError
 from guide_unlearn.testing import tiny_eraser
 
-CFG = EraseConfig(iterations=6, progress=False)
+CFG = EraseConfig(iterations=6)
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,8 @@ import torch
 from guide_unlearn import EraseConfig
 from guide_unlearn.adapters.perceptual import MultiScaleGradL1
 from guide_unlearn.adapters.toy import ToyIdentityNet
-from guide_unlearn.engine import _Trainable, compute_step_loss, step_codes
+from guide_unlearn.engine import _Trainable, render_step, step_codes
+from guide_unlearn.losses import ltu_loss
 from guide_unlearn.targets import ufo_target
 from guide_unlearn.testing import tiny_generator
 
@@ -24,7 +25,7 @@ def test_reference_step_zero_loss_equals_the_paper_preset(backend, monkeypatch):
 
         monkeypatch.setattr(renderer, "uniform", lambda shape, generator=None, device=None, dtype=torch.float32:
                             torch.full(list(shape), 0.5, device=device, dtype=dtype))
-    cfg = EraseConfig.paper(noise_mode="const", progress=False)
+    cfg = EraseConfig.paper(noise_mode="const")
     gen = tiny_generator(backend)
     perceptual, identity = MultiScaleGradL1(), ToyIdentityNet()
     g = torch.Generator().manual_seed(0)
@@ -34,10 +35,11 @@ def test_reference_step_zero_loss_equals_the_paper_preset(backend, monkeypatch):
     alpha = torch.rand(2, generator=g) * 15
     cam = gen.sample_cameras(1, g)
 
-    trainable = _Trainable(gen, cfg, torch.Generator().manual_seed(1))
+    trainable = _Trainable(gen, "full", cfg.method_config, torch.Generator().manual_seed(1))
     try:
         ws_u, ws_s = step_codes(w_u, w_t, w_r, torch.zeros(2, dtype=torch.long), alpha, 2)
-        ours = compute_step_loss(gen, trainable.source, ws_u, ws_s, cam, 1, 2, cfg, perceptual, identity, None)
+        out_u, out_s = render_step(gen, trainable.source, ws_u, ws_s, cam, cfg, None)
+        ours = ltu_loss(out_u, out_s, 1, 2, 2, cfg, perceptual, identity)
     finally:
         trainable.restore()
     ref = ReferenceLoop(gen, perceptual, identity, cfg)

@@ -25,7 +25,7 @@ def demo_audit(demo_eraser, demo_codes, shared_dir, tmp_path_factory):
     faces = shared_dir / "faces"
     codes = {str(faces / name): ws for name, ws in demo_codes.items()}
     result = demo_eraser.erase(demo_codes[f"{PERSON}/aligned_5.jpg"].unsqueeze(0),
-                               config=demo_eraser.default_config(progress=False), measure=False)
+                               config=demo_eraser.default_config(), measure=False, progress=False)
     wall = tmp_path_factory.mktemp("wall") / "wall.png"
     Image.new("RGB", (256, 256), (120, 130, 140)).save(wall)
     held = [faces / PERSON / f"aligned_{i}.jpg" for i in range(1, 5)] + [wall]

@@ -252,7 +252,7 @@ def test_unknown_person_still_erases_and_says_how_close(demo_eraser, shared_dir)
     pad = 0.6 * max(x2 - x1, y2 - y1)
     crop = photo.crop((int(max(0, x1 - pad)), int(max(0, y1 - pad)), int(min(photo.width, x2 + pad)),
                        int(min(photo.height, y2 + pad))))
-    result = demo_eraser.erase(crop, config=EraseConfig(iterations=20, progress=False))
+    result = demo_eraser.erase(crop, config=EraseConfig(iterations=20), progress=False)
     assert demo_eraser.inverter.last_matches.tolist() == [-1]  # nobody in the code book: inverted from scratch
     m = result.metrics
     print(json.dumps({k: m[k] for k in ("photo_l1_before", "photo_l1_after")}))

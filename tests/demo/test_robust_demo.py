@@ -19,11 +19,11 @@ def test_reinversion_of_the_guide_person_is_recognised_less_after_the_robust_pre
     codes = {str(faces / name): ws for name, ws in demo_codes.items()}
     photo = faces / PERSON / "aligned_5.jpg"
     held = [faces / PERSON / f"aligned_{i}.jpg" for i in range(1, 5)]
-    small = dict(progress=False, adversarial_rounds=1, adversarial_iterations=30, attack_steps=30,
-                 attack_augmentations=1)
+    small = dict(adversarial_rounds=1, adversarial_iterations=30, attack_steps=30, attack_augmentations=1)
     recognised = {}
-    for preset, over in (("lora", {"progress": False}), ("robust", small)):
-        result = demo_eraser.erase(photo, config=demo_eraser.default_config(preset=preset, **over), measure=False)
+    for preset, over in (("lora", {}), ("robust", small)):
+        result = demo_eraser.erase(photo, config=demo_eraser.default_config(method=preset, **over), measure=False,
+                                   progress=False)
         report = guide_unlearn.audit(demo_eraser, result.patch, [photo], held_out=held, attacks=("reinvert",),
                                      samples=20, projector_steps=20, codes=codes)
         recognised[preset] = report.metrics["reinversion_default_recognised_after"]

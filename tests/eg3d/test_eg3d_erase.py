@@ -20,8 +20,8 @@ def erased():
                             perceptual=MultiScaleGradL1(), name="tiny-eg3d")
     photo = eraser.synthesize(g.mapping(torch.randn(1, g.z_dim, generator=torch.Generator().manual_seed(7))))
     cfg = EraseConfig(iterations=60, target_distance=1.0, target_distance_relative=True,
-                      adjacency_alpha=(0.0, 15.0), adjacency_alpha_relative=True, progress=False, seed=0)
-    return eraser, eraser.erase(photo, cfg, camera=g.evaluation_cameras(1), measure=False)
+                      adjacency_alpha=(0.0, 15.0), adjacency_alpha_relative=True, seed=0)
+    return eraser, eraser.erase(photo, cfg, camera=g.evaluation_cameras(1), measure=False, progress=False)
 
 
 def test_erasure_holds_across_the_11_evaluation_views(erased):

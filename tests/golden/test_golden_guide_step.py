@@ -19,7 +19,7 @@ import pytest
 import torch
 
 import golden_common as gc
-from guide_unlearn import EraseConfig, load_generator
+from guide_unlearn import EraseConfig, RunOptions, load_generator
 from guide_unlearn.adapters.eg3d import renderer
 from guide_unlearn.adapters.eg3d.cameras import GUIDE_CODE_PIVOT
 from guide_unlearn.adapters.identity.arcface import load_arcface
@@ -55,9 +55,8 @@ def run_paper_steps(generator, w_u: torch.Tensor, draws: dict[str, torch.Tensor]
     monkeypatch.setattr(renderer, "uniform", lambda shape, rng=None, device=None, dtype=torch.float32:
                         gc.fixed_uniform(shape, dtype, device))
     alpha = float(draws["alpha"])
-    cfg = EraseConfig.paper(iterations=iterations, noise_mode="const", adjacency_alpha=(alpha, alpha),
-                            progress=False)
-    return run_erase(generator, w_u, cfg, perceptual, identity)
+    cfg = EraseConfig.paper(iterations=iterations, noise_mode="const", adjacency_alpha=(alpha, alpha))
+    return run_erase(generator, w_u, cfg, perceptual, identity, run=RunOptions(progress=False))
 
 
 @pytest.fixture(scope="module")
