@@ -22,10 +22,6 @@ PUBLIC_NAMES = {
         "CameraEstimate", "DETECTORS", "Face", "LANDMARK_NAMES", "STYLES", "align_face", "alignment_matrix",
         "detect_faces", "detect_faces_batch", "estimate_camera", "get_detector", "load_image", "pick_face",
         "prepare_photo"],
-    "guide_unlearn.faces.backends": [
-        "DlibDetector", "InsightFaceDetector", "dlib_points_to_standard", "find_dlib_file", "import_dlib"],
-    "guide_unlearn.faces.mtcnn": ["MTCNN", "MTCNNConfig", "nms"],
-    "guide_unlearn.faces.mtcnn_nets": ["ONet", "PNet", "RNet", "load_mtcnn_nets"],
     "guide_unlearn.testing": ["TINY_STYLEGAN2", "build_generator", "build_inverter", "tiny_eraser", "tiny_generator"],
     "guide_unlearn.adapters.e4e": ["E4EConfig", "E4EInverter", "Encoder4Editing"],
     "guide_unlearn.adapters.eg3d": [
@@ -41,8 +37,7 @@ PUBLIC_NAMES = {
     "guide_unlearn.adapters.projector": ["CODE_BOOK_FILE", "CodeBook", "CodeInverter", "OptimizationInverter"],
     "guide_unlearn.adapters.stylegan2": ["StyleGAN2Generator"],
     "guide_unlearn.adapters.toy": ["ToyIdentityNet"],
-    "guide_unlearn.pipelines.registry": ["SG2_ADA_FFHQ_1024", "SG2_FFHQ_1024", "SG2_FFHQ_256", "SG2_FFHQ_512",
-                                         "REGISTRY", "CheckpointEntry", "build_architecture", "_backend"],
+    "guide_unlearn.pipelines.registry": ["REGISTRY", "CheckpointEntry", "build_architecture"],
     # moved out of pipelines/eraser.py by issue #18 part B (re-exported there)
     "guide_unlearn.pipelines.eraser": ["IdentityEraser", "ManyErasureResult", "Inputs", "Faces", "Requests"],
     "guide_unlearn.engine": ["check_latents", "run_erase", "resolve_distances", "EraseRun"],

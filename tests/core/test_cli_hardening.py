@@ -205,7 +205,7 @@ def fresh_warnings(monkeypatch, tmp_path):
 @pytest.fixture()
 def model_folder(tmp_path) -> Path:
     """tiny-stylegan2 saved as a model folder: loading it takes the full path (default loss networks)."""
-    from guide_unlearn.pipelines.export import save_generator
+    from guide_unlearn.lineage import save_generator
 
     save_generator(tiny_generator(), tmp_path / "model")
     return tmp_path / "model"
