@@ -3,7 +3,7 @@ fields (``library_name``, ``tags``, ``license``, ``base_model``) and a ``guide_u
 version :data:`CARD_VERSION`, specified in docs/patch_format.md): which base the patch is for, how it was made,
 the request ids and, when the patch was audited, the audit summary. The card never holds a photo, a latent code
 or a name, only what the caller put in a request id. Written by ``ForgetPatch.save_pretrained``, refreshed by the
-audit, pushed with the patch by :mod:`guide_unlearn.hub` (which re-exports these names).
+audit, pushed with the patch by :mod:`guide_unlearn.hub`.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Any, Mapping, Optional, Union
 
 from .config import PRESENTATION_FIELDS
 from .errors import PatchError
+from .hub_paths import is_hub_cache_link, looks_like_repo_id
 
 CARD_FILE = "README.md"
 CARD_FORMAT = "guide_unlearn.model_card"
@@ -111,8 +112,6 @@ def model_card(meta: Mapping[str, Any], license: Union[None, str, Mapping[str, A
     """
     from huggingface_hub import ModelCard, ModelCardData
 
-    from .hub import looks_like_repo_id  # hub imports this module: the naming rule lives there
-
     if base_model is not None and not looks_like_repo_id(base_model):
         raise PatchError(f"base_model {base_model!r} is not a hub model id ('owner/name'); leave it unset for "
                          "registry names and local checkpoints")
@@ -130,8 +129,6 @@ def model_card(meta: Mapping[str, Any], license: Union[None, str, Mapping[str, A
 def read_card_block(card_path: Union[str, os.PathLike]) -> Optional[dict[str, Any]]:
     """The ``guide_unlearn`` block of a card file (bounded: cards over 1 MiB are refused), or None without one."""
     from huggingface_hub import ModelCard
-
-    from .hub import is_hub_cache_link  # hub imports this module: the cache-link rule lives there
 
     path = Path(card_path)
     if path.is_symlink() and not is_hub_cache_link(path):
@@ -157,8 +154,6 @@ def refreshed_card(card_path: Union[str, os.PathLike], meta: Mapping[str, Any]):
     lic = {k: old[k] for k in ("license", "license_name", "license_link") if isinstance(old.get(k), str)}
     base = old.get("base_model") if isinstance(old.get("base_model"), str) else None
     try:
-        from .hub import looks_like_repo_id
-
         return model_card(meta, license=lic or None, base_model=base if base and looks_like_repo_id(base) else None)
     except PatchError:  # an old card's fields that are no longer valid: fall back to the defaults
         return model_card(meta)

@@ -1,10 +1,10 @@
 """Sharing forget patches on the Hugging Face Hub: push by repo id, pull by repo id (the model card itself is
-:mod:`guide_unlearn.card`, whose names this module re-exports).
+:mod:`guide_unlearn.card`).
 
 Pulling: :func:`resolve_patch_folder` turns ``"user/repo"`` (optionally a revision and a sub-folder) into a folder
 of the local huggingface_hub cache, fetching only the patch's files. The loader then applies its usual checks; the
 one kind of symbolic link it follows is the cache's own ``snapshots/<rev>/<file>`` -> ``../../blobs/<hash>`` link
-of the same repo (:func:`is_hub_cache_link`).
+of the same repo (:func:`guide_unlearn.hub_paths.is_hub_cache_link`).
 
 This module is core: it knows the patch format and huggingface_hub, never a backend or a pipeline.
 """
@@ -17,33 +17,16 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Optional, Union
 
-from .card import (CARD_FILE, CARD_FORMAT, CARD_VERSION, card_block, card_options, erase_config_digest, model_card,
-                   read_card_block, refreshed_card)
+from .card import CARD_FILE
 from .errors import PatchError
+from .hub_paths import looks_like_repo_id
+from .patch_format import DELTA_FILE, LORA_CONFIG_FILE, LORA_FILE, MAX_JSON_BYTES, META_FILE
 
 if TYPE_CHECKING:  # pragma: no cover
     from .patch import ForgetPatch
 
-__all__ = [
-    "CARD_FILE",
-    "CARD_FORMAT",
-    "CARD_VERSION",
-    "HubPatchNotFoundError",
-    "card_block",
-    "card_options",
-    "erase_config_digest",
-    "hub_cache_dir",
-    "is_hub_cache_link",
-    "looks_like_repo_id",
-    "model_card",
-    "patch_info",
-    "push_patch",
-    "read_card_block",
-    "refreshed_card",
-    "resolve_patch_folder",
-]
+__all__ = ["HubPatchNotFoundError", "hub_cache_dir", "push_patch", "resolve_patch_folder"]
 
-_REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$")
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 
@@ -66,31 +49,6 @@ def hub_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
 
-def looks_like_repo_id(name: str) -> bool:
-    """True for a hub model id ``owner/name`` (no scheme, no ``..``, no leading ``./`` or ``/``)."""
-    return bool(_REPO_ID.match(str(name))) and ".." not in str(name) and not str(name).endswith(".git")
-
-
-def is_hub_cache_link(path: Union[str, os.PathLike]) -> bool:
-    """True when ``path`` is a symbolic link that huggingface_hub's cache made: it sits under
-    ``<cache>/models--<owner>--<name>/snapshots/<revision>/`` and resolves to a regular file directly inside the
-    same ``models--<owner>--<name>/blobs/`` folder. Every other link is not allowed (loaders refuse it)."""
-    path = Path(path)
-    if not path.is_symlink():
-        return False
-    parts = path.absolute().parts
-    try:
-        i = len(parts) - 1 - parts[::-1].index("snapshots")
-    except ValueError:
-        return False
-    if i < 1 or not parts[i - 1].startswith("models--") or i + 2 >= len(parts):
-        return False
-    repo = Path(*parts[:i])
-    target = Path(os.path.realpath(path))
-    blobs = Path(os.path.realpath(repo / "blobs"))
-    return target.parent == blobs and target.is_file() and not (repo / "blobs").is_symlink()
-
-
 def _check_subfolder(subfolder: Optional[str]) -> Optional[str]:
     if subfolder in (None, ""):
         return None
@@ -110,8 +68,6 @@ def resolve_patch_folder(name_or_path: Union[str, os.PathLike], revision: Option
     pinned commit is already cached, nothing is fetched and the cached snapshot is used. Raises
     HubPatchNotFoundError saying where it looked and what to do.
     """
-    from .patch import DELTA_FILE, LORA_CONFIG_FILE, LORA_FILE, META_FILE
-
     sub = _check_subfolder(subfolder)
     local = Path(name_or_path).expanduser()
     if local.exists():
@@ -169,8 +125,6 @@ def _check_remote_files(repo_id: str, revision: Optional[str], sub: Optional[str
     from huggingface_hub import HfApi
     from huggingface_hub.errors import HfHubHTTPError
 
-    from .patch import MAX_JSON_BYTES
-
     try:
         from httpx2 import HTTPError as TransportError  # huggingface_hub >= 1.x
     except ImportError:  # pragma: no cover - older huggingface_hub on requests
@@ -192,18 +146,6 @@ def _check_remote_files(repo_id: str, revision: Optional[str], sub: Optional[str
             raise PatchError(f"hub repo {repo_id!r}: {e.path} is {size} bytes, over the {MAX_JSON_BYTES}-byte "
                              "limit for patch JSON files; nothing was downloaded")
     return True
-
-
-def patch_info(name_or_path: Union[str, os.PathLike], revision: Optional[str] = None,
-               subfolder: Optional[str] = None) -> dict[str, Any]:
-    """``guide-unlearn info``'s summary of a patch folder or hub repo: ForgetPatch.describe() plus where it was
-    found and its card's ``guide_unlearn`` block (None for a folder without a card)."""
-    from .patch import ForgetPatch
-
-    folder = resolve_patch_folder(name_or_path, revision=revision, subfolder=subfolder)
-    patch = ForgetPatch.from_pretrained(folder)
-    return {"type": "forget_patch", "source": str(name_or_path), "folder": str(folder), **patch.describe(),
-            "card": read_card_block(folder / CARD_FILE)}
 
 
 # -- pushing ----------------------------------------------------------------------------------------------------

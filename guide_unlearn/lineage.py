@@ -6,6 +6,9 @@ A generator folder (diffusers layout) written here holds::
     diffusion_pytorch_model.safetensors    the weights, with every applied patch folded in (plain names, no LoRA keys)
     guide_unlearn.json                     the lineage record: the ORIGINAL base fingerprint, the patches merged
                                            into these weights, and the sha256 of every file written
+    model_index.json                       what an eraser built from the folder uses besides the weights (its
+                                           inverter, code book, recommended erase settings, licence, card; the
+                                           schema is guide_unlearn.pipelines.registry.ModelIndex)
     LICENSE, README.md, code_book.safetensors    carried over from the folder the generator was loaded from (its
                                            licence, its model card with a note on what was merged, its code book)
 
@@ -31,12 +34,14 @@ from .fingerprint import patch_state, set_base_record
 from .io import PathLike, atomic_directory, sha256_file
 
 RECORD_FILE = "guide_unlearn.json"
+INDEX_FILE = "model_index.json"
 RECORD_FORMAT = "guide_unlearn.generator"
 WEIGHTS_FILE = "diffusion_pytorch_model.safetensors"
 CONFIG_FILE = "config.json"
 CARRIED_FILES = ("LICENSE", "README.md", "code_book.safetensors")
 MAX_RECORD_BYTES = 1 << 20
 _SOURCE_ATTR = "_guide_source_dir"
+_INDEX_ATTR = "_guide_model_index"
 
 
 def effective_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -110,13 +115,42 @@ def read_record(directory: PathLike) -> Optional[dict[str, Any]]:
     return record
 
 
+def read_model_index(directory: PathLike) -> Optional[dict[str, Any]]:
+    """The ``model_index.json`` of a generator folder as a JSON object (read as the lineage record is: a bounded
+    regular file), or None when it has none. Its fields are checked by :mod:`guide_unlearn.pipelines.registry`.
+    CheckpointError when it is not a JSON object."""
+    path = Path(directory) / INDEX_FILE
+    if not path.is_file():
+        return None
+    from guide_unlearn.checkpoints.limits import check_nesting, loads_json, read_regular_file
+
+    index = loads_json(read_regular_file(path, MAX_RECORD_BYTES, "model index"), str(path))
+    check_nesting(index, str(path), max_nodes=100_000)
+    if not isinstance(index, dict):
+        raise CheckpointError(f"{path} is not a JSON object; fix it, or delete it to use the generic erase settings")
+    return index
+
+
+def model_index(model: nn.Module) -> Optional[dict[str, Any]]:
+    """The model index ``model`` was loaded with (its folder's ``model_index.json``, or what its loader set with
+    :func:`set_model_index`), or None. :func:`save_generator` writes it into the folder."""
+    return model.__dict__.get(_INDEX_ATTR)
+
+
+def set_model_index(model: nn.Module, index: Optional[Mapping[str, Any]]) -> None:
+    """Make ``index`` (a JSON object) the model index that travels with ``model`` into the folders it is saved to."""
+    model.__dict__[_INDEX_ATTR] = None if index is None else dict(index)
+
+
 def restore_record(model: nn.Module, directory: PathLike, verify: bool = True) -> None:
     """Declare the base fingerprint and merged patches recorded in ``directory``/guide_unlearn.json (if any) on
-    ``model``, and remember the folder as the model's source (its licence, card and code book travel with later
-    exports). With ``verify`` the weights file must still match the sha256 in the record: a folder whose weights
-    were changed after export would otherwise accept patches made for another model (CheckpointError)."""
+    ``model``, and remember the folder as the model's source (its licence, card, code book and model index travel
+    with later exports). With ``verify`` the weights file must still match the sha256 in the record: a folder
+    whose weights were changed after export would otherwise accept patches made for another model
+    (CheckpointError)."""
     directory = Path(directory)
     model.__dict__[_SOURCE_ATTR] = directory.resolve()
+    set_model_index(model, read_model_index(directory))
     record = read_record(directory)
     if record is None:
         return
@@ -137,13 +171,15 @@ def source_dir(model: nn.Module) -> Optional[Path]:
 
 def save_generator(model: nn.Module, directory: PathLike, overwrite: bool = False,
                    carry_from: Optional[PathLike] = None,
-                   extra_files: Optional[Mapping[str, Union[str, bytes]]] = None) -> Path:
+                   extra_files: Optional[Mapping[str, Union[str, bytes]]] = None,
+                   index: Optional[Mapping[str, Any]] = None) -> Path:
     """Write ``model`` as a loadable generator folder that keeps its lineage (module docstring), atomically.
 
     Applied patches are folded into the written weights and recorded as merged (the model itself is not
     changed); the record keeps the ORIGINAL base fingerprint. ``carry_from`` (default: the folder the model was
     loaded from) supplies LICENSE, README.md (with a note on what this export contains appended) and
-    code_book.safetensors; ``extra_files`` {name: text or bytes} adds or replaces files. An existing folder is
+    code_book.safetensors; ``extra_files`` {name: text or bytes} adds or replaces files. ``index`` is written
+    as model_index.json (default: :func:`model_index` of ``model``; none when it has none). An existing folder is
     replaced only with ``overwrite`` and only when it is a generator folder of this library holding nothing else
     (:func:`guide_unlearn.io.check_output_dir`). -> the folder.
     """
@@ -172,11 +208,14 @@ def save_generator(model: nn.Module, directory: PathLike, overwrite: bool = Fals
                 with open(tmp / "README.md", "a", encoding="utf-8") as f:
                     f.write(_export_note(state["base_fingerprint"], merged, carry))
         for name, content in (extra_files or {}).items():
-            if os.sep in name or "/" in name or name in (RECORD_FILE, WEIGHTS_FILE, CONFIG_FILE):
+            if os.sep in name or "/" in name or name in (RECORD_FILE, WEIGHTS_FILE, CONFIG_FILE, INDEX_FILE):
                 raise ConfigError(f"extra file name {name!r} is not allowed (a plain file name other than the "
                                   "model's own files)")
             target = tmp / name
             target.write_bytes(content.encode() if isinstance(content, str) else bytes(content))
+        index = index if index is not None else model_index(model)
+        if index is not None:
+            (tmp / INDEX_FILE).write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
         files = {p.name: sha256_file(p) for p in sorted(tmp.iterdir()) if p.is_file()}
         record = {"format": RECORD_FORMAT, "format_version": 1, "base_fingerprint": state["base_fingerprint"],
                   "merged_patches": merged, "library_version": __version__, "files": files}

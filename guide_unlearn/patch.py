@@ -7,7 +7,7 @@ Folder layout (format version 1, see docs/patch_format.md)::
     adapter_config.json          peft LoraConfig           (kind "lora")
     adapter_model.safetensors    peft LoRA tensors          (kind "lora")
     delta_model.safetensors      weight differences         (kind "delta", the paper preset)
-    README.md                    model card (YAML header + text; see guide_unlearn.hub), not read by the loader
+    README.md                    model card (YAML header + text; see guide_unlearn.card), not read by the loader
 
 It never holds a photo or a latent code of the person.
 """
@@ -30,15 +30,11 @@ from . import card as _card
 from . import hub as _hub
 from .checkpoints.limits import check_nesting, loads_json, read_regular_file, regular_file
 from .errors import PatchError
+from .hub_paths import is_hub_cache_link
 from .io import PathLike, atomic_directory, sha256_file
+from .patch_format import (DELTA_FILE, FORMAT, FORMAT_VERSION, LORA_CONFIG_FILE, LORA_FILE, MAX_JSON_BYTES,
+                           META_FILE)
 
-FORMAT = "guide_unlearn.forget_patch"
-FORMAT_VERSION = 1
-META_FILE = "forget_patch.json"
-LORA_CONFIG_FILE = "adapter_config.json"
-LORA_FILE = "adapter_model.safetensors"
-DELTA_FILE = "delta_model.safetensors"
-MAX_JSON_BYTES = 1 << 20
 MAX_JSON_DEPTH = 32
 MAX_RANK = 4096
 _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
@@ -179,7 +175,7 @@ class ForgetPatch:
         replaced (SaveError, see :func:`guide_unlearn.io.check_output_dir`).
 
         card: write the README.md model card (True), not (False), or a dict of
-        :func:`guide_unlearn.hub.model_card` options, e.g. ``{"license": "apache-2.0"}``.
+        :func:`guide_unlearn.card.model_card` options, e.g. ``{"license": "apache-2.0"}``.
         """
         save_directory = Path(save_directory)
         tensors = {k: v.detach().to("cpu").contiguous() for k, v in self.tensors.items()}
@@ -295,7 +291,7 @@ def _refuse_links(directory: Path, names: tuple[str, ...]) -> None:
     """Refuse symbolic links among the files a loader reads, except huggingface_hub's own cache links."""
     for name in names:
         path = directory / name
-        if path.is_symlink() and not _hub.is_hub_cache_link(path):
+        if path.is_symlink() and not is_hub_cache_link(path):
             raise PatchError(f"{path} is a symbolic link; patch files must be regular files (the only links "
                              "followed are huggingface_hub's cache links into the same repo's blobs/). Copy the "
                              "real file into the folder")
@@ -316,8 +312,8 @@ def patch_files(directory: PathLike) -> Optional[list[str]]:
     names = [META_FILE] + [str(n) for n in files]
     if meta.get("kind") == "lora":
         names.append(LORA_CONFIG_FILE)
-    names.append(_hub.CARD_FILE)  # the model card this library writes beside the patch (optional)
-    if any("/" in n or "\\" in n or not (directory / n).is_file() for n in names if n != _hub.CARD_FILE):
+    names.append(_card.CARD_FILE)  # the model card this library writes beside the patch (optional)
+    if any("/" in n or "\\" in n or not (directory / n).is_file() for n in names if n != _card.CARD_FILE):
         return None
     return names
 

@@ -1,7 +1,9 @@
-"""Building an IdentityEraser from a name or a path, and the photo glue (alignment, cameras)."""
+"""Building an IdentityEraser from a name or a path, saving it as a folder that builds the same eraser again, and
+the photo glue (alignment, cameras)."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Any, Optional
@@ -9,7 +11,8 @@ from typing import Any, Optional
 import torch
 from PIL import Image
 
-from guide_unlearn.errors import BackendUnavailableError, FaceChoiceError, InputError, NoFaceError
+from guide_unlearn.errors import BackendUnavailableError, CheckpointError, FaceChoiceError, InputError, NoFaceError
+from guide_unlearn.lineage import INDEX_FILE, source_dir
 
 logger = logging.getLogger(__name__)
 
@@ -34,77 +37,104 @@ def tiny_eraser(cls, family: str = "stylegan2", seed: int = 0, inverter_steps: i
 
 
 def assemble(cls, name_or_path: str, device: torch.device, allow_download: bool = False, **components: Any):
-    """Resolve ``name_or_path`` to a generator (+ its default inverter) and build ``cls`` around it. Missing
-    registry files are downloaded only with ``allow_download``."""
-    from guide_unlearn.pipelines import registry
+    """Resolve ``name_or_path`` to a generator and build ``cls`` around it with what its :class:`ModelIndex`
+    says (registry entry for a name, ``model_index.json`` for a folder): the inverter and its code book, the
+    recommended erase settings. Missing registry files are downloaded only with ``allow_download``."""
+    from guide_unlearn.pipelines import loading, registry
+    from guide_unlearn.pipelines.components import Deferred
 
     entry = registry.REGISTRY.get(str(name_or_path)) if not Path(name_or_path).exists() else None
     if entry is not None and entry.format == "tiny":
-        eraser = tiny_eraser(cls, entry.family)
-        if device.type != "cpu":  # the tiny models are built on the CPU; move every part to the device asked for
-            for part in (eraser.generator, eraser.identity_model, eraser.perceptual):
-                if isinstance(part, torch.nn.Module):
-                    part.to(device)
-        for key, value in components.items():
-            if key not in ("inverter", "identity_model", "perceptual"):
-                raise InputError(f"unknown component {key!r}; use inverter, identity_model, perceptual")
-            setattr(eraser, key, value)
-        return eraser
-    from guide_unlearn.pipelines import loading
-
+        return _tiny_assembled(cls, entry.family, device, components)
     generator = loading.load_generator(name_or_path, device=device, allow_download=allow_download)
-    if Path(name_or_path).is_dir():
-        from guide_unlearn.pipelines.export import restore_record
-
-        restore_record(generator, name_or_path)  # patches merged before export keep their base fingerprint
+    index = registry.model_index_of(generator) or _generic_index(name_or_path, generator)
+    if index.family not in (None, generator.family):
+        raise CheckpointError(f"{name_or_path}: {INDEX_FILE} describes a {index.family} generator but the weights "
+                              f"are a {generator.family} one; fix or delete {INDEX_FILE}")
     perceptual = components.pop("perceptual", None)
     inverter = components.pop("inverter", None)
     if inverter is None:  # built at the first inversion, so rendering-only commands never load or warn about it
-        from guide_unlearn.pipelines.components import Deferred as _Deferred
-
-        inverter = _Deferred(lambda: model_default_inverter(name_or_path, generator, device, allow_download))
+        inverter = Deferred(lambda: model_default_inverter(name_or_path, generator, device, allow_download))
     identity = components.pop("identity_model", "default")
     if isinstance(identity, str) and identity == "default":  # ArcFace, looked up at the first erase (not for apply)
-        from guide_unlearn.pipelines.components import Deferred as _Deferred
-
-        identity = _Deferred(lambda: default_identity_model(device))
+        identity = Deferred(lambda: default_identity_model(device))
     if components:
         raise InputError(f"unknown components {sorted(components)}; use inverter, identity_model, perceptual")
-    defaults = dict(entry.erase_defaults) if entry is not None else {}
     return cls(generator, inverter=inverter, identity_model=identity, perceptual=perceptual, name=str(name_or_path),
-               erase_defaults=defaults)
+               erase_defaults=dict(index.erase_defaults))
 
 
-def model_default_inverter(name: str, generator, device, allow_download: bool = False):
-    """A new instance of the registry's default inverter of the model ``name`` (with the code book shipped beside
-    its weights, for code-space inverters) over ``generator``, or None when the model has none (or its weights are
-    missing: one warning); the caller then builds the optimisation projector."""
+def _tiny_assembled(cls, family: str, device: torch.device, components: dict[str, Any]):
+    eraser = tiny_eraser(cls, family)
+    if device.type != "cpu":  # the tiny models are built on the CPU; move every part to the device asked for
+        for part in (eraser.generator, eraser.identity_model, eraser.perceptual):
+            if isinstance(part, torch.nn.Module):
+                part.to(device)
+    for key, value in components.items():
+        if key not in ("inverter", "identity_model", "perceptual"):
+            raise InputError(f"unknown component {key!r}; use inverter, identity_model, perceptual")
+        setattr(eraser, key, value)
+    return eraser
+
+
+def _generic_index(name_or_path: str, generator):
+    """No record of this model's settings: the generic ones, said once per path."""
+    from guide_unlearn.pipelines.registry import ModelIndex
+
+    path = Path(name_or_path).expanduser().resolve()
+    what = (f"{path} has no {INDEX_FILE}" if path.is_dir() else
+            f"{path} is a checkpoint file, which records no erase settings")
+    warn_once(f"index:{path}", "%s: the eraser uses the generic erase settings and the optimisation inverter. "
+              "IdentityEraser.from_pretrained(<registry name>) and folders written by IdentityEraser.save_pretrained "
+              "use the model's recommended ones", what)
+    return ModelIndex(family=generator.family)
+
+
+def model_default_inverter(name_or_path: Optional[str], generator, device, allow_download: bool = False):
+    """A new instance of the default inverter of the model (what its :class:`ModelIndex` names: the one
+    ``generator`` was loaded with, else the one of ``name_or_path``; with the code book shipped beside its weights)
+    over ``generator``, or None when the model has none (or its weights are missing: one warning); the caller then
+    builds the optimisation projector."""
     from guide_unlearn.pipelines.loading import load_inverter
-    from guide_unlearn.pipelines.registry import default_inverter_for
+    from guide_unlearn.pipelines.registry import model_index_for, model_index_of
+    from guide_unlearn.protocols import module_of
 
-    inv_name = default_inverter_for(name)
-    if inv_name:
-        book = _code_book_file(name) if inv_name == "code-projector" else None  # only code-space inverters use one
-        try:
-            return load_inverter(inv_name, device=device, generator=generator, code_book=book,
-                                 allow_download=allow_download)
-        except BackendUnavailableError as e:
-            logger.warning("%s; falling back to the optimisation inverter", e)
-    return None  # IdentityEraser builds the optimisation projector
-
-
-def _code_book_file(name: str):
-    """The ``code_book.safetensors`` beside a model folder's config.json (GLO models ship one), else None."""
-    from guide_unlearn.adapters.projector import CODE_BOOK_FILE
-    from guide_unlearn.errors import GuideUnlearnError
-    from guide_unlearn.pipelines.registry import resolve_checkpoint
-
-    try:
-        folder, _ = resolve_checkpoint(name, allow_download=False)
-    except GuideUnlearnError:
+    generator = module_of(generator)
+    index = model_index_of(generator) or model_index_for(name_or_path)
+    if index is None or not index.inverter:
         return None
-    book = Path(folder) / CODE_BOOK_FILE
-    return book if Path(folder).is_dir() and book.is_file() else None
+    book = None
+    if index.code_book:
+        folder = source_dir(generator)
+        book = folder / index.code_book if folder is not None else None
+        if book is None or not book.is_file():
+            warn_once(f"book:{book}", "the model's code book %s is missing: photos of its training people start "
+                      "from random codes", book or index.code_book)
+            book = None
+    try:
+        return load_inverter(index.inverter, device=device, generator=generator, code_book=book,
+                             allow_download=allow_download)
+    except BackendUnavailableError as e:
+        logger.warning("%s; falling back to the optimisation inverter", e)
+    return None
+
+
+def save_eraser(eraser, directory, overwrite: bool = False) -> Path:
+    """``IdentityEraser.save_pretrained``: the generator folder (:func:`guide_unlearn.lineage.save_generator`)
+    with the eraser's ``model_index.json``: the inverter, code book, licence and card the generator was loaded
+    with, and the eraser's ``erase_defaults``. -> the folder."""
+    from guide_unlearn.lineage import CARRIED_FILES, save_generator
+    from guide_unlearn.pipelines.registry import ModelIndex, model_index_of
+    from guide_unlearn.protocols import module_of
+
+    generator = module_of(eraser.generator)
+    index = model_index_of(generator) or ModelIndex(family=generator.family)
+    folder = source_dir(generator)
+    carried = {n for n in CARRIED_FILES if folder is not None and (folder / n).is_file()}
+    index = dataclasses.replace(index, erase_defaults=dict(eraser.erase_defaults),  # files the folder will not hold
+                                code_book=index.code_book if index.code_book in carried else None,
+                                card=index.card if index.card in carried else None)
+    return save_generator(generator, directory, overwrite=overwrite, index=index.to_json())
 
 
 _WARNED: set = set()  # warnings already given in this process (each missing-weights warning is said once)

@@ -82,12 +82,12 @@ class IdentityEraser:
     def save_pretrained(self, save_directory: Union[str, os.PathLike], overwrite: bool = False):
         """Save the generator as a model folder that loads again with its lineage: applied patches folded into
         the weights and recorded as merged, the original base fingerprint kept (so patches made for the base
-        still apply), and the licence, model card and code book of the model it came from carried over. An
-        existing folder is replaced only with ``overwrite=True`` and only when it is a generator folder written
-        by this library (see :mod:`guide_unlearn.lineage`). -> the folder (pathlib.Path)."""
-        from guide_unlearn.lineage import save_generator
+        still apply), its licence, card and code book carried over, and model_index.json (inverter, erase_defaults)
+        so that ``from_pretrained`` of the folder builds the same eraser. An existing folder is replaced only with
+        ``overwrite=True`` and only when it is a generator folder written by this library. -> the folder."""
+        from guide_unlearn.pipelines.assembly import save_eraser
 
-        return save_generator(module_of(self.generator), save_directory, overwrite=overwrite)
+        return save_eraser(self, save_directory, overwrite=overwrite)
 
     @property
     def device(self) -> torch.device:

@@ -25,8 +25,9 @@ from guide_unlearn.checkpoints import NvidiaModule, detect_format, load_nvidia_m
 from guide_unlearn.errors import CheckpointError, GuideUnlearnError
 from guide_unlearn.families import (checkpoint_formats, family_for_folder_class, family_for_pickle_class, get_family,
                                     get_format, list_families, resolve_ref)
+from guide_unlearn.lineage import restore_record, set_model_index
 
-from .registry import REGISTRY, CheckpointEntry, PathOrName, resolve_checkpoint
+from .registry import REGISTRY, CheckpointEntry, PathOrName, entry_index, resolve_checkpoint
 
 __all__ = ["load_generator", "load_inverter"]
 
@@ -48,8 +49,6 @@ def _load_folder(path: Path) -> nn.Module:
         raise CheckpointError(f"{path}: config.json names class {cls_name!r}, which is not a generator of this "
                               "library")
     model = load_model_folder(path, family.cls(), config)
-    from guide_unlearn.lineage import restore_record
-
     restore_record(model, path, verify=True)  # the base fingerprint and merged patches an export recorded
     return model
 
@@ -159,12 +158,15 @@ def load_generator(path_or_name: PathOrName, device: Any = "cpu", allow_download
     device = resolve_device(device)  # a missing CUDA device is refused before the file is read
     entry = REGISTRY.get(str(path_or_name)) if not Path(str(path_or_name)).expanduser().exists() else None
     if entry is not None and entry.format == "tiny":  # no file: the family's tiny random model (seed 0)
-        return get_family(entry.family).tiny(seed=0).to(device).eval()
-    path, entry = resolve_checkpoint(path_or_name, allow_download)
-    if entry is not None and entry.kind == "inverter":
-        raise CheckpointError(f"'{entry.name}' is an inverter; load it with load_inverter (its generator is "
-                              f"'{entry.generator}')")
-    model = _typed(_generator_from_file, path)
+        model = get_family(entry.family).tiny(seed=0)
+    else:
+        path, entry = resolve_checkpoint(path_or_name, allow_download)
+        if entry is not None and entry.kind == "inverter":
+            raise CheckpointError(f"'{entry.name}' is an inverter; load it with load_inverter (its generator is "
+                                  f"'{entry.generator}')")
+        model = _typed(_generator_from_file, path)  # a folder's model_index.json comes with it (lineage)
+    if entry is not None:  # a registry name: its entry's settings travel into the folders the model is saved to
+        set_model_index(model, entry_index(entry, family=getattr(model, "family", None)).to_json())
     return model.to(device).eval()
 
 

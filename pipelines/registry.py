@@ -1,13 +1,19 @@
-"""Known checkpoints: which official file a name means, where to get it, its format and its architecture.
+"""Known checkpoints: which official file a name means, where to get it, its format and its architecture, and
+what an eraser built from it uses besides the weights.
 
 A registry entry is data; :func:`resolve_checkpoint` turns a name or path into a local file through
 :mod:`guide_unlearn.checkpoints.resolve` (local path, cache in huggingface_hub's layout, download where the
 source allows it). Reading the files into models is :mod:`guide_unlearn.pipelines.loading`. Backends are imported
 lazily; a missing one raises BackendUnavailableError.
+
+A :class:`ModelIndex` (inverter, code book, recommended erase settings, licence, card) comes from the registry
+entry for a name and from the folder's ``model_index.json`` for a path (written by ``save_pretrained``, as a
+diffusers pipeline folder names its components), so the same weights give the same eraser however they are named.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,18 +23,24 @@ import torch
 from torch import nn
 
 import guide_unlearn.adapters  # noqa: F401  (registers the backend families)
+from guide_unlearn.adapters.projector import CODE_BOOK_FILE
 from guide_unlearn.checkpoints import CheckpointSource, resolve_file
 from guide_unlearn.errors import CheckpointError
 from guide_unlearn.families import get_family, list_families, resolve_ref
+from guide_unlearn.lineage import INDEX_FILE, model_index, read_model_index, source_dir
 
 __all__ = [
     "REGISTRY",
     "CheckpointEntry",
+    "ModelIndex",
     "base_license",
     "build_architecture",
     "default_inverter_for",
+    "entry_index",
     "get_entry",
     "list_checkpoints",
+    "model_index_for",
+    "model_index_of",
     "resolve_checkpoint",
 ]
 
@@ -36,10 +48,6 @@ PathOrName = Union[str, os.PathLike]
 
 NGC_STYLEGAN2 = "https://api.ngc.nvidia.com/v2/models/nvidia/research/stylegan2/versions/1/files/"
 NGC_EG3D = "https://api.ngc.nvidia.com/v2/models/nvidia/research/eg3d/versions/1/files/"
-
-# Full-size StyleGAN2 configs (constructor kwargs of StyleGAN2Generator) live with their family; re-exported here.
-from guide_unlearn.adapters.stylegan2.configs import (  # noqa: E402
-    SG2_ADA_FFHQ_1024, SG2_FFHQ_256, SG2_FFHQ_512, SG2_FFHQ_1024)
 
 
 @dataclass(frozen=True)
@@ -61,7 +69,9 @@ class CheckpointEntry:
     default_inverter: registry name of the inverter to use with this generator (None: none known).
     generator:        for inverters, the registry name of the generator its codes belong to.
     bundled:          folder under ``guide_unlearn/models`` when the weights ship inside the package (no file
-                      to fetch); for format 'projector' entries, no file at all (an optimisation inverter).
+                      to fetch; its model card is its README.md); for format 'projector' entries, no file at all
+                      (an optimisation inverter).
+    code_book:        file beside the model's config.json holding the code book of its code-space inverter.
     erase_defaults:   EraseConfig fields this model's erase should use unless the caller says otherwise
                       (measured for that model; see its model card).
     license:          the weights' licence as hub card fields {'license', 'license_name', 'license_link'}
@@ -81,6 +91,7 @@ class CheckpointEntry:
     default_inverter: Optional[str] = None
     generator: Optional[str] = None
     bundled: Optional[str] = None
+    code_book: Optional[str] = None
     erase_defaults: Mapping[str, Any] = field(default_factory=dict, compare=False)
     license: Optional[Mapping[str, str]] = field(default=None, compare=False)
 
@@ -92,14 +103,6 @@ class CheckpointEntry:
 
 # ----------------------------------------------------------------------------------------------------------------
 # Architectures come from the backend families (guide_unlearn.families), registered by guide_unlearn.adapters.
-
-
-def _backend(module: str, attr: str, what: str) -> Any:
-    """``module.attr``, imported now; BackendUnavailableError if that backend is not installed yet.
-
-    Kept for callers of the old helper; new code names backends through :func:`guide_unlearn.families.resolve_ref`.
-    """
-    return resolve_ref(f"{module}:{attr}", what)
 
 
 def _family_arch(family: str, config: str) -> Callable[[Any], nn.Module]:
@@ -177,7 +180,7 @@ REGISTRY: dict[str, CheckpointEntry] = {
             "the embedded demo face generator: StyleGAN2 64², 3.1 M parameters, GLO-trained by this project on the "
             "photos of shared/faces (non-commercial research licence; see its model card)",
             homepage="guide_unlearn/models/demo_faces/README.md", bundled="demo_faces",
-            default_inverter="code-projector",
+            default_inverter="code-projector", code_book=CODE_BOOK_FILE,
             # The GLO model's real-photo codes lie ~1.6x as far from w_avg as mapped samples, so the adjacency
             # and preservation samples are drawn there (psi 1.6), with 8 preservation samples at weight 2 and the
             # UFO target 1.5x as far out: on benchmarks/sweep_demo_erase.py this erases all five photos of the
@@ -185,7 +188,8 @@ REGISTRY: dict[str, CheckpointEntry] = {
             # (GUIDE's defaults: 83 %). Much farther targets (d = 10) stop rendering faces (model card).
             # 75 steps at lr 6.7e-3 instead of the preset's 100 at 5e-3: the same erasure and preservation within
             # the 100-step recipe's seed-to-seed spread (benchmarks/results/speed/main_job_recipe_sweep.jsonl,
-            # docs/speed.md), in three quarters of the time.
+            # docs/speed.md), in three quarters of the time. The bundled folder's model_index.json carries the same
+            # settings, so its path builds the same eraser (tests/core/test_model_index.py keeps the two equal).
             erase_defaults={"truncation_psi": 1.6, "global_samples": 8, "global_weight": 2.0,
                             "target_distance": 1.5, "iterations": 75, "lr": 0.0067},
             license={"license": "other", "license_name": "guide-unlearn-demo-faces-nc",
@@ -219,21 +223,162 @@ REGISTRY: dict[str, CheckpointEntry] = {
 }
 
 
+# ----------------------------------------------------------------------------------------------------------------
+# What an eraser uses besides the weights: the registry entry says it for a name, model_index.json for a folder.
+
+INDEX_FORMAT = "guide_unlearn.model_index"
+INDEX_VERSION = 1
+
+
+@dataclass(frozen=True)
+class ModelIndex:
+    """What an eraser built from a model uses besides its weights; a folder's ``model_index.json``.
+
+    family:          generator family of the weights ('stylegan2', 'eg3d'); None when not recorded.
+    inverter:        registry name of the inverter photos go through; None: the optimisation projector.
+    code_book:       file beside config.json with the code book of a code-space inverter (photos of the model's
+                     training people start from their own codes); None: none.
+    erase_defaults:  EraseConfig fields the model's erase uses unless the caller says otherwise.
+    license:         the weights' licence as hub card fields {'license', 'license_name', 'license_link'}; None when
+                     unknown. Patches made from the model record it.
+    card:            the model card beside config.json (README.md); None: none.
+    """
+
+    family: Optional[str] = None
+    inverter: Optional[str] = None
+    code_book: Optional[str] = None
+    erase_defaults: Mapping[str, Any] = field(default_factory=dict)
+    license: Optional[Mapping[str, str]] = None
+    card: Optional[str] = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON object of ``model_index.json`` (diffusers' ``_class_name`` names what the folder builds)."""
+        return {"_class_name": "IdentityEraser", "format": INDEX_FORMAT, "format_version": INDEX_VERSION,
+                "generator": {"family": self.family}, "inverter": self.inverter, "code_book": self.code_book,
+                "erase_defaults": dict(self.erase_defaults), "license": dict(self.license) if self.license else None,
+                "card": self.card}
+
+    @classmethod
+    def from_json(cls, data: Any, where: str) -> "ModelIndex":
+        """Check a ``model_index.json`` object read from ``where``; CheckpointError saying what is wrong."""
+        def bad(what: str) -> CheckpointError:
+            return CheckpointError(f"{where}: {what}; fix it, or delete {INDEX_FILE} to use the generic erase "
+                                   "settings and the optimisation inverter")
+
+        if not isinstance(data, Mapping):
+            raise bad("not a JSON object")
+        if data.get("format", INDEX_FORMAT) != INDEX_FORMAT:
+            raise bad(f"format {data.get('format')!r} is not {INDEX_FORMAT!r}")
+        version = data.get("format_version", INDEX_VERSION)
+        if not isinstance(version, int) or version > INDEX_VERSION:
+            raise bad(f"format_version {version!r} is newer than this library reads ({INDEX_VERSION}); upgrade "
+                      "guide-unlearn")
+        generator = data.get("generator") or {}
+        family = generator.get("family") if isinstance(generator, Mapping) else None
+        if not isinstance(generator, Mapping) or not isinstance(family, (str, type(None))):
+            raise bad("generator is not an object with a 'family' string")
+        return cls(family=family, inverter=_index_inverter(data.get("inverter"), bad),
+                   code_book=_index_file(data, "code_book", bad), erase_defaults=_index_defaults(data, bad),
+                   license=_index_license(data.get("license"), bad), card=_index_file(data, "card", bad))
+
+
+def _index_inverter(name: Any, bad: Callable[[str], CheckpointError]) -> Optional[str]:
+    if name is None:
+        return None
+    inverters = sorted(n for n, e in REGISTRY.items() if "inverter" in e.kind)
+    if not isinstance(name, str) or name not in REGISTRY:
+        raise bad(f"inverter {name!r} is not a registry name this library knows ({', '.join(inverters)})")
+    if "inverter" not in REGISTRY[name].kind:
+        raise bad(f"inverter {name!r} is not an inverter (inverters: {', '.join(inverters)})")
+    return name
+
+
+def _index_file(data: Mapping[str, Any], key: str, bad: Callable[[str], CheckpointError]) -> Optional[str]:
+    name = data.get(key)
+    if name is None:
+        return None
+    if not isinstance(name, str) or not name or name in (".", "..") or "/" in name or "\\" in name:
+        raise bad(f"{key} {name!r} is not a plain file name in the folder")
+    return name
+
+
+def _index_defaults(data: Mapping[str, Any], bad: Callable[[str], CheckpointError]) -> dict[str, Any]:
+    from guide_unlearn.config import EraseConfig
+
+    defaults = data.get("erase_defaults") or {}
+    if not isinstance(defaults, Mapping):
+        raise bad("erase_defaults is not a JSON object")
+    known = {f.name for f in dataclasses.fields(EraseConfig)}
+    unknown = sorted(set(defaults) - known)
+    if unknown:
+        raise bad(f"erase_defaults names {unknown}, which are not EraseConfig fields")
+    defaults = {k: tuple(v) if isinstance(v, list) else v for k, v in defaults.items()}  # JSON has no tuples
+    try:
+        EraseConfig(**defaults)
+    except (ValueError, TypeError) as exc:
+        raise bad(f"erase_defaults are not valid erase settings ({exc})") from None
+    return defaults
+
+
+def _index_license(value: Any, bad: Callable[[str], CheckpointError]) -> Optional[dict[str, str]]:
+    if value is None:
+        return None
+    if (not isinstance(value, Mapping) or not isinstance(value.get("license"), str)
+            or not all(isinstance(v, str) for v in value.values())):
+        raise bad("license is not an object of strings with a 'license' field (the hub card's licence fields)")
+    return dict(value)
+
+
+def entry_index(entry: CheckpointEntry, family: Optional[str] = None) -> ModelIndex:
+    """The :class:`ModelIndex` registry entry ``entry`` describes (``family``: the loaded generator's, when it
+    differs from the entry's backend, as for an encoder's decoder)."""
+    return ModelIndex(family=family or entry.family, inverter=entry.default_inverter, code_book=entry.code_book,
+                      erase_defaults=dict(entry.erase_defaults),
+                      license=dict(entry.license) if entry.license else None,
+                      card="README.md" if entry.bundled else None)
+
+
+def model_index_for(path_or_name: Optional[PathOrName]) -> Optional[ModelIndex]:
+    """The :class:`ModelIndex` of a generator: its registry entry for a name, its ``model_index.json`` for a model
+    folder; None for a checkpoint file, a folder without one and an unknown name. CheckpointError when the file is
+    malformed."""
+    if path_or_name is None:
+        return None
+    path = Path(str(path_or_name)).expanduser()
+    if path.exists():
+        index = read_model_index(path) if path.is_dir() else None
+        return None if index is None else ModelIndex.from_json(index, str(path / INDEX_FILE))
+    entry = REGISTRY.get(str(path_or_name))
+    return entry_index(entry) if entry is not None and entry.kind != "inverter" else None
+
+
+def model_index_of(generator: nn.Module) -> Optional[ModelIndex]:
+    """The :class:`ModelIndex` ``generator`` was loaded with (its registry entry's, or its folder's
+    ``model_index.json``; :func:`guide_unlearn.lineage.model_index`), or None."""
+    index = model_index(generator)
+    if index is None:
+        return None
+    folder = source_dir(generator)
+    return ModelIndex.from_json(index, str(folder / INDEX_FILE) if folder is not None else "the model index")
+
+
 def list_checkpoints() -> list[CheckpointEntry]:
     """All registry entries, sorted by name."""
     return [REGISTRY[k] for k in sorted(REGISTRY)]
 
 
 def default_inverter_for(path_or_name: PathOrName) -> Optional[str]:
-    """Registry name of the inverter recommended for a generator name (None for paths and unknown names)."""
-    entry = REGISTRY.get(str(path_or_name))
-    return entry.default_inverter if entry is not None else None
+    """Registry name of the inverter recommended for a generator name or model folder (:func:`model_index_for`;
+    None when none is known)."""
+    index = model_index_for(path_or_name)
+    return index.inverter if index is not None else None
 
 
-def base_license(name: Optional[str]) -> Optional[dict[str, str]]:
-    """The registry's licence fields for a generator name (None for paths, unknown names and unknown licences)."""
-    entry = REGISTRY.get(str(name)) if name is not None else None
-    return dict(entry.license) if entry is not None and entry.license else None
+def base_license(name: Optional[PathOrName]) -> Optional[dict[str, str]]:
+    """The licence fields {'license', 'license_name', 'license_link'} of a generator name or model folder
+    (:func:`model_index_for`; None when unknown)."""
+    index = model_index_for(name) if name is not None else None
+    return dict(index.license) if index is not None and index.license else None
 
 
 def accepted_names() -> list[str]:

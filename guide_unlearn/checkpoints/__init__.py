@@ -3,7 +3,6 @@
 - :mod:`.policy`: pickle allow-lists and the opcode scan that refuses other globals before anything is built.
 - :mod:`.unpickler`: the restricted unpickler; NVIDIA persistence objects become inert stubs.
 - :mod:`.nvidia`: NVIDIA network pickles read without executing them (scan + stubs -> state dict + config).
-- :mod:`.safe_pickle`: the three above under their historical module name.
 - :mod:`.torch_zip`: ``torch.save`` files via ``torch.load(weights_only=True)`` after the same kind of scan.
 - :mod:`.formats`: what a file is (and what it seems to be when it is not usable).
 - :mod:`.resolve`: registry name -> local file (cache in huggingface_hub's layout, download with progress).

@@ -35,7 +35,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         "anything else is never replaced)")
     p.add_argument("--download", action="store_true",
                    help="download a registry checkpoint that is not on this machine (off by default)")
-    p.add_argument("--no-download", action="store_true", help="accepted for old scripts: downloads are off unless --download")
     p.set_defaults(func=run_convert)
     return p
 
@@ -77,7 +76,7 @@ def run_convert(args: argparse.Namespace) -> int:
     else:
         paths.check_output_folder(dst, "DST")
         check_output_dir(dst, args.overwrite, generator_files, "generator folder")
-    generator = load_generator(args.src, device="cpu", allow_download=bool(args.download and not args.no_download))
+    generator = load_generator(args.src, device="cpu", allow_download=args.download)
     if args.to:
         out = export_generator(generator, dst, args.to, overwrite=args.overwrite)
     else:

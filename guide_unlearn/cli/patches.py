@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any, Optional
 
 from guide_unlearn.errors import InputError
 
@@ -106,9 +107,22 @@ def run_merge(args: argparse.Namespace) -> int:
     return 0
 
 
+def patch_info(name_or_path, revision: Optional[str] = None, subfolder: Optional[str] = None) -> dict[str, Any]:
+    """``guide-unlearn info``'s summary of a patch folder or hub repo: ForgetPatch.describe() plus where it was
+    found and its card's ``guide_unlearn`` block (None for a folder without a card)."""
+    from guide_unlearn.card import CARD_FILE, read_card_block
+    from guide_unlearn.hub import resolve_patch_folder
+    from guide_unlearn.patch import ForgetPatch
+
+    folder = resolve_patch_folder(name_or_path, revision=revision, subfolder=subfolder)
+    patch = ForgetPatch.from_pretrained(folder)
+    return {"type": "forget_patch", "source": str(name_or_path), "folder": str(folder), **patch.describe(),
+            "card": read_card_block(folder / CARD_FILE)}
+
+
 def run_info(args: argparse.Namespace) -> int:
-    from guide_unlearn.hub import looks_like_repo_id, patch_info
-    from guide_unlearn.patch import META_FILE
+    from guide_unlearn.hub_paths import looks_like_repo_id
+    from guide_unlearn.patch_format import META_FILE
 
     path = Path(args.path)
     revision, subfolder = getattr(args, "revision", None), getattr(args, "subfolder", None)
@@ -128,11 +142,7 @@ def run_info(args: argparse.Namespace) -> int:
         check_model_name(args.path)
     from guide_unlearn.pipelines.loading import load_generator
 
-    gen = load_generator(str(path))  # every name `erase --model` accepts, the tiny registry entries too
-    if path.is_dir():
-        from guide_unlearn.pipelines.export import restore_record
-
-        restore_record(gen, path)
+    gen = load_generator(str(path))  # every name `erase --model` accepts; a folder comes with its lineage record
     state = patch_state(gen)
     print(json.dumps({"type": "generator", "family": gen.family, "class": type(gen).__name__,
                       "parameters": sum(p.numel() for p in gen.parameters()),

@@ -174,6 +174,7 @@ def _check_html(path):
     return parser
 
 
+@pytest.mark.slow
 def test_save_writes_json_html_and_figures_and_refuses_a_non_empty_folder(report, tmp_path):
     out = report.save(tmp_path / "rep")
     names = sorted(p.name for p in out.iterdir())
@@ -226,6 +227,7 @@ def test_erase_stores_a_downsampled_loss_history(tiny):
     assert short["loss"][-1] == pytest.approx(0.001)
 
 
+@pytest.mark.slow
 def test_cli_audit_prints_metrics_and_writes_a_report(tiny, tmp_path, capsys):
     from guide_unlearn.cli import main
 
@@ -271,6 +273,7 @@ def test_cli_refuses_a_negative_max_others_before_loading(tmp_path, capsys):
     assert not (tmp_path / "audit").exists()
 
 
+@pytest.mark.slow
 def test_tiny_eg3d_id_over_eleven_views():
     """The camera model: ID over the 11-view orbit (toy identity network: a random network, not a face
     recogniser; the figure tests the plumbing)."""

@@ -213,6 +213,7 @@ def tiny():
     return eraser, patch
 
 
+@pytest.mark.slow
 def test_paper_audit_on_a_tiny_model_reports_fid_and_leaves_fd_nan_with_reasons(tiny, full_cache, shared_dir,
                                                                                  tmp_path):
     eraser, patch = tiny

@@ -205,7 +205,7 @@ def fresh_warnings(monkeypatch, tmp_path):
 @pytest.fixture()
 def model_folder(tmp_path) -> Path:
     """tiny-stylegan2 saved as a model folder: loading it takes the full path (default loss networks)."""
-    from guide_unlearn.pipelines.export import save_generator
+    from guide_unlearn.lineage import save_generator
 
     save_generator(tiny_generator(), tmp_path / "model")
     return tmp_path / "model"
@@ -330,7 +330,7 @@ def test_every_option_of_every_command_has_help():
 def test_convert_checks_its_destination_before_loading_the_source(tmp_path, capsys):
     (tmp_path / "afile").write_text("mine")
     # eg3d-ffhq's weights are not on this machine: loading SRC first would fail with a missing-weights error.
-    code = main(["convert", "eg3d-ffhq", str(tmp_path / "afile" / "out"), "--no-download"])
+    code = main(["convert", "eg3d-ffhq", str(tmp_path / "afile" / "out")])
     err = _one_line_error(capsys)
     assert code == 2 and "is a file" in err
 

@@ -43,6 +43,7 @@ def test_codes_are_in_the_mapping_range(gen):
     assert torch.equal(ws, ws[:, :1].expand_as(ws))  # one w for every layer, as the mapping makes
 
 
+@pytest.mark.slow
 def test_same_seed_same_codes_and_batching_only_rounds(gen):
     images = _target(gen)
     inv = CodeInverter(gen, starts=8, steps=10)

@@ -60,7 +60,7 @@ def test_an_unavailable_official_model_says_which_file_is_missing(monkeypatch):
 
 
 def test_a_generator_folder_loads_with_its_merged_patch_record(tmp_path):
-    from guide_unlearn.pipelines.export import save_generator
+    from guide_unlearn.lineage import save_generator
 
     eraser = tiny_eraser()
     w = eraser.generator.mapping(torch.randn(2, eraser.generator.z_dim)).detach()

@@ -95,6 +95,7 @@ def test_erase_leaves_the_generator_as_it_was():
     assert eraser.applied_patches == []
 
 
+@pytest.mark.slow
 def test_default_config_erases_and_preserves_on_the_tiny_model():
     """80 steps of the default config: measured with pixel MSE, which the loop does not optimise directly."""
     eraser = tiny_eraser()

@@ -194,6 +194,7 @@ def test_joint_balance_leaves_a_single_person_erase_unchanged():
         assert all(torch.equal(patches[0].tensors[n], patches[1].tensors[n]) for n in patches[0].tensors)
 
 
+@pytest.mark.slow
 def test_a_balanced_joint_run_changes_other_faces_less_than_an_unbalanced_one():
     eraser = tiny_eraser()
     ws = _codes(eraser, 4, seed=7)
@@ -257,6 +258,7 @@ def test_a_done_ratio_leaves_a_single_person_erase_unchanged():
         EraseConfig.joint(joint_done_ratio=1.0)
 
 
+@pytest.mark.slow
 def test_identity_aware_preservation_keeps_random_faces_identity_closer_to_the_source():
     from guide_unlearn.losses import identity_distance
 
@@ -285,6 +287,7 @@ def test_identity_aware_preservation_without_an_identity_model_is_refused():
                      measure=False, progress=False)
 
 
+@pytest.mark.slow
 def test_a_resumed_joint_run_with_a_done_ratio_equals_an_uninterrupted_one(tmp_path):
     from guide_unlearn.config import RunOptions
     from guide_unlearn.engine import run_erase

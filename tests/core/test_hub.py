@@ -16,7 +16,9 @@ from huggingface_hub import CommitOperationAdd, HfApi, ModelCard
 
 from guide_unlearn import ForgetPatch
 from guide_unlearn.errors import PatchError
-from guide_unlearn.hub import HubPatchNotFoundError, is_hub_cache_link, model_card
+from guide_unlearn.card import model_card
+from guide_unlearn.hub import HubPatchNotFoundError
+from guide_unlearn.hub_paths import is_hub_cache_link
 
 C1 = "1" * 40
 C2 = "2" * 40

@@ -144,7 +144,7 @@ def test_a_plain_erase_config_that_drops_the_recommended_settings_is_not_silent(
 def test_presentation_settings_change_neither_the_digest_nor_what_a_patch_records():
     a = EraseConfig(iterations=3)
     assert a.digest() != a.replace(lr=1e-3).digest() and "progress" not in a.recipe_dict()
-    from guide_unlearn.hub import erase_config_digest
+    from guide_unlearn.card import erase_config_digest
 
     assert erase_config_digest(a.to_dict()) == a.digest()  # one digest of a recipe in the whole library
     shown = {**a.to_dict(), "progress": False, "log_every": 5, "checkpoint_every": 2}  # a record that holds them

@@ -53,6 +53,7 @@ def one_process_run(tmp_path_factory, shared_dir):
     return req, tmp / "one"
 
 
+@pytest.mark.slow
 def test_two_accelerate_processes_give_the_same_patches_as_one_and_a_bad_request_fails_alone(tmp_path,
                                                                                                 one_process_run):
     req, one = one_process_run

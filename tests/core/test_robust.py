@@ -221,6 +221,7 @@ def test_round_attackers_are_validated():
     assert lists.method_config.round_attackers == ("scratch",)  # lists are normalised
 
 
+@pytest.mark.slow
 def test_tracked_attacker_makes_the_projector_reconstruct_the_request_worse(eraser):
     """The tracked attacker follows the projector's objective on the request image through G_u while the patch
     trains: afterwards a fresh projector (from w_avg, as the audit's) reconstructs that image through G_u worse

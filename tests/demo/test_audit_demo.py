@@ -13,7 +13,7 @@ import guide_unlearn
 from guide_unlearn.adapters.identity import DLIB_COSINE_THRESHOLD
 from guide_unlearn.pipelines.audit import METRIC_KEYS
 
-pytestmark = pytest.mark.shared
+pytestmark = [pytest.mark.shared, pytest.mark.slow]  # the demo model on shared/ photos: minutes on a CPU
 
 PERSON = "guide_celebahq512"
 

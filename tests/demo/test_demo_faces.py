@@ -14,7 +14,7 @@ import torch
 from guide_unlearn.errors import ImageLoadError, InputError, NoFaceError
 from guide_unlearn.recipes.demo_faces import evaluate as E
 
-pytestmark = pytest.mark.shared
+pytestmark = [pytest.mark.shared, pytest.mark.slow]  # the demo model on shared/ photos: minutes on a CPU
 
 
 def _ws(codes, names):

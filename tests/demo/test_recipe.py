@@ -26,6 +26,7 @@ def _flat(model):
     return torch.cat([p.detach().flatten() for p in model.state_dict().values()])
 
 
+@pytest.mark.slow
 def test_same_seed_same_weights():
     cfg = T.TrainConfig(iterations=4, **TINY)
     a, ca, _ = T.train(cfg, _images())
@@ -159,6 +160,7 @@ def test_training_photos_leave_out_aligned_5(shared_dir):
     assert person_of("stargan_v2_celebahq/000001.jpg") != person_of("stargan_v2_celebahq/000002.jpg")
 
 
+@pytest.mark.slow
 def test_command_line_smoke_run(shared_dir, tmp_path):
     """The real recipe (its config, its data code) for a few steps on four photos: every output is written and
     the exported folder loads as a registry generator."""

@@ -8,7 +8,7 @@ import pytest
 
 import guide_unlearn
 
-pytestmark = pytest.mark.shared
+pytestmark = [pytest.mark.shared, pytest.mark.slow]  # the demo model on shared/ photos: minutes on a CPU
 
 PERSON = "guide_celebahq512"
 

@@ -24,6 +24,7 @@ def erased():
     return eraser, eraser.erase(photo, cfg, camera=g.evaluation_cameras(1), measure=False, progress=False)
 
 
+@pytest.mark.slow
 def test_erasure_holds_across_the_11_evaluation_views(erased):
     eraser, result = erased
     cams = eraser.generator.evaluation_cameras(11)
@@ -41,6 +42,7 @@ def test_erasure_holds_across_the_11_evaluation_views(erased):
     assert torch.allclose(result.views_before, source_u, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_random_identities_are_preserved(erased):
     eraser, result = erased
     g = eraser.generator

@@ -19,6 +19,7 @@ def test_frontal_camera_label_follows_eg3d_conventions():
     assert abs(focal_from_fov(18.837) - 4.2634) < 1e-3
 
 
+@pytest.mark.slow
 def test_yaw_and_pitch_match_goae_cameras(shared_dir):
     folder = shared_dir / "faces" / "goae_eg3d_real_person"
     labels = dict(json.loads((folder / "label.json").read_text())["labels"])

@@ -17,6 +17,7 @@ def _photos(root):
     return sorted(p for p in (root / "faces").glob("*/*") if p.suffix in (".jpg", ".png"))
 
 
+@pytest.mark.slow
 def test_exactly_one_face_in_every_shared_photo_except_crowds(shared_dir):
     photos = _photos(shared_dir)
     found = detect_faces_batch(photos)

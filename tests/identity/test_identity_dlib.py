@@ -40,6 +40,7 @@ def dlib_model(shared_dir):
     return load_identity_model("dlib", str(shared_dir / "weights" / "dlib"))
 
 
+@pytest.mark.slow
 def test_dlib_separates_one_person_from_other_people(chips, dlib_model):
     same, different, names, degraded = chips
     d_same = dlib_distance(dlib_model.descriptors(same), dlib_model.descriptors(same))[np.triu_indices(5, 1)]
@@ -61,6 +62,7 @@ def test_dlib_separates_one_person_from_other_people(chips, dlib_model):
     assert d_diff.mean() - d_same.mean() > 0.3
 
 
+@pytest.mark.slow
 def test_raw_dlib_descriptors_are_not_unit_length_but_embed_is(chips, dlib_model):
     raw = dlib_model.descriptors(chips[0])
     norms = np.linalg.norm(raw, axis=1)
@@ -72,6 +74,7 @@ def test_raw_dlib_descriptors_are_not_unit_length_but_embed_is(chips, dlib_model
     assert (cos > DLIB_COSINE_THRESHOLD).all()
 
 
+@pytest.mark.slow
 def test_faceapi_agrees_with_dlib_on_the_same_pairs(shared_dir, chips, dlib_model):
     faceapi = load_identity_model("faceapi", str(shared_dir / "weights" / "faceapi_tfjs"))
     assert faceapi.differentiable and not dlib_model.differentiable
@@ -105,6 +108,7 @@ def test_unknown_name_and_missing_weights_are_typed_errors(tmp_path):
         load_identity_model("dlib", str(tmp_path / "absent.dat"))
 
 
+@pytest.mark.slow
 def test_descriptors_do_not_depend_on_the_thread_count(chips):
     from guide_unlearn.adapters.identity.dlib_metric import DlibIdentity
 

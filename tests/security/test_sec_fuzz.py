@@ -21,6 +21,7 @@ import struct
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 from ckpt_writers import write_nvidia_pickle
@@ -251,6 +252,7 @@ def main() -> None:  # pragma: no cover - runs in the worker
     sys.stdout.write("FUZZ-SUMMARY " + json.dumps(summary) + "\n")
 
 
+@pytest.mark.slow
 def test_mutated_files_end_in_a_typed_error_or_a_working_model(tmp_path):
     # A fresh worker imports torch once, then forks one child per load: no state of this test process leaks in.
     import subprocess

@@ -1,0 +1,41 @@
+"""Two rules about huggingface_hub names and files that the model card, the hub client and the patch loader all
+apply: which strings are hub repo ids, and which symbolic links are the hub cache's own. A leaf module (it imports
+nothing of this package), so that :mod:`guide_unlearn.card`, :mod:`guide_unlearn.hub` and :mod:`guide_unlearn.patch`
+share the rules without importing one another in a circle.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Union
+
+__all__ = ["is_hub_cache_link", "looks_like_repo_id"]
+
+_REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$")
+
+
+def looks_like_repo_id(name: str) -> bool:
+    """True for a hub model id ``owner/name`` (no scheme, no ``..``, no leading ``./`` or ``/``)."""
+    return bool(_REPO_ID.match(str(name))) and ".." not in str(name) and not str(name).endswith(".git")
+
+
+def is_hub_cache_link(path: Union[str, os.PathLike]) -> bool:
+    """True when ``path`` is a symbolic link that huggingface_hub's cache made: it sits under
+    ``<cache>/models--<owner>--<name>/snapshots/<revision>/`` and resolves to a regular file directly inside the
+    same ``models--<owner>--<name>/blobs/`` folder. Every other link is not allowed (loaders refuse it)."""
+    path = Path(path)
+    if not path.is_symlink():
+        return False
+    parts = path.absolute().parts
+    try:
+        i = len(parts) - 1 - parts[::-1].index("snapshots")
+    except ValueError:
+        return False
+    if i < 1 or not parts[i - 1].startswith("models--") or i + 2 >= len(parts):
+        return False
+    repo = Path(*parts[:i])
+    target = Path(os.path.realpath(path))
+    blobs = Path(os.path.realpath(repo / "blobs"))
+    return target.parent == blobs and target.is_file() and not (repo / "blobs").is_symlink()
