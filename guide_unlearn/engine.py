@@ -16,7 +16,7 @@ from torch import nn
 from . import lora as L
 from .config import EraseConfig, RunOptions
 from .errors import ConfigError, LatentError, TrainingDivergedError
-from .fingerprint import patch_state
+from .fingerprint import patch_state, trained_on
 from .frozen import cached_constants
 from .io import PathLike
 from .joint import JointBalance, PersonProgress, PersonSchedule, _person_index, _record_people
@@ -477,6 +477,7 @@ def patch_metadata(generator: GeneratorAdapter, cfg: EraseConfig, base: str, dis
         "generator_family": generator.family,
         "generator_config": _plain(getattr(generator, "config", {})),
         "base_fingerprint": base,
+        "base_merged": trained_on(generator),  # with base_fingerprint: the exact weights this patch was made on
         "erase_config": cfg.recipe_dict(),
         "target_distance_used": distance,
         "adjacency_alpha_used": [alpha[0], alpha[1]],
