@@ -195,9 +195,12 @@ def check_output_file(path: PathLike, overwrite: bool = False) -> Path:
     """Refuse (SaveError) to replace an existing file unless ``overwrite``; never replace a folder. Cheap: run it
     before expensive work, and again when writing. -> the path."""
     path = Path(path)
+    if path.is_symlink():  # the writing rule: a link is never written through, replaced or deleted
+        raise SaveError(f"{path} is a symbolic link; it is never written through or replaced (it may lead outside "
+                        "the folder): choose another name or remove the link yourself (nothing was written)")
     if path.is_dir():
         raise SaveError(f"{path} is a folder; pass a file name (nothing was written)")
-    if path.exists() or path.is_symlink():
+    if path.exists():
         if not overwrite:
             raise SaveError(f"{path} already exists; choose another name, or pass --overwrite (command line) / "
                             "overwrite=True (Python) to replace it (nothing was written)")
