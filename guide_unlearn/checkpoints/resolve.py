@@ -248,7 +248,7 @@ def _store_in_cache(source: CheckpointSource, progress: bool) -> Path:
                             progress=progress, desc=source.filename)
     except DownloadError as exc:  # no network: say where a file fetched by hand goes
         raise DownloadError(f"{exc}, or download it by hand (e.g. in a browser) and put the file at "
-                            f"{manual_path(source)}") from None
+                            f"{manual_path(source)}.") from None
     digest = sha256_of(tmp_blob)
     blob = blobs / digest
     os.replace(tmp_blob, blob)
