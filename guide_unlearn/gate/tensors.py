@@ -21,7 +21,7 @@ from .files import check_file, open_file, read_bytes
 from .kinds import Kind, get_kind
 from .parse import parse_json
 
-__all__ = ["MAX_PIXELS", "load_safetensors", "open_image", "parse_safetensors", "safetensors_header", "torch_load"]
+__all__ = ["MAX_PIXELS", "load_npz", "load_safetensors", "open_image", "parse_safetensors", "safetensors_header", "torch_load"]
 
 PathLike = Union[str, os.PathLike]
 KindLike = Union[str, Kind]
@@ -157,3 +157,27 @@ def open_image(path: PathLike, kind: KindLike = "photo", root: Optional[PathLike
     img.filename = str(path)  # type: ignore[attr-defined]
     return img
 
+
+
+def load_npz(path: PathLike, kind: KindLike, root: Optional[PathLike] = None) -> dict:
+    """The arrays of a ``.npz`` file read through the gate: no pickled objects (``allow_pickle=False``), and the
+    sizes its members declare bounded (16 × the file + 64 MiB) before anything is decompressed. Raises the kind's
+    error."""
+    import zipfile
+
+    import numpy as np
+
+    kind = get_kind(kind)
+    data = read_bytes(path, kind, root)
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as zf:
+            declared = sum(i.file_size for i in zf.infolist())
+        if declared > 16 * len(data) + (64 << 20):
+            raise kind.error(f"{path}: the archive declares {declared} bytes once unpacked from {len(data)}; refusing "
+                             "a decompression bomb")
+        with np.load(io.BytesIO(data), allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except kind.error:
+        raise
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError, struct.error) as exc:
+        raise kind.error(f"{path}: not a readable .npz file ({type(exc).__name__}: {str(exc)[:200]})") from None
