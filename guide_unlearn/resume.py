@@ -133,7 +133,7 @@ _ADAM_STATE = ("step", "exp_avg", "exp_avg_sq", "max_exp_avg_sq")
 
 
 def _check_optimizer(path: Path, saved, optimizer, cfg: EraseConfig) -> None:
-    """Adam's saved state: the same parameter groups (same indices, same hyper-parameter names, plain values),
+    """Adam's saved state: the same parameter groups (same indices, the run's own hyper-parameters),
     per-parameter moments shaped and typed like the parameters and finite, and a step count within the run."""
     current = optimizer.state_dict()
     params = [p for group in optimizer.param_groups for p in group["params"]]
@@ -147,6 +147,9 @@ def _check_optimizer(path: Path, saved, optimizer, cfg: EraseConfig) -> None:
             raise _bad(path, "the optimiser's parameter groups differ from this run's")
         gate.check({k: v for k, v in theirs.items() if k != "params"}, "resume-state", f"{path}: optimiser group",
                    Map(_GROUP_VALUE, key=Str(64), max_len=64))
+        changed = sorted(k for k in mine if k != "params" and theirs[k] != mine[k])
+        if changed:  # the same recipe gives the same hyper-parameters; a state may not change them
+            raise _bad(path, f"the optimiser's {', '.join(changed[:4])} differ from this run's")
     state = saved["state"]
     if not isinstance(state, dict) or not set(state) <= set(range(len(params))):
         raise _bad(path, "the optimiser state names parameters this run does not have")
@@ -165,4 +168,4 @@ def _check_optimizer(path: Path, saved, optimizer, cfg: EraseConfig) -> None:
                 raise _bad(path, f"Adam's {key} of parameter {index} does not match it (shape, dtype or values)")
 
 
-_GROUP_VALUE = Opt(OneOf(Num(), Bool(), Str(64), List(Num(), max_len=8)))
+_GROUP_VALUE = Opt(OneOf(Num(), Bool(), List(Num(), max_len=8)))
