@@ -21,7 +21,7 @@ from guide_unlearn.patch import ForgetPatch
 from guide_unlearn.pipelines import measure as _measure
 from guide_unlearn.pipelines import photos as _photos
 from guide_unlearn.pipelines.components import (Deferred, LazyComponent, check_fields, default_inverter,
-                                                default_perceptual, provenance, warn_dropped_defaults)
+                                                default_perceptual, eraser_repr, provenance, warn_dropped_defaults)
 from guide_unlearn.pipelines.photos import Faces, Inputs
 from guide_unlearn.pipelines.requests import ManyErasureResult, Requests
 from guide_unlearn.pipelines.requests import erase_many as _erase_many
@@ -66,6 +66,10 @@ class IdentityEraser:
     identity_model = LazyComponent(None, "The ID-loss network, or None (ID term off); the default that "
                                    "from_pretrained defers (ArcFace IR-SE50 when its weights are found) is built at "
                                    "first use.")
+
+    def __repr__(self) -> str:
+        """One line: model, family, device, applied and merged patch ids, components (builds nothing)."""
+        return eraser_repr(self)
 
     # -- construction -----------------------------------------------------------------------------------------
     @classmethod

@@ -74,7 +74,7 @@ def asked_processes() -> Optional[int]:
             argv = f.read(1 << 16).decode("utf-8", "replace").split("\0")
     except OSError:
         return None
-    if not any("accelerate" in a for a in argv[:3]):
+    if not any(a.endswith("accelerate") or "accelerate.commands" in a for a in argv[:4]):
         return None
     for i, a in enumerate(argv):
         for flag in ("--num_processes", "--num-processes"):
