@@ -62,11 +62,11 @@ def _read_header(f: Any, size: int, where: str, kind: Kind
                  ) -> tuple[dict[str, str], dict[str, tuple[str, tuple[int, ...]]], int]:
     head = f.read(8)
     if len(head) < 8:
-        raise kind.error(f"{where}: too short to be a safetensors file; get a fresh copy")
+        raise kind.error(f"{where}: not a readable safetensors file (too short); get a fresh copy")
     (n,) = struct.unpack("<Q", head)
     if not 2 <= n <= MAX_SAFETENSORS_HEADER or 8 + n > size:
-        raise kind.error(f"{where}: not a safetensors file, or one that is truncated (header of {n} bytes in a "
-                         f"file of {size}); download or export it again")
+        raise kind.error(f"{where}: not a readable safetensors file (its header claims {n} bytes in a file of "
+                         f"{size}: truncated, or not safetensors); download or export it again")
     header = parse_json(f.read(n), f"{where} (safetensors header)",
                         Kind(kind.name, MAX_SAFETENSORS_HEADER, kind.error, max_depth=8))
     if not isinstance(header, dict):
@@ -151,7 +151,10 @@ def open_image(path: PathLike, kind: KindLike = "photo", root: Optional[PathLike
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise kind.error(f"{path} is too large to decode safely ({exc}); downscale it first") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError, struct.error) as exc:
+    except UnidentifiedImageError:
+        raise kind.error(f"{path} is not a readable image (UnidentifiedImageError: not an image format PIL "
+                         "recognises); pass a JPEG or PNG photo") from None
+    except (OSError, SyntaxError, ValueError, EOFError, struct.error) as exc:
         raise kind.error(f"{path} is not a readable image ({type(exc).__name__}: {str(exc)[:200]}); pass a JPEG or "
                          "PNG photo") from None
     img.filename = str(path)  # type: ignore[attr-defined]
