@@ -438,13 +438,36 @@ def _run_units(state, todo: Sequence[Unit], units: Sequence[Unit], model: str, o
     eraser = IdentityEraser.from_pretrained(model, device=device or str(state.device))
     with state.split_between_processes(list(todo)) as mine:
         for unit in mine:
-            rows = _run_unit(eraser, unit, out, overrides)
+            try:
+                _check_unit_folder(out, unit)
+            except SaveError as e:  # something the queue did not write is in the way: this unit fails alone
+                rows = [_failure(r.request_id, unit.name, e, 0.0) for r in unit.requests]
+            else:
+                rows = _run_unit(eraser, unit, out, overrides)
             rows = [{**r, "unit": unit.name, "process": state.process_index} for r in rows]
             result = no_links_below(out, out / RESULTS / f"{unit.name}.json", "--out folder")
             atomic_write_bytes(result, json.dumps(rows).encode(), overwrite=True)
             if bar is not None:
                 bar.n = _finished(out, units)
                 bar.refresh()
+
+
+def _check_unit_folder(out: Path, unit: Unit) -> None:
+    """A unit about to be (re)done may replace ``out/<unit>`` only if the queue wrote it: missing, or a patch whose
+    metadata lists exactly this unit's request ids (a run killed after saving it, before recording it). Anything
+    else — a link, a user's folder, another patch — is never replaced: SaveError."""
+    from guide_unlearn.patch import read_metadata
+
+    folder = no_links_below(out, out / unit.name, "--out folder")
+    if not (folder.exists() or folder.is_symlink()):
+        return
+    try:
+        ids = [r.get("request_id") for r in read_metadata(folder).get("requests") or []]
+    except GuideUnlearnError:
+        ids = None
+    if ids != [r.request_id for r in unit.requests]:
+        raise SaveError(f"{folder} is in the way and was not written by this queue for {unit.name}; it is never "
+                        "replaced: move it out of --out and run the same command again")
 
 
 def _write_manifest(out: Path, head: dict[str, Any], units: Sequence[Unit]) -> list[dict[str, Any]]:

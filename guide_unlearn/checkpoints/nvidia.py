@@ -19,7 +19,7 @@ import torch
 
 from ..errors import CheckpointError, UnsafeCheckpointError
 from ..gate import open_file
-from .policy import NVIDIA_PICKLE_POLICY, BoundedReader, scan_pickle
+from .policy import NVIDIA_PICKLE_POLICY, scan_pickle
 from .unpickler import ObjectStub, SafeUnpickler
 
 __all__ = ["NvidiaModule", "flatten_module", "load_nvidia_module", "module_from_stub", "read_nvidia_pickle", "to_plain"]

@@ -89,6 +89,16 @@ def load_latent(path: str):
     return ws.float().contiguous()
 
 
+def _check_latent_fits(eraser, latent, config, path: str) -> None:
+    """Every code of a latent file is rendered at each step, with the step's samples: refuse (LatentError) a file
+    whose codes the machine could not render at once, before the erase starts."""
+    from guide_unlearn.gate import check_first_use
+
+    codes = latent.shape[0] if latent.ndim == 3 else 1
+    check_first_use(eraser.generator, f"--latent {path} ({codes} codes)", LatentError, eraser.device,
+                    batch=codes + config.adjacency_samples + config.global_samples)
+
+
 @contextlib.contextmanager
 def _one_verdict_line():
     """The CLI prints the not-erased verdict itself (once, with what to do): the eraser's own log line of it is
@@ -149,11 +159,7 @@ def run(args: argparse.Namespace) -> int:
     eraser = IdentityEraser.from_pretrained(args.model, device=device, allow_download=args.download)
     config = eraser.default_config(args.preset, **overrides)  # the model's recommended settings, then the flags
     if latent is not None:
-        from guide_unlearn.gate import check_first_use
-
-        codes = latent.shape[0] if latent.ndim == 3 else 1  # every code is rendered at each step, with the samples
-        check_first_use(eraser.generator, f"--latent {args.latent} ({codes} codes)", LatentError, eraser.device,
-                        batch=codes + config.adjacency_samples + config.global_samples)
+        _check_latent_fits(eraser, latent, config, args.latent)
         inputs = latent.to(eraser.device)
     else:
         inputs = list(args.photos)

@@ -183,3 +183,14 @@ def test_replace_files_refuses_a_link(tmp_path, user_file):
 
 def test_every_refusal_here_is_a_guide_unlearn_error():
     assert issubclass(SaveError, GuideUnlearnError) and issubclass(PatchError, GuideUnlearnError)
+
+
+def test_a_folder_the_queue_did_not_write_in_a_units_place_is_never_replaced(finished):
+    ForgetPatch("lora", {"m.lora_A.weight": torch.ones(1, 2), "m.lora_B.weight": torch.ones(2, 1)},
+                {"generator_family": "stylegan2", "base_fingerprint": "sha256:0"},
+                {"r": 1, "lora_alpha": 1.0, "target_modules": ["m"]}).save_pretrained(finished / "b")
+    before = {p.name: p.read_bytes() for p in (finished / "b").iterdir()}
+    rows = {r["request_id"]: r for r in read_manifest(finished)} if run_queue(
+        [Request("a", ()), Request("b", (Path("/nonexistent.jpg"),))], MODEL, finished, progress=False) else {}
+    assert "never replaced" in rows["b"]["error"]
+    assert {p.name: p.read_bytes() for p in (finished / "b").iterdir()} == before
