@@ -15,9 +15,10 @@ import re
 from pathlib import Path
 from typing import Any, Mapping, Optional, Union
 
+from . import gate
 from .config import PRESENTATION_FIELDS
 from .errors import PatchError
-from .hub_paths import is_hub_cache_link, looks_like_repo_id
+from .hub_paths import looks_like_repo_id
 
 CARD_FILE = "README.md"
 CARD_FORMAT = "guide_unlearn.model_card"
@@ -62,6 +63,9 @@ def _license_fields(license: Union[None, str, Mapping[str, Any]], metadata: Mapp
         raise PatchError(f"license must be a hub licence id ('apache-2.0', 'other', ...) or a mapping with "
                          f"'license' (and 'license_name' / 'license_link' for 'other'); got {value!r}")
     out = {k: str(value[k]) for k in ("license", "license_name", "license_link") if value.get(k)}
+    link = out.get("license_link")
+    if link and "://" not in link and license is None and license_file(metadata) is not None:
+        out["license_link"] = LICENSE_FILE  # the base's licence text is copied into the patch folder
     if not _LICENSE_ID.match(out["license"]):
         raise PatchError(f"license {out['license']!r} is not a hub licence id (lower case, e.g. 'apache-2.0', "
                          "'cc-by-nc-4.0', or 'other' with a license_name and license_link)")
@@ -127,36 +131,48 @@ def model_card(meta: Mapping[str, Any], license: Union[None, str, Mapping[str, A
 
 
 def read_card_block(card_path: Union[str, os.PathLike]) -> Optional[dict[str, Any]]:
-    """The ``guide_unlearn`` block of a card file (bounded: cards over 1 MiB are refused), or None without one."""
-    from huggingface_hub import ModelCard
-
+    """The ``guide_unlearn`` block of a card file, or None without a card or a block. Read through the reading
+    gate (a regular file inside its patch folder or a hub cache link into its repo's blobs, at most 1 MiB, UTF-8,
+    YAML without aliases, every value checked by the card schema); a malformed card is a PatchError."""
     path = Path(card_path)
-    if path.is_symlink() and not is_hub_cache_link(path):
-        raise PatchError(f"{path} is a symbolic link; a card must be a regular file (or a huggingface_hub cache "
-                         "link into the same repo's blobs/)")
-    if not path.is_file():
+    if not (path.exists() or path.is_symlink()):
         return None
-    if path.stat().st_size > (1 << 20):
-        raise PatchError(f"{path} is over 1 MiB; a forget patch card is a few kB — refusing it")
-    card = ModelCard.load(path)
-    block = card.data.to_dict().get("guide_unlearn")
+    data, _ = gate.read_card(path, root=path.parent)
+    block = data.get("guide_unlearn")
     return dict(block) if isinstance(block, Mapping) else None
 
 
 def refreshed_card(card_path: Union[str, os.PathLike], meta: Mapping[str, Any]):
     """The card of ``meta`` rebuilt for an existing card file, keeping the choices its author made when it was
     written (licence fields and a hub ``base_model``), so refreshing a card (e.g. after an audit) never drops a
-    custom licence. Bounded like :func:`read_card_block`. -> :class:`huggingface_hub.ModelCard`."""
-    from huggingface_hub import ModelCard
-
-    read_card_block(card_path)  # the same checks: regular file, at most 1 MiB
-    old = ModelCard.load(Path(card_path)).data.to_dict()
+    custom licence. Read like :func:`read_card_block`. -> :class:`huggingface_hub.ModelCard`."""
+    path = Path(card_path)
+    old, _ = gate.read_card(path, root=path.parent)
     lic = {k: old[k] for k in ("license", "license_name", "license_link") if isinstance(old.get(k), str)}
     base = old.get("base_model") if isinstance(old.get("base_model"), str) else None
     try:
         return model_card(meta, license=lic or None, base_model=base if base and looks_like_repo_id(base) else None)
     except PatchError:  # an old card's fields that are no longer valid: fall back to the defaults
         return model_card(meta)
+
+
+LICENSE_FILE = "LICENSE"
+
+
+def license_file(meta: Mapping[str, Any]) -> Optional[bytes]:
+    """The text of the base model's licence when the patch records it as a file shipped with this library
+    (``base_license.license_link`` a relative path inside the installed package, e.g. demo-faces' LICENSE): a patch
+    folder carries it as ``LICENSE`` so that the card's ``license_link`` resolves in the patch's own folder (and on
+    the hub). None otherwise."""
+    lic = meta.get("base_license")
+    link = lic.get("license_link") if isinstance(lic, Mapping) else None
+    if not isinstance(link, str) or "://" in link or link.startswith("/") or ".." in link.split("/"):
+        return None
+    package = Path(__file__).resolve().parent
+    candidate = package.parent / link
+    if not candidate.is_file() or package not in candidate.resolve().parents:
+        return None
+    return gate.read_bytes(candidate, "text", root=package)
 
 
 def _template_values(meta, block, lic, repo_id, subfolder) -> dict[str, str]:

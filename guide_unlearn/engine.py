@@ -22,7 +22,7 @@ from torch import nn
 from . import lora as L
 from .config import EraseConfig, RunOptions
 from .errors import ConfigError, LatentError, TrainingDivergedError
-from .fingerprint import patch_state
+from .fingerprint import patch_state, trained_on
 from .frozen import cached_constants
 from .latents import check_latents
 from .losses import LTULoss, ltu_loss
@@ -427,6 +427,7 @@ def patch_metadata(generator: GeneratorAdapter, cfg: EraseConfig, base: str, dis
         "generator_config": _plain(getattr(generator, "config", {})),
         "base_fingerprint": base,
         "method": cfg.method,
+        "base_merged": trained_on(generator),  # with base_fingerprint: the exact weights this patch was made on
         "erase_config": cfg.recipe_dict(),
         "target_distance_used": distance,
         "adjacency_alpha_used": [alpha[0], alpha[1]],

@@ -49,3 +49,10 @@ def patch_state(model: nn.Module) -> dict[str, Any]:
 def set_base_record(model: nn.Module, base_fingerprint: str, merged: list[dict[str, Any]]) -> None:
     """Declare a loaded model's original base fingerprint and the patches already merged into it."""
     model.__dict__[_STATE_ATTR] = {"base_fingerprint": base_fingerprint, "merged": list(merged), "applied": {}}
+
+
+def trained_on(model: nn.Module) -> list[str]:
+    """Ids of the patches merged into or applied to ``model``: with the base fingerprint they name the exact
+    weights a patch made now is trained on (recorded in the patch as ``base_merged``)."""
+    state = patch_state(model)
+    return [str(m.get("patch_id")) for m in state["merged"]] + [str(pid) for pid in state["applied"]]

@@ -1,6 +1,6 @@
 """Two rules about huggingface_hub names and files that the model card, the hub client and the patch loader all
-apply: which strings are hub repo ids, and which symbolic links are the hub cache's own. A leaf module (it imports
-nothing of this package), so that :mod:`guide_unlearn.card`, :mod:`guide_unlearn.hub` and :mod:`guide_unlearn.patch`
+apply: which strings are hub repo ids, and which symbolic links are the hub cache's own. A leaf module (it imports only
+the reading gate), so that :mod:`guide_unlearn.card`, :mod:`guide_unlearn.hub` and :mod:`guide_unlearn.patch`
 share the rules without importing one another in a circle.
 """
 
@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import re
-from pathlib import Path
 from typing import Union
 
 __all__ = ["is_hub_cache_link", "looks_like_repo_id"]
@@ -24,18 +23,8 @@ def looks_like_repo_id(name: str) -> bool:
 def is_hub_cache_link(path: Union[str, os.PathLike]) -> bool:
     """True when ``path`` is a symbolic link that huggingface_hub's cache made: it sits under
     ``<cache>/models--<owner>--<name>/snapshots/<revision>/`` and resolves to a regular file directly inside the
-    same ``models--<owner>--<name>/blobs/`` folder. Every other link is not allowed (loaders refuse it)."""
-    path = Path(path)
-    if not path.is_symlink():
-        return False
-    parts = path.absolute().parts
-    try:
-        i = len(parts) - 1 - parts[::-1].index("snapshots")
-    except ValueError:
-        return False
-    if i < 1 or not parts[i - 1].startswith("models--") or i + 2 >= len(parts):
-        return False
-    repo = Path(*parts[:i])
-    target = Path(os.path.realpath(path))
-    blobs = Path(os.path.realpath(repo / "blobs"))
-    return target.parent == blobs and target.is_file() and not (repo / "blobs").is_symlink()
+    same ``models--<owner>--<name>/blobs/`` folder. Every other link is not allowed (loaders refuse it). The rule
+    itself is the reading gate's (:func:`guide_unlearn.gate.hub_blob_link`), which every reader goes through."""
+    from .gate.files import hub_blob_link
+
+    return hub_blob_link(path)

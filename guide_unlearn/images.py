@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import logging
 import os
-import warnings
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 
 from .errors import ImageLoadError, InputError
 
 logger = logging.getLogger(__name__)
-MAX_PIXELS = 64_000_000  # refuse decompression bombs beyond 64 MP (about 8000 x 8000)
+from .gate.tensors import MAX_PIXELS  # refuse decompression bombs beyond 64 MP (about 8000 x 8000)
 MIN_SIDE = 16
 
 ImageLike = Union[str, os.PathLike, Image.Image, np.ndarray]
@@ -36,21 +35,9 @@ def load_image(image: ImageLike) -> Image.Image:
         path = Path(image)
         if not path.is_file():
             raise ImageLoadError(f"{path} does not exist or is not a file; pass the path of a photo")
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("error", Image.DecompressionBombWarning)
-                img = Image.open(path)
-                if img.width * img.height > MAX_PIXELS:
-                    raise ImageLoadError(f"{path} is {img.width}x{img.height} pixels, over the {MAX_PIXELS:,}-pixel "
-                                         "limit; downscale it first")
-                img.load()
-        except ImageLoadError:
-            raise
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-            raise ImageLoadError(f"{path} is too large to decode safely ({e}); downscale it first") from e
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-            raise ImageLoadError(f"{path} is not a readable image ({e.__class__.__name__}: {e}); pass a JPEG or PNG "
-                                 "photo") from e
+        from .gate import open_image
+
+        img = open_image(path, "photo")  # the reading gate: a regular file, size and pixel caps, typed errors
     if img.width * img.height > MAX_PIXELS:
         raise ImageLoadError(f"{label} is {img.width}x{img.height} pixels, over the {MAX_PIXELS:,}-pixel limit; "
                              "downscale it first")

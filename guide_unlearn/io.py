@@ -10,25 +10,104 @@ function that identifies its own artefacts). Everything written gets the modes o
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import shutil
 import uuid
 from pathlib import Path
-from typing import Callable, Collection, Iterator, Optional, Union
+from typing import Callable, Collection, Iterator, Mapping, Optional, Union
 
 from .errors import SaveError
 
 PathLike = Union[str, os.PathLike]
 
 
-def sha256_file(path: PathLike, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
+def sha256_file(path: PathLike, chunk: int = 1 << 20, kind: str = "checkpoint") -> str:
+    """Hex sha256 of a file's bytes, read through the reading gate (a regular file of at most the ``kind``'s
+    size)."""
+    from .gate import sha256
+
+    return sha256(path, kind, chunk=chunk)
+
+
+# -- the writing rule -------------------------------------------------------------------------------------------
+# A command writes only inside the output it was given; inside it, it never follows a link (its own bookkeeping
+# files included) and never deletes what it did not write. These helpers check the first two before each write.
+
+
+def no_links_below(root: PathLike, path: PathLike, what: str = "output") -> Path:
+    """``path`` if it lies (lexically) inside ``root`` and neither it nor any folder between ``root`` and it is a
+    symbolic link; SaveError otherwise (nothing is followed, so nothing outside ``root`` can be reached)."""
+    root, path = Path(root), Path(path)
+    try:
+        rel = path.relative_to(root)
+    except ValueError:
+        raise SaveError(f"{path} is not inside the {what} {root}; nothing was written") from None
+    if any(part in ("", ".", "..") for part in rel.parts):
+        raise SaveError(f"{path} leaves the {what} {root}; nothing was written")
+    current = root
+    for part in rel.parts:
+        current = current / part
+        if current.is_symlink():
+            raise SaveError(f"{current} is a symbolic link inside the {what} {root}; it is never followed, replaced "
+                            "or deleted (it may lead outside the folder): remove it yourself or choose another "
+                            "folder")
+    return path
+
+
+def remove_owned(path: PathLike, root: PathLike, what: str = "output") -> None:
+    """Delete ``path`` — a file or folder this library wrote inside ``root`` — without following any link: the
+    path and its parents below ``root`` must not be links (:func:`no_links_below`), and a folder is removed with
+    ``shutil.rmtree``, which never follows links inside it."""
+    path = no_links_below(root, path, what)
+    try:
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+    except OSError as e:
+        raise SaveError(f"could not remove {path}: {e.strerror or e}") from e
+
+
+def replace_files(folder: PathLike, contents: Mapping[str, bytes]) -> None:
+    """Replace several files of ``folder`` together, all or nothing: every new content is written to a temporary
+    file first (nothing changes if one of them fails), then each is renamed into place; if a rename fails, the
+    files already replaced get their previous content back. The files must be regular files (or missing): a link
+    is never written through. Raises SaveError (nothing changed)."""
+    folder = Path(folder)
+    for name in contents:
+        target = folder / name
+        if "/" in name or "\\" in name or target.is_symlink() or (target.exists() and not target.is_file()):
+            raise SaveError(f"{target} is a link or not a regular file; it is never replaced (nothing was written)")
+    temps: dict[str, Path] = {}
+    backups: dict[str, Path] = {}
+    done: list[str] = []
+    try:
+        for name, data in contents.items():
+            fd, tmp = temp_file_beside(folder / name)
+            temps[name] = tmp
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+        for name, tmp in temps.items():
+            target = folder / name
+            if target.exists():
+                backups[name] = target.with_name(f".{name}.bak-{uuid.uuid4().hex[:8]}")
+                os.link(target, backups[name])  # the previous content stays reachable until all are in place
+            os.replace(tmp, target)
+            done.append(name)
+    except OSError as e:
+        for name in done:
+            if name in backups:
+                os.replace(backups.pop(name), folder / name)
+            else:
+                with contextlib.suppress(OSError):
+                    (folder / name).unlink()
+        raise SaveError(f"could not update {folder}: {e.strerror or e}; nothing was changed") from e
+    finally:
+        for p in (*temps.values(), *backups.values()):
+            with contextlib.suppress(OSError):
+                p.unlink()
 
 
 def temp_file_beside(path: PathLike, suffix: str = ".tmp") -> tuple[int, Path]:
@@ -116,9 +195,12 @@ def check_output_file(path: PathLike, overwrite: bool = False) -> Path:
     """Refuse (SaveError) to replace an existing file unless ``overwrite``; never replace a folder. Cheap: run it
     before expensive work, and again when writing. -> the path."""
     path = Path(path)
+    if path.is_symlink():  # the writing rule: a link is never written through, replaced or deleted
+        raise SaveError(f"{path} is a symbolic link; it is never written through or replaced (it may lead outside "
+                        "the folder): choose another name or remove the link yourself (nothing was written)")
     if path.is_dir():
         raise SaveError(f"{path} is a folder; pass a file name (nothing was written)")
-    if path.exists() or path.is_symlink():
+    if path.exists():
         if not overwrite:
             raise SaveError(f"{path} already exists; choose another name, or pass --overwrite (command line) / "
                             "overwrite=True (Python) to replace it (nothing was written)")

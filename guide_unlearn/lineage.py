@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 from typing import Any, Mapping, Optional, Union
 
@@ -31,7 +30,8 @@ from torch import nn
 
 from .errors import CheckpointError, ConfigError
 from .fingerprint import patch_state, set_base_record
-from .io import PathLike, atomic_directory, sha256_file
+from . import gate
+from .io import PathLike, atomic_directory
 
 RECORD_FILE = "guide_unlearn.json"
 INDEX_FILE = "model_index.json"
@@ -39,7 +39,6 @@ RECORD_FORMAT = "guide_unlearn.generator"
 WEIGHTS_FILE = "diffusion_pytorch_model.safetensors"
 CONFIG_FILE = "config.json"
 CARRIED_FILES = ("LICENSE", "README.md", "code_book.safetensors")
-MAX_RECORD_BYTES = 1 << 20
 _SOURCE_ATTR = "_guide_source_dir"
 _INDEX_ATTR = "_guide_model_index"
 
@@ -96,36 +95,24 @@ def generator_files(directory: PathLike) -> Optional[list[str]]:
 
 
 def read_record(directory: PathLike) -> Optional[dict[str, Any]]:
-    """The lineage record of a generator folder, or None when it has none. CheckpointError when malformed."""
+    """The lineage record of a generator folder, or None when it has none. Read through the reading gate (a
+    regular file inside the folder, at most 1 MiB, bounded JSON) and checked by the ``lineage-record`` schema
+    (a fingerprint string, a bounded list of merged-patch records, file digests); CheckpointError when malformed."""
     path = Path(directory) / RECORD_FILE
-    if not path.is_file():
+    if not (path.exists() or path.is_symlink()):
         return None
-    from guide_unlearn.checkpoints.limits import check_nesting, loads_json, read_regular_file
-
-    # a regular file of bounded size, depth and expanded node count (never a special file or a link's target)
-    record = loads_json(read_regular_file(path, MAX_RECORD_BYTES, "generator lineage record"), str(path))
-    check_nesting(record, str(path), max_nodes=100_000)
-    try:
-        if not isinstance(record, dict) or not isinstance(record["base_fingerprint"], str):
-            raise TypeError("not an object with a base_fingerprint")
-        if not isinstance(record.get("merged_patches", []), list):
-            raise TypeError("merged_patches is not a list")
-    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{path} is malformed ({e}); delete it to treat the weights as a new base") from e
+    record = gate.read_json(path, "lineage-record", root=directory)
     return record
 
 
 def read_model_index(directory: PathLike) -> Optional[dict[str, Any]]:
     """The ``model_index.json`` of a generator folder as a JSON object (read as the lineage record is: a bounded
-    regular file), or None when it has none. Its fields are checked by :mod:`guide_unlearn.pipelines.registry`.
+    regular file inside the folder, through the reading gate), or None when it has none. Its fields are checked by :mod:`guide_unlearn.pipelines.registry`.
     CheckpointError when it is not a JSON object."""
     path = Path(directory) / INDEX_FILE
-    if not path.is_file():
+    if not (path.exists() or path.is_symlink()):
         return None
-    from guide_unlearn.checkpoints.limits import check_nesting, loads_json, read_regular_file
-
-    index = loads_json(read_regular_file(path, MAX_RECORD_BYTES, "model index"), str(path))
-    check_nesting(index, str(path), max_nodes=100_000)
+    index = gate.read_json(path, "model-index", root=directory)
     if not isinstance(index, dict):
         raise CheckpointError(f"{path} is not a JSON object; fix it, or delete it to use the generic erase settings")
     return index
@@ -157,7 +144,7 @@ def restore_record(model: nn.Module, directory: PathLike, verify: bool = True) -
     files = record.get("files")
     if verify and isinstance(files, dict) and WEIGHTS_FILE in files:
         path = directory / WEIGHTS_FILE
-        if not path.is_file() or sha256_file(path) != files[WEIGHTS_FILE]:
+        if not path.is_file() or gate.sha256(path, "model-weights", root=directory) != files[WEIGHTS_FILE]:
             raise CheckpointError(f"{path} does not match the sha256 in {directory / RECORD_FILE}: the weights were "
                                   "changed after guide_unlearn wrote them, so their lineage is unknown. Re-export "
                                   f"the folder, or delete {RECORD_FILE} to treat these weights as a new base")
@@ -202,8 +189,9 @@ def save_generator(model: nn.Module, directory: PathLike, overwrite: bool = Fals
         (tmp / WEIGHTS_FILE).write_bytes(blob)
         if carry is not None and carry.is_dir() and carry.resolve() != directory.resolve():
             for name in CARRIED_FILES:
-                if (carry / name).is_file():
-                    shutil.copyfile(carry / name, tmp / name)
+                if (carry / name).is_file():  # read through the gate: regular files of the source folder only
+                    kind = "code-book" if name.endswith(".safetensors") else "text"
+                    (tmp / name).write_bytes(gate.read_bytes(carry / name, kind, root=carry))
             if (tmp / "README.md").is_file():
                 with open(tmp / "README.md", "a", encoding="utf-8") as f:
                     f.write(_export_note(state["base_fingerprint"], merged, carry))
@@ -216,7 +204,7 @@ def save_generator(model: nn.Module, directory: PathLike, overwrite: bool = Fals
         index = index if index is not None else model_index(model)
         if index is not None:
             (tmp / INDEX_FILE).write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
-        files = {p.name: sha256_file(p) for p in sorted(tmp.iterdir()) if p.is_file()}
+        files = {p.name: gate.sha256(p, "model-weights") for p in sorted(tmp.iterdir()) if p.is_file()}
         record = {"format": RECORD_FORMAT, "format_version": 1, "base_fingerprint": state["base_fingerprint"],
                   "merged_patches": merged, "library_version": __version__, "files": files}
         (tmp / RECORD_FILE).write_text(json.dumps(record, indent=2, default=str))

@@ -23,15 +23,13 @@ from pathlib import Path
 from typing import Any, Optional
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save
+from safetensors.torch import save
 
 from . import card as _card
 from . import hub as _hub
-from .checkpoints.limits import check_nesting, loads_json, read_regular_file, regular_file
+from . import gate
 from .errors import PatchError
-from .hub_paths import is_hub_cache_link
-from .io import PathLike, atomic_directory, sha256_file
+from .io import PathLike, atomic_directory
 from .patch_format import (DELTA_FILE, FORMAT, FORMAT_VERSION, LORA_CONFIG_FILE, LORA_FILE, MAX_JSON_BYTES,
                            META_FILE)
 
@@ -91,6 +89,13 @@ class ForgetPatch:
         return str(self.metadata.get("base_fingerprint", ""))
 
     @property
+    def base_merged(self) -> list[str]:
+        """Ids of the patches that were merged into (or applied to) the weights this patch was trained on: with
+        :attr:`base_fingerprint` they name those exact weights. A patch applies only where all of them are merged
+        or applied too (:func:`guide_unlearn.patching.check`). Empty for a patch made on the plain base."""
+        return [str(p) for p in self.metadata.get("base_merged") or []]
+
+    @property
     def num_parameters(self) -> int:
         """Number of stored scalars."""
         return sum(t.numel() for t in self.tensors.values())
@@ -114,6 +119,7 @@ class ForgetPatch:
         return {
             "kind": self.kind, "patch_id": self.patch_id, "parameters": self.num_parameters, "bytes": self.num_bytes,
             "generator_family": self.metadata.get("generator_family"), "base_fingerprint": self.base_fingerprint,
+            "base_merged": self.base_merged,
             "lora": self.lora_config, "final_losses": self.metadata.get("final_losses"),
             "perceptual": self.metadata.get("perceptual"), "identity_model": self.metadata.get("identity_model"),
             "library_version": self.metadata.get("library_version"),
@@ -136,7 +142,8 @@ class ForgetPatch:
             raise PatchError("only LoRA patches can be combined; apply delta patches one after the other")
         bases = {p.base_fingerprint for p in patches}
         families = {p.metadata.get("generator_family") for p in patches}
-        if len(bases) != 1 or len(families) != 1:
+        merged = {tuple(sorted(p.base_merged)) for p in patches}
+        if len(bases) != 1 or len(families) != 1 or len(merged) != 1:
             from .errors import PatchMismatchError
 
             raise PatchMismatchError("these patches were made for different base generators; combine patches of "
@@ -187,7 +194,10 @@ class ForgetPatch:
         meta_bytes = json.dumps(meta, indent=2, sort_keys=True, default=_json_default).encode()
         if len(meta_bytes) > MAX_JSON_BYTES:
             raise PatchError(f"patch metadata is {len(meta_bytes)} bytes (limit {MAX_JSON_BYTES}); trim it")
+        gate.check(json.loads(meta_bytes), "patch-metadata", f"the metadata of patch {self.patch_id}")  # reloadable
         card_text = _card_text(json.loads(meta_bytes), card)
+        options = _card.card_options(card)
+        licence = _card.license_file(meta) if options is not None and options.get("license") is None else None
         with atomic_directory(save_directory, overwrite=overwrite, recognise=patch_files, what="forget patch") as tmp:
             (tmp / tensor_file).write_bytes(blob)
             if self.kind == "lora":
@@ -195,6 +205,8 @@ class ForgetPatch:
             (tmp / META_FILE).write_bytes(meta_bytes)
             if card_text is not None:
                 (tmp / _card.CARD_FILE).write_text(card_text, encoding="utf-8")
+                if licence is not None:  # the card's license_link names this copy of the base's licence
+                    (tmp / _card.LICENSE_FILE).write_bytes(licence)
         return save_directory
 
     def push_to_hub(self, repo_id: str, private: bool = True, token: "str | bool | None" = None,
@@ -224,61 +236,70 @@ class ForgetPatch:
 
     @classmethod
     def _from_pretrained(cls, directory: Path) -> "ForgetPatch":
-        """Load and verify a local patch folder.
+        """Load and verify a local patch folder; every file goes through the reading gate (:mod:`guide_unlearn.gate`).
 
-        Refused with a PatchError: files that are not regular or reached through a symlink leaving the folder
-        (except a Hugging Face cache snapshot's links into the same repo's ``blobs/``), JSON over 1 MiB or nested
-        too deep, non-float or non-finite tensors, a non-finite / non-positive ``lora_alpha``, a rank outside
-        1..:data:`MAX_RANK` or disagreeing with the tensors, tensor names that are not LoRA factors of the listed
-        targets. Which modules a patch may touch depends on the generator: checked when it is applied.
+        Refused with a PatchError: files that are not regular or whose real location leaves the folder (except a
+        Hugging Face cache snapshot's links into the same repo's ``blobs/``), JSON over 1 MiB or nested too deep,
+        metadata values of the wrong type or size (the ``patch-metadata`` schema: loss histories, losses, request
+        ids, audit summaries...), non-float or non-finite tensors, a non-finite / non-positive ``lora_alpha``, a
+        rank outside 1..:data:`MAX_RANK` or disagreeing with the tensors, tensor names that are not LoRA factors of
+        the listed targets. Which modules a patch may touch depends on the generator: checked when it is applied.
         """
         require_patch_folder(directory)  # says plainly what the folder is when it is not a patch
         pickles = sorted(p.name for p in directory.iterdir() if p.suffix.lower() in _PICKLE_SUFFIXES)
         if pickles:
             raise PatchError(f"{directory} contains pickle files {pickles}; forget patches are safetensors-only and "
                              "pickles are never loaded. Re-export the patch with guide_unlearn, or delete them")
-        _refuse_links(directory, (META_FILE, LORA_CONFIG_FILE, LORA_FILE, DELTA_FILE))
-        meta = _read_json(directory / META_FILE, "patch metadata")
-        if meta.get("format") != FORMAT:
-            raise PatchError(f"{directory / META_FILE} is not a guide_unlearn forget patch (format={meta.get('format')!r})")
-        version = meta.get("format_version")
-        if type(version) is not int or version > FORMAT_VERSION or version < 1:
-            raise PatchError(f"patch format version {version!r} is not supported by this library (supports "
-                             f"1..{FORMAT_VERSION}); upgrade guide_unlearn")
-        kind = meta.get("kind")
-        if kind not in KINDS:
-            raise PatchError(f"patch kind {kind!r} is unknown; expected one of {KINDS}")
+        meta = read_metadata(directory)
+        kind = meta["kind"]
         tensor_file = LORA_FILE if kind == "lora" else DELTA_FILE
         path = directory / tensor_file
-        if not path.exists():
+        if not (path.exists() or path.is_symlink()):
             raise PatchError(f"{path} is missing; the patch folder is incomplete — copy it again")
-        _check_inside(path, directory)
-        regular_file(path, "patch tensors", PatchError)
-        files = meta.get("files")
-        expected = files.get(tensor_file) if isinstance(files, dict) else None
-        if not isinstance(expected, str) or expected != sha256_file(path):
+        blob = gate.read_bytes(path, "patch-tensors", root=directory)  # read once: hashed and parsed, same bytes
+        expected = meta.get("files", {}).get(tensor_file)
+        if expected != hashlib.sha256(blob).hexdigest():
             raise PatchError(f"{path} does not match the sha256 recorded in {META_FILE}: the patch was modified or "
                              "corrupted; get a fresh copy")
-        try:
-            tensors = load_file(str(path))
-        except (SafetensorError, OSError, ValueError) as e:
-            raise PatchError(f"{path} is not a readable safetensors file ({str(e)[:200]}); get a fresh copy") from None
-        except Exception as e:  # noqa: BLE001 - safetensors raises its own error types
-            raise PatchError(f"{path} is not a readable safetensors file ({str(e)[:200]}); get a fresh copy") from None
+        tensors, _ = gate.parse_safetensors(blob, str(path), "patch-tensors")
+        del blob
         _check_tensors(tensors, path)
         lora_config = None
         if kind == "lora":
-            lora_config = _lora_config(_read_json(directory / LORA_CONFIG_FILE, "adapter config"),
-                                       directory / LORA_CONFIG_FILE)
+            raw = gate.read_json(directory / LORA_CONFIG_FILE, "adapter-config", root=directory)
+            if not isinstance(raw, dict):
+                raise PatchError(f"{directory / LORA_CONFIG_FILE} (adapter config) must hold a JSON object")
+            lora_config = _lora_config(raw, directory / LORA_CONFIG_FILE)
             _check_lora_tensors(tensors, lora_config, path)
-        for key in ("base_fingerprint", "generator_family"):
-            if meta.get(key) is not None and not isinstance(meta.get(key), str):
-                raise PatchError(f"{directory / META_FILE}: {key} must be a string")
         metadata = {k: v for k, v in meta.items() if k not in ("format", "format_version", "kind", "files", "patch_id")}
         patch = cls(kind=kind, tensors=tensors, metadata=metadata, lora_config=lora_config)
         if meta.get("patch_id") not in (None, patch.patch_id):
             raise PatchError(f"{directory}: patch_id in {META_FILE} does not match its tensors; get a fresh copy")
         return patch
+
+
+def read_metadata(directory: PathLike) -> dict[str, Any]:
+    """The verified ``forget_patch.json`` of a patch folder: through the reading gate (regular file inside the
+    folder, at most 1 MiB, bounded JSON), checked by the ``patch-metadata`` schema, of this format and a supported
+    version and kind. Raises PatchError."""
+    directory = Path(directory)
+    path = directory / META_FILE
+    if not (path.exists() or path.is_symlink()):
+        raise PatchError(f"{path} (patch metadata) is missing; the patch folder is incomplete — copy it again")
+    meta = gate.read_json(path, "patch-metadata", root=directory)
+    if meta.get("format") != FORMAT:
+        raise PatchError(f"{path} is not a guide_unlearn forget patch (format={str(meta.get('format'))[:60]!r})")
+    version = meta["format_version"]
+    if version > FORMAT_VERSION or version < 1:
+        raise PatchError(f"patch format version {version!r} is not supported by this library (supports "
+                         f"1..{FORMAT_VERSION}); upgrade guide_unlearn")
+    if meta["kind"] not in KINDS:
+        raise PatchError(f"patch kind {meta['kind']!r} is unknown; expected one of {KINDS}")
+    tensor_file = LORA_FILE if meta["kind"] == "lora" else DELTA_FILE
+    if not isinstance(meta.get("files"), dict) or tensor_file not in meta["files"]:
+        raise PatchError(f"{path} does not list the sha256 of {tensor_file}; the patch folder is malformed — get a "
+                         "fresh copy")
+    return meta
 
 
 def _card_text(meta: dict[str, Any], card: "bool | dict[str, Any] | None") -> Optional[str]:
@@ -287,33 +308,22 @@ def _card_text(meta: dict[str, Any], card: "bool | dict[str, Any] | None") -> Op
     return None if options is None else str(_card.model_card(meta, **options))
 
 
-def _refuse_links(directory: Path, names: tuple[str, ...]) -> None:
-    """Refuse symbolic links among the files a loader reads, except huggingface_hub's own cache links."""
-    for name in names:
-        path = directory / name
-        if path.is_symlink() and not is_hub_cache_link(path):
-            raise PatchError(f"{path} is a symbolic link; patch files must be regular files (the only links "
-                             "followed are huggingface_hub's cache links into the same repo's blobs/). Copy the "
-                             "real file into the folder")
-
-
 def patch_files(directory: PathLike) -> Optional[list[str]]:
     """The files of a complete forget patch in ``directory`` (its metadata, config and tensor file), or None when
     the folder is not one (no readable ``forget_patch.json`` of this format, or a file it lists is missing).
     Used to decide whether a folder may be replaced; it does not verify the tensors (``from_pretrained`` does)."""
     directory = Path(directory)
     try:
-        meta = _read_json(directory / META_FILE, "patch metadata")
+        meta = read_metadata(directory)
     except PatchError:
         return None
-    files = meta.get("files")
-    if meta.get("format") != FORMAT or meta.get("kind") not in KINDS or not isinstance(files, dict) or not files:
-        return None
+    files = meta["files"]
     names = [META_FILE] + [str(n) for n in files]
     if meta.get("kind") == "lora":
         names.append(LORA_CONFIG_FILE)
-    names.append(_card.CARD_FILE)  # the model card this library writes beside the patch (optional)
-    if any("/" in n or "\\" in n or not (directory / n).is_file() for n in names if n != _card.CARD_FILE):
+    names += [_card.CARD_FILE, _card.LICENSE_FILE]  # the card and base licence this library writes (optional)
+    if any("/" in n or "\\" in n or not (directory / n).is_file() for n in names
+           if n not in (_card.CARD_FILE, _card.LICENSE_FILE)):
         return None
     return names
 
@@ -333,35 +343,6 @@ def require_patch_folder(directory: PathLike) -> None:
                  " (it looks like a bare LoRA adapter)" if (path / "adapter_config.json").is_file() else "")
         raise PatchError(f"{path} is not a forget patch: it has no {META_FILE}{looks}; pass the folder written by "
                          "`guide-unlearn erase` (or ForgetPatch.save_pretrained), copied whole")
-
-
-def _check_inside(path: Path, directory: Path) -> None:
-    """Refuse a file whose real location is outside the patch folder. The one exception is a Hugging Face cache
-    snapshot (``<repo>/snapshots/<rev>/...``) whose files are links into the same repo's ``blobs/``."""
-    real, root = path.resolve(), directory.resolve()
-    if real == root or root in real.parents:
-        return
-    parts = directory.absolute().parts
-    if "snapshots" in parts:
-        i = len(parts) - 1 - parts[::-1].index("snapshots")
-        repo = Path(*parts[:i])
-        blobs = repo.resolve() / "blobs"
-        if i >= 1 and parts[i - 1].startswith(("models--", "datasets--", "spaces--")) and blobs in real.parents:
-            return
-    raise PatchError(f"{path} is a link to {real}, outside the patch folder; a patch folder must hold its own "
-                     "files. Copy the real files into it")
-
-
-def _read_json(path: Path, what: str) -> dict[str, Any]:
-    if not path.exists():
-        raise PatchError(f"{path} ({what}) is missing; the patch folder is incomplete — copy it again")
-    _check_inside(path, path.parent)
-    data = loads_json(read_regular_file(path, MAX_JSON_BYTES, what, PatchError), f"{path} ({what})", PatchError,
-                      max_bytes=MAX_JSON_BYTES, max_depth=MAX_JSON_DEPTH)
-    if not isinstance(data, dict):
-        raise PatchError(f"{path} ({what}) must hold a JSON object")
-    check_nesting(data, f"{path} ({what})", PatchError, max_depth=MAX_JSON_DEPTH, max_nodes=200_000)
-    return data
 
 
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)

@@ -56,6 +56,15 @@ def check(generator: GeneratorAdapter, patch: ForgetPatch, name: Optional[str] =
         msg = (f"this patch was made for {made_for} (base weights {patch.base_fingerprint[:19]}…), but this "
                f"generator{here} has base weights {state['base_fingerprint'][:19]}…")
         raise PatchMismatchError(f"{msg}; {todo}", cli_message=f"{msg}; {cli}")
+    present = set(state["applied"]) | {str(m.get("patch_id")) for m in state["merged"]}
+    missing = [pid for pid in patch.base_merged if pid not in present]
+    if missing:  # trained on weights with these patches folded in: without them its delta is meaningless
+        msg = (f"this patch was made on {made_for} with patch(es) {', '.join(missing)} merged into its weights, "
+               f"which this generator{here} does not have (merged here: "
+               f"{', '.join(sorted(present)) or 'none'}); load the merged export it was made on, or apply those "
+               "patches first")
+        raise PatchMismatchError(msg, cli_message=msg.replace("load the merged export", "pass --model the merged "
+                                                                                        "export"))
     if patch.patch_id in state["applied"] or any(m.get("patch_id") == patch.patch_id for m in state["merged"]):
         raise PatchStateError(f"patch {patch.patch_id} is already applied (or merged); applying it twice would "
                               "double its effect")

@@ -165,3 +165,15 @@ def provenance(name: Optional[str]) -> dict[str, Any]:
 
     lic = base_license(name)
     return {"base_name": name, **({"base_license": lic} if lic else {})}
+
+
+def eraser_repr(eraser) -> str:
+    """``IdentityEraser``'s one-line repr: model, family, device, applied / merged patch ids and its components
+    (a component not built yet is shown as such: nothing is built or loaded to describe it)."""
+    parts = []
+    for name in ("inverter", "identity_model", "perceptual"):
+        value = eraser.__dict__.get("_" + name)
+        parts.append(f"{name}={value if value is None or isinstance(value, Deferred) else type(value).__name__}")
+    return (f"IdentityEraser(model={eraser.name!r}, family={eraser.generator.family!r}, device={eraser.device}, "
+            f"applied={[p.patch_id for p in eraser.applied_patches]}, "
+            f"merged={[m.get('patch_id') for m in eraser.merged_patches]}, {', '.join(parts)})")

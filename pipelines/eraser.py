@@ -21,7 +21,7 @@ from guide_unlearn.patch import ForgetPatch
 from guide_unlearn.pipelines import components
 from guide_unlearn.pipelines import requests as _requests
 from guide_unlearn.pipelines import photos as _photos
-from guide_unlearn.pipelines.components import LazyComponent, default_inverter, default_perceptual
+from guide_unlearn.pipelines.components import LazyComponent, default_inverter, default_perceptual, eraser_repr
 from guide_unlearn.pipelines.photos import Faces, Inputs
 from guide_unlearn.pipelines.requests import Requests
 from guide_unlearn.protocols import GeneratorAdapter, IdentityModel, Inverter, PerceptualDistance, module_of
@@ -64,6 +64,10 @@ class IdentityEraser:
     identity_model = LazyComponent(None, "The ID-loss network, or None (ID term off); the default that "
                                    "from_pretrained defers (ArcFace IR-SE50 when its weights are found) is built at "
                                    "first use.")
+
+    def __repr__(self) -> str:
+        """One line: model, family, device, applied and merged patch ids, components (builds nothing)."""
+        return eraser_repr(self)
 
     # -- construction -----------------------------------------------------------------------------------------
     @classmethod

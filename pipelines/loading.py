@@ -79,14 +79,11 @@ def _restore_lineage(model: nn.Module, lineage: Optional[str], path: Path) -> No
         return
     from guide_unlearn.fingerprint import set_base_record
 
-    from guide_unlearn.checkpoints.limits import check_nesting, loads_json
+    from guide_unlearn import gate
 
-    record = loads_json(lineage, f"{path}: the 'lineage' metadata")  # bounded size and depth
-    check_nesting(record, str(path), max_nodes=100_000)
-    try:
-        set_base_record(model, str(record["base_fingerprint"]), list(record.get("merged_patches", [])))
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise CheckpointError(f"{path}: the 'lineage' metadata is malformed ({exc}); re-export the file") from None
+    where = f"{path}: the 'lineage' metadata"  # the lineage record's bounds and schema (the reading gate)
+    record = gate.check(gate.parse_json(lineage, where, "lineage-record"), "lineage-record", where)
+    set_base_record(model, record["base_fingerprint"], list(record.get("merged_patches", [])))
 
 
 def _generator_from_file(path: Path) -> nn.Module:
@@ -96,17 +93,10 @@ def _generator_from_file(path: Path) -> nn.Module:
     if fmt.kind == "pickle":
         return _generator_from_nvidia(load_nvidia_module(path, "G_ema"), path)
     if fmt.kind == "safetensors":
-        from safetensors import safe_open
+        from guide_unlearn.gate import load_safetensors
 
-        from guide_unlearn.checkpoints import load_state_file
-
-        sd = load_state_file(path)
+        sd, meta = load_safetensors(path, "checkpoint")  # through the reading gate: header bounded, then loaded
         config = None
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                meta = f.metadata() or {}
-        except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types
-            raise CheckpointError(f"{path}: unreadable safetensors file ({str(exc)[:200]})") from None
         known = {f.name for f in checkpoint_formats("state-dict")}
         if meta.get("format") in known and meta.get("config"):
             from guide_unlearn.checkpoints.limits import loads_json
@@ -165,6 +155,9 @@ def load_generator(path_or_name: PathOrName, device: Any = "cpu", allow_download
             raise CheckpointError(f"'{entry.name}' is an inverter; load it with load_inverter (its generator is "
                                   f"'{entry.generator}')")
         model = _typed(_generator_from_file, path)  # a folder's model_index.json comes with it (lineage)
+        from guide_unlearn.gate import check_first_use
+
+        check_first_use(model, str(path), CheckpointError, device)  # its declared rendering sizes must fit here
     if entry is not None:  # a registry name: its entry's settings travel into the folders the model is saved to
         set_model_index(model, entry_index(entry, family=getattr(model, "family", None)).to_json())
     return model.to(device).eval()

@@ -3,11 +3,16 @@
 Layout of the output folder ``DIR`` (see docs/queue.md)::
 
     DIR/manifest.jsonl          first line: the queue's header (tag, model, joint, config overrides);
-                                then one row per request: status done / failed / skipped-no-face, the
-                                patch folder and id, seconds, final losses (written by the main process)
+                                then one row per request: status done / failed / skipped-no-face / pending,
+                                the patch folder and id, seconds, final losses (written by the main process at
+                                the end, and when the run is interrupted)
     DIR/<request_id>/           the request's forget patch (``--joint 1``), written atomically
     DIR/joint-<n>-<hash>/       a group's patch (``--joint N``), its metadata lists the group's request ids
-    DIR/.results/<unit>.json    each unit's outcome, written atomically by whichever process ran it
+    DIR/.results/<unit>.json    each unit's outcome while the queue runs, written atomically by whichever process
+                                ran it; removed once every outcome is in the manifest
+
+The folder follows the library's writing rule: nothing in it is followed if it is a link (manifest, ``.results``,
+patch folders), and only what the queue wrote is ever replaced or deleted.
 
 Determinism: a request's seed is derived from its id (and the config's seed), never from the process that runs it,
 and groups are formed from the sorted ids before sharding, so the patches do not depend on the number of
@@ -16,20 +21,20 @@ processes (bit-identical at the same ``threads`` per process on the same hardwar
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import logging
 import os
 import re
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+from guide_unlearn import gate
 from guide_unlearn.errors import GuideUnlearnError, InputError, NoFaceError, SaveError
-from guide_unlearn.io import atomic_write_bytes
+from guide_unlearn.gate.kinds import REQUEST_LINE
+from guide_unlearn.io import atomic_write_bytes, no_links_below, remove_owned
 
 logger = logging.getLogger(__name__)
 
@@ -42,10 +47,13 @@ _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 @dataclass(frozen=True)
 class Request:
-    """One deletion request: an id (a safe folder name) and the paths of that person's photos."""
+    """One deletion request: an id (a safe folder name), the paths of that person's photos and, when the request
+    cannot run as given (no photos, a photo outside the request list's folder), why: it is then recorded as failed
+    alone and the rest of the queue goes on."""
 
     request_id: str
     photos: tuple[Path, ...]
+    problem: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -58,84 +66,94 @@ class Unit:
 
 # -- reading the requests --------------------------------------------------------------------------------------
 def read_requests(source: os.PathLike | str) -> list[Request]:
-    """REQUESTS -> requests sorted by id.
+    """REQUESTS -> requests sorted by id, read through the reading gate (kind ``request-list``).
 
     A folder: one sub-folder of photos per request, named by the request id (the layout 🤗 datasets'
     ``imagefolder`` loads, the sub-folder being the label). A ``.csv``: columns ``request_id`` and ``photo``
     (or ``path``); several rows per id add photos. A ``.jsonl``: one object per request,
-    ``{"request_id": ..., "photos": [...]}`` (or ``"photo": "..."``); a repeated id is an error. Relative paths are
-    relative to the file's folder. Photos are not opened here (a corrupt one fails its request alone, later).
+    ``{"request_id": ..., "photos": [...]}`` (or ``"photo": "..."``); a repeated id is an error. Photo paths are
+    relative to the list's folder and must stay inside it (a photo reached through a link out of it, or an
+    absolute path elsewhere, fails its request). Photos are not opened here: a corrupt one, or a request without
+    photos, fails its request alone, later.
     """
     src = Path(source)
     if src.is_dir():
-        pairs = _from_folder(src)
+        root, pairs = src, _from_folder(src)
     elif src.is_file() and src.suffix.lower() == ".csv":
-        pairs = _from_csv(src)
+        root, pairs = src.parent, _from_csv(src)
     elif src.is_file() and src.suffix.lower() in (".jsonl", ".ndjson"):
-        pairs = _from_jsonl(src)
+        root, pairs = src.parent, _from_jsonl(src)
     elif not src.exists():
         raise InputError(f"{src} does not exist; give a folder of per-request sub-folders, a .csv or a .jsonl")
     else:
         raise InputError(f"{src}: requests must be a folder, a .csv or a .jsonl file")
     if not pairs:
         raise InputError(f"{src} holds no requests; add one sub-folder (or row) per person")
-    for rid, photos in pairs.items():
-        if not _ID.match(rid) or rid == MANIFEST:
+    out = []
+    for rid in sorted(pairs):
+        if not _ID.match(rid) or rid in (MANIFEST, RESULTS):
             raise InputError(f"request id {rid!r} is not a safe folder name; use letters, digits, '.', '_' or '-' "
                              "(at most 128 characters, not starting with '.' or '-')")
-        if not photos:
-            raise InputError(f"request {rid!r} has no photos; add at least one photo of the person")
-    return [Request(rid, tuple(pairs[rid])) for rid in sorted(pairs)]
+        out.append(_checked_request(rid, pairs[rid], root))
+    return out
+
+
+def _checked_request(rid: str, photos: list[Path], root: Path) -> Request:
+    """The request with its photos' real paths, or with the reason it cannot run."""
+    if not photos:
+        return Request(rid, (), "the request has no photos; add at least one photo of the person")
+    real = []
+    for photo in photos:
+        try:
+            real.append(gate.inside(photo, root, "request-list", hub_blobs=False))
+        except GuideUnlearnError:
+            return Request(rid, tuple(photos), f"photo {photo} lies outside the request list's folder {root} (or "
+                                               "is reached through a link out of it); put the photos beside the list")
+    return Request(rid, tuple(real))
 
 
 def _from_folder(root: Path) -> dict[str, list[Path]]:
     pairs: dict[str, list[Path]] = {}
-    for sub in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        pairs[sub.name] = sorted(p for p in sub.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    subs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if len(subs) > 100_000:
+        raise InputError(f"{root} holds more than 100000 request folders; split the queue")
+    for sub in subs:
+        photos = sorted(p for p in sub.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        pairs[sub.name] = photos[:10_000]
     return pairs
 
 
 def _from_csv(path: Path) -> dict[str, list[Path]]:
+    fields, rows = gate.read_csv(path, "request-list")
+    col = next((c for c in ("photo", "path", "photos", "file_name") if c in fields), None)
+    if "request_id" not in fields or col is None:
+        raise InputError(f"{path}: the CSV needs a header with 'request_id' and 'photo' (or 'path') columns, "
+                         f"got {fields[:10]}")
     pairs: dict[str, list[Path]] = {}
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        fields = reader.fieldnames or []
-        col = next((c for c in ("photo", "path", "photos", "file_name") if c in fields), None)
-        if "request_id" not in fields or col is None:
-            raise InputError(f"{path}: the CSV needs a header with 'request_id' and 'photo' (or 'path') columns, "
-                             f"got {fields}")
-        for row in reader:
-            rid = (row.get("request_id") or "").strip()
-            if not rid:
-                raise InputError(f"{path}: a row has an empty request_id; every row needs one")
-            photo = (row.get(col) or "").strip()
-            pairs.setdefault(rid, [])
-            if photo:
-                pairs[rid].append(_resolve(path.parent, photo))
+    for n, row in enumerate(rows, 2):
+        rid = row.get("request_id", "").strip()
+        if not rid:
+            raise InputError(f"{path}:{n}: a row has an empty request_id; every row needs one")
+        photo = row.get(col, "").strip()
+        pairs.setdefault(rid, [])
+        if photo:
+            pairs[rid].append(_resolve(path.parent, photo))
     return pairs
 
 
 def _from_jsonl(path: Path) -> dict[str, list[Path]]:
     pairs: dict[str, list[Path]] = {}
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise InputError(f"{path}:{n}: not JSON ({e.msg}); one object per line") from e
-            if not isinstance(row, dict) or not isinstance(row.get("request_id"), str):
-                raise InputError(f"{path}:{n}: each line needs a string 'request_id' and 'photos'")
-            rid = row["request_id"].strip()
-            if rid in pairs:
-                raise InputError(f"{path}:{n}: request id {rid!r} appears twice; list all of a person's photos in "
-                                 "one line")
-            photos = row.get("photos", row.get("photo", []))
-            photos = [photos] if isinstance(photos, str) else photos
-            if not isinstance(photos, list) or not all(isinstance(p, str) for p in photos):
-                raise InputError(f"{path}:{n}: 'photos' must be a list of paths")
-            pairs[rid] = [_resolve(path.parent, p) for p in photos]
+    for n, row in gate.read_jsonl(path, "request-list"):
+        if not isinstance(row, dict) or not isinstance(row.get("request_id"), str):
+            raise InputError(f"{path}:{n}: each line needs a string 'request_id' and 'photos'")
+        row = gate.check(row, "request-list", f"{path}:{n}", REQUEST_LINE)
+        rid = row["request_id"].strip()
+        if rid in pairs:
+            raise InputError(f"{path}:{n}: request id {rid!r} appears twice; list all of a person's photos in "
+                             "one line")
+        photos = row.get("photos", row.get("photo", []))
+        photos = [photos] if isinstance(photos, str) else photos
+        pairs[rid] = [_resolve(path.parent, p) for p in photos]
     return pairs
 
 
@@ -171,13 +189,18 @@ def header(model: str, joint: int, overrides: dict[str, Any]) -> dict[str, Any]:
     return {"queue": TAG, "version": 1, "model": model, "joint": joint, "config": overrides}
 
 
+_TEMP = re.compile(r"^\.(?P<name>.+)\.(tmp-[0-9a-f]{8}|[0-9a-f]{8}\.tmp)$")  # io's temporary names
+
+
 def prepare_output(out: Path, head: dict[str, Any], overwrite: bool) -> bool:
     """Claim ``out`` for this queue (main process only). -> True when resuming an earlier run of the same queue.
 
-    An empty or missing folder is claimed. A folder whose manifest header matches ``head`` is resumed (stale
-    temporary folders from a killed run are removed). An erase-batch output of ANOTHER queue (other model,
-    --joint or config) is replaced only with ``overwrite``, and only when it holds nothing but this queue's own
-    files (manifest, results, complete patch folders); any other non-empty folder is never replaced.
+    An empty or missing folder is claimed. A folder whose manifest header matches ``head`` is resumed (temporary
+    files and folders a killed run left are removed). An erase-batch output of ANOTHER queue (other model,
+    --joint or config) is replaced only with ``overwrite``, and only when it holds nothing but what that queue
+    wrote (its manifest, its results, the patch folders its manifest lists, its temporaries); any other non-empty
+    folder is never replaced. Nothing is followed: the folder, its manifest and its bookkeeping entries must not be
+    links (SaveError), so nothing outside ``out`` can be read, rewritten or deleted.
     """
     if out.is_symlink() or (out.exists() and not out.is_dir()):
         raise SaveError(f"{out} exists and is not a folder; choose another --out")
@@ -193,69 +216,126 @@ def prepare_output(out: Path, head: dict[str, Any], overwrite: bool) -> bool:
             raise SaveError(f"{out} is an erase-batch output made with another model, --joint or config; choose "
                             "an empty --out, or pass --overwrite to replace it")
         else:
-            foreign = [c.name for c in out.iterdir() if not _queue_owned(c)]
-            if foreign:
-                listed = ", ".join(sorted(foreign)[:5])
-                raise SaveError(f"{out} holds files erase-batch did not write ({listed}); it is never replaced, "
-                                "even with --overwrite: move them out or choose another --out")
-            for child in out.iterdir():
-                shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+            _replace_previous(out)
     out.mkdir(parents=True, exist_ok=True)
-    for child in out.iterdir():  # left by a kill inside atomic_directory / atomic_write_bytes
-        if child.name.startswith(".") and ".tmp-" in child.name:
-            shutil.rmtree(child, ignore_errors=True) if child.is_dir() else child.unlink(missing_ok=True)
-    (out / RESULTS).mkdir(exist_ok=True)
+    for child in list(out.iterdir()):  # left by a kill inside atomic_directory / atomic_write_bytes
+        if _TEMP.match(child.name) and not child.is_symlink():
+            remove_owned(child, out, "--out folder")
+    results = no_links_below(out, out / RESULTS, "--out folder")
+    results.mkdir(exist_ok=True)
+    for child in list(results.iterdir()):
+        if _TEMP.match(child.name) and not child.is_symlink():
+            remove_owned(child, out, "--out folder")
     if not resume:
         atomic_write_bytes(out / MANIFEST, (json.dumps(head) + "\n").encode(), overwrite=True)
     return resume
 
 
-def _queue_owned(entry: Path) -> bool:
-    """Whether ``entry`` (a child of an output folder) is something this queue writes: its manifest, its results
-    folder, a temporary left by a kill, or a complete forget patch folder."""
+def _owned_entries(out: Path) -> Optional[set[str]]:
+    """The names in ``out`` that its erase-batch queue wrote: the manifest, ``.results`` (holding only its result
+    files), the complete patch folders its manifest or results list as done, and temporaries; None when something
+    it holds is a link (never touched)."""
     from guide_unlearn.patch import patch_files
 
-    if entry.is_symlink():
-        return False
-    if entry.name == MANIFEST and entry.is_file():
-        return True
-    if entry.name == RESULTS and entry.is_dir():
-        return all(p.is_file() and not p.is_symlink() and p.suffix == ".json" for p in entry.iterdir())
-    if entry.name.startswith(".") and ".tmp-" in entry.name:
-        return True
-    return entry.is_dir() and patch_files(entry) is not None and \
-        {p.name for p in entry.iterdir()} <= set(patch_files(entry))
+    owned = {MANIFEST}
+    rows = [r for rows in _recorded_rows(out).values() for r in rows]
+    for name in {r.get("patch") for r in rows if r.get("status") == "done" and r.get("patch")}:
+        folder = out / str(name)
+        files = patch_files(folder) if folder.is_dir() and not folder.is_symlink() else None
+        if files is not None and {p.name for p in folder.iterdir()} <= set(files):
+            owned.add(str(name))
+    results = out / RESULTS
+    if results.is_dir() and not results.is_symlink() and all(
+            p.suffix == ".json" and p.is_file() and not p.is_symlink() for p in results.iterdir()):
+        owned.add(RESULTS)
+    owned |= {c.name for c in out.iterdir() if _TEMP.match(c.name) and not c.is_symlink()}
+    return owned
+
+
+def _replace_previous(out: Path) -> None:
+    """Empty another queue's output folder (--overwrite): only what that queue wrote, nothing if anything else is
+    there."""
+    owned = _owned_entries(out)
+    foreign = sorted(c.name for c in out.iterdir() if c.name not in owned or c.is_symlink())
+    if foreign:
+        listed = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
+        raise SaveError(f"{out} holds files erase-batch did not write ({listed}); it is never replaced, even with "
+                        "--overwrite: move them out or choose another --out")
+    for name in sorted(owned - {MANIFEST}):
+        if (out / name).exists():
+            remove_owned(out / name, out, "--out folder")
+    remove_owned(out / MANIFEST, out, "--out folder")
 
 
 def read_header(out: Path) -> Optional[dict[str, Any]]:
-    """The manifest header of ``out``, or None when it has none (or it is not this queue's)."""
-    try:
-        with open(out / MANIFEST, encoding="utf-8") as f:
-            first = json.loads(f.readline())
-    except (OSError, ValueError):
-        return None
+    """The manifest header of ``out``, or None when it has none (or it is not this queue's). The manifest is read
+    through the reading gate: a regular file inside ``out``, never through a link."""
+    rows = _manifest_lines(out)
+    first = rows[0] if rows else None
     return first if isinstance(first, dict) and first.get("queue") == TAG else None
 
 
+def _manifest_lines(out: Path) -> list[Any]:
+    """Every line of ``out``'s manifest, parsed (bounded); [] when there is none or it is not readable JSON lines
+    (a link or special file is a SaveError: it is never followed)."""
+    path = out / MANIFEST
+    if not (path.exists() or path.is_symlink()):
+        return []
+    no_links_below(out, path, "--out folder")  # a linked manifest is never followed (SaveError)
+    try:
+        return [value for _, value in gate.read_jsonl(path, "queue-manifest", root=out)]
+    except SaveError:  # not a readable JSON-lines file: not this queue's manifest
+        return []
+
+
 def read_manifest(out: os.PathLike | str) -> list[dict[str, Any]]:
-    """The manifest's request rows (without the header)."""
-    with open(Path(out) / MANIFEST, encoding="utf-8") as f:
-        lines = [json.loads(line) for line in f if line.strip()]
-    return [row for row in lines[1:]]
+    """The manifest's request rows (without the header), checked as result rows."""
+    out = Path(out)
+    lines = _manifest_lines(out)
+    return gate.check(lines[1:], "queue-result", str(out / MANIFEST))
 
 
-def _complete(out: Path, unit: Unit) -> Optional[list[dict[str, Any]]]:
-    """The recorded rows of a unit whose patch is complete (a loadable patch folder plus its result file), else
-    None. Units that failed or found no face are not complete: they are redone."""
+def _recorded_rows(out: Path) -> dict[str, list[dict[str, Any]]]:
+    """{unit name: its recorded rows}: each unit's result file, else the rows the manifest records for it (a
+    finished run's results are folded into the manifest and its ``.results`` folder removed)."""
+    recorded: dict[str, list[dict[str, Any]]] = {}
+    try:
+        for row in read_manifest(out):
+            if row.get("unit") or row.get("patch"):
+                recorded.setdefault(str(row.get("unit") or row.get("patch")), []).append(row)
+    except SaveError:
+        pass
+    results = out / RESULTS
+    if results.is_dir() and not results.is_symlink():
+        for f in results.glob("*.json"):
+            rows = _read_result(out, f.stem)
+            if rows is not None:
+                recorded[f.stem] = rows
+    return recorded
+
+
+def _read_result(out: Path, name: str) -> Optional[list[dict[str, Any]]]:
+    """One unit's recorded rows from ``.results/<name>.json`` (through the gate, checked), or None."""
+    path = out / RESULTS / f"{name}.json"
+    try:
+        no_links_below(out, path, "--out folder")
+        return gate.read_json(path, "queue-result", root=out)
+    except SaveError:
+        return None
+
+
+def _complete(out: Path, unit: Unit, recorded: Optional[dict[str, list]] = None) -> Optional[list[dict[str, Any]]]:
+    """The recorded rows of a unit whose patch is complete (a loadable patch folder, not a link, plus a recorded
+    outcome naming that patch id), else None. Units that failed or found no face are not complete: redone."""
     from guide_unlearn.patch import ForgetPatch
 
-    result = out / RESULTS / f"{unit.name}.json"
-    if not result.is_file() or not (out / unit.name).is_dir():
+    rows = (recorded if recorded is not None else _recorded_rows(out)).get(unit.name)
+    folder = out / unit.name
+    if not rows or folder.is_symlink() or not folder.is_dir():
         return None
     try:
-        rows = json.loads(result.read_text(encoding="utf-8"))
-        patch = ForgetPatch.from_pretrained(out / unit.name)
-    except (OSError, ValueError, GuideUnlearnError):
+        patch = ForgetPatch.from_pretrained(folder)
+    except GuideUnlearnError:
         return None
     if not any(r.get("status") == "done" and r.get("patch_id") == patch.patch_id for r in rows):
         return None
@@ -269,12 +349,14 @@ def run_queue(requests: Sequence[Request], model: str, out: os.PathLike | str, j
     """Erase every request, sharded over the accelerate processes (works unchanged without ``accelerate launch``).
 
     Each process loads ``model`` and erases its share of units (``PartialState().split_between_processes``),
-    writing each patch folder atomically; the main process writes ``DIR/manifest.jsonl`` after a barrier.
-    ``overrides``: erase settings on top of the model's defaults (``seed`` is the base seed the request seeds
-    derive from; ``method`` the erase method, default 'lora', or 'joint' when ``joint`` > 1 — a method that cannot
-    erase several people is refused with ``joint`` > 1 before any work). ``threads``: torch threads per process
-    (bit-identical patches need the same value).
-    -> summary {'requests', 'done', 'failed', 'skipped-no-face', 'resumed', 'seconds', 'processes'}.
+    writing each patch folder atomically and its outcome to ``DIR/.results/<unit>.json``; the main process writes
+    ``DIR/manifest.jsonl`` after a barrier — also when the run is interrupted (Ctrl-C: the requests not run yet are
+    listed as ``pending``) — and, once every outcome is in the manifest, removes ``.results/``. ``overrides``:
+    erase settings on top of the model's defaults (``seed`` is the base seed the request seeds derive from;
+    ``method`` the erase method, default 'lora', or 'joint' when ``joint`` > 1 — a method that cannot erase several
+    people is refused with ``joint`` > 1 before any work). ``threads``: torch threads per process (bit-identical
+    patches need the same value).
+    -> summary {'requests', 'done', 'failed', 'skipped-no-face', 'pending', 'resumed', 'seconds', 'processes'}.
     """
     import torch
     from accelerate import PartialState
@@ -291,57 +373,113 @@ def run_queue(requests: Sequence[Request], model: str, out: os.PathLike | str, j
     units = make_units(requests, joint)
     head = header(model, joint, overrides)
     t0 = time.perf_counter()
+    resume = _main_first(state, lambda: prepare_output(out, head, overwrite))
+    if read_header(out) != head:
+        raise SaveError(f"{out} could not be prepared by the main process; see its error")
+    if state.is_main_process:  # outcomes of units about to be redone are stale (failed, or killed mid-way)
+        recorded = _recorded_rows(out)
+        for unit in units:
+            stale = out / RESULTS / f"{unit.name}.json"
+            if _complete(out, unit, recorded) is None and (stale.exists() or stale.is_symlink()):
+                remove_owned(stale, out, "--out folder")
+    state.wait_for_everyone()
+    recorded = _recorded_rows(out)
+    todo = [u for u in units if _complete(out, u, recorded) is None]
+    state.wait_for_everyone()  # every process has the same list before any of them writes a new result
+    bar = _bar(len(requests), progress and state.is_main_process)
+    try:
+        if bar is not None:
+            bar.update(len(requests) - sum(len(u.requests) for u in todo))
+        _run_units(state, todo, units, model, out, overrides, device, bar, joint)
+        state.wait_for_everyone()
+    except BaseException:
+        if state.is_main_process:  # Ctrl-C or a crash: the manifest still records what is done
+            _write_manifest(out, head, units)
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+    summary: dict[str, Any] = {}
+    if state.is_main_process:
+        rows = _write_manifest(out, head, units)
+        if all(r["status"] != "pending" for r in rows):
+            remove_owned(out / RESULTS, out, "--out folder")  # every outcome is in the manifest now
+        summary = {"requests": len(requests), "units": len(units), "redone_units": len(todo),
+                   "processes": state.num_processes, "resumed": resume,
+                   "seconds": round(time.perf_counter() - t0, 2), "manifest": str(out / MANIFEST)}
+        for status in STATUSES:
+            summary[status] = sum(r["status"] == status for r in rows)
+    state.wait_for_everyone()
+    return summary
+
+
+STATUSES = ("done", "failed", "skipped-no-face", "pending")
+
+
+def _main_first(state, prepare) -> bool:
+    """``prepare()`` on the main process while the others wait; its error is raised on every process."""
     error: Optional[BaseException] = None
-    resume = False
+    result = False
     if state.is_main_process:
         try:
-            resume = prepare_output(out, head, overwrite)
+            result = prepare()
         except BaseException as e:  # every process must still reach the barrier
             error = e
     state.wait_for_everyone()
     if error is not None:
         raise error
-    if read_header(out) != head:
-        raise SaveError(f"{out} could not be prepared by the main process; see its error")
+    return result
 
-    if state.is_main_process:  # outcomes of units about to be redone are stale (failed, or killed mid-way)
-        for unit in units:
-            if _complete(out, unit) is None:
-                (out / RESULTS / f"{unit.name}.json").unlink(missing_ok=True)
-    state.wait_for_everyone()
-    todo = [u for u in units if _complete(out, u) is None]
-    state.wait_for_everyone()  # every process has the same list before any of them writes a new result
-    bar = _bar(len(requests), progress and state.is_main_process)
-    if bar is not None:
-        bar.update(len(requests) - sum(len(u.requests) for u in todo))
-    if todo:
-        from guide_unlearn import IdentityEraser
 
-        eraser = IdentityEraser.from_pretrained(model, device=device or str(state.device))
-        with state.split_between_processes(todo) as mine:
-            for unit in mine:
+def _run_units(state, todo: Sequence[Unit], units: Sequence[Unit], model: str, out: Path,
+               overrides: dict[str, Any], device: Optional[str], bar, joint: int = 1) -> None:
+    """This process's share of ``todo``: each unit erased, its outcome written to ``.results/<unit>.json``."""
+    if not todo:
+        return
+    from guide_unlearn import IdentityEraser
+
+    eraser = IdentityEraser.from_pretrained(model, device=device or str(state.device))
+    with state.split_between_processes(list(todo)) as mine:
+        for unit in mine:
+            try:
+                _check_unit_folder(out, unit)
+            except SaveError as e:  # something the queue did not write is in the way: this unit fails alone
+                rows = [_failure(r.request_id, unit.name, e, 0.0) for r in unit.requests]
+            else:
                 rows = _run_unit(eraser, unit, out, overrides, joint)
-                rows = [{**r, "process": state.process_index} for r in rows]
-                atomic_write_bytes(out / RESULTS / f"{unit.name}.json", json.dumps(rows).encode(), overwrite=True)
-                if bar is not None:
-                    bar.n = _finished(out, units)
-                    bar.refresh()
-    state.wait_for_everyone()
-    summary: dict[str, Any] = {}
-    if state.is_main_process:
-        if bar is not None:
-            bar.n = len(requests)
-            bar.close()
-        rows = _collect(out, units)
-        lines = [json.dumps(head)] + [json.dumps(r) for r in rows]
-        atomic_write_bytes(out / MANIFEST, ("\n".join(lines) + "\n").encode(), overwrite=True)
-        summary = {"requests": len(requests), "units": len(units), "redone_units": len(todo),
-                   "processes": state.num_processes, "resumed": resume,
-                   "seconds": round(time.perf_counter() - t0, 2), "manifest": str(out / MANIFEST)}
-        for status in ("done", "failed", "skipped-no-face"):
-            summary[status] = sum(r["status"] == status for r in rows)
-    state.wait_for_everyone()
-    return summary
+            rows = [{**r, "unit": unit.name, "process": state.process_index} for r in rows]
+            result = no_links_below(out, out / RESULTS / f"{unit.name}.json", "--out folder")
+            atomic_write_bytes(result, json.dumps(rows).encode(), overwrite=True)
+            if bar is not None:
+                bar.n = _finished(out, units)
+                bar.refresh()
+
+
+def _check_unit_folder(out: Path, unit: Unit) -> None:
+    """A unit about to be (re)done may replace ``out/<unit>`` only if the queue wrote it: missing, or a patch whose
+    metadata lists exactly this unit's request ids (a run killed after saving it, before recording it). Anything
+    else — a link, a user's folder, another patch — is never replaced: SaveError."""
+    from guide_unlearn.patch import read_metadata
+
+    folder = no_links_below(out, out / unit.name, "--out folder")
+    if not (folder.exists() or folder.is_symlink()):
+        return
+    try:
+        ids = [r.get("request_id") for r in read_metadata(folder).get("requests") or []]
+    except GuideUnlearnError:
+        ids = None
+    if ids != [r.request_id for r in unit.requests]:
+        raise SaveError(f"{folder} is in the way and was not written by this queue for {unit.name}; it is never "
+                        "replaced: move it out of --out and run the same command again")
+
+
+def _write_manifest(out: Path, head: dict[str, Any], units: Sequence[Unit]) -> list[dict[str, Any]]:
+    """Write the manifest (header + one row per request, ``pending`` for those not run yet). -> the rows."""
+    rows = _collect(out, units)
+    lines = [json.dumps(head)] + [json.dumps(r) for r in rows]
+    atomic_write_bytes(no_links_below(out, out / MANIFEST, "--out folder"), ("\n".join(lines) + "\n").encode(),
+                       overwrite=True)
+    return rows
 
 
 def unit_config(overrides: dict[str, Any], joint: int) -> tuple[str, dict[str, Any]]:
@@ -368,6 +506,9 @@ def _run_unit(eraser, unit: Unit, out: Path, overrides: dict[str, Any], joint: i
     codes: dict[str, Any] = {}
     t0 = time.perf_counter()
     for req in unit.requests:
+        if req.problem:  # no photos, or photos outside the request list's folder: fails alone
+            rows[req.request_id] = _failure(req.request_id, unit.name, InputError(req.problem), 0.0)
+            continue
         try:
             if len(unit.requests) == 1:
                 codes[req.request_id] = [str(p) for p in req.photos]  # erase() inverts (and checks) the photos
@@ -410,22 +551,22 @@ def _failure(rid: str, unit: str, e: BaseException, seconds: float) -> dict[str,
 
 
 def _finished(out: Path, units: Sequence[Unit]) -> int:
-    names = {p.stem for p in (out / RESULTS).glob("*.json")}
+    results = out / RESULTS
+    names = {p.stem for p in results.glob("*.json")} if results.is_dir() and not results.is_symlink() else set()
     return sum(len(u.requests) for u in units if u.name in names)
 
 
 def _collect(out: Path, units: Sequence[Unit]) -> list[dict[str, Any]]:
+    """One row per request: its unit's recorded outcome, else ``pending`` (not run yet, or its process died)."""
+    recorded = _recorded_rows(out)
     rows = []
     for unit in units:
-        try:
-            got = {r["request_id"]: r for r in json.loads((out / RESULTS / f"{unit.name}.json").read_text("utf-8"))}
-        except (OSError, ValueError):
-            got = {}
+        got = {r.get("request_id"): r for r in recorded.get(unit.name, [])}
         for req in unit.requests:
             rows.append(got.get(req.request_id) or {
-                "request_id": req.request_id, "status": "failed", "error": "no result was recorded (a process died?); "
-                "run the same command again to redo it", "patch": None, "patch_id": None, "seconds": None,
-                "final_losses": None})
+                "request_id": req.request_id, "status": "pending", "unit": unit.name,
+                "error": "not run yet (the run was interrupted, or its process died); run the same command again to "
+                         "finish the queue", "patch": None, "patch_id": None, "seconds": None, "final_losses": None})
     return rows
 
 

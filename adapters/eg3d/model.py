@@ -247,6 +247,21 @@ class EG3DGenerator(LineageSaveMixin, ModelMixin, ConfigMixin):
         """The evaluation orbit [n_views, 25]: yaws pi/2 + linspace(-pi/12, pi/12), pitch pi/2 - 0.2."""
         return cam.orbit_cameras(n_views, self.cameras, device=self.w_avg.device)
 
+    def working_memory(self, batch: int = 1) -> int:
+        """Bytes one rendering of ``batch`` codes allocates (float32, a lower estimate from the declared sizes): the
+        backbone's activations, the decoder's per-sample features over ``neural_rendering_resolution``² rays in the
+        larger of the coarse and fine passes, the merged samples, and the super-resolution's feature maps."""
+        rays = self.neural_rendering_resolution ** 2
+        opts = self.rendering
+        c, hidden = self.plane_channels, self.decoder.net[0].weight.shape[0]
+        out = self.decoder.net[-1].weight.shape[0]
+        samples = max(opts.depth_resolution, opts.depth_resolution_importance)
+        render = rays * samples * (3 * c + hidden + out) + rays * (opts.depth_resolution
+                                                                   + opts.depth_resolution_importance) * (out + 2)
+        sr = sum(b.resolution ** 2 * 3 * b.out_channels for b in (self.superresolution.block0,
+                                                                    self.superresolution.block1))
+        return self.backbone.synthesis.working_memory(batch) + 4 * int(batch) * (render + sr)
+
     def lora_layer_types(self) -> tuple[type, ...]:
         """Modulated convs (3×3 synthesis layers and 1×1 ToRGB) accept a pre-modulation ``weight_delta``."""
         return (SynthesisLayer, ToRGBLayer)

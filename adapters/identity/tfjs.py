@@ -7,7 +7,6 @@ scale, min}) stored back to back in the concatenated shards (``paths``). A quant
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -19,19 +18,29 @@ _DTYPES = {"float32": np.float32, "int32": np.int32, "uint8": np.uint8, "uint16"
 
 
 def read_tfjs_weights(manifest: str | Path) -> dict[str, np.ndarray]:
-    """All tensors of a TF.js weights manifest -> {name: float32/int32 array of the stated shape}."""
-    manifest = Path(manifest)
+    """All tensors of a TF.js weights manifest -> {name: float32/int32 array of the stated shape}. A malformed
+    manifest (missing keys, wrong types, unknown dtypes) is a CheckpointError naming it."""
     try:
-        groups = json.loads(manifest.read_text())
-    except (OSError, ValueError) as exc:
-        raise CheckpointError(f"cannot read TF.js manifest {manifest}: {exc}") from exc
+        return _read_tfjs_weights(manifest)
+    except CheckpointError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError) as exc:
+        raise CheckpointError(f"{manifest}: malformed TF.js weights manifest ({type(exc).__name__}: "
+                              f"{str(exc)[:200]})") from None
+
+
+def _read_tfjs_weights(manifest: str | Path) -> dict[str, np.ndarray]:
+    from guide_unlearn import gate
+
+    manifest = Path(manifest)
+    groups = gate.read_json(manifest, "weights-manifest")  # the reading gate: bounded size and nesting
+    if not isinstance(groups, list):
+        raise CheckpointError(f"{manifest}: a TF.js weights manifest is a JSON list of groups")
     out: dict[str, np.ndarray] = {}
     for group in groups:
-        try:
-            blob = b"".join((manifest.parent / p).read_bytes() for p in group["paths"])
-        except OSError as exc:
-            raise CheckpointError(f"a weight shard of {manifest} is missing: {exc}; keep the .bin files beside "
-                                  "the manifest") from exc
+        # shards: regular files inside the manifest's folder, read through the gate
+        blob = b"".join(gate.read_bytes(manifest.parent / str(p), "face-weights", root=manifest.parent)
+                        for p in group["paths"])
         offset = 0
         for spec in group["weights"]:
             shape = [int(d) for d in spec["shape"]]

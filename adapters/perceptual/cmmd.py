@@ -15,7 +15,6 @@ when present); embeddings are L2-normalised.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Union
@@ -34,7 +33,7 @@ _KEEP = ("vision_model.", "visual_projection.")
 
 
 def _read_safetensors(folder: Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
+    from guide_unlearn import gate
 
     single = folder / "model.safetensors"
     index = folder / "model.safetensors.index.json"
@@ -42,8 +41,8 @@ def _read_safetensors(folder: Path) -> dict[str, torch.Tensor]:
         files = [single]
     elif index.is_file():
         try:
-            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            shards = sorted(set(gate.read_json(index, "weights-manifest", root=folder)["weight_map"].values()))
+        except (KeyError, TypeError, AttributeError) as exc:
             raise CheckpointError(f"{index}: not a safetensors index ({exc})") from None
         files = []
         for name in shards:
@@ -58,10 +57,7 @@ def _read_safetensors(folder: Path) -> dict[str, torch.Tensor]:
                                                     "save_pretrained(safe_serialization=True)" if pickles else ""))
     state: dict[str, torch.Tensor] = {}
     for file in files:
-        try:
-            part = load_file(str(file))
-        except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types
-            raise CheckpointError(f"{file}: unreadable safetensors file ({str(exc)[:300]})") from None
+        part, _ = gate.load_safetensors(file, "model-weights", root=folder)  # the reading gate
         state.update({k: v for k, v in part.items() if k.startswith(_KEEP)})  # a full CLIP also holds the text tower
     return state
 
@@ -124,9 +120,14 @@ def load_clip_embedder(path: Union[str, os.PathLike], device: torch.device | str
         from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
     except ImportError as exc:  # pragma: no cover - transformers is in the track extra
         raise BackendUnavailableError("CMMD needs transformers: pip install 'guide-unlearn[track]'") from exc
+    from guide_unlearn import gate
+
+    raw = gate.read_json(folder / "config.json", "model-config", root=folder)  # bounded, inside the folder
     try:
-        config = CLIPVisionConfig.from_pretrained(str(folder), local_files_only=True)
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+        if isinstance(raw, dict) and raw.get("model_type") == "clip" and isinstance(raw.get("vision_config"), dict):
+            raw = raw["vision_config"]  # a full CLIP's config: its vision tower
+        config = CLIPVisionConfig.from_dict(raw)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise CheckpointError(f"{folder / 'config.json'} is not a CLIP (vision) config: {str(exc)[:300]}") from None
     state = _read_safetensors(folder)
     what = "a CLIPVisionModelWithProjection of this config.json"
@@ -139,14 +140,12 @@ def load_clip_embedder(path: Union[str, os.PathLike], device: torch.device | str
     pre = folder / "preprocessor_config.json"
     if pre.is_file():
         try:
-            cfg = json.loads(pre.read_text())
+            cfg = gate.read_json(pre, "model-config", root=folder)
             mean, std = tuple(map(float, cfg.get("image_mean", mean))), tuple(map(float, cfg.get("image_std", std)))
         except (ValueError, TypeError, AttributeError) as exc:
             raise CheckpointError(f"{pre}: unreadable preprocessor config ({exc})") from None
         if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
             raise CheckpointError(f"{pre}: image_mean / image_std must be 3 numbers (std > 0)")
-    from guide_unlearn.io import sha256_file
-
     weights = sorted(folder.glob("*.safetensors"))
-    digest = "sha256:" + ",".join(sha256_file(w) for w in weights)
+    digest = "sha256:" + ",".join(gate.sha256(w, "model-weights", root=folder) for w in weights)
     return CLIPEmbedder(model.requires_grad_(False).to(device), size, mean, std, folder, digest)

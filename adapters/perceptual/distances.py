@@ -73,6 +73,10 @@ class LPIPSDistance(nn.Module):
                 f"LPIPS-{net} needs torchvision's ImageNet weights {VGG16_FILE} in {_torch_home() / 'hub/checkpoints'}; "
                 "on a machine with internet run `python -c \"import torchvision; torchvision.models.vgg16(weights='DEFAULT')\"` "
                 "and copy the file there (or set TORCH_HOME)")
+        if not random_backbone:  # torchvision reads this file itself: the gate's checks and allow-list scan first
+            from guide_unlearn.checkpoints.torch_zip import scan_torch_file
+
+            scan_torch_file(_torch_home() / "hub" / "checkpoints" / VGG16_FILE, kind="face-weights")
         import warnings
 
         with warnings.catch_warnings():

@@ -116,27 +116,19 @@ class CodeBook:
 
     @classmethod
     def _load(cls, path: Union[str, Path], describe: Optional[Describe] = None) -> "CodeBook":
-        from safetensors import safe_open
-
-        from guide_unlearn.checkpoints.limits import regular_file
+        from guide_unlearn.gate import load_safetensors, safetensors_header
 
         path = Path(path)
-        if not path.exists():
+        if not (path.exists() or path.is_symlink()):
             raise CheckpointError(f"{path}: no such code book file")
-        regular_file(path, "code book")
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                meta = f.metadata() or {}
-                shapes = {k: f.get_slice(k).get_shape() for k in f.keys()}
-                if set(shapes) - {"codes", "descriptors", "landmarks"}:
-                    raise CheckpointError(f"{path}: unexpected tensors {sorted(shapes)[:4]} in a code book")
-                if any(len(s) != 2 for s in shapes.values()):
-                    raise CheckpointError(f"{path}: code book tensors must be 2-d, got {shapes}")
-                tensors = {k: f.get_tensor(k) for k in f.keys()}
-        except CheckpointError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types
-            raise CheckpointError(f"{path}: not a readable safetensors code book ({str(exc)[:200]})") from None
+        # through the reading gate: a regular file inside the folder it sits in, bounded header checked first
+        _, shapes, _ = safetensors_header(path, "code-book", root=path.parent)
+        if set(shapes) - {"codes", "descriptors", "landmarks"}:
+            raise CheckpointError(f"{path}: unexpected tensors {sorted(shapes)[:4]} in a code book")
+        if any(len(shape) != 2 for _, shape in shapes.values()):
+            raise CheckpointError(f"{path}: code book tensors must be 2-d, got "
+                                  f"{ {k: list(v) for k, (_, v) in shapes.items()} }")
+        tensors, meta = load_safetensors(path, "code-book", root=path.parent)
         if meta.get("format") != FORMAT:
             raise CheckpointError(f"{path}: format {str(meta.get('format'))[:60]!r} is not {FORMAT!r}; rebuild it "
                                   "with the recipe that trained the model")

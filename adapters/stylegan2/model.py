@@ -86,6 +86,10 @@ class StyleGAN2Generator(LineageSaveMixin, ModelMixin, ConfigMixin):
         """StyleGAN2 has no camera: None."""
         return None
 
+    def working_memory(self, batch: int = 1) -> int:
+        """Bytes one rendering of ``batch`` codes allocates (an estimate; see ``SynthesisNetwork.working_memory``)."""
+        return self.synthesis.working_memory(batch)
+
     def lora_layer_types(self) -> tuple[type, ...]:
         """Modulated convs (3×3 synthesis layers and 1×1 ToRGB) accept a pre-modulation ``weight_delta``."""
         return (SynthesisLayer, ToRGBLayer)

@@ -167,6 +167,14 @@ class SynthesisNetwork(nn.Module):
         """Blocks from 4×4 up to the output resolution."""
         return [getattr(self, f"b{res}") for res in self.block_resolutions]
 
+    def working_memory(self, batch: int = 1) -> int:
+        """Bytes (float32) of the activations one forward of ``batch`` codes allocates: per block its two feature
+        maps, its upsampled input and the running image, plus the largest per-sample modulated weight — a lower
+        estimate, used to refuse a declared architecture whose first rendering cannot fit in memory."""
+        feats = sum(b.resolution ** 2 * (3 * b.out_channels + 2 * self.img_channels) for b in self.blocks())
+        weight = max((b.conv1.weight.numel() for b in self.blocks()), default=0)
+        return 4 * int(batch) * (feats + weight)
+
     def forward(
         self,
         ws: torch.Tensor,  # [N, num_ws, w_dim]

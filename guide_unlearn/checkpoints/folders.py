@@ -24,14 +24,14 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError
-from .limits import MAX_DEPTH, check_nesting, loads_json, read_regular_file, regular_file
+from ..gate import check_first_use, load_safetensors, read_json, safetensors_header
+from .limits import check_nesting
 
 __all__ = ["SIZE_BOUNDS", "WEIGHTS_FILE", "build_checked", "check_config", "load_model_folder",
            "read_folder_config", "safetensors_shapes"]
 
 WEIGHTS_FILE = "diffusion_pytorch_model.safetensors"
 CONFIG_FILE = "config.json"
-MAX_CONFIG_BYTES = 1 << 20
 _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".msgpack", ".h5")
 
 #: Inclusive bounds of the sizes a generator config may declare (by key name, whatever the family).
@@ -120,6 +120,7 @@ def build_checked(cls: type, config: Mapping[str, Any], shapes: Mapping[str, tup
         raise CheckpointError(f"{what}: the declared architecture cannot be built ({type(exc).__name__}: "
                               f"{str(exc)[:200]})") from None
     expected = {k: tuple(v.shape) for k, v in meta.state_dict().items()}
+    check_first_use(meta, what, CheckpointError)  # the sizes it declares must fit this machine at the first render
     del meta
     missing = sorted(set(expected) - set(shapes))
     unexpected = sorted(set(shapes) - set(expected))
@@ -136,24 +137,17 @@ def build_checked(cls: type, config: Mapping[str, Any], shapes: Mapping[str, tup
                               f"{str(exc)[:200]})") from None
 
 
-def safetensors_shapes(path: PathLike, what: str = "weights") -> dict[str, tuple]:
+def safetensors_shapes(path: PathLike, what: str = "weights", root: Optional[PathLike] = None) -> dict[str, tuple]:
     """{name: shape} of a safetensors file, read from its header only (nothing is allocated for the data)."""
-    from safetensors import safe_open
-
-    regular_file(path, what)
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
-    except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types
-        raise CheckpointError(f"{path}: unreadable safetensors file ({str(exc)[:200]})") from None
+    _, tensors, _ = safetensors_header(path, "model-weights", root)
+    return {k: shape for k, (_, shape) in tensors.items()}
 
 
 def read_folder_config(path: PathLike) -> dict:
-    """The ``config.json`` of a model folder: a regular file of at most 1 MiB, JSON nested at most
-    :data:`~.limits.MAX_DEPTH` deep, holding an object."""
+    """The ``config.json`` of a model folder, through the reading gate: a regular file inside the folder, of at
+    most 1 MiB, JSON nested at most :data:`~.limits.MAX_DEPTH` deep, holding an object."""
     file = Path(path) / CONFIG_FILE
-    data = read_regular_file(file, MAX_CONFIG_BYTES, "model config")
-    config = loads_json(data, str(file), max_depth=MAX_DEPTH)
+    config = read_json(file, "model-config", root=path)
     if not isinstance(config, dict):
         raise CheckpointError(f"{file}: must hold a JSON object")
     return config
@@ -165,8 +159,6 @@ def load_model_folder(path: PathLike, cls: type, config: Optional[dict] = None) 
 
     -> the model in eval mode on the CPU. Raises CheckpointError (with what to do) for anything else.
     """
-    from safetensors.torch import load_file
-
     path = Path(path)
     refused = sorted(p.name for p in path.iterdir() if p.suffix.lower() in _PICKLE_SUFFIXES
                      or p.name.lower().endswith(".index.json"))
@@ -178,12 +170,9 @@ def load_model_folder(path: PathLike, cls: type, config: Optional[dict] = None) 
     weights = path / WEIGHTS_FILE
     if not weights.exists():
         raise CheckpointError(f"{path}: {WEIGHTS_FILE} is missing; the folder is incomplete")
-    shapes = safetensors_shapes(weights)
+    shapes = safetensors_shapes(weights, root=path)
     model = build_checked(cls, config, shapes, str(path), from_config=hasattr(cls, "from_config"))
-    try:
-        sd = load_file(str(weights))
-    except Exception as exc:  # noqa: BLE001
-        raise CheckpointError(f"{weights}: unreadable safetensors file ({str(exc)[:200]})") from None
+    sd, _ = load_safetensors(weights, "model-weights", root=path)
     own = model.state_dict()
     bad = [k for k, v in sd.items() if v.is_floating_point() != own[k].is_floating_point()]
     if bad:

@@ -14,8 +14,10 @@ from pathlib import Path
 from typing import Union
 
 from ..errors import CheckpointError
-from .limits import loads_json, regular_file
-from .policy import BoundedReader
+from ..gate import Kind, open_file, safetensors_header
+from ..gate.kinds import GiB
+
+_PROBE = Kind("checkpoint", 64 * GiB, CheckpointError, allow_empty=True)
 
 __all__ = ["FileFormat", "detect_format", "describe_file"]
 
@@ -68,29 +70,9 @@ def _looks_like_safetensors(head: bytes) -> bool:
     return 2 <= n <= MAX_SAFETENSORS_HEADER
 
 
-def _safetensors_header(path: Path, size: int) -> FileFormat:
-    with open(path, "rb") as f:
-        (n,) = struct.unpack("<Q", f.read(8))
-        if 8 + n > size:
-            raise CheckpointError(
-                f"{path}: looks like a safetensors file but is truncated (header says {n} bytes, file has "
-                f"{size - 8}); download or export it again")
-        header = loads_json(f.read(n), f"{path}: safetensors header", max_bytes=MAX_SAFETENSORS_HEADER)
-    if not isinstance(header, dict):
-        raise CheckpointError(f"{path}: looks like a safetensors file but its header is not a JSON object")
-    ends = []
-    for k, v in header.items():
-        if k == "__metadata__" or not isinstance(v, dict) or "data_offsets" not in v:
-            continue
-        offsets = v["data_offsets"]
-        if not (isinstance(offsets, list) and len(offsets) == 2 and all(type(o) is int for o in offsets)):
-            raise CheckpointError(f"{path}: safetensors header entry {k[:60]!r} has malformed data_offsets")
-        ends.append(offsets[1])
-    if ends and 8 + n + max(ends) > size:
-        raise CheckpointError(
-            f"{path}: safetensors file truncated: tensors need {max(ends)} bytes of data, the file holds "
-            f"{size - 8 - n}; download or export it again")
-    return FileFormat("safetensors", f"a safetensors file with {len(ends)} tensors")
+def _safetensors_header(path: Path) -> FileFormat:
+    _, tensors, _ = safetensors_header(path, "checkpoint")  # bounded JSON; offsets checked against the size
+    return FileFormat("safetensors", f"a safetensors file with {len(tensors)} tensors")
 
 
 def detect_format(path: PathLike) -> FileFormat:
@@ -111,17 +93,16 @@ def detect_format(path: PathLike) -> FileFormat:
                               "or a folder written by save_pretrained / `guide-unlearn convert`")
     if not path.exists():
         raise CheckpointError(f"{path}: no such file or folder")
-    size = regular_file(path, "checkpoint", allow_empty=True)
+    with open_file(path, _PROBE) as probe:
+        size, head = probe.size, probe.read(64)
     if size == 0:
         raise CheckpointError(f"{path}: the file is empty (an interrupted download, or a special file such as "
                               "/proc/...); download it again")
-    with open(path, "rb") as f:
-        head = f.read(64)
     if head[:4] == b"PK\x03\x04":
         try:
-            with zipfile.ZipFile(path) as zf:
+            with open_file(path, "checkpoint") as f, zipfile.ZipFile(f) as zf:
                 names = zf.namelist()
-        except (zipfile.BadZipFile, ValueError, OSError, EOFError, NotImplementedError):
+        except (zipfile.BadZipFile, ValueError, OSError, EOFError, NotImplementedError, struct.error):
             raise CheckpointError(
                 f"{path}: looks like a torch.save zip checkpoint but is truncated or corrupted (no readable zip "
                 f"directory in {size} bytes); download it again") from None
@@ -130,10 +111,9 @@ def detect_format(path: PathLike) -> FileFormat:
         raise CheckpointError(f"{path}: a zip archive, but not a torch checkpoint (no data.pkl; first entries "
                               f"{names[:3]})")
     if _looks_like_safetensors(head):
-        return _safetensors_header(path, size)
+        return _safetensors_header(path)
     if head[:1] == b"\x80":
-        with open(path, "rb") as raw:
-            f = BoundedReader(raw, size)
+        with open_file(path, "checkpoint") as f:
             end = _pickle_end(f)
             if end is None:
                 raise CheckpointError(

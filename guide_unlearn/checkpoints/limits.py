@@ -18,13 +18,12 @@ Every failure raises the error class the caller passes (a :class:`~guide_unlearn
 
 from __future__ import annotations
 
-import json
 import os
-import re
-import stat
 from typing import Any, Iterable, Type, Union
 
 from ..errors import CheckpointError, GuideUnlearnError
+from ..gate import Kind, check_file, parse_json, read_bytes
+from ..gate import json_depth as _json_depth
 
 __all__ = [
     "MAX_DEPTH", "MAX_EXPANDED_NODES", "MAX_JSON_BYTES", "MAX_NDIM", "MAX_TENSOR_ELEMENTS",
@@ -41,66 +40,35 @@ PathLike = Union[str, os.PathLike]
 ErrorClass = Type[GuideUnlearnError]
 
 
+def _kind(what: str, max_bytes: int, error: ErrorClass, allow_empty: bool = False, max_depth: int = MAX_DEPTH):
+    return Kind(what, max_bytes, error, max_depth=max_depth, allow_empty=allow_empty)
+
+
 def regular_file(path: PathLike, what: str = "file", error: ErrorClass = CheckpointError,
                  allow_empty: bool = False) -> int:
-    """Size in bytes of ``path`` if it is a regular file (symlinks followed); else ``error``.
-
-    Devices, FIFOs, sockets and folders are refused, and so are empty files unless ``allow_empty`` — which covers
-    ``/proc`` and ``/sys`` files, which report size 0 whatever they produce.
-    """
-    try:
-        st = os.stat(path)
-    except OSError as exc:
-        raise error(f"{path}: cannot read the {what} ({exc.strerror or exc})") from None
-    if not stat.S_ISREG(st.st_mode):
-        raise error(f"{path}: the {what} is not a regular file (a device, pipe, socket or folder); pass the file "
-                    "itself")
-    if st.st_size == 0 and not allow_empty:
-        raise error(f"{path}: the {what} is empty (or a special file such as /proc/...); pass a real file")
-    if not os.access(path, os.R_OK):
-        raise error(f"{path}: the {what} is not readable (permission denied); check its permissions")
-    return int(st.st_size)
+    """Size in bytes of ``path`` if it is a regular file (links followed); else ``error``. The reading gate's
+    check (:func:`guide_unlearn.gate.check_file`): devices, FIFOs, sockets and folders are refused, and so are
+    empty files unless ``allow_empty`` — which covers ``/proc`` and ``/sys`` files, which report size 0."""
+    return check_file(path, _kind(what, 1 << 62, error, allow_empty))[1]
 
 
 def read_regular_file(path: PathLike, max_bytes: int, what: str = "file",
                       error: ErrorClass = CheckpointError) -> bytes:
-    """The bytes of a regular file of at most ``max_bytes`` (read no further than its stat'd size)."""
-    size = regular_file(path, what, error)
-    if size > max_bytes:
-        raise error(f"{path}: the {what} is {size} bytes, over the {max_bytes}-byte limit; refusing it")
-    try:
-        with open(path, "rb") as f:
-            data = f.read(size)
-    except OSError as exc:
-        raise error(f"{path}: cannot read the {what} ({exc.strerror or exc})") from None
-    return data
-
-
-_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.S)
+    """The bytes of a regular file of at most ``max_bytes`` (the reading gate's :func:`~guide_unlearn.gate.read_bytes`)."""
+    return read_bytes(path, _kind(what, max_bytes, error))
 
 
 def json_depth(data: bytes) -> int:
     """Maximal ``[`` / ``{`` nesting of JSON text (strings skipped), computed without parsing."""
-    import numpy as np
-
-    stripped = _JSON_STRING.sub(b'""', data)
-    arr = np.frombuffer(stripped, dtype=np.uint8)
-    step = (np.isin(arr, (0x5B, 0x7B)).astype(np.int64) - np.isin(arr, (0x5D, 0x7D)).astype(np.int64))
-    return int(np.cumsum(step).max()) if len(step) else 0
+    return _json_depth(data)
 
 
 def loads_json(data: Union[bytes, str], where: str, error: ErrorClass = CheckpointError,
                max_bytes: int = MAX_JSON_BYTES, max_depth: int = MAX_DEPTH) -> Any:
-    """Parse JSON text whose size and nesting are bounded first (no RecursionError, no deep objects)."""
-    raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else bytes(data)
-    if len(raw) > max_bytes:
-        raise error(f"{where}: {len(raw)} bytes of JSON, over the {max_bytes}-byte limit; refusing it")
-    if json_depth(raw) > max_depth:
-        raise error(f"{where}: JSON nested deeper than {max_depth} levels; the file is malformed or hostile")
-    try:
-        return json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise error(f"{where}: not valid JSON ({str(exc)[:200]}); get a fresh copy of the file") from None
+    """Parse JSON text whose size and nesting are bounded first (the reading gate's
+    :func:`~guide_unlearn.gate.parse_json`)."""
+    return parse_json(data, where, _kind("JSON text", max_bytes, error, max_depth=max_depth),
+                      max_depth=max_depth)
 
 
 def check_nesting(obj: Any, where: str, error: ErrorClass = CheckpointError, max_depth: int = MAX_DEPTH,

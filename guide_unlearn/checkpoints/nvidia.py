@@ -18,8 +18,8 @@ import numpy as np
 import torch
 
 from ..errors import CheckpointError, UnsafeCheckpointError
-from .limits import regular_file
-from .policy import NVIDIA_PICKLE_POLICY, BoundedReader, scan_pickle
+from ..gate import open_file
+from .policy import NVIDIA_PICKLE_POLICY, scan_pickle
 from .unpickler import ObjectStub, SafeUnpickler
 
 __all__ = ["NvidiaModule", "flatten_module", "load_nvidia_module", "module_from_stub", "read_nvidia_pickle", "to_plain"]
@@ -38,9 +38,8 @@ def read_nvidia_pickle(path: Union[str, os.PathLike]) -> Any:
     where = str(path)
     if not path.exists():
         raise CheckpointError(f"{where}: no such file; pass the path of the downloaded .pkl")
-    size = regular_file(path, "network pickle")
-    with open(path, "rb") as raw:
-        f = BoundedReader(raw, size)
+    with open_file(path, "checkpoint") as f:
+        size = f.size
         head = f.read(2)
         if not head or head[0] != 0x80:
             from .formats import describe_file

@@ -16,6 +16,7 @@ from __future__ import annotations
 import _compat_pickle
 import io
 import pickletools
+import struct
 import zipfile
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Optional, Union
@@ -365,20 +366,47 @@ def _zip_size_limit(size: int) -> int:
     return 4 * size + (16 << 20)
 
 
+def _zip_listing(source: Any, where: str) -> list:
+    """Python's view of a zip archive: its entries as ``zipfile`` reads them."""
+    try:
+        with zipfile.ZipFile(source) as zf:
+            return zf.infolist()
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError, NotImplementedError, struct.error) as exc:
+        raise CheckpointError(f"{where}: corrupted zip archive ({str(exc)[:200]}); download it again") from None
+
+
+def _torch_listing(source: Any, where: str) -> tuple[Any, list[tuple[str, int, int]]]:
+    """torch's view of the same archive, read by torch's own reader (miniz, which finds the central directory by
+    its own rule): (the reader, [(record name without the archive folder, size, local header offset)])."""
+    import torch  # only here: the format-level scan of plain pickles must not need torch
+
+    try:
+        if hasattr(source, "seek"):
+            source.seek(0)
+        reader = torch._C.PyTorchFileReader(source if hasattr(source, "read") else str(source))
+        records = [(n, int(reader.get_record_size(n)), int(reader.get_record_header_offset(n)))
+                   for n in reader.get_all_records()]
+    except (RuntimeError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{where}: torch cannot read the archive ({str(exc).splitlines()[0][:200]}); the file "
+                              "is corrupted") from None
+    return reader, records
+
+
 def scan_torch_zip(source: Any, size: int, policy: PicklePolicy, where: str) -> list[str]:
     """Check and scan a torch.save zip archive (a path or a seekable binary stream of ``size`` bytes) by the
-    rule torch's own reader follows: every entry lies under one top folder ``<archive>/``, no two names are equal
-    ignoring case (torch looks names up case-insensitively), the only pickle entry is ``<archive>/data.pkl``
-    spelled exactly so, and the declared sizes are bounded by :func:`_zip_size_limit`. The pickle is then read
-    with torch's own ``PyTorchFileReader`` — the exact bytes ``torch.load`` will unpickle — and scanned.
+    rule torch's own reader follows.
+
+    The archive is listed twice, by Python's ``zipfile`` and by torch's reader, and refused unless both read the
+    same central directory (same entry names, sizes and header offsets: a file carrying a second central directory
+    for one of them is refused). Then, on torch's view: every entry lies under one top folder ``<archive>/``, no two
+    names are equal ignoring case (torch looks names up case-insensitively), the only pickle entry is
+    ``<archive>/data.pkl`` spelled exactly so, only stored or deflated entries, and the sizes torch will allocate
+    total at most :func:`_zip_size_limit`. The pickle is then read with torch's reader — the exact bytes
+    ``torch.load`` will unpickle — and scanned.
 
     Raises UnsafeCheckpointError / CheckpointError like :func:`scan_pickle`.
     """
-    try:
-        with zipfile.ZipFile(source) as zf:
-            infos = zf.infolist()
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError, NotImplementedError) as exc:
-        raise CheckpointError(f"{where}: corrupted zip archive ({str(exc)[:200]}); download it again") from None
+    infos = _zip_listing(source, where)
     if not infos:
         raise CheckpointError(f"{where}: an empty zip archive is not a torch.save checkpoint")
     prefix = infos[0].filename.split("/", 1)[0] + "/"
@@ -397,18 +425,22 @@ def scan_torch_zip(source: Any, size: int, policy: PicklePolicy, where: str) -> 
             raise UnsafeCheckpointError(f"{where}: refused pickle entry {name[:100]!r}: the only pickle a torch.save "
                                         f"checkpoint holds is {prefix}data.pkl, spelled exactly so. The file was not "
                                         "loaded.")
+        if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+            raise UnsafeCheckpointError(f"{where}: refused zip entry {name[:100]!r} compressed with method "
+                                        f"{info.compress_type}; torch.save stores entries uncompressed")
     if prefix + "data.pkl" not in {i.filename for i in infos}:
         raise CheckpointError(f"{where}: a zip archive without {prefix}data.pkl is not a torch.save checkpoint")
-    declared = sum(i.file_size for i in infos)
+    reader, records = _torch_listing(source, where)
+    python_view = sorted((i.filename[len(prefix):], i.file_size, i.header_offset) for i in infos)
+    if sorted(records) != python_view:
+        raise UnsafeCheckpointError(f"{where}: refused a zip archive whose central directories disagree: torch's "
+                                    "reader and Python's zipfile see different entries, sizes or offsets (a second "
+                                    "directory hidden in the file). The file was not loaded.")
+    declared = sum(n for _, n, _ in records)
     if declared > _zip_size_limit(size):
         raise CheckpointError(f"{where}: zip entries declare {declared} bytes once unpacked from {size} bytes; "
                               "refusing a decompression bomb")
-    import torch  # only here: the format-level scan of plain pickles must not need torch
-
     try:
-        if hasattr(source, "seek"):
-            source.seek(0)
-        reader = torch._C.PyTorchFileReader(source if hasattr(source, "read") else str(source))
         data = reader.get_record("data.pkl")
     except (RuntimeError, OSError, ValueError) as exc:
         raise CheckpointError(f"{where}: torch cannot read the archive's data.pkl ({str(exc).splitlines()[0][:200]}); "

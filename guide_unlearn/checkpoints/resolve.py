@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import urllib.error
 import urllib.parse
@@ -29,13 +30,18 @@ from pathlib import Path
 from typing import Optional, Union
 
 from ..errors import CheckpointError
-from ..io import temp_file_beside
+from ..io import no_links_below, temp_file_beside
 
-__all__ = ["CheckpointSource", "cache_root", "cached_path", "download", "manual_path", "offline", "resolve_file",
+__all__ = ["CheckpointSource", "DownloadError", "cache_root", "cached_path", "download", "manual_path", "offline", "resolve_file",
            "sha256_of"]
 
 USER_AGENT = "guide-unlearn checkpoint downloader"
 _CHUNK = 1 << 20
+
+
+class DownloadError(CheckpointError):
+    """A download could not reach its server (no network, DNS, proxy, timeout); the message says where to put a
+    file fetched by hand."""
 
 
 @dataclass(frozen=True)
@@ -94,40 +100,88 @@ def _revision(source: CheckpointSource) -> str:
     return hashlib.sha1(basis.encode()).hexdigest()  # noqa: S324 - a folder name, not a security digest
 
 
+_COMMIT = re.compile(r"[0-9a-f]{40}")
+
+
+def read_ref(repo: Path, ref: str = "main", kind: str = "checkpoint-ref") -> Optional[str]:
+    """The revision ``<repo>/refs/<ref>`` names, read through the reading gate: a regular file inside the repo
+    folder (never a FIFO, a device or a link out of the cache) of at most 1 KiB holding a 40-hex commit. None when
+    there is no such ref; the kind's error when it is anything else."""
+    path = repo / "refs" / ref
+    if not (path.exists() or path.is_symlink()):
+        return None
+    from ..gate import get_kind, inside, read_text
+
+    inside(path, repo, kind, hub_blobs=False)
+    revision = read_text(path, kind, root=repo).strip()
+    if not _COMMIT.fullmatch(revision):
+        raise get_kind(kind).error(f"{path} does not hold a commit hash (40 hex digits); the cache entry is corrupted "
+                                   f"or hostile: delete {repo} and download again")
+    return revision
+
+
+def _snapshot_file(repo: Path, revision: str, filename: str) -> Optional[Path]:
+    """``<repo>/snapshots/<revision>/<filename>`` when present: its folders must be real folders of the cache and
+    the file a regular file inside the repo or a link into the repo's ``blobs/``; else CheckpointError."""
+    from ..gate import check_file
+
+    snap = repo / "snapshots" / revision
+    path = snap / filename
+    if not (path.exists() or path.is_symlink()):
+        return None
+    for folder in (repo, repo / "snapshots", snap):
+        if folder.is_symlink():
+            raise CheckpointError(f"{folder} is a link in the checkpoint cache; the cache never links folders — "
+                                  f"delete {repo} and download again")
+    check_file(path, "checkpoint", root=repo)
+    return path
+
+
+def _hub_cached(hf_repo: str, filename: str) -> Optional[Path]:
+    """The file of a Hugging Face repo in huggingface_hub's cache layout under :func:`cache_root`, found by reading
+    its ``refs/main`` through the gate (never by huggingface_hub's own unbounded readers)."""
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}", hf_repo) \
+            or ".." in hf_repo:
+        return None
+    repo = cache_root() / ("models--" + hf_repo.replace("/", "--"))
+    revision = read_ref(repo)
+    return _snapshot_file(repo, revision, filename) if revision else None
+
+
 def cached_path(source: CheckpointSource) -> Optional[Path]:
     """The cached copy of ``source`` if there is one (checked: refs/main's snapshot, then any snapshot, then
-    ``$GUIDE_UNLEARN_CHECKPOINTS`` folders, then the Hugging Face cache of ``hf_repo``), else None."""
-    repo = _repo_dir(source.name)
-    candidates: list[Path] = []
-    ref = repo / "refs" / "main"
-    if ref.is_file():
-        candidates.append(repo / "snapshots" / ref.read_text().strip() / source.filename)
-    if (repo / "snapshots").is_dir():
-        candidates += sorted((repo / "snapshots").glob(f"*/{source.filename}"))
-    for folder in filter(None, os.environ.get("GUIDE_UNLEARN_CHECKPOINTS", "").split(os.pathsep)):
-        candidates.append(Path(folder).expanduser() / source.filename)
-    for c in candidates:
-        if c.is_file():
-            return c
-    if source.hf_repo:
-        try:
-            from huggingface_hub import try_to_load_from_cache
+    ``$GUIDE_UNLEARN_CHECKPOINTS`` folders, then the Hugging Face cache of ``hf_repo``), else None. A candidate
+    that exists but is not a regular file inside its cache folder (a FIFO, a device, a link out of the cache) is a
+    CheckpointError, never silently skipped."""
+    from ..gate import check_file
 
-            hit = try_to_load_from_cache(source.hf_repo, source.filename, cache_dir=str(cache_root()))
-            if isinstance(hit, str) and os.path.isfile(hit):
-                return Path(hit)
-        except Exception:  # noqa: BLE001 - a broken HF cache must not hide the other lookups
-            pass
+    repo = _repo_dir(source.name)
+    revision = read_ref(repo)
+    if revision is not None:
+        hit = _snapshot_file(repo, revision, source.filename)
+        if hit is not None:
+            return hit
+    snapshots = repo / "snapshots"
+    if snapshots.is_dir() and not snapshots.is_symlink():
+        for snap in sorted(p for p in snapshots.iterdir() if p.is_dir() and not p.is_symlink()):
+            hit = _snapshot_file(repo, snap.name, source.filename)
+            if hit is not None:
+                return hit
+    for folder in filter(None, os.environ.get("GUIDE_UNLEARN_CHECKPOINTS", "").split(os.pathsep)):
+        candidate = Path(folder).expanduser() / source.filename
+        if candidate.exists() or candidate.is_symlink():
+            check_file(candidate, "checkpoint", root=Path(folder).expanduser())
+            return candidate
+    if source.hf_repo:
+        return _hub_cached(source.hf_repo, source.filename)
     return None
 
 
 def sha256_of(path: Union[str, os.PathLike]) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(_CHUNK), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    """Hex sha256 of a file, read in 1 MiB chunks through the reading gate."""
+    from ..gate import sha256
+
+    return sha256(path, "checkpoint", chunk=_CHUNK)
 
 
 def download(url: str, dest: Union[str, os.PathLike], sha256: Optional[str] = None, progress: bool = True,
@@ -173,7 +227,9 @@ def download(url: str, dest: Union[str, os.PathLike], sha256: Optional[str] = No
     except urllib.error.HTTPError as exc:
         raise CheckpointError(f"download of {url} failed: HTTP {exc.code} {exc.reason}") from None
     except (urllib.error.URLError, OSError, TimeoutError) as exc:
-        raise CheckpointError(f"download of {url} failed ({exc}); check the connection or download it by hand") \
+        reason = getattr(exc, "reason", None) or exc
+        host = urllib.parse.urlparse(url).hostname or url
+        raise DownloadError(f"cannot reach {host} to download {url} ({reason}); check the network connection") \
             from None
     finally:
         if tmp.exists():
@@ -183,13 +239,19 @@ def download(url: str, dest: Union[str, os.PathLike], sha256: Optional[str] = No
 
 def _store_in_cache(source: CheckpointSource, progress: bool) -> Path:
     repo = _repo_dir(source.name)
+    revision = _revision(source)
+    for folder in (repo, repo / "blobs", repo / "snapshots", repo / "snapshots" / revision, repo / "refs"):
+        no_links_below(cache_root(), folder, "checkpoint cache")  # never write through a link found in the cache
     blobs = repo / "blobs"
-    tmp_blob = download(source.url, blobs / f"download-{os.getpid()}.part", sha256=source.sha256,
-                        progress=progress, desc=source.filename)
+    try:
+        tmp_blob = download(source.url, blobs / f"download-{os.getpid()}.part", sha256=source.sha256,
+                            progress=progress, desc=source.filename)
+    except DownloadError as exc:  # no network: say where a file fetched by hand goes
+        raise DownloadError(f"{exc}, or download it by hand (e.g. in a browser) and put the file at "
+                            f"{manual_path(source)}.") from None
     digest = sha256_of(tmp_blob)
     blob = blobs / digest
     os.replace(tmp_blob, blob)
-    revision = _revision(source)
     snap_dir = repo / "snapshots" / revision
     snap_dir.mkdir(parents=True, exist_ok=True)
     link = snap_dir / source.filename

@@ -10,28 +10,57 @@ from __future__ import annotations
 
 import argparse
 import os
-import pickle
 from pathlib import Path
 from typing import Any, Union
 
 import torch
 
-from ..errors import CheckpointError, UnsafeCheckpointError
+from ..errors import CheckpointError
+from ..gate import load_safetensors, open_file, torch_load
 from .formats import detect_format
-from .limits import check_nesting, check_tensor_extent, regular_file
-from .policy import TORCH_FILE_POLICY, BoundedReader, scan_legacy_stream, scan_torch_zip
+from .limits import check_nesting, check_tensor_extent
+from .policy import TORCH_FILE_POLICY, TORCH_LEGACY_MAGIC, BoundedReader, scan_legacy_stream, scan_torch_zip
 
 __all__ = ["load_torch_file", "load_state_file", "namespace_to_dict", "scan_torch_file"]
 
 
-def _scan_torch_file(path: Path, kind: str) -> None:
-    where = str(path)
-    size = regular_file(path, "checkpoint")
-    if kind == "torch-zip":
-        scan_torch_zip(path, size, TORCH_FILE_POLICY, where)
-        return
-    with open(path, "rb") as f:
-        scan_legacy_stream(BoundedReader(f, size), size, TORCH_FILE_POLICY, where)
+_ZIP_MAGIC = b"PK\x03\x04"
+
+
+def _kind_of_stream(f: Any, path: Path) -> str:
+    """'torch-zip' or 'torch-legacy' from an open file's first bytes; CheckpointError saying what it seems to be."""
+    head = f.read(8)
+    f.seek(0)
+    if head[:4] == _ZIP_MAGIC:
+        return "torch-zip"
+    if head[:1] == b"\x80" and _legacy_magic(f):
+        return "torch-legacy"
+    from .formats import detect_format
+
+    raise CheckpointError(f"{path}: expected a torch.save checkpoint, found {detect_format(path).description}")
+
+
+def _legacy_magic(f: Any) -> bool:
+    import pickletools
+
+    try:
+        for op, arg, _ in pickletools.genops(f):
+            if op.name not in ("PROTO", "FRAME"):
+                return arg == TORCH_LEGACY_MAGIC
+    except ValueError:
+        return False
+    finally:
+        f.seek(0)
+    return False
+
+
+def _scan_stream(f: Any, path: Path, size: int) -> None:
+    """The allow-list scan of an open torch.save stream (zip by torch's own rule, or the legacy format)."""
+    if _kind_of_stream(f, path) == "torch-zip":
+        scan_torch_zip(f, size, TORCH_FILE_POLICY, str(path))
+    else:
+        scan_legacy_stream(BoundedReader(f, size), size, TORCH_FILE_POLICY, str(path))
+    f.seek(0)
 
 
 def _check_loaded(obj: Any, where: str) -> None:
@@ -51,44 +80,34 @@ def _check_loaded(obj: Any, where: str) -> None:
             stack.extend(vars(item).values())
 
 
-def scan_torch_file(path: Union[str, os.PathLike]) -> None:
+def scan_torch_file(path: Union[str, os.PathLike], kind: str = "checkpoint") -> None:
     """Run the allow-list scan of :func:`load_torch_file` alone (for backends that then load the file themselves
     with ``weights_only=True``). Raises UnsafeCheckpointError / CheckpointError."""
     path = Path(path)
-    fmt = detect_format(path)
-    if fmt.kind not in ("torch-zip", "torch-legacy"):
-        raise CheckpointError(f"{path}: expected a torch.save checkpoint, found {fmt.description}")
-    _scan_torch_file(path, fmt.kind)
+    with open_file(path, kind) as f:
+        _scan_stream(f, path, f.size)
 
 
-def load_torch_file(path: Union[str, os.PathLike], map_location: Any = "cpu") -> Any:
-    """Load a ``torch.save`` file safely: allow-list scan, then ``torch.load(weights_only=True)``.
+def load_torch_file(path: Union[str, os.PathLike], map_location: Any = "cpu", kind: str = "checkpoint",
+                    root: Union[None, str, os.PathLike] = None) -> Any:
+    """Load a ``torch.save`` file safely: opened once through the reading gate (a regular file of at most the
+    ``kind``'s size, inside ``root`` when given), scanned against the allow-list, then read from the same open file
+    by ``torch.load(weights_only=True)`` (:func:`guide_unlearn.gate.torch_load`); every loaded tensor's view is
+    bounded by its storage.
 
     ``argparse.Namespace`` objects (training options) are admitted and returned as Namespaces; use
     :func:`namespace_to_dict` to read them.
 
     Raises:
         UnsafeCheckpointError: the file names a global outside :data:`TORCH_FILE_POLICY` (named in the message).
-        CheckpointError: missing, truncated, or not a torch.save file (the message says what it seems to be).
+        CheckpointError: missing, truncated, or not a torch.save file (the message says what it seems to be); the
+            ``kind``'s own error for a file that is not regular, too large or outside ``root``.
     """
     path = Path(path)
-    fmt = detect_format(path)
-    if fmt.kind not in ("torch-zip", "torch-legacy"):
-        raise CheckpointError(f"{path}: expected a torch.save checkpoint, found {fmt.description}")
-    _scan_torch_file(path, fmt.kind)
-    try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            obj = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise UnsafeCheckpointError(f"{path}: refused by torch's weights-only loader: {first}") from None
-    except (CheckpointError, UnsafeCheckpointError):
-        raise
-    except (Exception, RecursionError) as exc:  # noqa: BLE001 - torch raises many types for corrupt files
-        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
-        raise CheckpointError(
-            f"{path}: {fmt.description} that cannot be read ({type(exc).__name__}: {first}); it is probably "
-            "truncated or corrupted: download it again") from None
+    with open_file(path, kind, root) as f:
+        _scan_stream(f, path, f.size)
+        obj = torch_load(f, str(path), kind, safe_globals=[argparse.Namespace],
+                         map_location=map_location)
     _check_loaded(obj, str(path))
     return obj
 
@@ -100,12 +119,7 @@ def load_state_file(path: Union[str, os.PathLike]) -> dict:
     path = Path(path)
     fmt = detect_format(path)
     if fmt.kind == "safetensors":
-        from safetensors.torch import load_file
-
-        try:
-            return dict(load_file(str(path)))
-        except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types
-            raise CheckpointError(f"{path}: unreadable safetensors file ({str(exc)[:300]})") from None
+        return load_safetensors(path, "checkpoint")[0]
     obj = load_torch_file(path)
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         obj = obj["state_dict"]

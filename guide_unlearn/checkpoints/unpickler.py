@@ -16,7 +16,6 @@ Run it only on bytes :func:`.policy.scan_pickle` accepted; :func:`.nvidia.read_n
 from __future__ import annotations
 
 import hashlib
-import io
 import pickle
 from collections import OrderedDict
 from typing import Any
@@ -26,6 +25,7 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError, UnsafeCheckpointError
+from ..gate import torch_load
 from .limits import MAX_NDIM, check_view_args
 from .policy import NVIDIA_PICKLE_POLICY, STORAGE_BYTES_POLICY, PicklePolicy, _refuse, qualified_name, scan_torch_bytes
 
@@ -161,13 +161,7 @@ def _load_storage_from_bytes(data: Any):
     if not isinstance(data, (bytes, bytearray)):
         raise CheckpointError(f"malformed pickle: storage from a {type(data).__name__}, not bytes")
     scan_torch_bytes(bytes(data), STORAGE_BYTES_POLICY, where="tensor storage bytes")
-    try:
-        storage = torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
-    except pickle.UnpicklingError as exc:
-        raise UnsafeCheckpointError(f"tensor storage bytes refused by torch's weights-only loader: {exc}") from None
-    except (Exception, RecursionError) as exc:  # noqa: BLE001 - torch raises many types for corrupt bytes
-        raise CheckpointError(f"corrupted tensor storage in pickle ({type(exc).__name__}: {str(exc)[:200]})"
-                              ) from None
+    storage = torch_load(bytes(data), "tensor storage bytes in the pickle", "checkpoint")
     if not isinstance(storage, (torch.TypedStorage, torch.UntypedStorage)):
         raise CheckpointError(f"malformed pickle: storage bytes hold a {type(storage).__name__}")
     return storage

@@ -49,11 +49,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class ProgressSafeHandler(logging.StreamHandler):
+    """Log lines written through ``tqdm.write``: a warning never lands on (or is overdrawn by) a progress bar's line;
+    the bars are redrawn below it."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            from tqdm import tqdm
+
+            tqdm.write(self.format(record), file=self.stream)
+        except Exception:  # noqa: BLE001 - logging must never raise
+            self.handleError(record)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Entry point of the console script. Errors exit non-zero with one clear line on stderr."""
+    """Entry point of the console script. Errors exit non-zero with one clear line on stderr. The commands import
+    torch and the models only when they run, so ``--version``, ``--help`` and argument errors answer at once."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s: %(message)s")
+    handler = ProgressSafeHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, handlers=[handler])
     try:
         return int(args.func(args) or 0)
     except GuideUnlearnError as e:

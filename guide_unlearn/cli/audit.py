@@ -10,7 +10,7 @@ from guide_unlearn.errors import ConfigError, InputError, SaveError
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("audit", help="prove an erasure: identity metrics, attacks and an HTML report",
+    p = sub.add_parser("audit", help="measure an erasure: identity metrics, attacks and an HTML report",
                        description="Audit a forget patch against the person's photos (request + held out) and other "
                                    "people's photos. Prints the metrics as one JSON line and writes report.json, "
                                    "report.html and the figures. See docs/audit.md.")

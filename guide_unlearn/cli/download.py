@@ -13,9 +13,14 @@ def add_parser(sub) -> None:
                        description="Download the official files of registry names (e.g. eg3d-ffhq) into the cache "
                                    "($GUIDE_UNLEARN_CACHE, else the Hugging Face hub cache), with a progress bar and "
                                    "a size check. Sources without a direct link (Google Drive) are not fetched: the "
-                                   "message says where to get the file and where to put it.")
+                                   "message says where to get the file and where to put it; --where prints that "
+                                   "place for every name without downloading.")
     p.add_argument("names", nargs="+", metavar="NAME", help="registry name(s), e.g. eg3d-ffhq stylegan2-ffhq")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--where", action="store_true",
+                   help="download nothing: print where each file goes when fetched by hand (the one location the "
+                        "library looks in first: <cache>/models--guide-unlearn--NAME/snapshots/manual/FILE, <cache> "
+                        "being $GUIDE_UNLEARN_CACHE, else the Hugging Face hub cache) and where to get it")
     p.set_defaults(func=run)
 
 
@@ -27,6 +32,14 @@ def run(args: argparse.Namespace) -> int:
     for entry in entries:
         if entry.format in ("projector", "tiny"):
             print(json.dumps({"name": entry.name, "path": None, "note": "built in code: no file to download"}))
+            continue
+        if getattr(args, "where", False):
+            from guide_unlearn.checkpoints.resolve import cached_path, manual_path
+
+            src = entry.source
+            print(json.dumps({"name": entry.name, "file": src.filename, "put_it_at": str(manual_path(src)),
+                              "found": str(cached_path(src) or "") or None, "url": src.url,
+                              "homepage": src.homepage}))
             continue
         path, _ = resolve_checkpoint(entry, allow_download=True, progress=not args.quiet)
         print(json.dumps({"name": entry.name, "path": str(path), "bundled": bool(entry.bundled)}))

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import logging
 import sys
 from pathlib import Path
 
-import torch
-import torch.nn.functional as F
-
 from guide_unlearn.errors import InputError, LatentError
+
+# torch and the models are imported inside the command (never at start-up): `--version`, `--help` and argument
+# errors answer at once.
+MAX_LATENT_CODES = 4096  # codes one --latent file may hold (each is rendered at every step of the erase)
 
 EXIT_NOT_ERASED = 3  # --strict: the run finished but its measured figures say the erase failed
 
@@ -54,35 +57,69 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run)
 
 
-def load_latent(path: str) -> torch.Tensor:
-    """Read a saved code: safetensors (key 'ws') or a torch file loaded with weights_only=True."""
+def load_latent(path: str):
+    """Read a saved code through the reading gate: safetensors (key 'ws') or a torch.save file (allow-list scan,
+    ``weights_only``, bounded views). -> ws [K, num_ws, w_dim] (or [num_ws, w_dim]) float, finite, K at most
+    :data:`MAX_LATENT_CODES`. Raises LatentError (or UnsafeCheckpointError for a file that would run code)."""
+    import torch
+
+    from guide_unlearn.checkpoints.torch_zip import load_torch_file
+    from guide_unlearn.errors import CheckpointError, UnsafeCheckpointError
+    from guide_unlearn.gate import load_safetensors
+
     p = Path(path)
     if not p.is_file():
         raise LatentError(f"{p} does not exist; pass a .safetensors file with key 'ws'")
-    if p.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        try:
-            data = load_file(str(p))
-        except Exception as e:
-            raise LatentError(f"{p} is not a readable safetensors file ({e})") from e
-    else:
-        try:
-            data = torch.load(p, map_location="cpu", weights_only=True)
-        except Exception as e:
-            raise LatentError(f"{p} could not be read safely ({type(e).__name__}); save codes as safetensors "
-                              "with key 'ws'") from e
+    try:
+        data = load_safetensors(p, "latent")[0] if p.suffix == ".safetensors" else load_torch_file(p, kind="latent")
+    except UnsafeCheckpointError:
+        raise
+    except CheckpointError as e:
+        raise LatentError(f"{p} could not be read safely ({e}); save codes as safetensors with key 'ws'") from None
     if isinstance(data, dict) and "ws" not in data:
-        keys = ", ".join(repr(str(k)) for k in list(data)[:10]) + (", ..." if len(data) > 10 else "")
+        keys = ", ".join(repr(str(k))[:40] for k in list(data)[:10]) + (", ..." if len(data) > 10 else "")
         raise LatentError(f"{p} has no key 'ws' (it holds {keys or 'nothing'}); save the codes under 'ws' "
                           "[K, num_ws, w_dim]")
     ws = data["ws"] if isinstance(data, dict) else data
     if not torch.is_tensor(ws):
         raise LatentError(f"{p} holds a {type(ws).__name__} under 'ws', not a tensor [K, num_ws, w_dim]")
-    return ws
+    if not ws.is_floating_point() or ws.ndim not in (2, 3) or (ws.ndim == 3 and ws.shape[0] > MAX_LATENT_CODES):
+        raise LatentError(f"{p}: 'ws' must be a float tensor [K, num_ws, w_dim] with K <= {MAX_LATENT_CODES}, got "
+                          f"{ws.dtype} {list(ws.shape)}")
+    if not torch.isfinite(ws).all():
+        raise LatentError(f"{p}: 'ws' holds NaN or Inf; the file is corrupted")
+    return ws.float().contiguous()
+
+
+def _check_latent_fits(eraser, latent, config, path: str) -> None:
+    """Every code of a latent file is rendered at each step, with the step's samples: refuse (LatentError) a file
+    whose codes the machine could not render at once, before the erase starts."""
+    from guide_unlearn.gate import check_first_use
+
+    codes = latent.shape[0] if latent.ndim == 3 else 1
+    check_first_use(eraser.generator, f"--latent {path} ({codes} codes)", LatentError, eraser.device,
+                    batch=codes + config.adjacency_samples + config.global_samples)
+
+
+@contextlib.contextmanager
+def _one_verdict_line():
+    """The CLI prints the not-erased verdict itself (once, with what to do): the eraser's own log line of it is
+    held back while the command runs."""
+    log = logging.getLogger("guide_unlearn.pipelines.eraser")
+
+    def drop(record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("the erase did not succeed")
+
+    log.addFilter(drop)
+    try:
+        yield
+    finally:
+        log.removeFilter(drop)
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch.nn.functional as F
+
     from guide_unlearn import EraseConfig, IdentityEraser, RunOptions
     from guide_unlearn.cli.paths import check_output_file, check_output_folder
     from guide_unlearn.devices import resolve_device
@@ -125,12 +162,14 @@ def run(args: argparse.Namespace) -> int:
     eraser = IdentityEraser.from_pretrained(args.model, device=device, allow_download=args.download)
     config = eraser.default_config(method, **overrides)  # the model's recommended settings, then the flags
     if latent is not None:
+        _check_latent_fits(eraser, latent, config, args.latent)
         inputs = latent.to(eraser.device)
     else:
         inputs = list(args.photos)
     if args.no_align and latent is None:
         inputs = eraser.invert(inputs, camera=camera, align=False, progress=not args.quiet)
-    result = eraser.erase(inputs, config=config, camera=camera, face=args.face, run=run_options)
+    with _one_verdict_line():
+        result = eraser.erase(inputs, config=config, camera=camera, face=args.face, run=run_options)
     result.patch.save_pretrained(out, overwrite=args.overwrite)
     rows = [result.images_before, result.images_after, result.target_images]
     labels = ["before", "after", "target"]
@@ -145,15 +184,21 @@ def run(args: argparse.Namespace) -> int:
         save_picture(image_strip([result.views_before, result.views_after], ["before", "after"]), views,
                      overwrite=args.overwrite)
     verdict = result.verdict
+    tensor_file = out / ("adapter_model.safetensors" if result.patch.kind == "lora" else "delta_model.safetensors")
     print(json.dumps({"patch": str(out), "picture": str(picture), "patch_id": result.patch.patch_id,
-                      "method": config.method, "patch_bytes": result.patch.num_bytes,
+                      "method": config.method,
+                      "patch_bytes": tensor_file.stat().st_size,  # the tensor file as written
+                      "patch_folder_bytes": sum(f.stat().st_size for f in out.iterdir() if f.is_file()),
                       "seconds": round(result.seconds, 2), "erased": verdict.succeeded, "verdict": verdict.to_dict(),
                       "metrics": result.metrics, "final_losses": result.patch.metadata.get("final_losses")}))
     if verdict.succeeded is False:
-        print(f"guide-unlearn erase: warning: {'; '.join(verdict.problems)}"
-              + ("" if args.strict else " (pass --strict to make this an error exit)"), file=sys.stderr)
+        problems = "; ".join(verdict.problems)
         if args.strict:
+            print(f"guide-unlearn erase: error: the person was not erased: {problems} (the patch was still "
+                  f"written; exit {EXIT_NOT_ERASED})", file=sys.stderr)
             return EXIT_NOT_ERASED
+        print(f"guide-unlearn erase: warning: {problems} (pass --strict to make this an error exit)",
+              file=sys.stderr)
     return 0
 
 

@@ -135,18 +135,35 @@ def run_info(args: argparse.Namespace) -> int:
         from guide_unlearn.patch import require_patch_folder
 
         require_patch_folder(patch_dir)  # a folder that is neither a patch nor a model: say it is not a patch
-    from guide_unlearn.cli.erase import check_model_name
     from guide_unlearn.fingerprint import patch_state
 
     if not path.exists():
-        check_model_name(args.path)
+        _check_info_name(args.path)
     from guide_unlearn.pipelines.loading import load_generator
 
     gen = load_generator(str(path))  # every name `erase --model` accepts; a folder comes with its lineage record
     state = patch_state(gen)
+    merged = state["merged"]
     print(json.dumps({"type": "generator", "family": gen.family, "class": type(gen).__name__,
                       "parameters": sum(p.numel() for p in gen.parameters()),
                       "config": {k: v for k, v in dict(gen.config).items() if not k.startswith("_")},
-                      "base_fingerprint": state["base_fingerprint"], "merged_patches": state["merged"]},
+                      "base_fingerprint": state["base_fingerprint"], "merged": bool(merged),
+                      "merged_patches": merged,
+                      "note": (f"a merged generator: {len(merged)} forget patch(es) folded into the base weights "
+                               f"{state['base_fingerprint'][:19]}…; patches made on it apply only where those are "
+                               "merged or applied too") if merged else "plain base weights (no patch merged)"},
                      indent=2, default=str))
     return 0
+
+
+def _check_info_name(name: str) -> None:
+    """`info` of something that is not on disk: a model name it accepts, else one line saying what it looked for."""
+    from guide_unlearn.errors import CheckpointError
+    from guide_unlearn.pipelines.registry import accepted_names, unknown_name_message
+
+    if name in accepted_names():
+        return
+    if "/" in name or "\\" in name or Path(name).suffix:
+        raise CheckpointError(f"{name}: no such file or folder (and not a hub repo id 'user/repo'); pass a patch "
+                              "folder, a hub repo id, a generator folder, a checkpoint file or a model name")
+    raise CheckpointError(f"{name}: no such file or folder, and not a model name: {unknown_name_message(name)}")

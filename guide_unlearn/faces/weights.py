@@ -71,6 +71,9 @@ def find_weight(sub: str, name: str, path: Optional[PathLike] = None, what: str 
     candidates = candidate_paths(sub, name, path) + ([] if path is not None else list(extra))
     for candidate in candidates:
         if candidate.is_file():
+            from guide_unlearn.gate import check_file
+
+            check_file(candidate, "face-weights")  # the reading gate: regular file, size cap (before dlib / onnx)
             return candidate
     where = ", ".join(str(c) for c in candidates)
     hint = f" {install_hint}" if install_hint else ""

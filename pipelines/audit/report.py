@@ -85,27 +85,29 @@ class AuditReport:
 
 
 def record_audit(patch_dir: Union[str, os.PathLike], summary: Mapping[str, Any]) -> Path:
-    """Store ``summary`` under metadata key "audit" of the patch folder ``patch_dir`` (atomically; the patch is
-    loaded and verified before and after) and refresh its model card (README.md) when it has one, so a shared
-    patch carries its evidence. -> the metadata file."""
-    from guide_unlearn.io import atomic_write_bytes
-    from guide_unlearn.patch import MAX_JSON_BYTES, META_FILE
+    """Store ``summary`` under metadata key "audit" of the patch folder ``patch_dir`` and refresh its model card
+    (README.md) when it has one, so a shared patch carries its evidence. All or nothing: the patch is verified,
+    the new metadata and card are both built (a malformed card fails here, before anything is written), then the
+    two files are replaced together (:func:`guide_unlearn.io.replace_files`); the patch is verified again after.
+    -> the metadata file."""
+    from guide_unlearn.io import replace_files
+    from guide_unlearn.patch import MAX_JSON_BYTES, META_FILE, read_metadata
 
     patch_dir = Path(patch_dir)
     ForgetPatch.from_pretrained(patch_dir)  # verify first: never annotate a tampered patch
-    path = patch_dir / META_FILE
-    meta = json.loads(path.read_text(encoding="utf-8"))
+    meta = read_metadata(patch_dir)  # through the reading gate, as the loader just read it
     meta["audit"] = jsonable(dict(summary))
     data = json.dumps(meta, indent=2, sort_keys=True, allow_nan=False).encode()
     if len(data) > MAX_JSON_BYTES:
         raise SaveError(f"the patch metadata with the audit would be {len(data)} bytes (limit {MAX_JSON_BYTES}); "
                         "nothing was written")
-    atomic_write_bytes(path, data, overwrite=True)  # --write-to-patch is the request to update the record
+    updates = {META_FILE: data}  # --write-to-patch is the request to update the record
     card_file = patch_dir / CARD_FILE
-    if card_file.is_file():  # the patch's model card shows the audit: refresh it, keeping its licence and base model
-        atomic_write_bytes(card_file, str(refreshed_card(card_file, meta)).encode("utf-8"), overwrite=True)
+    if card_file.exists() or card_file.is_symlink():  # the card shows the audit: refreshed with its licence kept
+        updates[CARD_FILE] = str(refreshed_card(card_file, meta)).encode("utf-8")
+    replace_files(patch_dir, updates)
     ForgetPatch.from_pretrained(patch_dir)
-    return path
+    return patch_dir / META_FILE
 
 
 def jsonable(obj: Any) -> Any:

@@ -301,15 +301,16 @@ def load_codes(path, eraser, seed: int = 0) -> dict[str, torch.Tensor]:
     model, inverter setting or seed (regenerate with ``benchmarks/bench_demo_faces.py --write-codes``)."""
     import json
 
-    from safetensors import safe_open
-
     from guide_unlearn.errors import ConfigError
     from guide_unlearn.fingerprint import weights_fingerprint
+    from guide_unlearn.gate import load_safetensors
     from guide_unlearn.protocols import module_of
 
-    with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata() or {}
-        ws = f.get_tensor("ws")
+    tensors, meta = load_safetensors(path, "latent")  # the reading gate
+    if "ws" not in tensors:
+        raise ConfigError(f"{path} holds no 'ws' codes; regenerate it with "
+                          "`python benchmarks/bench_demo_faces.py --write-codes`")
+    ws = tensors["ws"]
     want = {"fingerprint": weights_fingerprint(module_of(eraser.generator)),
             "inverter": json.dumps(inverter_record(eraser)), "seed": str(seed)}
     stale = [k for k, v in want.items() if meta.get(k) != v]

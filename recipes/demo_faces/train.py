@@ -99,7 +99,11 @@ class TrainConfig:
     @classmethod
     def from_json(cls, path: Path, **overrides: Any) -> "TrainConfig":
         """A config from a JSON file (unknown keys are an error), with keyword overrides on top."""
-        data = json.loads(Path(path).read_text())
+        from guide_unlearn.gate import read_json
+
+        data = read_json(path, "model-config")  # the reading gate: bounded JSON
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: a training config is a JSON object")
         data.pop("_comment", None)
         unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
@@ -202,7 +206,9 @@ def train(cfg: TrainConfig, images: torch.Tensor, out_dir: Optional[Path] = None
     step, seconds = 0, 0.0
     state_file = out_dir / "train_state.pt" if out_dir is not None else None
     if state_file is not None and state_file.exists():
-        state = torch.load(state_file, map_location="cpu", weights_only=True)
+        from guide_unlearn.checkpoints.torch_zip import load_torch_file
+
+        state = load_torch_file(state_file, kind="resume-state")  # allow-list scan + weights_only, bounded
         saved = {k: v for k, v in json.loads(state["config"]).items() if not k.startswith("pull_")}
         if saved != cfg.stage1():
             changed = sorted(k for k in set(saved) | set(cfg.stage1()) if saved.get(k) != cfg.stage1().get(k))

@@ -224,6 +224,7 @@ def _listing(*entries):
 @pytest.mark.parametrize("name,size,why", [("p/model.pkl", 10, "pickle"), ("p/forget_patch.json", 2 << 20, "limit")])
 def test_an_unsafe_file_on_the_hub_is_refused_before_anything_is_downloaded(monkeypatch, cache, name, size, why):
     monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setattr("guide_unlearn.hub.hub_unreachable", lambda *a, **k: None)  # as if the hub answered
     monkeypatch.setattr(HfApi, "list_repo_tree", _listing(("p/adapter_model.safetensors", 100), (name, size)))
     monkeypatch.setattr(HfApi, "repo_info", _no_network)
     with pytest.raises(PatchError, match=f"{why}.*nothing was downloaded"):
@@ -238,6 +239,7 @@ def test_an_unreachable_hub_falls_back_to_the_cached_snapshot(tmp_path, cache, m
         raise httpx2.ConnectError("Name or service not known")
 
     monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setattr("guide_unlearn.hub.hub_unreachable", lambda *a, **k: None)  # the probe passes, the listing fails
     monkeypatch.setattr(HfApi, "list_repo_tree", unreachable)
     monkeypatch.setattr(HfApi, "repo_info", _no_network)
     p = _patch()
@@ -302,6 +304,8 @@ class _Sent:
 
     def __init__(self, monkeypatch):
         self.repos, self.commits = [], []
+        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)  # as on a connected machine with a token
+        monkeypatch.setenv("HF_TOKEN", "hf_test_token")
         monkeypatch.setattr(HfApi, "create_repo", self.create_repo)
         monkeypatch.setattr(HfApi, "create_commit", self.create_commit)
 

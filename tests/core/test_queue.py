@@ -84,9 +84,14 @@ def test_a_rerun_after_a_kill_redoes_only_what_is_missing_and_removes_half_writt
     shutil.copytree(one, out)
     rows = read_manifest(out)
     kept_mtime = (out / "person-0" / "adapter_model.safetensors").stat().st_mtime_ns
-    # what a kill during person-1 leaves: no person-1 patch nor result, a temporary folder, a header-only manifest
+    assert not (out / ".results").exists()  # a finished run folds every outcome into the manifest
+    # what a kill during person-1 leaves: the other outcomes in .results/, no person-1 patch nor result, a
+    # temporary folder, a header-only manifest
+    (out / ".results").mkdir()
+    for row in rows:
+        if row["request_id"] != "person-1":
+            (out / ".results" / f"{row['unit']}.json").write_text(json.dumps([row]))
     shutil.rmtree(out / "person-1")
-    (out / ".results" / "person-1.json").unlink()
     (out / ".person-1.tmp-0badc0de").mkdir()
     (out / ".person-1.tmp-0badc0de" / "adapter_model.safetensors").write_bytes(b"half")
     header = (out / MANIFEST).read_text().splitlines()[0]
@@ -98,7 +103,7 @@ def test_a_rerun_after_a_kill_redoes_only_what_is_missing_and_removes_half_writt
     assert (out / "person-0" / "adapter_model.safetensors").stat().st_mtime_ns == kept_mtime  # skipped
     strip = lambda rs: [{k: v for k, v in r.items() if k != "seconds"} for r in rs]
     assert strip(read_manifest(out)) == strip(rows)  # same patches, same rows
-    assert not [p for p in out.iterdir() if ".tmp-" in p.name]
+    assert not [p for p in out.iterdir() if ".tmp-" in p.name] and not (out / ".results").exists()
 
 
 def test_joint_groups_make_one_patch_listing_their_requests(tmp_path, shared_dir):
@@ -158,7 +163,6 @@ def test_requests_read_from_folder_csv_and_jsonl_agree(tmp_path):
 @pytest.mark.parametrize("content, message", [
     ('{"request_id": "a", "photo": "x.jpg"}\n{"request_id": "a", "photo": "y.jpg"}\n', "twice"),
     ('{"request_id": "../up", "photo": "x.jpg"}\n', "safe folder name"),
-    ('{"request_id": "a", "photos": []}\n', "no photos"),
     ("", "no requests"),
 ])
 def test_bad_request_lists_are_refused_before_anything_runs(tmp_path, content, message):

@@ -177,5 +177,69 @@ def nested_json(depth: int) -> str:
     return "[" * depth + "]" * depth
 
 
-__all__ = ["Asm", "nested_json", "pickle", "rewrite_zip", "safetensors_bytes", "system_pickle", "torch_bytes",
-           "write"]
+def _cd_entry(name: str, method: int, crc: int, csize: int, usize: int, offset: int) -> bytes:
+    n = name.encode()
+    return struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, 20, 20, 0, method, 0, 0x21, crc, csize, usize, len(n), 0, 0, 0,
+                       0, 0, offset) + n
+
+
+def _local(name: str, method: int, crc: int, csize: int, usize: int) -> bytes:
+    n = name.encode()
+    return struct.pack("<IHHHHHIIIHH", 0x04034B50, 20, 0, method, 0, 0x21, crc, csize, usize, len(n), 0) + n
+
+
+def two_directory_zip(good: bytes, edit: Callable[[str, bytes], Optional[tuple]]) -> bytes:
+    """A copy of the zip ``good`` carrying TWO central directories: Python's zipfile finds the honest one right
+    before the end record (it adds the gap it sees as prepended data to every offset), torch's reader (miniz) takes
+    the end record's absolute offset, where a second directory lists what ``edit(name, body)`` returns instead
+    (``(method, stored bytes, uncompressed size)``, or None to keep the entry)."""
+    import zlib
+
+    zf = zipfile.ZipFile(io.BytesIO(good))
+    body, honest, other = bytearray(), [], []
+    for info in zf.infolist():
+        data = zf.read(info)
+        crc = zlib.crc32(data)
+        offset = len(body)
+        body += _local(info.filename, 0, crc, len(data), len(data)) + data
+        honest.append(_cd_entry(info.filename, 0, crc, len(data), len(data), offset))
+        swap = edit(info.filename, data)
+        if swap is None:
+            other.append(_cd_entry(info.filename, 0, crc, len(data), len(data), offset))
+            continue
+        method, stored, usize = swap
+        offset = len(body)
+        body += _local(info.filename, method, zlib.crc32(stored) if method == 0 else 0, len(stored), usize) + stored
+        other.append(_cd_entry(info.filename, method, zlib.crc32(stored) if method == 0 else 0, len(stored), usize,
+                               offset))
+    torch_cd, python_cd = b"".join(other), b"".join(honest)
+    assert len(torch_cd) == len(python_cd)
+    start = len(body)
+    body += torch_cd + python_cd
+    n = len(honest)
+    body += struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, n, n, len(torch_cd), start, 0)
+    return bytes(body)
+
+
+def deflated_zeros(n: int) -> bytes:
+    """A raw deflate stream that inflates to ``n`` zero bytes (about n / 1000 bytes long)."""
+    import zlib
+
+    z = zlib.compressobj(9, zlib.DEFLATED, -15)
+    chunk, out, left = b"\0" * (1 << 24), [], n
+    while left > 0:
+        out.append(z.compress(chunk[:min(left, len(chunk))]))
+        left -= len(chunk)
+    return b"".join(out) + z.flush()
+
+
+def yaml_alias_bomb(levels: int = 9, width: int = 9) -> str:
+    """A model card whose YAML header is a few hundred bytes of aliases expanding to width**levels strings."""
+    lines = ["---", "guide_unlearn:", f"  l0: &l0 [{', '.join(['lol'] * width)}]"]
+    for i in range(1, levels):
+        lines.append(f"  l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * width)}]")
+    return "\n".join(lines + ["---", "", "# card", ""])
+
+
+__all__ = ["Asm", "deflated_zeros", "nested_json", "pickle", "rewrite_zip", "safetensors_bytes", "system_pickle",
+           "torch_bytes", "two_directory_zip", "write", "yaml_alias_bomb"]

@@ -1,5 +1,6 @@
-"""A bounded fuzz: mutated checkpoints, model folders and patches (bit flips, truncation, header and JSON edits)
-each end in a typed error or a working model, within a time and memory bound.
+"""A bounded fuzz: mutated checkpoints, model folders, patches, model cards, hub caches, erase states, request lists
+and lineage records (bit flips, truncation, header, JSON, YAML and CSV edits) each end in a typed error or a
+working result, within a time and memory bound.
 
 A fresh worker process imports torch once and forks one child per load (RLIMIT_AS would break the CUDA build's
 import, so each child's memory is bounded with RLIMIT_DATA and checked with its peak RSS). A child that
@@ -36,7 +37,7 @@ from guide_unlearn.testing import tiny_eraser
 BUDGET_S = 30.0  # stop starting new cases after this (worker start-up comes on top: ~10-15 s unloaded)
 CASE_TIMEOUT_S = 15.0  # one load, including the fork
 MEMORY_HEADROOM = 1536 << 20  # bytes a load may add to this process's data segment / RSS
-CASES = 160
+CASES = 400
 
 
 def _vm_data() -> int:
@@ -70,14 +71,16 @@ def _run_forked(fn) -> tuple[str, str, int]:
             resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
             signal.alarm(int(CASE_TIMEOUT_S) + 5)
             torch.set_num_threads(1)
-            detail = fn() or ""
+            detail = str(fn() or "")
             status = "ok"
         except GuideUnlearnError as exc:
             status, detail = ("memory" if _memory_failure(exc) else "typed"), f"{type(exc).__name__}: {exc}"
         except BaseException as exc:  # noqa: BLE001 - what the test looks for
             status, detail = ("memory" if _memory_failure(exc) else "untyped"), f"{type(exc).__name__}: {exc}"
-        os.write(w, f"{status}\n{detail[:400]}".encode("utf-8", "replace"))
-        os._exit(0)
+        try:
+            os.write(w, f"{status}\n{str(detail)[:400]}".encode("utf-8", "replace"))
+        finally:
+            os._exit(0)  # never return into the parent's code (its temporary folders would be removed)
     os.close(w)
     deadline = time.monotonic() + CASE_TIMEOUT_S
     while True:
@@ -157,9 +160,65 @@ def _json_edit(data: bytes, rng: random.Random) -> bytes:
 
 MUTATORS = [_flip, _truncate, _splice, _header]
 
+_YAML_HOSTILE = [b"&a [*a, *a]", b"*nowhere", b"!!python/object/apply:os.system ['true']", b"[" * 3000 + b"]" * 3000,
+                 b"!!binary AAAA", b"9" * 5000, b"{a: &b [1, 2], c: *b}", b"'" + b"x" * 70_000 + b"'", b"\t- -",
+                 b"!!set {a, b}", b"2026-01-01T00:00:00Z", b"null", b"[1, 2]", b"{}", b"\xff\xfe"]
+
+
+def _yaml_edit(data: bytes, rng: random.Random) -> bytes:
+    """Replace a value of a card's YAML header by hostile YAML (aliases, tags, deep nesting, huge scalars)."""
+    spans = [m.span(1) for m in re.finditer(rb":[ ]+([^\n]+)", data)] or [(0, 0)]
+    start, end = rng.choice(spans)
+    return data[:start] + rng.choice(_YAML_HOSTILE) + data[end:]
+
+
+def _csv_edit(data: bytes, rng: random.Random) -> bytes:
+    """A request list with a hostile field: quotes, NULs, huge fields, traversal, absolute paths, extra columns."""
+    hostile = rng.choice([b'"', b"\x00", b"x" * 9000, b"../../../etc/passwd", b"/dev/zero", b"a,b,c,d", b"\r\n\r\n",
+                          b'{"request_id": 1}', b"[" * 200, b"\xff"])
+    spans = [m.span() for m in re.finditer(rb"[^,\n]+", data)] or [(0, 0)]
+    start, end = rng.choice(spans)
+    return data[:start] + hostile + data[end:]
+
+
+def _seed_newer_kinds(root: Path, eraser, patch_folder: Path) -> None:
+    """Seeds of the kinds the reading gate added: a patch with its card in a hub cache, an erase state, request
+    lists, a generator folder's lineage record."""
+    import hashlib
+    import os
+
+    from guide_unlearn.config import EraseConfig
+    from guide_unlearn.testing import interrupted_at
+
+    repo = root / "hub" / "models--user--repo"
+    snap = repo / "snapshots" / ("c" * 40)
+    snap.mkdir(parents=True)
+    (repo / "blobs").mkdir()
+    for f in patch_folder.iterdir():
+        blob = repo / "blobs" / hashlib.sha256(f.read_bytes()).hexdigest()
+        blob.write_bytes(f.read_bytes())
+        os.symlink(os.path.relpath(blob, snap), snap / f.name)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("c" * 40)
+    w = eraser.generator.mapping(torch.randn(1, eraser.generator.z_dim, generator=torch.Generator().manual_seed(2)))
+    (root / "state").mkdir()
+    with interrupted_at(4):
+        try:
+            eraser.erase(w.detach(), EraseConfig(iterations=4, checkpoint_every=2, progress=False),
+                         state_dir=root / "state", measure=False)
+        except KeyboardInterrupt:
+            pass
+    torch.save(w.detach(), root / "state_w.pt")
+    (root / "requests").mkdir()
+    (root / "requests" / "a.jpg").write_bytes(b"x")
+    (root / "requests" / "r.csv").write_text("request_id,photo\na,a.jpg\nb,a.jpg\n")
+    (root / "requests" / "r.jsonl").write_text('{"request_id": "a", "photos": ["a.jpg"]}\n'
+                                               '{"request_id": "b", "photo": "a.jpg"}\n')
+
 
 def make_seeds(root: Path):
-    """Valid inputs to mutate: NVIDIA pickle, .pt, .safetensors, model folder, patch folder. -> (root, eraser)."""
+    """Valid inputs to mutate: NVIDIA pickle, .pt, .safetensors, model folder, patch folder, and the newer kinds
+    (card, hub cache, erase state, request lists, lineage record). -> (root, eraser)."""
     root.mkdir(parents=True, exist_ok=True)
     eraser = tiny_eraser()
     gen = eraser.generator
@@ -177,13 +236,76 @@ def make_seeds(root: Path):
     meta = {"generator_family": gen.family, "base_fingerprint": patch_state(gen)["base_fingerprint"]}
     ForgetPatch("lora", tensors, meta, {"r": 2, "lora_alpha": 2.0, "target_modules": targets}
                 ).save_pretrained(root / "patch")
+    _seed_newer_kinds(root, eraser, root / "patch")
     return root, eraser
+
+
+KINDS = ["pkl", "pt", "safetensors", "folder", "patch", "card", "hub", "state", "requests", "lineage"]
+
+
+def _newer_case(root: Path, work: Path, index: int, kind: str, rng: random.Random):
+    """A mutated input of the kinds the reading gate added. -> (label, loader)."""
+    from guide_unlearn.card import read_card_block
+    from guide_unlearn.pipelines.queue import read_requests
+
+    if kind == "card":
+        folder = work / f"card{index}"
+        shutil.copytree(root / "patch", folder)
+        mutate = _yaml_edit if rng.random() < 0.7 else rng.choice(MUTATORS)
+        (folder / "README.md").write_bytes(mutate((folder / "README.md").read_bytes(), rng))
+        return f"card/{mutate.__name__}", lambda: read_card_block(folder / "README.md")
+    if kind == "hub":
+        cache = work / f"hub{index}"
+        shutil.copytree(root / "hub", cache, symlinks=True)
+        repo = cache / "models--user--repo"
+        target = rng.choice(["refs/main", "blob"])
+        path = repo / "refs" / "main" if target == "refs/main" else rng.choice(sorted((repo / "blobs").iterdir()))
+        mutate = _json_edit if target == "blob" and rng.random() < 0.5 else rng.choice(MUTATORS)
+        path.write_bytes(mutate(path.read_bytes(), rng))
+
+        def load_hub():
+            import os
+
+            os.environ.update(HF_HUB_CACHE=str(cache), HF_HUB_OFFLINE="1")
+            return ForgetPatch.from_pretrained("user/repo").kind
+        return f"hub/{target}/{mutate.__name__}", load_hub
+    if kind == "state":
+        folder = work / f"state{index}"
+        shutil.copytree(root / "state", folder)
+        mutate = rng.choice(MUTATORS)
+        state = folder / "erase_state.pt"
+        state.write_bytes(mutate(state.read_bytes(), rng))
+
+        def load_state():
+            from guide_unlearn.config import EraseConfig
+            from guide_unlearn.testing import tiny_eraser
+
+            w = torch.load(root / "state_w.pt", weights_only=True)
+            tiny_eraser().erase(w, EraseConfig(iterations=4, checkpoint_every=2, progress=False), state_dir=folder,
+                                measure=False)
+            return "resumed"
+        return f"state/{mutate.__name__}", load_state
+    if kind == "requests":
+        folder = work / f"requests{index}"
+        shutil.copytree(root / "requests", folder)
+        name = rng.choice(["r.csv", "r.jsonl"])
+        mutate = (_csv_edit if name == "r.csv" else _json_edit) if rng.random() < 0.7 else rng.choice(MUTATORS)
+        (folder / name).write_bytes(mutate((folder / name).read_bytes(), rng))
+        return f"requests/{name}/{mutate.__name__}", lambda: len(read_requests(folder / name))
+    folder = work / f"lineage{index}"
+    shutil.copytree(root / "folder", folder)
+    record = folder / "guide_unlearn.json"
+    mutate = _json_edit if rng.random() < 0.7 else rng.choice(MUTATORS)
+    record.write_bytes(mutate(record.read_bytes(), rng))
+    return f"lineage/{mutate.__name__}", lambda: type(load_generator(folder)).__name__
 
 
 def _case(root: Path, work: Path, index: int):
     """Build mutated input number ``index`` under ``work``. -> (label, loader)."""
     rng = random.Random(index)
-    kind = ["pkl", "pt", "safetensors", "folder", "patch"][index % 5]
+    kind = KINDS[index % len(KINDS)]
+    if kind in ("card", "hub", "state", "requests", "lineage"):
+        return _newer_case(root, work, index, kind, rng)
     if kind in ("pkl", "pt", "safetensors"):
         src = (root / f"g.{kind}").read_bytes()
         mutate = rng.choice(MUTATORS)

@@ -13,7 +13,7 @@ from guide_unlearn.checkpoints import load_torch_file, read_nvidia_pickle
 from guide_unlearn.errors import CheckpointError, UnsafeCheckpointError
 from guide_unlearn.pipelines.loading import load_generator
 from guide_unlearn.testing import tiny_generator
-from hostile import Asm, rewrite_zip, system_pickle, torch_bytes, write
+from hostile import Asm, deflated_zeros, rewrite_zip, system_pickle, torch_bytes, two_directory_zip, write
 
 
 @pytest.fixture
@@ -90,3 +90,38 @@ def test_model_folder_with_pickle_weights_is_refused(tmp_path, sentinel, name):
     with pytest.raises(CheckpointError, match="pickle weights"):
         load_generator(folder)
     assert not sentinel.exists()
+
+
+def test_a_second_central_directory_that_inflates_a_storage_is_refused_without_inflating_it(tmp_path):
+    # torch's reader would allocate 2 GiB for data/0 (a deflated entry declaring that size) from a small file;
+    # Python's zipfile sees 12 honest bytes. (The stream inflates to 16 MiB only: the refusal comes before.)
+    bomb = deflated_zeros(16 << 20)
+    data = two_directory_zip(torch_bytes({"w": torch.ones(3)}),
+                             lambda n, d: (8, bomb, 1 << 31) if n.endswith("data/0") else None)
+    assert len(data) < 4 << 20 and zipfile.ZipFile(write(tmp_path / "m.pt", data)).infolist()[-3].file_size < 100
+    with pytest.raises(UnsafeCheckpointError, match="central directories disagree"):
+        load_torch_file(tmp_path / "m.pt")
+
+
+def test_a_second_central_directory_hiding_another_pickle_is_refused(tmp_path, sentinel):
+    evil = system_pickle(f"touch {sentinel}")
+    data = two_directory_zip(torch_bytes({"w": torch.ones(3)}),
+                             lambda n, d: (0, evil, len(evil)) if n.endswith("data.pkl") else None)
+    with pytest.raises(UnsafeCheckpointError):
+        load_torch_file(write(tmp_path / "m.pt", data))
+    assert not sentinel.exists()
+
+
+def test_a_second_central_directory_in_storage_bytes_of_an_nvidia_pickle_is_refused(tmp_path):
+    inner = two_directory_zip(torch_bytes(torch.ones(3).untyped_storage()),
+                              lambda n, d: (8, deflated_zeros(1 << 20), 1 << 30) if "/data/" in n else None)
+    data = Asm().glob("torch.storage", "_load_from_bytes").bytes(inner).tuple1().reduce().stop()
+    with pytest.raises(UnsafeCheckpointError, match="central directories disagree"):
+        read_nvidia_pickle(write(tmp_path / "n.pkl", data))
+
+
+@pytest.mark.parametrize("method", [zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA])
+def test_entries_compressed_with_a_method_torch_does_not_write_are_refused(tmp_path, method):
+    data = rewrite_zip(torch_bytes({"w": torch.ones(2)}), lambda n, d: (n, d), compression=method)
+    with pytest.raises(UnsafeCheckpointError, match="compressed with method"):
+        load_torch_file(write(tmp_path / "m.pt", data))
