@@ -1,7 +1,7 @@
 """Weight-space LoRA for modulated convolutions, as a peft LoRA layer.
 
 Demodulation depends on the whole effective weight, so the low-rank delta is added to the weight BEFORE
-modulation (SPEC §4): ``W_eff = W + (alpha / r) * (B @ A).view(O, I, k, k)``, A: [r, I·k·k], B: [O, r],
+modulation (docs/patch_format.md): ``W_eff = W + (alpha / r) * (B @ A).view(O, I, k, k)``, A: [r, I·k·k], B: [O, r],
 B = 0 at init. This is exact, mergeable in place, and the delta is computed once per forward, not per sample.
 
 The layer is registered with peft for whatever layer classes a generator adapter declares

@@ -4,7 +4,7 @@ A backend (``guide_unlearn.adapters.*``) implements these; the core (targets, lo
 patches) only ever talks to them, so a new generator family or face network is an adapter, not a rewrite.
 
 Conventions: images are float tensors [N, 3, H, W] in [-1, 1]; latent codes ``ws`` are [N, num_ws, w_dim];
-cameras, where a model has them, are [N, c_dim] float tensors (EG3D: 25 numbers, see SPEC §3.3).
+cameras, where a model has them, are [N, c_dim] float tensors (EG3D: 25 numbers, see docs/eg3d.md).
 """
 
 from __future__ import annotations

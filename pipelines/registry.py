@@ -188,7 +188,7 @@ REGISTRY: dict[str, CheckpointEntry] = {
             # (GUIDE's defaults: 83 %). Much farther targets (d = 10) stop rendering faces (model card).
             # 75 steps at lr 6.7e-3 instead of the preset's 100 at 5e-3: the same erasure and preservation within
             # the 100-step recipe's seed-to-seed spread (benchmarks/results/speed/main_job_recipe_sweep.jsonl,
-            # docs/speed.md), in three quarters of the time. The bundled folder's model_index.json carries the same
+            # docs/benchmarks.md), in three quarters of the time. The bundled folder's model_index.json carries the same
             # settings, so its path builds the same eraser (tests/core/test_model_index.py keeps the two equal).
             erase_defaults={"truncation_psi": 1.6, "global_samples": 8, "global_weight": 2.0,
                             "target_distance": 1.5, "iterations": 75, "lr": 0.0067},

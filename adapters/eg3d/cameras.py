@@ -1,6 +1,6 @@
 """EG3D cameras: look-at poses, normalised intrinsics and the 25-number camera label.
 
-Written from EG3D's conventions (SPEC §3.3), not from its code:
+Written from EG3D's conventions (docs/eg3d.md), not from its code:
 
 - A camera label is 25 numbers: the 4×4 cam2world matrix (OpenCV convention: +x right, +y down, +z forward in
   camera space) flattened row-major, then the 3×3 intrinsics normalised by the image size, flattened.

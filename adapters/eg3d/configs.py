@@ -9,7 +9,7 @@ import torch
 from .cameras import GUIDE_CODE_PIVOT
 from .model import EG3DGenerator
 
-#: ``ffhqrebalanced512-128.pkl`` (EG3D, FFHQ rebalanced, 512² output, 128² neural rendering), SPEC §3.3.
+#: ``ffhqrebalanced512-128.pkl`` (EG3D, FFHQ rebalanced, 512² output, 128² neural rendering), docs/eg3d.md.
 EG3D_FFHQ512: dict[str, Any] = dict(
     z_dim=512, w_dim=512, c_dim=25, img_resolution=512, mapping_layers=2, c_scale=1.0,
     plane_resolution=256, plane_channels=32, channel_base=32768, channel_max=512, conv_clamp=None,
@@ -19,7 +19,7 @@ EG3D_FFHQ512: dict[str, Any] = dict(
     fov_degrees=18.837, camera_radius=2.7, camera_pivot=(0.0, 0.0, 0.2),
 )
 
-#: What the official GUIDE code effectively ran with: camera pivot [0, 0, 0] (SPEC §1, known quirks).
+#: What the official GUIDE code effectively ran with: camera pivot [0, 0, 0] (docs/checkpoints.md, differences kept on purpose).
 PAPER_COMPAT_OVERRIDES: dict[str, Any] = dict(camera_pivot=GUIDE_CODE_PIVOT)
 
 #: An ~80 k-parameter EG3D with the same structure: 32² planes (8 ws), 16² rays, 8 + 8 samples, 64² output.

@@ -1,5 +1,5 @@
 """EG3D's neural volume renderer in pure PyTorch: tri-plane sampling, the OSG decoder, rays, importance
-sampling and the ray marcher (SPEC §3.3), written from the maths.
+sampling and the ray marcher (docs/eg3d.md), written from the maths.
 
 Shapes: N cameras/codes, M rays per image (R² at neural rendering resolution R), S samples per ray, C feature
 channels per plane (32). Every random draw (stratified jitter, importance sampling) goes through the caller's

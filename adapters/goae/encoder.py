@@ -1,5 +1,5 @@
 """The GOAE encoder (Yuan et al., ICCV 2023): a Swin Transformer V2 backbone, latent mappers and three
-cross-attention heads that predict an offset from ``w_avg`` for all 14 EG3D style vectors (SPEC §3.4).
+cross-attention heads that predict an offset from ``w_avg`` for all 14 EG3D style vectors (docs/eg3d.md).
 
 The backbone is timm's maintained ``SwinTransformerV2``: its parameter names equal the ones in GOAE's
 ``encoder_FFHQ.pt`` except that timm puts each patch-merging layer at the *start* of the next stage

@@ -10,7 +10,7 @@ the TensorFlow graph (and pytorch-fid):
 - Mixed_7c (E, second): the pool branch takes a 3x3 MAX pool instead of an average pool.
 
 Input convention (pytorch-fid): images in [0, 1], resized bilinearly to 299x299 (``align_corners=False``, no
-antialias), scaled to [-1, 1] by ``2 x - 1``. Generator outputs in [-1, 1] are first quantised as SPEC §2 saves
+antialias), scaled to [-1, 1] by ``2 x - 1``. Generator outputs in [-1, 1] are first quantised as GUIDE's evaluation saves
 them: ``(x * 127.5 + 128).clamp(0, 255)`` to uint8, then divided by 255.
 """
 
@@ -89,7 +89,7 @@ class FIDInception(nn.Module):
 
     ``forward`` resizes to 299x299 (bilinear, ``align_corners=False``, no antialias) unless the input is already
     299x299, scales to [-1, 1] with ``2 x - 1`` and returns the global average of Mixed_7c. ``from_generator``
-    takes generator outputs in [-1, 1] and quantises them to uint8 first (SPEC §2). The state-dict names are those
+    takes generator outputs in [-1, 1] and quantises them to uint8 first (GUIDE's evaluation, docs/audit.md). The state-dict names are those
     of ``pt_inception-2015-12-05-6726825d.pth`` (torchvision's Inception3 names, ``fc`` 2048 -> 1008, no
     ``AuxLogits``); ``fc`` is loaded but unused.
     """
@@ -127,7 +127,7 @@ class FIDInception(nn.Module):
     @torch.no_grad()
     def from_generator(self, images: torch.Tensor, batch: int = 32) -> torch.Tensor:
         """Generator outputs [N, 3, H, W] in [-1, 1] -> [N, 2048] features of their uint8 quantisation
-        (``(x * 127.5 + 128).clamp(0, 255)``, SPEC §2), ``batch`` images at a time."""
+        (``(x * 127.5 + 128).clamp(0, 255)``, GUIDE's evaluation), ``batch`` images at a time."""
         out = []
         for i in range(0, images.shape[0], batch):
             q = (images[i:i + batch].detach().float() * 127.5 + 128).clamp(0, 255).to(torch.uint8)

@@ -1,4 +1,4 @@
-"""Official StyleGAN2 checkpoints <-> :class:`StyleGAN2Generator` (SPEC §3.1, §3.2).
+"""Official StyleGAN2 checkpoints <-> :class:`StyleGAN2Generator` (docs/checkpoints.md).
 
 - NVIDIA network pickles (stylegan2-ada-pytorch, stylegan3's ``stylegan2-*.pkl``): our parameter names *are*
   NVIDIA's, so conversion is a config read from ``_init_kwargs`` plus a strict key/shape check.
@@ -171,7 +171,7 @@ def from_nvidia(state_dict: Mapping[str, torch.Tensor], init_kwargs: Optional[Ma
 
 
 def load_nvidia_pickle(path: Union[str, os.PathLike], key: str = "G_ema") -> StyleGAN2Generator:
-    """Load network ``key`` of an NVIDIA StyleGAN2 pickle without executing it (see SPEC §3.1)."""
+    """Load network ``key`` of an NVIDIA StyleGAN2 pickle without executing it (see docs/checkpoints.md)."""
     from guide_unlearn.checkpoints import load_nvidia_module
 
     mod = load_nvidia_module(path, key)
@@ -206,7 +206,7 @@ def _cpu(t: torch.Tensor) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# rosinality  (SPEC §3.2 name map)
+# rosinality  (name map: docs/checkpoints.md)
 
 
 def _rosinality_pairs(resolutions: list[int], mapping_layers: int, use_noise: bool = True):
@@ -297,7 +297,7 @@ def config_from_rosinality(g_ema: Mapping[str, torch.Tensor]) -> dict:
 
 def rosinality_to_nvidia(g_ema: Mapping[str, torch.Tensor], latent_avg: Optional[torch.Tensor] = None,
                          config: Optional[Mapping[str, Any]] = None) -> dict[str, torch.Tensor]:
-    """rosinality ``g_ema`` state dict -> NVIDIA-named state dict (SPEC §3.2).
+    """rosinality ``g_ema`` state dict -> NVIDIA-named state dict (docs/checkpoints.md).
 
     latent_avg: [w_dim] (or [num_ws, w_dim], rows equal: e4e) -> ``mapping.w_avg``; zeros when None.
     Non-upsampling layers get the default FIR buffers rosinality does not store.

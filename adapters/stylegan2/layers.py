@@ -1,9 +1,9 @@
 """StyleGAN2 building blocks in pure PyTorch, with NVIDIA's parameter names.
 
-Written from the maths (Karras et al. 2020, SPEC §3.2). Every op here is the reference form of what the
+Written from the maths (Karras et al. 2020). Every op here is the reference form of what the
 official code runs as a CUDA kernel (bias_act, upfirdn2d, modulated conv), so results do not depend on a
 compiler being present. Layers that carry a convolution weight accept ``weight_delta`` so a LoRA update can be
-added to the weight *before* modulation/demodulation (SPEC §4).
+added to the weight *before* modulation/demodulation (docs/patch_format.md).
 """
 
 from __future__ import annotations

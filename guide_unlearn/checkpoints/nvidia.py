@@ -1,4 +1,4 @@
-"""NVIDIA network pickles as data: scan + restricted unpickling, then stubs -> state dict + config (SPEC §3.1).
+"""NVIDIA network pickles as data: scan + restricted unpickling, then stubs -> state dict + config (docs/checkpoints.md).
 
 :func:`read_nvidia_pickle` scans a file with :data:`.policy.NVIDIA_PICKLE_POLICY` and unpickles it with
 :class:`.unpickler.SafeUnpickler`. :func:`flatten_module` turns the stubs of one network into a state dict with

@@ -1,4 +1,4 @@
-"""Which globals a pickle may name, and the opcode scan that enforces it before anything is built (SPEC §3.1).
+"""Which globals a pickle may name, and the opcode scan that enforces it before anything is built (docs/checkpoints.md).
 
 - :class:`PicklePolicy` and the three allow-lists: :data:`NVIDIA_PICKLE_POLICY` (network pickles),
   :data:`STORAGE_BYTES_POLICY` (the tensor storages embedded in them) and :data:`TORCH_FILE_POLICY` (``torch.save``

@@ -130,7 +130,7 @@ def load_state_file(path: Union[str, os.PathLike]) -> dict:
 
 
 def namespace_to_dict(opts: Any) -> dict:
-    """Training options as a dict: accepts an ``argparse.Namespace`` (rosinality, SPEC) or a dict (e4e saves
+    """Training options as a dict: accepts an ``argparse.Namespace`` (rosinality) or a dict (e4e saves
     ``vars(opts)``); anything else gives {}."""
     if isinstance(opts, argparse.Namespace):
         return dict(vars(opts))

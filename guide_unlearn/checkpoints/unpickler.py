@@ -1,4 +1,4 @@
-"""The restricted unpickler for NVIDIA network pickles and the inert objects it builds (SPEC §3.1).
+"""The restricted unpickler for NVIDIA network pickles and the inert objects it builds (docs/checkpoints.md).
 
 :class:`SafeUnpickler` resolves every admitted global to a replacement written here, never to the real one:
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-# InsightFace / ArcFace 112x112 template (the ID-metric crop of SPEC §2).
+# InsightFace / ArcFace 112x112 template (the crop of GUIDE's ID metric).
 ARCFACE_112 = np.array([
     [38.2946, 51.6963],
     [73.5318, 51.5014],

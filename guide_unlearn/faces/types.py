@@ -56,7 +56,7 @@ class Face:
 
 @dataclass
 class CameraEstimate:
-    """A camera estimated from a face's 5 landmarks (EG3D conventions, SPEC §3.3).
+    """A camera estimated from a face's 5 landmarks (EG3D conventions, docs/eg3d.md).
 
     yaw, pitch: radians in EG3D's ``LookAtPoseSampler`` parametrisation of the camera POSITION on its sphere
                 around the world origin ((pi/2, pi/2) = frontal): yaw = pi/2 + atan2(o_x, o_z); pitch is the

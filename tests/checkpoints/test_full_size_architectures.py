@@ -1,4 +1,4 @@
-"""Full-size architectures on the meta device: names and shapes equal the official ones; totals match SPEC §3.6."""
+"""Full-size architectures on the meta device: names and shapes equal the official ones; totals match the architecture arithmetic in docs/eg3d.md."""
 
 from __future__ import annotations
 

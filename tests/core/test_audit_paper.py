@@ -1,4 +1,4 @@
-"""Audit protocol paper-v1 (SPEC §2): the CurricularFace IR-101 and FID Inception-v3 networks loaded from
+"""Audit protocol paper-v1 (GUIDE's evaluation, docs/audit.md): the CurricularFace IR-101 and FID Inception-v3 networks loaded from
 checkpoints written here in their official key layouts (random weights: these tests check formats, conventions
 and plumbing, not face recognition), against pytorch-fid as an independent reference, and an end-to-end audit."""
 
@@ -149,7 +149,7 @@ def test_generator_outputs_are_featurised_as_pytorch_fid_reads_the_spec_saved_pn
     fid_score = pytest.importorskip("pytorch_fid.fid_score")
     images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(2)) * 2.2 - 1.1  # a bit out of range
     files = []
-    for i, img in enumerate(images):  # SPEC §2: (x * 127.5 + 128).clamp(0, 255) saved as uint8 PNG
+    for i, img in enumerate(images):  # GUIDE's evaluate_fid.py: (x * 127.5 + 128).clamp(0, 255) saved as uint8 PNG
         arr = (img * 127.5 + 128).clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
         Image.fromarray(arr).save(tmp_path / f"{i}.png")
         files.append(str(tmp_path / f"{i}.png"))

@@ -150,7 +150,7 @@ def test_rank_zero_is_refused():
 
 
 def test_rank4_over_eg3d_sized_convs_is_229k_parameters():
-    # SPEC §4: rank 4 over EG3D's 13 backbone convs = 228,864 parameters.
+    # rank 4 over EG3D's 13 backbone convs = 228,864 parameters.
     from guide_unlearn.adapters.stylegan2.networks import SynthesisNetwork
 
     with torch.device("meta"):

@@ -26,7 +26,7 @@ def _expected(name):
     return out
 
 
-#: The official G_ema constructor arguments and attributes of ffhqrebalanced512-128.pkl (SPEC §3.3).
+#: The official G_ema constructor arguments and attributes of ffhqrebalanced512-128.pkl (docs/eg3d.md).
 OFFICIAL_INIT_KWARGS = dict(
     z_dim=512, c_dim=25, w_dim=512, img_resolution=512, img_channels=3, sr_num_fp16_res=4,
     mapping_kwargs=dict(num_layers=2),
@@ -63,7 +63,7 @@ def test_full_size_parameter_counts_match_spec(full):
     def count(prefix=""):
         return sum(p.numel() for n, p in full.named_parameters() if n.startswith(prefix))
 
-    assert count() == 30_662_136  # SPEC §3.6: ≈ 30.66 M
+    assert count() == 30_662_136  # ≈ 30.66 M
     assert count("backbone.synthesis.") == pytest.approx(28.21e6, rel=1e-3)
     assert count("backbone.mapping.") == pytest.approx(0.80e6, rel=1e-2)
     assert count("superresolution.") == pytest.approx(1.65e6, rel=1e-2)

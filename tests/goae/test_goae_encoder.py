@@ -59,7 +59,7 @@ def test_full_size_loads_the_official_layout_strictly(full):
 def test_full_size_parameter_count_matches_spec(full):
     total = sum(p.numel() for p in full.encoder.parameters())
     swin = sum(p.numel() for p in full.encoder.swin_model.parameters())
-    assert total == 111_218_822  # SPEC §3.6: ≈ 111.2 M
+    assert total == 111_218_822  # ≈ 111.2 M
     assert swin == pytest.approx(86.9e6, abs=0.05e6) and total - swin == pytest.approx(24.3e6, abs=0.05e6)
 
 

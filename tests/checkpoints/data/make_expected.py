@@ -1,6 +1,6 @@
 """Write the expected parameter / buffer names and shapes of the official full-size networks as JSON.
 
-Derived from SPEC §3 and from reading the official code (NVlabs stylegan2-ada-pytorch ``training/networks.py``,
+Derived from reading the official code (NVlabs stylegan2-ada-pytorch ``training/networks.py``,
 NVlabs eg3d ``training/triplane.py`` + ``networks_stylegan2.py``, rosinality ``model.py``, encoder4editing
 ``models/encoders/psp_encoders.py`` + ``helpers.py``) — *not* from this library's classes, so the tests comparing
 our modules against these lists are independent checks. No official code is reproduced here, only the naming rules.

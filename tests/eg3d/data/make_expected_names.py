@@ -1,6 +1,6 @@
 """Writes the expected official parameter/buffer names and shapes used by the full-size tests.
 
-Derived by hand from the architecture descriptions (SPEC §3.3, §3.4 and the NVIDIA / GOAE layouts they cite),
+Derived by hand from the architecture descriptions (docs/eg3d.md and the NVIDIA / GOAE layouts),
 deliberately without importing guide_unlearn, so the lists are an independent statement of what the official
 ``G_ema`` of ffhqrebalanced512-128.pkl and GOAE's ``encoder_FFHQ.pt`` contain. Run from this folder:
 ``python make_expected_names.py``; the .txt files are committed.
