@@ -105,7 +105,7 @@ def _check_latent_fits(eraser, latent, config, path: str) -> None:
 def _one_verdict_line():
     """The CLI prints the not-erased verdict itself (once, with what to do): the eraser's own log line of it is
     held back while the command runs."""
-    log = logging.getLogger("guide_unlearn.pipelines.eraser")
+    log = logging.getLogger("guide_unlearn.pipelines.requests")  # where erase logs its verdict
 
     def drop(record: logging.LogRecord) -> bool:
         return not str(record.msg).startswith("the erase did not succeed")
