@@ -20,7 +20,7 @@ from guide_unlearn.cli import ProgressSafeHandler, main
 from guide_unlearn.errors import PatchMismatchError
 from guide_unlearn.testing import tiny_eraser
 
-CFG = EraseConfig(iterations=2, progress=False)
+CFG = EraseConfig(iterations=2)
 
 
 def _codes(eraser, seed):
@@ -34,14 +34,14 @@ def merged_export(tmp_path_factory):
     """(a merged export: tiny base + patch A folded in, patch A, a patch C made on the merged export)."""
     folder = tmp_path_factory.mktemp("merged")
     eraser = tiny_eraser()
-    a = eraser.erase(_codes(eraser, 1), CFG, measure=False).patch
+    a = eraser.erase(_codes(eraser, 1), CFG, measure=False, progress=False).patch
     eraser.apply_patch(a)
     eraser.merge_patches()
     eraser.save_pretrained(folder / "g")
     from guide_unlearn import IdentityEraser
 
     merged = IdentityEraser.from_pretrained(str(folder / "g"))
-    c = merged.erase(_codes(merged, 2), CFG, measure=False).patch
+    c = merged.erase(_codes(merged, 2), CFG, measure=False, progress=False).patch
     return folder / "g", a, c
 
 

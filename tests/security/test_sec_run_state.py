@@ -20,7 +20,8 @@ from guide_unlearn.testing import interrupted_at, tiny_eraser
 from hostile import rewrite_zip, system_pickle, torch_bytes, write
 from test_sec_fuzz import _run_forked
 
-CFG = EraseConfig(iterations=4, checkpoint_every=2, progress=False)
+CFG = EraseConfig(iterations=4)
+RUN = dict(checkpoint_every=2, progress=False)
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +31,7 @@ def saved_state(tmp_path_factory):
     eraser = tiny_eraser()
     w = eraser.generator.mapping(torch.randn(1, eraser.generator.z_dim, generator=torch.Generator().manual_seed(1)))
     with interrupted_at(4), pytest.raises(KeyboardInterrupt):
-        eraser.erase(w.detach(), CFG, state_dir=folder, measure=False)
+        eraser.erase(w.detach(), CFG, state_dir=folder, measure=False, **RUN)
     return (folder / STATE_FILE).read_bytes(), eraser, w.detach()
 
 
@@ -40,7 +41,7 @@ def _resume_with(tmp_path: Path, saved_state, edit) -> None:
     state = torch.load(io.BytesIO(data), weights_only=True)
     edit(state)
     write(tmp_path / STATE_FILE, torch_bytes(state))
-    eraser.erase(w, CFG, state_dir=tmp_path, measure=False)
+    eraser.erase(w, CFG, state_dir=tmp_path, measure=False, **RUN)
 
 
 def test_an_untouched_state_resumes(tmp_path, saved_state):
@@ -91,7 +92,7 @@ def test_a_resume_state_that_is_a_fifo_or_a_link_out_is_refused(tmp_path, saved_
         os.symlink(tmp_path / "elsewhere.pt", tmp_path / "run" / STATE_FILE)
     # never read (a FIFO would block the reader): refused when read, or when the run would write its state there
     with pytest.raises((ConfigError, SaveError), match="outside|not a regular file"):
-        eraser.erase(w, CFG, state_dir=tmp_path / "run", measure=False)
+        eraser.erase(w, CFG, state_dir=tmp_path / "run", measure=False, **RUN)
 
 
 # -- latent files -----------------------------------------------------------------------------------------------
