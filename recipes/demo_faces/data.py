@@ -153,9 +153,9 @@ def leave_out(names: Sequence[str], people: Iterable[str], held_out: Iterable[st
 
 def read_people_file(path: Path) -> list[str]:
     """People named in a text file, one per line (``#`` starts a comment; blank lines are ignored)."""
-    from guide_unlearn import gate
+    from guide_unlearn.gate import read_text
 
-    lines = gate.read_text(Path(path), "text").splitlines()  # a bounded regular file, decoding errors typed
+    lines = read_text(path, "text").splitlines()  # the reading gate: a regular file, UTF-8, size cap (InputError)
     people = [line.split("#", 1)[0].strip() for line in lines]
     people = [p for p in people if p]
     if not people:

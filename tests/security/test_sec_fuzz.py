@@ -204,8 +204,8 @@ def _seed_newer_kinds(root: Path, eraser, patch_folder: Path) -> None:
     (root / "state").mkdir()
     with interrupted_at(4):
         try:
-            eraser.erase(w.detach(), EraseConfig(iterations=4), checkpoint_every=2, progress=False,
-                         state_dir=root / "state", measure=False)
+            eraser.erase(w.detach(), EraseConfig(iterations=4), state_dir=root / "state", measure=False,
+                         checkpoint_every=2, progress=False)
         except KeyboardInterrupt:
             pass
     torch.save(w.detach(), root / "state_w.pt")
@@ -281,8 +281,8 @@ def _newer_case(root: Path, work: Path, index: int, kind: str, rng: random.Rando
             from guide_unlearn.testing import tiny_eraser
 
             w = torch.load(root / "state_w.pt", weights_only=True)
-            tiny_eraser().erase(w, EraseConfig(iterations=4), checkpoint_every=2, progress=False, state_dir=folder,
-                                measure=False)
+            tiny_eraser().erase(w, EraseConfig(iterations=4), state_dir=folder, measure=False, checkpoint_every=2,
+                                progress=False)
             return "resumed"
         return f"state/{mutate.__name__}", load_state
     if kind == "requests":

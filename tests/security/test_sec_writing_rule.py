@@ -98,11 +98,11 @@ def test_an_interrupted_run_leaves_a_manifest_with_every_request(tmp_path, monke
     real = queue._run_unit
     calls = []
 
-    def interrupted(eraser, unit, out, overrides, joint=1):
+    def interrupted(eraser, unit, *args, **kwargs):
         calls.append(unit.name)
         if len(calls) == 2:
             raise KeyboardInterrupt
-        return real(eraser, unit, out, overrides, joint)
+        return real(eraser, unit, *args, **kwargs)
 
     monkeypatch.setattr(queue, "_run_unit", interrupted)
     out = tmp_path / "out"
@@ -135,7 +135,7 @@ SUMMARY = {"protocol": "offline-v1", "metrics": {"id": 0.1}, "networks": {}, "da
 
 
 def test_recording_an_audit_into_a_patch_with_a_hostile_card_changes_nothing(tmp_path):
-    from guide_unlearn.pipelines.audit import record_audit
+    from guide_unlearn.pipelines.audit.report import record_audit
 
     folder = _patch_folder(tmp_path)
     (folder / "README.md").write_text(yaml_alias_bomb())
@@ -146,7 +146,7 @@ def test_recording_an_audit_into_a_patch_with_a_hostile_card_changes_nothing(tmp
 
 
 def test_recording_an_audit_replaces_metadata_and_card_together(tmp_path):
-    from guide_unlearn.pipelines.audit import record_audit
+    from guide_unlearn.pipelines.audit.report import record_audit
 
     folder = _patch_folder(tmp_path)
     record_audit(folder, SUMMARY)
