@@ -89,8 +89,8 @@ class ReferenceFamily(MetricFamily):
             ctx.mark_not_run(keys, "no held-out photos given (or none had a face)")
             return
         held, person = ctx.held_out.photos, ctx.person
-        m, imgs = judged(ctx, ref, own_codes(ctx, ref, held), held, ctx.person_descriptors,
-                         [list(range(len(person)))] * len(held))
+        codes = ctx.shared["reference_held_out_codes"] = own_codes(ctx, ref, held)  # the relearn attack's too
+        m, imgs = judged(ctx, ref, codes, held, ctx.person_descriptors, [list(range(len(person)))] * len(held))
         value = M.fraction(m.recognised)
         self._compare(ctx, "held_out_recognised", ctx.metrics["held_out_recognised_before"],
                       ctx.metrics["held_out_recognised_after"], value, "held-out photos recognised (own codes)",

@@ -1,10 +1,11 @@
 """Attack ``relearn``: pivotal tuning (Roich et al., "Pivotal Tuning for Latent-based Editing of Real Images",
 ACM TOG 2022). An attacker holding ONE photo of the person (the request photo) and the model inverts the photo
 through the model with its freshly loaded default inverter (the pivot), then fine-tunes the generator's synthesis
-weights for k steps so that the pivot renders the photo. Do the person's OTHER photos (held out; their codes found
-by the same inverter through the model before tuning) then render as the person? A patch that only hides the
-identity ("dormant" knowledge; "Erased or Dormant?", arXiv 2505.16174) revives in fewer steps than a model that
-never learnt the person (the reference) learns it.
+weights for k steps so that the pivot renders the photo. Do the person's OTHER photos (held out) then render as the
+person again at their codes — the codes the held-out figure renders (through G_s and G_u: their G_s inversions,
+which anyone holding the public base model can make; through the reference: its own inverter's)? At k = 0 the curve
+is the held-out figure; a patch that only hides the identity ("dormant" knowledge; "Erased or Dormant?", arXiv
+2505.16174) revives in fewer steps than a model that never learnt the person (the reference) learns it.
 
 Measured through the base, the patched model and the reference, each on its own deep copy (the audited eraser's
 generator is never written), seeded, at the checkpoints of :data:`CHECKPOINTS` up to k: the recognised rate against
@@ -25,7 +26,7 @@ from guide_unlearn.errors import ConfigError
 from guide_unlearn.protocols import module_of
 
 from .attacks import DefaultInverterAttack
-from .compared import ROLE_NAMES, AuditedModel, add_row, audited_models, reference_of
+from .compared import ROLE_NAMES, AuditedModel, add_row, audited_models, own_codes, reference_of
 from .families import AuditAttack, AuditContext, register_attack
 from .photos import Photo, cameras_of, landmarks_of
 
@@ -151,15 +152,20 @@ class Relearning(AuditAttack):
         ctx.gallery["relearn"] = {"curves": curves, "photos": ctx.held_out.crops}
 
     def _attack(self, ctx: AuditContext, model: AuditedModel, steps: int, ks: list[int]) -> dict[str, Any]:
-        """One model: the pivot and held-out codes through it, then the tuning of its copy. -> the curve."""
+        """One model: the pivot through it, the held-out photos' codes, then the tuning of its copy. -> the curve."""
         pivot, held = ctx.request.photos[0], ctx.held_out.photos
         attacker = DefaultInverterAttack(model.eraser)
         attacker.progress = ctx.progress
         with model.active():
-            codes = attacker.invert_photos([pivot] + held, ctx.seed)
+            w_pivot = attacker.invert_photos([pivot], ctx.seed)
+        if model.role == "reference":
+            w_held = ctx.shared.get("reference_held_out_codes")
+            w_held = own_codes(ctx, model, held) if w_held is None else w_held
+        else:
+            w_held = ctx.codes["held_out"]
         twin = tuned_copy(model)
-        shots = pivotal_tuning(twin, codes[:1], pivot.crop, cameras_of([pivot]), model.eraser.perceptual, steps,
-                               codes[1:], cameras_of(held), seed=ctx.seed, checkpoints=ks)
+        shots = pivotal_tuning(twin, w_pivot, pivot.crop, cameras_of([pivot]), model.eraser.perceptual, steps,
+                               w_held, cameras_of(held), seed=ctx.seed, checkpoints=ks)
         del twin
         return self._judge(ctx, shots, pivot, held, ks)
 
