@@ -232,3 +232,36 @@ def test_the_code_book_attack_says_why_it_did_not_run_on_a_model_without_a_book(
     rep = guide_unlearn.audit(eraser, patch, pics[:1], attacks=("code_book",), **QUICK)
     assert math.isnan(rep.metrics["code_book_person_entries"])
     assert rep.details["not_run"]["code_book_person_entries"] == "the model's default inverter uses no code book"
+
+
+@pytest.mark.slow
+def test_cli_audit_with_a_reference_strangers_and_the_relearn_attack(tiny, tmp_path, capsys):
+    import json
+
+    from guide_unlearn.cli import main
+
+    _, patch, pics = tiny
+    folder = patch.save_pretrained(tmp_path / "patch")
+    for i, p in enumerate(pics[:5]):
+        p.save(tmp_path / f"p{i}.png")
+    out = tmp_path / "audit"
+    code = main(["audit", str(folder), "--model", "tiny-stylegan2", "--photo", str(tmp_path / "p0.png"),
+                 "--held-out", str(tmp_path / "p1.png"), "--strangers", str(tmp_path / "p3.png"),
+                 str(tmp_path / "p4.png"), "--reference", "tiny-stylegan2", "--attacks", "relearn",
+                 "--relearn-steps", "2", "--protocol", "toy-v1", "--samples", "4", "--projector-steps", "2",
+                 "--quiet", "--out", str(out)])
+    assert code == 0
+    metrics = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["metrics"]
+    assert metrics["relearn_recognised_minus_reference"] is not None
+    assert metrics["reference_held_out_recognised"] == metrics["held_out_recognised_before"]
+    assert metrics["membership_scratch_after"] is not None and (out / "relearn.png").is_file()
+
+
+def test_cli_refuses_a_malformed_option_before_loading(tmp_path, capsys):
+    from guide_unlearn.cli import EXIT_USER_ERROR, main
+
+    code = main(["audit", str(tmp_path / "patch"), "--model", "tiny-stylegan2", "--photo", str(tmp_path / "p.png"),
+                 "--option", "not an option", "--out", str(tmp_path / "audit")])
+    assert code == EXIT_USER_ERROR
+    assert "--option takes KEY=VALUE" in capsys.readouterr().err
+    assert not (tmp_path / "audit").exists()
