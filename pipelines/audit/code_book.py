@@ -24,6 +24,7 @@ from guide_unlearn.errors import ConfigError
 from .attacks import DefaultInverterAttack
 from .compared import AuditedModel, add_row, audited_models, judged, reference_of
 from .families import AuditAttack, AuditContext, register_attack
+from .photos import landmarks_of
 
 
 @register_attack
@@ -91,15 +92,29 @@ class CodeBookAttack(AuditAttack):
         entries = book.entries_near(torch.cat([p.crop for p in person]))
         dropped = entries if drop == "person" or model.role == "reference" else list(drop)
         ctx.details["code_book"][model.role] = {"book": len(book), "near_the_person": entries, "dropped": dropped}
-        attacker.inverter.code_book = book.without(dropped) if len(dropped) < len(book) else None
-        attacker.progress = ctx.progress
-        with model.active():
-            codes = attacker.invert_photos(person, ctx.seed)
-        m, imgs = judged(ctx, model, codes, person, ctx.person_descriptors, [list(range(len(person)))] * len(person))
+        refs, groups = ctx.person_descriptors, [list(range(len(person)))] * len(person)
+        done = None if dropped else self._reinverted(ctx, model)
+        if done is not None:  # nothing to drop: the attack is the default re-inversion already rendered
+            m, imgs = ctx.judge.match(done, landmarks_of(person), refs, groups), done
+        else:
+            attacker.inverter.code_book = book.without(dropped) if len(dropped) < len(book) else None
+            attacker.progress = ctx.progress
+            with model.active():
+                codes = attacker.invert_photos(person, ctx.seed)
+            m, imgs = judged(ctx, model, codes, person, refs, groups)
         ctx.details["code_book"][model.role]["rows"] = [
             {"photo": p.label, "score": s, "recognised": bool(r)} for p, s, r in zip(person, m.score, m.recognised)]
         ctx.gallery[f"code_book_{model.role}"] = imgs
         return M.fraction(m.recognised)
+
+    @staticmethod
+    def _reinverted(ctx: AuditContext, model: AuditedModel) -> Optional[torch.Tensor]:
+        """The person's photos re-inverted through ``model`` by its default inverter with the whole book, when an
+        earlier family rendered them (the same calls, so the same renderings), else None."""
+        if model.role == "reference":
+            return ctx.shared.get("reconstructions", {}).get(("reference", "default"))
+        pair = ctx.gallery.get("attack_default")
+        return None if pair is None else pair[0 if model.role == "before" else 1]
 
     def figures(self, report) -> dict[str, bytes]:
         from .compared import ROLE_NAMES

@@ -83,7 +83,7 @@ class MembershipFamily(MetricFamily):
     def run(self, ctx: AuditContext) -> None:
         strangers = prepare_photos(photo_items(ctx.options["strangers"], "strangers"), "strangers", ctx.judge,
                                    ctx.eraser, ctx.skipped)
-        ctx.details.setdefault("counts_extra", {})["strangers"] = len(strangers)
+        ctx.details["membership"] = {"strangers": len(strangers)}
         if len(strangers) < 2:
             ctx.mark_not_run(self.keys, "fewer than 2 usable stranger photos")
             return

@@ -265,3 +265,19 @@ def test_cli_refuses_a_malformed_option_before_loading(tmp_path, capsys):
     assert code == EXIT_USER_ERROR
     assert "--option takes KEY=VALUE" in capsys.readouterr().err
     assert not (tmp_path / "audit").exists()
+
+
+def test_with_no_entry_to_drop_the_code_book_attack_is_the_default_reinversion(tiny, monkeypatch):
+    from guide_unlearn.adapters.projector import CodeInverter
+
+    eraser, patch, pics = tiny
+    book, _ = _toy_code_book(eraser, pics[3:])  # nobody of the audited person is in it
+    monkeypatch.setattr(A.attacks, "fresh_default_inverter", lambda e: CodeInverter(
+        e.generator, e.perceptual, starts=2, steps=2, refine_steps=1, code_book=book, progress=False))
+    rep = guide_unlearn.audit(eraser, patch, pics[:1], held_out=pics[1:3], attacks=("reinvert", "code_book"),
+                              **QUICK)
+    assert rep.metrics["code_book_person_entries"] == 0.0
+    for when in ("before", "after"):
+        assert rep.metrics[f"reinversion_default_without_entry_recognised_{when}"] == \
+            rep.metrics[f"reinversion_default_recognised_{when}"]
+        assert torch.equal(rep.gallery[f"code_book_{when}"], rep.gallery["attack_default"][when == "after"])
