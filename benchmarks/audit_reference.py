@@ -33,6 +33,7 @@ def main() -> int:
     p.add_argument("--reference", required=True, help="the comparison model (registry name or folder)")
     p.add_argument("--attacks", nargs="+", default=["reinvert", "leakage", "relearn", "code_book"])
     p.add_argument("--relearn-steps", type=int, default=None, help="k of the relearn attack (default: the audit's)")
+    p.add_argument("--relearn-lr", type=float, default=None, help="its learning rate (default: the audit's)")
     p.add_argument("--strangers", nargs="+", help="photos of people the base never saw (none in shared/faces)")
     p.add_argument("--patch", help="audit this patch folder instead of erasing the main job anew")
     p.add_argument("--no-others", action="store_true", help="no --others (the person's figures only; quicker)")
@@ -65,8 +66,9 @@ def main() -> int:
             result = eraser.erase(photo, config=eraser.default_config(progress=False))
             patch = result.patch.save_pretrained(Path(tmp) / "person-5")
         options = {"reference": args.reference, "codes": codes}
-        if args.relearn_steps is not None:
-            options["relearn_steps"] = args.relearn_steps
+        for key in ("relearn_steps", "relearn_lr"):
+            if getattr(args, key) is not None:
+                options[key] = getattr(args, key)
         if args.strangers:
             options["strangers"] = args.strangers
         report = guide_unlearn.audit(eraser, patch, [person / "aligned_5.jpg"],

@@ -108,9 +108,18 @@ def reference_record(reference) -> dict[str, Any]:
     from guide_unlearn.protocols import module_of
 
     gen = reference.generator
+    state = patch_state(module_of(gen))
     return {"name": reference.name, "family": gen.family, "resolution": _resolution(gen),
-            "base_fingerprint": patch_state(module_of(gen))["base_fingerprint"],
+            "base_fingerprint": state["base_fingerprint"], "merged_patches": [m.get("patch_id") for m in
+                                                                              state["merged"]],
             "applied_patches": [p.patch_id for p in reference.applied_patches]}
+
+
+def is_stand_in(reference, eraser) -> bool:
+    """Whether the reference renders exactly as the audited base (the same base weights, merged and applied
+    patches): a stand-in, not a model that never learnt the person."""
+    mine, theirs = reference_record(eraser), reference_record(reference)
+    return all(mine[k] == theirs[k] for k in ("base_fingerprint", "merged_patches", "applied_patches"))
 
 
 @contextlib.contextmanager

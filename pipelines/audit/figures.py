@@ -205,6 +205,9 @@ def _comparison_section(report) -> str:
                    f"<td>{fmt(r['after'])}</td><td>{fmt(r['reference'])}</td><td>{fmt(r['after_minus_reference'])}</td>"
                    f"<td>{fmt(r['reference_minus_before'])}</td><td>{e(r['higher_is'])}</td></tr>" for r in rows)
     ref = f"reference <b>{e(str(name))}</b>" if name else "no reference model given"
+    if (report.details.get("reference") or {}).get("stand_in"):
+        ref += (" — <b>a stand-in with the base's own weights, not a model that never learnt the person</b>: its "
+                "figures are the base's, every difference is the patch's")
     return (f"<h2>Side by side</h2><p>Each figure through the base, the patched model and the {ref}, measured the "
             "same way through each.</p><table><tr><th>figure</th><th>base (G_s)</th><th>patched (G_u)</th>"
             "<th>reference</th><th>patched − reference</th><th>reference − base</th><th>higher is</th></tr>"

@@ -21,7 +21,8 @@ from guide_unlearn import metrics as M
 from guide_unlearn.sampling import random_draw
 
 from .attacks import DefaultInverterAttack, ScratchProjectorAttack
-from .compared import AuditedModel, add_row, judged, load_reference, own_codes, reference_of, reference_record
+from .compared import (AuditedModel, add_row, is_stand_in, judged, load_reference, own_codes, reference_of,
+                       reference_record)
 from .families import AuditContext, MetricFamily, register_metric_family
 from .frechet import CHUNK
 from .photos import mean_landmarks, own_groups
@@ -75,7 +76,8 @@ class ReferenceFamily(MetricFamily):
     def run(self, ctx: AuditContext) -> None:
         ref = AuditedModel("reference", reference_of(ctx))
         ctx.networks["reference"] = reference_record(ref.eraser)
-        ctx.details["reference"] = {"name": ref.eraser.name, "not_comparable": NOT_COMPARABLE}
+        ctx.details["reference"] = {"name": ref.eraser.name, "stand_in": is_stand_in(ref.eraser, ctx.eraser),
+                                    "not_comparable": NOT_COMPARABLE}
         with ctx.timed("reference"):
             self._held_out(ctx, ref)
             self._reinversion(ctx, ref)

@@ -33,6 +33,7 @@ from .photos import Photo, cameras_of, landmarks_of
 DEFAULT_RELEARN_STEPS = 50  # k: fine-tuning steps of the attack (relearn_steps=, --relearn-steps)
 MAX_RELEARN_STEPS = 1000  # the bound on k: each step is a forward and backward pass of the generator
 RELEARN_LR = 3e-4  # Adam learning rate on the generator weights: pivotal tuning's (Roich et al. 2022)
+MAX_RELEARN_LR = 0.1  # beyond this Adam steps destroy the generator rather than tune it
 CHECKPOINTS = (0, 5, 10, 25, 50, 100, 200, 500, 1000)  # k at which the held-out photos are rendered and judged
 
 
@@ -114,7 +115,9 @@ class Relearning(AuditAttack):
         "relearn_recognised_minus_reference": "relearn_recognised_after - reference (<= 0.10: revives no faster "
                                               "than a model that never learnt the person learns it)"}
     options = {"relearn_steps": f"k, the pivotal-tuning steps of the relearn attack (default "
-                                f"{DEFAULT_RELEARN_STEPS}, at most {MAX_RELEARN_STEPS})"}
+                                f"{DEFAULT_RELEARN_STEPS}, at most {MAX_RELEARN_STEPS})",
+               "relearn_lr": f"Adam learning rate of the tuning (default {RELEARN_LR:g}, pivotal tuning's; in "
+                             f"(0, {MAX_RELEARN_LR:g}])"}
     figure_captions = {"relearn.png": "Re-learning attack (pivotal tuning)",
                        "relearn_images.png": "Re-learning attack: held-out photos before and after tuning"}
 
@@ -124,6 +127,10 @@ class Relearning(AuditAttack):
             raise ConfigError(f"relearn_steps must be a whole number of steps in [1, {MAX_RELEARN_STEPS}], got "
                               f"{k!r}")
         options["relearn_steps"] = int(k)
+        lr = options.get("relearn_lr", RELEARN_LR)
+        if isinstance(lr, bool) or not isinstance(lr, (int, float, np.floating)) or not 0 < lr <= MAX_RELEARN_LR:
+            raise ConfigError(f"relearn_lr must be a learning rate in (0, {MAX_RELEARN_LR:g}], got {lr!r}")
+        options["relearn_lr"] = float(lr)
 
     def run(self, ctx: AuditContext) -> None:
         if not len(ctx.held_out):
@@ -133,12 +140,13 @@ class Relearning(AuditAttack):
             ctx.mark_not_run(self.keys[2:], "no reference model given (reference=)")
         steps = ctx.options.get("relearn_steps", DEFAULT_RELEARN_STEPS)
         ks = sorted({k for k in CHECKPOINTS if k <= steps} | {steps})
-        curves: dict[str, Any] = {"steps": ks, "k": steps, "lr": RELEARN_LR, "pivot": ctx.request.photos[0].label,
+        lr = ctx.options.get("relearn_lr", RELEARN_LR)
+        curves: dict[str, Any] = {"steps": ks, "k": steps, "lr": lr, "pivot": ctx.request.photos[0].label,
                                   "perceptual": getattr(ctx.eraser.perceptual, "name", type(ctx.eraser.perceptual)
                                                         .__name__)}
         with ctx.timed("relearn"):
             for model in audited_models(ctx):
-                curves[model.role] = self._attack(ctx, model, steps, ks)
+                curves[model.role] = self._attack(ctx, model, steps, ks, lr)
         final = {role: curves[role]["recognised"][-1] for role in ("before", "after", "reference") if role in curves}
         row = add_row(ctx, "relearn_recognised", final, f"attack: held-out photos recognised after k = {steps} "
                                                         "pivotal-tuning steps", "worse erasure")
@@ -151,7 +159,8 @@ class Relearning(AuditAttack):
                                   for k, v in curves.items()}
         ctx.gallery["relearn"] = {"curves": curves, "photos": ctx.held_out.crops}
 
-    def _attack(self, ctx: AuditContext, model: AuditedModel, steps: int, ks: list[int]) -> dict[str, Any]:
+    def _attack(self, ctx: AuditContext, model: AuditedModel, steps: int, ks: list[int], lr: float
+                ) -> dict[str, Any]:
         """One model: the pivot through it, the held-out photos' codes, then the tuning of its copy. -> the curve."""
         pivot, held = ctx.request.photos[0], ctx.held_out.photos
         attacker = DefaultInverterAttack(model.eraser)
@@ -165,7 +174,7 @@ class Relearning(AuditAttack):
             w_held = ctx.codes["held_out"]
         twin = tuned_copy(model)
         shots = pivotal_tuning(twin, w_pivot, pivot.crop, cameras_of([pivot]), model.eraser.perceptual, steps,
-                               w_held, cameras_of(held), seed=ctx.seed, checkpoints=ks)
+                               w_held, cameras_of(held), seed=ctx.seed, lr=lr, checkpoints=ks)
         del twin
         return self._judge(ctx, shots, pivot, held, ks)
 

@@ -96,7 +96,15 @@ def recognised_verdict(report, question: str, key: str, reference_key: Optional[
         cut, rule = ref + TOLERANCE, f"<= reference {ref:.2f} + {TOLERANCE:.2f} = {ref + TOLERANCE:.2f}"
     else:
         cut, rule = ABSOLUTE_RECOGNISED, f"<= {ABSOLUTE_RECOGNISED:.2f} (no reference)"
-    return [Verdict(question, key, label, v, rule, v <= cut + 1e-9)]
+    return [Verdict(question, key, label, v, rule, v <= cut + 1e-9, stand_in_note(report) if math.isfinite(ref)
+                    else "")]
+
+
+def stand_in_note(report) -> str:
+    """A warning for a verdict against a reference that renders as the base itself, else ""."""
+    if (report.details.get("reference") or {}).get("stand_in"):
+        return "the reference has the base's weights: a stand-in, not a model that never learnt the person"
+    return ""
 
 
 def _own_code(report) -> list:

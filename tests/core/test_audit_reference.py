@@ -160,6 +160,8 @@ def test_a_reference_of_another_family_or_resolution_is_refused_before_any_work(
     ({"relearn_steps": 0}, "relearn_steps"),
     ({"relearn_steps": 5000}, "relearn_steps"),
     ({"relearn_steps": 2.5}, "relearn_steps"),
+    ({"relearn_lr": 0.0}, "relearn_lr"),
+    ({"relearn_lr": 1.0}, "relearn_lr"),
     ({"code_book_drop": "everyone"}, "code_book_drop"),
 ])
 def test_unknown_or_out_of_range_options_are_refused(tiny, options, match):
@@ -281,3 +283,18 @@ def test_with_no_entry_to_drop_the_code_book_attack_is_the_default_reinversion(t
         assert rep.metrics[f"reinversion_default_without_entry_recognised_{when}"] == \
             rep.metrics[f"reinversion_default_recognised_{when}"]
         assert torch.equal(rep.gallery[f"code_book_{when}"], rep.gallery["attack_default"][when == "after"])
+
+
+def test_a_reference_with_the_bases_weights_is_flagged_as_a_stand_in(same_as_base):
+    report = same_as_base[0]
+    assert report.details["reference"]["stand_in"] is True
+    relearn = next(v for v in A.verdicts(report) if v.figure == "relearn_recognised_after")
+    assert "stand-in" in relearn.note
+
+
+def test_a_reference_with_other_weights_is_no_stand_in(tiny):
+    from guide_unlearn.pipelines.audit.compared import is_stand_in
+
+    eraser, _, _ = tiny
+    assert not is_stand_in(tiny_eraser("stylegan2", seed=1), eraser)
+    assert is_stand_in(tiny_eraser("stylegan2", seed=0), eraser)
