@@ -174,7 +174,8 @@ def _others(report) -> list:
             out.append(missing)
         elif math.isfinite(ref):
             out.append(Verdict("others", "others_kept", label, v, f">= reference {ref:.2f} - {TOLERANCE:.2f} = "
-                                                                  f"{ref - TOLERANCE:.2f}", v >= ref - TOLERANCE - 1e-9))
+                                                                  f"{ref - TOLERANCE:.2f}", v >= ref - TOLERANCE - 1e-9,
+                               stand_in_note(report)))
         else:
             out.append(Verdict("others", "others_kept", label, v, f">= {OTHERS_KEPT_MIN:.2f} (no reference)",
                                v >= OTHERS_KEPT_MIN))
@@ -189,8 +190,8 @@ def _others(report) -> list:
         v, ref = _value(report, key), _value(report, f"reference_{key}")
         if math.isfinite(v):
             label = f"Fréchet distance of G_u's samples from G_s's ({report.protocol.get('feature_space')})"
-            out.append(Verdict("others", key, label, v, f"<= reference {ref:.4g} (the retrained model's)", v <= ref)
-                       if math.isfinite(ref) else
+            out.append(Verdict("others", key, label, v, f"<= {ref:.4g}, the reference's distance from G_s", v <= ref,
+                               stand_in_note(report)) if math.isfinite(ref) else
                        Verdict("others", key, label, v, "none without a reference (compare at the same sample "
                                                         "count)", None))
     return out
