@@ -63,7 +63,7 @@ def main() -> int:
         patch = args.patch
         if patch is None:
             photo = codes[str(person / "aligned_5.jpg")].unsqueeze(0) if codes else str(person / "aligned_5.jpg")
-            result = eraser.erase(photo, config=eraser.default_config(progress=False))
+            result = eraser.erase(photo, config=eraser.default_config(), progress=False)
             patch = result.patch.save_pretrained(Path(tmp) / "person-5")
         options = {"reference": args.reference, "codes": codes}
         for key in ("relearn_steps", "relearn_lr"):

@@ -36,7 +36,7 @@ def tiny():
     eraser = tiny_eraser("stylegan2", inverter_steps=3)
     g = torch.Generator().manual_seed(3)
     ws = eraser.generator.mapping(torch.randn(8, eraser.generator.z_dim, generator=g), None)
-    patch = eraser.erase(ws[:1], config=EraseConfig(iterations=5, progress=False), measure=False).patch
+    patch = eraser.erase(ws[:1], config=EraseConfig(iterations=5), measure=False, progress=False).patch
     return eraser, patch, [tensor_to_pil(x) for x in eraser.synthesize(ws)]
 
 

@@ -41,7 +41,7 @@ def report_dir(tmp_path_factory):
     g = torch.Generator().manual_seed(3)
     ws = eraser.generator.mapping(torch.randn(7, eraser.generator.z_dim, generator=g), None)
     pics = [tensor_to_pil(x) for x in eraser.synthesize(ws)]
-    patch = eraser.erase(ws[:1], config=EraseConfig(iterations=3, progress=False), measure=False).patch
+    patch = eraser.erase(ws[:1], config=EraseConfig(iterations=3), measure=False, progress=False).patch
     report = guide_unlearn.audit(eraser, patch, pics[:1], held_out=pics[1:3], others=pics[3:5], strangers=pics[5:7],
                                  reference=tiny_eraser("stylegan2", inverter_steps=3), protocol="toy-v1", samples=4,
                                  projector_steps=2, leakage_starts=1, leakage_steps=1, relearn_steps=2,
