@@ -64,6 +64,11 @@ class PatchStateError(PatchError):
     """A patch operation does not fit the current state (applied twice, removed while not applied)."""
 
 
+class ReferenceMismatchError(ConfigError):
+    """A comparison model (an audit's ``reference=``) is of another generator family or resolution than the
+    audited model, so its figures cannot stand beside the audited model's."""
+
+
 class CheckpointError(GuideUnlearnError):
     """A checkpoint file is missing, truncated, of an unknown format or does not match the model."""
 

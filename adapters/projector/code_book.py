@@ -87,6 +87,28 @@ class CodeBook:
         index = torch.from_numpy(np.where(best < self.threshold, nearest, -1)).long()
         return index, best
 
+    def entries_near(self, images: torch.Tensor) -> list[int]:
+        """crops [N, 3, R, R] in [-1, 1] -> the sorted indices of every entry whose descriptor lies within
+        ``threshold`` of at least one crop's (all the entries a person's photos would match, not only the
+        nearest)."""
+        desc = np.asarray(self.describe(images.detach().float().cpu()), dtype=np.float64)
+        if desc.ndim != 2 or desc.shape[1] != self.descriptors.shape[1]:
+            raise InputError(f"describe returned {list(desc.shape)}, expected [N, {self.descriptors.shape[1]}]")
+        dist = np.sqrt(((desc[:, None, :] - self.descriptors[None]) ** 2).sum(-1))  # [N, K]
+        return sorted(int(k) for k in np.nonzero((dist < self.threshold).any(0))[0])
+
+    def without(self, indices) -> "CodeBook":
+        """A new book without the entries ``indices`` (the rest in their order, the same describe function and
+        threshold); InputError for an index out of range or a book left empty."""
+        drop = {int(i) for i in indices}
+        if any(not 0 <= i < len(self) for i in drop):
+            raise InputError(f"code book entries {sorted(drop)[:5]} are not all in [0, {len(self)})")
+        keep = [i for i in range(len(self)) if i not in drop]
+        if not keep:
+            raise InputError("dropping these entries would leave the code book empty; use the inverter without one")
+        return CodeBook(self.codes[keep], self.descriptors[keep], self.describe, self.threshold, self.landmarks,
+                        self.descriptor)
+
     def save(self, path: Union[str, Path], overwrite: bool = False) -> Path:
         """Write the book to ``path`` (a .safetensors file) atomically; an existing file is replaced only with
         ``overwrite``. -> path."""

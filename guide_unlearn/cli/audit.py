@@ -38,8 +38,25 @@ def add_parser(sub) -> None:
                    help="audit at most this many of the --others people (a sample seeded by --seed, recorded in the "
                         "report; 0 = all). Each costs two inversions: the main cost of the audit with --projector-steps "
                         "and --samples (default 48)")
+    p.add_argument("--reference", metavar="MODEL",
+                   help="a comparison model of the same family and resolution (registry name or folder; e.g. a model "
+                        "retrained without the person, demo-faces-oracle-8): every figure is also measured through "
+                        "it, side by side, with the difference patched - reference")
+    p.add_argument("--strangers", nargs="+", action="extend", metavar="PHOTOS",
+                   help="photos of people the base model never saw (files and/or folders): the baseline of the "
+                        "per-identity membership score")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.add_argument("--no-attacks", action="store_true", help="skip the re-inversion attacks and the leakage probe")
+    attacks = p.add_mutually_exclusive_group()
+    attacks.add_argument("--no-attacks", action="store_true", help="skip the re-inversion attacks and the leakage "
+                                                                   "probe")
+    attacks.add_argument("--attacks", nargs="+", metavar="NAME",
+                         help="the attacks to run (default: reinvert leakage); also relearn (pivotal tuning on one "
+                              "photo) and code_book (the default inverter without the person's code-book entries)")
+    p.add_argument("--relearn-steps", type=int, help="k, the pivotal-tuning steps of the relearn attack (default 50, "
+                                                     "at most 1000)")
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="a keyword of a registered metric family (VALUE read as JSON when it parses, else as text), "
+                        "e.g. --option 'code_book_drop=[3, 7]'; repeatable")
     p.add_argument("--seed", type=int, default=0, help="seed of every random part of the audit: samples, attacks, probe (default 0)")
     p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:N or mps (default cpu)")
     p.add_argument("--write-to-patch", action="store_true",
@@ -67,13 +84,15 @@ def run(args: argparse.Namespace) -> int:
     if args.max_others < 0:
         raise ConfigError(f"--max-others must be >= 0 (0 = every person), got {args.max_others}")
     get_protocol(args.protocol)  # refuse early (missing weights) before loading anything
+    options = _options(args)
     patch = ForgetPatch.from_pretrained(patch_dir)
     eraser = IdentityEraser.from_pretrained(args.model, device=device)
     report = audit(eraser, patch, args.photos or list(args.photo), held_out=args.held_out, others=args.others,
-                   real=args.real, protocol=args.protocol, attacks=() if args.no_attacks else ATTACKS,
+                   real=args.real, protocol=args.protocol,
+                   attacks=() if args.no_attacks else tuple(args.attacks or ATTACKS),
                    seed=args.seed, samples=args.samples, projector_steps=args.projector_steps,
                    leakage_starts=args.leakage_starts, leakage_steps=args.leakage_steps,
-                   max_others=args.max_others, progress=not args.quiet, clip_path=args.clip)
+                   max_others=args.max_others, progress=not args.quiet, clip_path=args.clip, **options)
     report.save(out)
     if args.write_to_patch:
         report.write_to_patch(patch_dir)
@@ -81,3 +100,21 @@ def run(args: argparse.Namespace) -> int:
                       "seconds": round(report.seconds["total"], 1), "metrics": report.to_dict()["metrics"]},
                      allow_nan=False))
     return 0
+
+
+def _options(args: argparse.Namespace) -> dict:
+    """The metric-family keywords of ``--reference``, ``--strangers``, ``--relearn-steps`` and ``--option KEY=VALUE``
+    (ConfigError for a malformed one; audit() refuses a keyword no registered family declared)."""
+    options: dict = {}
+    for item in args.option:
+        key, sep, value = item.partition("=")
+        if not sep or not key.isidentifier():
+            raise ConfigError(f"--option takes KEY=VALUE with KEY a keyword name, got {item!r}")
+        try:
+            options[key] = json.loads(value)
+        except ValueError:
+            options[key] = value
+    for key in ("reference", "strangers", "relearn_steps"):
+        if getattr(args, key) is not None:
+            options[key] = getattr(args, key)
+    return options

@@ -77,6 +77,7 @@ class AuditContext:
     clip: the CLIP embedder of the optional CMMD figure, or None.
     metrics, details, gallery, not_run, seconds: what the report will hold (written by the families).
     shared: what one family hands to a later one (e.g. "others_recognised_before").
+    networks: records of further networks a family ran (a reference model, ...), added to the report's networks.
     """
 
     eraser: Any
@@ -102,6 +103,7 @@ class AuditContext:
     not_run: dict[str, str] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
     shared: dict[str, Any] = field(default_factory=dict)
+    networks: dict[str, Any] = field(default_factory=dict)
 
     @property
     def person(self) -> list["Photo"]:
@@ -147,6 +149,16 @@ class MetricFamily:
     not_requested = ""
     options: Mapping[str, str] = {}
     figure_captions: Mapping[str, str] = {}
+
+    def runs(self, attacks: Sequence[str], options: Mapping[str, Any]) -> bool:
+        """Whether this family runs in an audit with these ``attacks`` and extra keywords (default: every family
+        that is not an attack, and the attacks ``attacks`` names). A family that needs one of its options (a
+        reference model, a folder of strangers) runs only when it is given, and its keys are then in the report."""
+        return not self.attack or self.name in attacks
+
+    def prepare(self, eraser, options: dict[str, Any]) -> None:
+        """Check (and load) this family's options before the audit does any work, so a bad one fails fast; may
+        replace a value in ``options`` (a model name by the loaded model). Default: nothing."""
 
     def run(self, ctx: AuditContext) -> None:
         """Measure this family's keys into ``ctx.metrics`` (and ``details``, ``gallery``, ``seconds``)."""

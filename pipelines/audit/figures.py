@@ -159,15 +159,71 @@ def _captions() -> dict[str, str]:
     return caps
 
 
+_STYLE = """body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}table{border-collapse:collapse}
+td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px;vertical-align:top}img{max-width:100%}
+pre{background:#f6f6f6;padding:8px;font-size:12px;overflow:auto}.pass{background:#d9f2d9}.fail{background:#f8d0d0}
+.none{background:#eee;color:#555}summary{cursor:pointer;font-weight:bold}"""
+
+
+def _verdict_section(report) -> str:
+    """Per question, a table of its figures: value, threshold, pass / fail."""
+    from .verdicts import QUESTIONS, verdicts
+
+    e = html.escape
+    found = verdicts(report)
+    word = {True: ("pass", "pass"), False: ("fail", "FAIL"), None: ("none", "—")}
+    parts = []
+    for q, question in QUESTIONS.items():
+        rows = [v for v in found if v.question == q]
+        if not rows:
+            continue
+        ok = all(v.passed is not False for v in rows)
+        if all(v.passed is None for v in rows):
+            verdict = "not measured"
+        elif q == "attacks":  # the question is asked the other way round: passing means "no"
+            verdict = "no" if ok else "YES: at least one attack does"
+        else:
+            verdict = "yes" if ok else "NO"
+        cells = "".join(
+            f"<tr class='{word[v.passed][0]}'><td>{e(v.label)}<br><code>{e(v.figure)}</code></td><td>{fmt(v.value)}"
+            f"</td><td>{e(v.threshold)}</td><td>{word[v.passed][1]}</td><td>{e(v.note)}</td></tr>" for v in rows)
+        parts.append(f"<h3>{e(question)} <span>{e(verdict)}</span></h3><table><tr><th>figure</th><th>value</th>"
+                     f"<th>threshold</th><th>verdict</th><th>note</th></tr>{cells}</table>")
+    n_pass, n_fail = sum(v.passed is True for v in found), sum(v.passed is False for v in found)
+    head = f"<p>{n_pass} checks pass, {n_fail} fail, {len(found) - n_pass - n_fail} not measured or without threshold.</p>"
+    return "<h2>Verdicts</h2>" + head + "".join(parts)
+
+
+def _comparison_section(report) -> str:
+    """The side-by-side table of details["comparison"] (base, patched, reference, differences), or ""."""
+    rows = report.details.get("comparison") or []
+    if not rows:
+        return ""
+    e = html.escape
+    name = (report.networks.get("reference") or {}).get("name")
+    body = "".join(f"<tr><td><code>{e(r['figure'])}</code><br>{e(r['meaning'])}</td><td>{fmt(r['before'])}</td>"
+                   f"<td>{fmt(r['after'])}</td><td>{fmt(r['reference'])}</td><td>{fmt(r['after_minus_reference'])}</td>"
+                   f"<td>{fmt(r['reference_minus_before'])}</td><td>{e(r['higher_is'])}</td></tr>" for r in rows)
+    ref = f"reference <b>{e(str(name))}</b>" if name else "no reference model given"
+    if (report.details.get("reference") or {}).get("stand_in"):
+        ref += (" — <b>a stand-in with the base's own weights, not a model that never learnt the person</b>: its "
+                "figures are the base's, every difference is the patch's")
+    return (f"<h2>Side by side</h2><p>Each figure through the base, the patched model and the {ref}, measured the "
+            "same way through each.</p><table><tr><th>figure</th><th>base (G_s)</th><th>patched (G_u)</th>"
+            "<th>reference</th><th>patched − reference</th><th>reference − base</th><th>higher is</th></tr>"
+            f"{body}</table>")
+
+
 def render_html(report, figures: dict[str, bytes]) -> str:
-    """One self-contained HTML page (no network): metrics table, protocol, networks, thresholds, verdicts and
-    every figure as a ``data:image/png;base64`` URI."""
+    """One self-contained HTML page (nothing fetched: every figure is a ``data:image/png;base64`` URI), in the order
+    an auditor reads: the verdict per question (figure, threshold, pass / fail), the side-by-side comparison with a
+    reference model, the pictures, the metric table, then the protocol, rules, networks and digests folded away."""
     e = html.escape
     rows = "".join(f"<tr><td><code>{e(k)}</code></td><td>{fmt(v)}</td><td>{e(meaning_of(k))}</td>"
                    f"<td>{e(report.details.get('not_run', {}).get(k, ''))}</td></tr>"
                    for k, v in report.metrics.items())
     captions = _captions()
-    imgs = "".join(f"<h2>{e(captions.get(n, n))}</h2><img alt='{e(n)}' src='data:image/png;base64,"
+    imgs = "".join(f"<h3>{e(captions.get(n, n))}</h3><img alt='{e(n)}' src='data:image/png;base64,"
                    f"{base64.b64encode(b).decode()}'>" for n, b in figures.items())
     verdict = (report.details.get("leakage") or {}).get("verdict", "the leakage probe was not run")
     skipped = "".join(f"<li>{e(s['role'])}: {e(s['photo'])} — {e(s['reason'])}</li>"
@@ -176,22 +232,26 @@ def render_html(report, figures: dict[str, bytes]) -> str:
     block = lambda obj: f"<pre>{e(json.dumps(obj, indent=2, default=str))}</pre>"
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>guide_unlearn audit — {e(report.protocol['name'])}</title>
-<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}}table{{border-collapse:collapse}}
-td,th{{border:1px solid #ccc;padding:3px 8px;font-size:13px;vertical-align:top}}img{{max-width:100%}}
-pre{{background:#f6f6f6;padding:8px;font-size:12px;overflow:auto}}</style></head><body>
+<style>{_STYLE}</style></head><body>
 <h1>Erasure audit</h1>
-<p>Protocol <b>{e(report.protocol['name'])}</b> (version {e(str(report.protocol['version']))}):
-{e(report.protocol['description'])}. Every figure is made with the networks listed below; the Fréchet distances
-are <b>{e(report.protocol['feature_space'])}</b>, not FID.</p>
-<p>Patch {e(str(report.details.get('patch', {}).get('patch_id')))}; photos: request {counts.get('request')},
-held out {counts.get('held_out')}, others {counts.get('others')}, real {counts.get('real')},
-skipped {counts.get('skipped')}. Audit time {report.seconds.get('total', 0):.1f} s.</p>
+<p>Patch {e(str(report.details.get('patch', {}).get('patch_id')))}; protocol <b>{e(report.protocol['name'])}</b>
+(identity: {e(str(report.protocol.get('identity')))}); photos: request {counts.get('request')}, held out
+{counts.get('held_out')}, others {counts.get('others')}, real {counts.get('real')}, skipped {counts.get('skipped')}.
+Audit time {report.seconds.get('total', 0):.1f} s. Every figure is a statement about the identity network named here;
+the Fréchet distances are <b>{e(report.protocol['feature_space'])}</b>.</p>
 <p><b>Leakage:</b> {e(verdict)}.</p>
-<h2>Metrics</h2><table><tr><th>metric</th><th>value</th><th>meaning</th><th>not run because</th></tr>{rows}</table>
-<h2>Same-person rules</h2>{block(report.thresholds)}
-<h2>Networks</h2>{block(report.networks)}
+{_verdict_section(report)}
+{_comparison_section(report)}
+<h2>Pictures</h2>
 {imgs}
+<h2>Metrics</h2><table><tr><th>metric</th><th>value</th><th>meaning</th><th>not run because</th></tr>{rows}</table>
 <h2>Skipped photos</h2><ul>{skipped or '<li>none</li>'}</ul>
-<h2>Time (seconds)</h2>{block(report.seconds)}
+<details><summary>Protocol, same-person rules, networks and digests, time</summary>
+<h3>Protocol</h3><p>{e(report.protocol['name'])} (version {e(str(report.protocol['version']))}):
+{e(report.protocol['description'])}.</p>
+<h3>Same-person rules</h3>{block(report.thresholds)}
+<h3>Networks</h3>{block(report.networks)}
+<h3>Time (seconds)</h3>{block(report.seconds)}
+</details>
 </body></html>
 """

@@ -62,6 +62,7 @@ class Frechet(MetricFamily):
         lms = mean_landmarks(ctx.person + ctx.others.photos)
         lms = None if lms is None or gen.c_dim else np.broadcast_to(lms, (n, 5, 2))
         fs, cs = _features(ctx, draw, lms)
+        ctx.shared["frechet_source_features"] = fs  # G_s's side of a later comparison (a reference model's FD)
         with patching.applied_temporarily(gen, ctx.patch):
             fu, cu = _features(ctx, draw, lms)
         keep = np.isfinite(fs).all(1) & np.isfinite(fu).all(1)

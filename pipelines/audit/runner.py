@@ -68,21 +68,25 @@ def audit(eraser, patch: Union[ForgetPatch, str, os.PathLike], photos: PhotoSpec
     t_start = time.perf_counter()
     proto = get_protocol(protocol)
     attacks = _checked_attacks(attacks)
+    options = dict(options)
     families = _families(attacks, options)
     settings = _settings(proto, samples, projector_steps, leakage_starts, leakage_steps, max_others)
     if not isinstance(patch, ForgetPatch):
         patch = ForgetPatch.from_pretrained(patch)
     patching.check(eraser.generator, patch, eraser.name)  # PatchMismatchError (another base), PatchStateError (applied)
     applied_before = [p.patch_id for p in eraser.applied_patches]
+    for family in families:  # a bad option (a reference of another family) fails before any work
+        if family.runs(attacks, options):
+            family.prepare(eraser, options)
     ctx = _context(eraser, patch, proto, settings, attacks, seed, progress, clip_path, options,
                    (photos, held_out, others, real), codes)
-    ctx.metrics = {k: float("nan") for k in _report_keys(families, attacks)}
+    ctx.metrics = {k: float("nan") for k in _report_keys(families, attacks, options)}
     try:
         for family in families:
-            if family.attack and family.name not in attacks:
-                ctx.mark_not_run(family.keys, family.not_requested)
-            else:
+            if family.runs(attacks, options):
                 family.run(ctx)
+            elif family.attack:
+                ctx.mark_not_run(family.keys, family.not_requested)
     finally:
         if [p.patch_id for p in eraser.applied_patches] != applied_before:  # pragma: no cover - defensive
             logger.error("the eraser's applied patches changed during the audit")
@@ -109,9 +113,10 @@ def _families(attacks: tuple[str, ...], options: Mapping[str, Any]) -> list[Metr
     return families
 
 
-def _report_keys(families: Sequence[MetricFamily], attacks: tuple[str, ...]) -> list[str]:
+def _report_keys(families: Sequence[MetricFamily], attacks: tuple[str, ...], options: Mapping[str, Any]
+                 ) -> list[str]:
     """METRIC_KEYS (always), then the keys of the other families that run."""
-    runs = [f for f in families if not f.attack or f.name in attacks]
+    runs = [f for f in families if f.runs(attacks, options)]
     return list(METRIC_KEYS) + [k for f in runs for k in f.keys if k not in METRIC_KEYS]
 
 
@@ -195,6 +200,7 @@ def _report(ctx: AuditContext, t_start: float) -> AuditReport:
     if ctx.clip is not None:
         networks["cmmd"] = {"name": ctx.clip.name, "folder": str(ctx.clip.folder), "digest": ctx.clip.digest}
     networks["patch"] = {"patch_id": patch.patch_id, "erase_identity_model": patch.metadata.get("identity_model")}
+    networks.update(ctx.networks)
     ctx.seconds["total"] = time.perf_counter() - t_start
     proto_rec = {"name": proto.name, "version": proto.version, "identity": judge.name,
                  "feature_space": proto.feature_space, "description": proto.description}
