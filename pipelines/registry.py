@@ -200,7 +200,7 @@ REGISTRY: dict[str, CheckpointEntry] = {
             "seed and settings): the retrained-without-them reference that an erasure on demo-faces is measured "
             "against (non-commercial research licence; see its model card)",
             homepage="guide_unlearn/models/demo_faces_oracle_8/README.md", bundled="demo_faces_oracle_8",
-            default_inverter="code-projector",
+            default_inverter="code-projector", code_book=CODE_BOOK_FILE,
             license={"license": "other", "license_name": "guide-unlearn-demo-faces-nc",
                      "license_link": "guide_unlearn/models/demo_faces_oracle_8/LICENSE"}),
         CheckpointEntry(

@@ -269,9 +269,8 @@ def test_every_guide_unlearn_name_the_readme_and_docs_code_uses_imports(doc):
     assert not missing, f"{doc.name} uses {missing}, which do not import"
 
 
-@pytest.mark.xfail(strict=False, reason="docs/faces.md names guide_unlearn.faces.backends and docs/patch_format.md "
-                                        "guide_unlearn.hub.is_hub_cache_link, both removed before 0.1.0 (now "
-                                        "guide_unlearn.adapters.faces.backends, guide_unlearn.hub_paths)")
+@pytest.mark.xfail(strict=False, reason="docs/patch_format.md names guide_unlearn.hub.is_hub_cache_link, now "
+                                        "guide_unlearn.hub_paths.is_hub_cache_link")
 def test_every_dotted_guide_unlearn_name_the_docs_quote_exists():
     stale = []
     for doc in DOCS:

@@ -59,6 +59,7 @@ def test_errors_exit_non_zero_with_one_line(tmp_path, capsys):
     assert not (tmp_path / "p").exists()
 
 
+@pytest.mark.slow
 def test_console_script_runs_as_a_module():
     out = subprocess.run([sys.executable, "-m", "guide_unlearn.cli", "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "erase" in out.stdout

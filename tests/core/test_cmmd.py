@@ -133,6 +133,7 @@ def test_audit_reports_cmmd_as_an_extra_figure_and_keeps_the_17_keys(clip_dir):
     assert with_clip.metrics["fd_pre"] == pytest.approx(without.metrics["fd_pre"])
 
 
+@pytest.mark.slow
 def test_cli_clip_flag_writes_cmmd_into_the_report_and_a_bad_folder_is_exit_2(clip_dir, tmp_path, capsys):
     from guide_unlearn.cli import EXIT_USER_ERROR, main
 

@@ -134,6 +134,7 @@ def test_duplicate_ids_empty_requests_and_foreign_codes_are_refused():
     assert eraser.applied_patches == [] and not any("lora" in n for n, _ in eraser.generator.named_parameters())
 
 
+@pytest.mark.slow
 def test_a_later_erase_on_top_brings_an_earlier_person_partly_back_without_keep():
     # The measurement that motivated keep_erased (docs/queue.md): stacking alone lets the second patch undo part
     # of the first on this tiny model (measured: MSE to A's target 0.84 -> 0.12 after A's patch -> 0.34 after B's).
@@ -148,6 +149,7 @@ def test_a_later_erase_on_top_brings_an_earlier_person_partly_back_without_keep(
     assert _mse(eraser.synthesize(ws[:1]), target_a) > 1.5 * after_first
 
 
+@pytest.mark.slow
 def test_keeping_the_earlier_person_stops_a_later_erase_from_bringing_them_back():
     eraser = tiny_eraser()
     ws = _codes(eraser, 2, seed=11)
@@ -229,6 +231,7 @@ def test_person_progress_drops_a_person_whose_local_loss_fell_to_the_ratio_and_t
     assert progress.finished and progress.done_step == [9, 7, None]  # kept people never count
 
 
+@pytest.mark.slow
 def test_a_joint_run_with_a_done_ratio_stops_training_done_people_and_ends_when_all_are_done():
     eraser = tiny_eraser()
     ws = _codes(eraser, 3, seed=13)

@@ -94,7 +94,9 @@ def test_a_converted_registry_model_records_its_inverter_choice(tmp_path, monkey
 
 
 def test_a_merged_export_keeps_the_recipe(tmp_path, inverter_calls):
-    eraser = IdentityEraser.from_pretrained("demo-faces", identity_model=None)
+    from guide_unlearn.adapters.perceptual import MultiScaleGradL1
+
+    eraser = IdentityEraser.from_pretrained("demo-faces", identity_model=None, perceptual=MultiScaleGradL1())
     w = eraser.generator.mapping(torch.zeros(1, eraser.generator.z_dim))
     patch = eraser.erase(w, iterations=1, global_samples=1, adjacency_samples=1, progress=False,
                          measure=False).patch

@@ -22,7 +22,10 @@ def test_lpips_without_vgg_weights_says_how_to_get_them():
         LPIPSDistance("vgg")
 
 
-def test_default_falls_back_to_the_labelled_stand_in_and_logs_it(caplog):
+def test_default_falls_back_to_the_labelled_stand_in_and_logs_it(caplog, monkeypatch):
+    from guide_unlearn.adapters.perceptual import distances
+
+    monkeypatch.setattr(distances, "_WARNED", set())  # the warning is said once per process: maybe already said
     with caplog.at_level(logging.WARNING):
         d = default_perceptual()
     assert isinstance(d, MultiScaleGradL1)

@@ -106,6 +106,7 @@ def test_a_rerun_after_a_kill_redoes_only_what_is_missing_and_removes_half_writt
     assert not [p for p in out.iterdir() if ".tmp-" in p.name] and not (out / ".results").exists()
 
 
+@pytest.mark.slow
 def test_joint_groups_make_one_patch_listing_their_requests(tmp_path, shared_dir):
     req = _requests(tmp_path, shared_dir, good=2)
     out = tmp_path / "out"

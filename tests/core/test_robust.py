@@ -86,6 +86,7 @@ def test_adversarial_rounds_without_an_attack_are_refused(eraser):
         run_robust(eraser, _codes(eraser, 1), _robust(adversarial_rounds=1))
 
 
+@pytest.mark.slow
 def test_attacker_found_codes_join_the_erased_set(eraser):
     """A code the attacker returns is erased toward its own UFO target: after the run G_u renders it much closer
     to that target than the plain loop's patch (which never saw it) does."""
@@ -160,6 +161,7 @@ def test_identity_aware_preservation_without_an_identity_model_is_refused_in_the
         run_robust(eraser, _codes(eraser, 1), cfg)
 
 
+@pytest.mark.slow
 def test_decoys_are_erased_in_the_same_patch(eraser):
     """The decoy codes move toward their own UFO targets, as the person's code does; without decoys they do not."""
     from guide_unlearn.methods.robust import decoy_codes

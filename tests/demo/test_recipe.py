@@ -68,6 +68,7 @@ def test_resume_with_other_config_refused(tmp_path):
         T.train(T.TrainConfig(iterations=3, lr=1e-3, **TINY), _images(), tmp_path)
 
 
+@pytest.mark.slow
 def test_loss_goes_down():
     """Four smooth images (4×4 noise upsampled): 100 steps fit them clearly better than the first step."""
     smooth = torch.nn.functional.interpolate(_images(n=4, res=4), size=16, mode="bilinear", align_corners=False)
