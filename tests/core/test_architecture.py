@@ -269,8 +269,6 @@ def test_every_guide_unlearn_name_the_readme_and_docs_code_uses_imports(doc):
     assert not missing, f"{doc.name} uses {missing}, which do not import"
 
 
-@pytest.mark.xfail(strict=False, reason="docs/patch_format.md names guide_unlearn.hub.is_hub_cache_link, now "
-                                        "guide_unlearn.hub_paths.is_hub_cache_link")
 def test_every_dotted_guide_unlearn_name_the_docs_quote_exists():
     stale = []
     for doc in DOCS:
