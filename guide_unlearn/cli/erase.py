@@ -118,12 +118,10 @@ def _one_verdict_line():
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch.nn.functional as F
-
     from guide_unlearn import EraseConfig, IdentityEraser, RunOptions
     from guide_unlearn.cli.paths import check_output_file, check_output_folder
     from guide_unlearn.devices import resolve_device
-    from guide_unlearn.images import image_strip, load_image
+    from guide_unlearn.images import load_image
 
     # Every argument and output path is checked before the model loads and long before the erase runs.
     if bool(args.photos) == bool(args.latent):
@@ -171,18 +169,7 @@ def run(args: argparse.Namespace) -> int:
     with _one_verdict_line():
         result = eraser.erase(inputs, config=config, camera=camera, face=args.face, run=run_options)
     result.patch.save_pretrained(out, overwrite=args.overwrite)
-    rows = [result.images_before, result.images_after, result.target_images]
-    labels = ["before", "after", "target"]
-    if result.photos is not None:  # first row: the aligned photo itself, at the rendering's size
-        rows.insert(0, F.interpolate(result.photos, size=rows[0].shape[-2:], mode="bilinear", antialias=True))
-        labels.insert(0, "photo")
-    if rows[0].shape[-1] < 128:  # small models (demo-faces is 64²): enlarge so the picture is legible
-        scale = 128 // rows[0].shape[-1]
-        rows = [F.interpolate(r.float().cpu(), scale_factor=scale, mode="nearest") for r in rows]
-    save_picture(image_strip(rows, labels), picture, overwrite=args.overwrite)
-    if result.views_before is not None:
-        save_picture(image_strip([result.views_before, result.views_after], ["before", "after"]), views,
-                     overwrite=args.overwrite)
+    _save_pictures(result, picture, views, args.overwrite)
     verdict = result.verdict
     tensor_file = out / ("adapter_model.safetensors" if result.patch.kind == "lora" else "delta_model.safetensors")
     print(json.dumps({"patch": str(out), "picture": str(picture), "patch_id": result.patch.patch_id,
@@ -200,6 +187,27 @@ def run(args: argparse.Namespace) -> int:
         print(f"guide-unlearn erase: warning: {problems} (pass --strict to make this an error exit)",
               file=sys.stderr)
     return 0
+
+
+def _save_pictures(result, picture, views, overwrite: bool) -> None:
+    """The before/after strip (rows: the aligned photo when there is one, G_s, G_u, the target; enlarged for small
+    models) and, for camera models, the multi-view strip."""
+    import torch.nn.functional as F
+
+    from guide_unlearn.images import image_strip
+
+    rows = [result.images_before, result.images_after, result.target_images]
+    labels = ["before", "after", "target"]
+    if result.photos is not None:  # first row: the aligned photo itself, at the rendering's size
+        rows.insert(0, F.interpolate(result.photos, size=rows[0].shape[-2:], mode="bilinear", antialias=True))
+        labels.insert(0, "photo")
+    if rows[0].shape[-1] < 128:  # small models (demo-faces is 64²): enlarge so the picture is legible
+        scale = 128 // rows[0].shape[-1]
+        rows = [F.interpolate(r.float().cpu(), scale_factor=scale, mode="nearest") for r in rows]
+    save_picture(image_strip(rows, labels), picture, overwrite=overwrite)
+    if result.views_before is not None:
+        save_picture(image_strip([result.views_before, result.views_after], ["before", "after"]), views,
+                     overwrite=overwrite)
 
 
 def method_option(args: argparse.Namespace) -> str:
