@@ -29,7 +29,7 @@ from .losses import LTULoss, ltu_loss
 from .methods import EraseMethod, Erasure, LoraSettings, LossTerm, RunContext, StepRows, check_supported, get_method
 from .outputs import EraseRun
 from .patch import ForgetPatch
-from .protocols import GeneratorAdapter, IdentityModel, PerceptualDistance, SynthesisOutput, module_of
+from .protocols import GeneratorAdapter, IdentityModel, PerceptualDistance, PersonJudge, SynthesisOutput, module_of
 from .resume import STATE_FILE, load_state, save_state
 from .targets import resolve_distances
 
@@ -51,6 +51,7 @@ def run_erase(
     services: Any = None,
     run: Optional[RunOptions] = None,
     extra_metadata: Optional[dict[str, Any]] = None,
+    judge: Optional[PersonJudge] = None,
 ) -> EraseRun:
     """Erase the people whose codes are ``w_u`` [K, num_ws, w_dim] from ``generator`` with ``cfg.method``.
 
@@ -65,6 +66,10 @@ def run_erase(
     ``checkpoint_every > 0`` the run saves resumable state there and resumes from it if present; the state holds
     the people's codes, so it is deleted when the run succeeds. The generator is left exactly as it was (the new
     patch is returned, not applied; ``extra_metadata`` is added to its metadata; no code or target is stored).
+
+    ``judge`` (:class:`~guide_unlearn.protocols.PersonJudge`, bound by a pipeline to the request's rows): every
+    method's targets must be someone other than their person for it; a recognised target is moved before training
+    (:meth:`EraseMethod.checked`, recorded under ``"target_identity"``), TargetError when none is found.
     -> :class:`~guide_unlearn.outputs.EraseRun`.
     """
     run = run if run is not None else RunOptions()
@@ -77,9 +82,12 @@ def run_erase(
     method_class.check(cfg, services, identity)
     distance, alpha = resolve_distances(cfg, generator)
     rng = torch.Generator(device=generator.w_avg.device).manual_seed(cfg.seed)
-    ctx = RunContext(generator, cfg, perceptual, identity, rng, distance, alpha, erasure, services)
+    ctx = RunContext(generator, cfg, perceptual, identity, rng, distance, alpha, erasure, services, judge)
     method = method_class(ctx)
     method.setup()  # before the patch exists: the generator renders G_s
+    if judge is not None and ctx.target_record is None:
+        raise ConfigError(f"method {cfg.method!r} did not check its targets with the identity judge (every method "
+                          "calls EraseMethod.checked in setup); nothing was trained")
     base = patch_state(module_of(generator))["base_fingerprint"]
     trainable = _Trainable(generator, method_class.trains, cfg.method_config, rng)
     scope = contextlib.ExitStack()
@@ -92,6 +100,8 @@ def run_erase(
         metadata = patch_metadata(generator, cfg, base, distance, alpha, final, perceptual, identity,
                                   int(erasure.codes.shape[0]), history)
         metadata.update(method.metadata(final))
+        if ctx.target_record is not None:
+            metadata["target_identity"] = ctx.target_record  # numbers only: the targets' scores, never a code
         metadata.update(extra_metadata or {})
         patch = trainable.extract(metadata)
     finally:

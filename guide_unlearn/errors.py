@@ -87,3 +87,8 @@ class TrainingDivergedError(GuideUnlearnError, FloatingPointError):
 
 class SaveError(GuideUnlearnError, OSError):
     """Writing a file failed (e.g. disk full); nothing half-written was left behind."""
+
+
+class TargetError(GuideUnlearnError, ValueError):
+    """No erase target was found that the identity judge counts as someone other than the person: nothing was
+    trained (an erase toward a face that is still the person would erase nothing)."""

@@ -61,13 +61,19 @@ class Verdict(BaseOutput):
     """Whether an erase did what it should, judged from measured figures (:func:`judge_erasure`). The booleans
     are None when nothing was measured. More judges may add fields (each with a default).
 
-    erased:             the person's rendering moved at least halfway to the target (erasure_ratio <= limit).
+    erased:             the person's rendering moved at least halfway to the target (erasure_ratio <= limit) AND,
+                        where an identity judge ran, the judge no longer recognises the person.
     preserved:          random faces changed little (preservation_ratio <= limit).
     succeeded:          erased and preserved.
     erasure_ratio:      erased_mse / before_mse (pixel MSEs the loop does not optimise).
     preservation_ratio: preserved_mse / random_pair_mse.
     limits:             the limits used, by ratio name.
     problems:           one sentence per failed check, saying what to do.
+    identity_checked:   whether an identity judge decided whether the person is still recognised.
+    identity:           that check (``pipelines.identity_check.identity_verdict``): the judge, its rule and cut, the
+                        references, the closest score and cosine before and after the patch, ``recognised``; or
+                        ``checked`` False and the ``reason`` it was not run.
+    notes:              what the reader must know that is not a failure ("identity not checked: ...").
     """
 
     erased: Optional[bool] = None
@@ -77,32 +83,52 @@ class Verdict(BaseOutput):
     preservation_ratio: Optional[float] = None
     limits: dict[str, float] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
+    identity_checked: bool = False
+    identity: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
 
-def judge_erasure(metrics: dict[str, float], iterations: Optional[int] = None, lr: Optional[float] = None
-                  ) -> Verdict:
+def judge_erasure(metrics: dict[str, float], iterations: Optional[int] = None, lr: Optional[float] = None,
+                  identity: Optional[dict[str, Any]] = None) -> Verdict:
     """Judge an erase from the figures already measured (pixel MSEs, not optimised by the loop): ``metrics`` with
     'erased_mse', 'before_mse', 'preserved_mse', 'random_pair_mse'. ``iterations`` / ``lr`` (the run's) make the
-    advice concrete. -> :class:`Verdict` (its booleans None when ``metrics`` lacks the figures)."""
+    advice concrete. ``identity``: whether an identity judge still recognises the person after the patch
+    ({'checked', 'recognised', 'judge', 'rule', 'metric', 'score', 'reason', ...}, built by a pipeline with the
+    audit's judge); None = no judge. A person still recognised is not erased, whatever the pixels say; without a
+    check the verdict says so in ``notes``. -> :class:`Verdict` (its booleans None when ``metrics`` lacks the
+    figures)."""
     limits = {"erasure_ratio": ERASURE_RATIO_LIMIT, "preservation_ratio": PRESERVATION_RATIO_LIMIT}
+    identity = dict(identity) if identity is not None else {"checked": False, "recognised": None, "judge": None,
+                                                            "reason": "no identity judge was given"}
+    checked = bool(identity.get("checked"))
+    notes = [] if checked else [f"identity not checked ({identity.get('reason')}): 'erased' rests on the pixel "
+                                "figures only"]
     if not {"erased_mse", "before_mse", "preserved_mse", "random_pair_mse"} <= set(metrics):
-        return Verdict(limits=limits,
+        return Verdict(limits=limits, identity_checked=checked, identity=identity, notes=notes,
                        problems=["not measured (measure=False): nothing says whether the person was erased"])
     ratio = metrics["erased_mse"] / max(metrics["before_mse"], 1e-12)
     keep = metrics["preserved_mse"] / max(metrics["random_pair_mse"], 1e-12)
     problems = []
-    erased, preserved = ratio <= ERASURE_RATIO_LIMIT, keep <= PRESERVATION_RATIO_LIMIT
-    if not erased:
+    moved, preserved = ratio <= ERASURE_RATIO_LIMIT, keep <= PRESERVATION_RATIO_LIMIT
+    if not moved:
         more = f" (now {iterations})" if iterations is not None else ""
         problems.append(f"NOT ERASED: the person's rendering moved only {max(0.0, 1 - ratio):.0%} of the way to the "
                         f"target (erased_mse / before_mse = {ratio:.2f}, must be <= {ERASURE_RATIO_LIMIT}); run more "
                         f"iterations{more} or a larger learning rate")
+    recognised = checked and bool(identity.get("recognised"))
+    if recognised:
+        problems.append(f"STILL RECOGNISED: {identity.get('judge')} still recognises the person in the patched "
+                        f"rendering of the request code ({identity.get('metric')} {identity.get('score')}, same "
+                        f"person when {identity.get('rule')}); the pixels moved but the person is not erased: raise "
+                        "target_distance, run more iterations, or use the 'robust' method")
     if not preserved:
         now = f" (now {lr})" if lr is not None else ""
         problems.append(f"NOT PRESERVED: other people changed too (preserved_mse / random_pair_mse = {keep:.2f}, "
                         f"must be <= {PRESERVATION_RATIO_LIMIT}); lower the learning rate{now} or raise global_weight")
-    return Verdict(erased=erased, preserved=preserved, succeeded=erased and preserved,
-                   erasure_ratio=round(ratio, 4), preservation_ratio=round(keep, 4), limits=limits, problems=problems)
+    erased = moved and not recognised
+    return Verdict(erased=erased, preserved=preserved, succeeded=erased and preserved, erasure_ratio=round(ratio, 4),
+                   preservation_ratio=round(keep, 4), limits=limits, problems=problems, identity_checked=checked,
+                   identity=identity, notes=notes)
 
 
 @dataclass

@@ -114,6 +114,44 @@ class PerceptualDistance(Protocol):
         """a, b [N, 3, H, W] in [-1, 1] -> distances [N]."""
 
 
+@dataclass
+class Recognition:
+    """What an identity judge said about N codes, each rendered and compared with its person's photos.
+
+    score:      [N] float64, the closest match on the judge's rule's measure (distance or cosine) over the views
+                and the person's photos; NaN where no view has a face.
+    cosine:     [N] float64, the highest cosine of normalised identity vectors, likewise.
+    face:       [N] bool, a face was found in at least one view.
+    recognised: [N] bool, at least one view is the same person under the judge's rule (no face: never).
+    views:      renderings per code (1 for a 2D model).
+    """
+
+    score: torch.Tensor
+    cosine: torch.Tensor
+    face: torch.Tensor
+    recognised: torch.Tensor
+    views: int = 1
+
+
+@runtime_checkable
+class PersonJudge(Protocol):
+    """Decides whether codes render as the person(s) of an erase request: a face-recognition network and its
+    same-person rule, bound by the caller (a pipeline) to the request's photos. The core only calls it; it never
+    imports a concrete judge.
+
+    Row ``i`` of a request is its i-th code (photo); the judge knows whose photo each row is and, for a 2D model,
+    where the face sits in it (renderings are cut there), and for a camera model which views to render.
+    """
+
+    name: str  # the identity network, as recorded in verdicts and patch metadata
+    rule: Any  # its same-person rule: ``metric`` ("euclidean" | "cosine"), ``cut``, ``to_dict()`` (the audit's
+    #            SamePersonRule, guide_unlearn/pipelines/audit/rule.py)
+
+    def recognise(self, ws: torch.Tensor, rows: torch.Tensor) -> Recognition:
+        """codes ws [N, num_ws, w_dim], each standing for request row rows[n] (long [N]), rendered by the generator
+        AS IT IS NOW (patches applied or not) -> :class:`Recognition` of N codes, against row n's person."""
+
+
 def module_of(adapter: GeneratorAdapter) -> nn.Module:
     """The ``nn.Module`` behind an adapter (adapters are modules themselves)."""
     if not isinstance(adapter, nn.Module):

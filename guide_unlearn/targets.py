@@ -110,3 +110,115 @@ def resolve_distances(cfg: Any, generator: Any) -> tuple[float, tuple[float, flo
         if rel_alpha:
             lo, hi = lo * typical / 30.0, hi * typical / 30.0
     return d, (lo, hi)
+
+
+TARGET_TRIES = 8
+"""Targets tried per code before an erase is refused (:func:`checked_targets`): the method's own target, then
+alternately 1.25x as far from w_avg and turned toward another seeded face of the model."""
+TARGET_FARTHER = 1.25
+
+
+def target_candidate(w_t: torch.Tensor, w_avg: torch.Tensor, attempt: int, turns: torch.Tensor) -> torch.Tensor:
+    """The ``attempt``-th target tried for each code (0 = the method's own target ``w_t``).
+
+    Attempt a > 0 keeps the distance from w_avg, times 1.25 when a is odd, and turns the direction w_t - w_avg by 45 degrees toward turn a // 2 (turn 0 = no turn):
+    the unit direction u of ``turns[a // 2 - 1]`` - w_avg with its component along the target direction removed,
+    direction' = unit(v + u). w_t [K, num_ws, w_dim]; turns [J, num_ws, w_dim] mapped codes of other faces.
+    -> [K, num_ws, w_dim]."""
+    if attempt == 0:
+        return w_t
+    avg = w_avg.to(w_t) if w_avg.ndim == 2 else w_avg.to(w_t).expand_as(w_t[0])
+    v = (w_t - avg).flatten(1)
+    dist = v.norm(dim=1, keepdim=True)
+    far = dist > 1e-6 * max(1.0, float(avg.norm()))
+    if not bool(far.all()):
+        from .errors import TargetError
+
+        raise TargetError("the target w_avg (target kind 'average') is recognised as the person and has no direction "
+                          "to move in; nothing was trained. Use target 'extrapolate' (the UFO target)")
+    v = v / dist
+    turn = attempt // 2
+    if turn > 0:
+        if turn > turns.shape[0]:
+            raise ConfigError(f"attempt {attempt} needs {turn} turn directions, got {turns.shape[0]}")
+        u = (turns[turn - 1].to(w_t) - avg).flatten()
+        u = u.unsqueeze(0) - (v @ u).unsqueeze(1) * v  # [K, D], orthogonal to each code's direction
+        u = u / u.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        v = (v + u) / (v + u).norm(dim=1, keepdim=True)
+    scale = TARGET_FARTHER if attempt % 2 else 1.0
+    return (avg.flatten() + scale * dist * v).view_as(w_t)
+
+
+@torch.no_grad()
+def checked_targets(w_u: torch.Tensor, w_t: torch.Tensor, judge, mapping, w_avg: torch.Tensor, z_dim: int,
+                    tries: int = TARGET_TRIES, seed: int = 0) -> tuple[torch.Tensor, dict]:
+    """Targets that the identity ``judge`` counts as someone other than the person, by trying
+    :func:`target_candidate` s in order until each code's target is not recognised (and renders a face, when the
+    person's own code does).
+
+    w_u, w_t [K, num_ws, w_dim] (row i = request row i); judge: a :class:`~guide_unlearn.protocols.PersonJudge`
+    (renders with the generator as it is: G_s); mapping: z [J, z_dim] -> ws, for the seeded turn directions.
+    -> (targets [K, num_ws, w_dim], record for the patch metadata: judge, rule, per code the attempt taken and the
+    score / cosine of its target to the person — numbers, never a code). TargetError when a code has none after
+    ``tries`` attempts (nothing is trained)."""
+    if tries < 1:
+        raise ConfigError(f"tries must be >= 1, got {tries}")
+    rows = torch.arange(w_u.shape[0])
+    own = judge.recognise(w_u, rows)
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    n_turns = (tries - 1) // 2
+    turns = mapping(torch.randn(max(1, n_turns), z_dim, generator=g).to(w_avg.device)) if n_turns else w_t[:0]
+    out, pending = w_t.clone(), rows.clone()
+    codes: list[dict] = [{} for _ in range(w_u.shape[0])]
+    closest: Optional[float] = None
+    seen = faceless = 0  # rejected tries: still the person / no face while the person's rendering has one
+    for attempt in range(tries):
+        cand = target_candidate(w_t[pending], w_avg, attempt, turns)
+        rec = judge.recognise(cand, pending)
+        ok = ~rec.recognised & (rec.face | ~own.face[pending])
+        for j, i in enumerate(pending.tolist()):
+            score = float(rec.score[j])
+            if bool(ok[j]):
+                out[i] = cand[j]
+                codes[i] = {"row": i, "attempt": attempt, "score": _num(score), "cosine": _num(rec.cosine[j]),
+                            "face": bool(rec.face[j]), "person_recognised": bool(own.recognised[i])}
+            elif bool(rec.recognised[j]):
+                seen += 1
+                closest = score if closest is None or _closer(judge.rule, score, closest) else closest
+            else:
+                faceless += 1
+        pending = pending[~ok]
+        if not len(pending):
+            break
+    if len(pending):
+        from .errors import TargetError
+
+        why = []
+        if seen:
+            why.append(f"{seen} still recognised as the person (the closest: {judge.rule.metric} {closest:.3f}; a "
+                       "larger target_distance moves targets farther)")
+        if faceless:
+            why.append(f"{faceless} rendered no face while the person's code does (too far from the model's faces; "
+                       "a smaller target_distance keeps targets on faces)")
+        raise TargetError(
+            f"no target of request row(s) {pending.tolist()} is someone other than the person for {judge.name} "
+            f"({_rule_text(judge.rule)}) after {tries} tries: {'; '.join(why)}. Nothing was trained. Erasing "
+            "without an identity judge (judge=None) would erase the person into a face that may still be them")
+    rule = {k: v for k, v in judge.rule.to_dict().items() if k in ("network", "metric", "cut")}
+    return out, {"judge": judge.name, "rule": rule, "tries": tries, "moved": sum(c["attempt"] > 0 for c in codes),
+                 "codes": codes}
+
+
+def _closer(rule, a: float, b: float) -> bool:
+    """Whether score ``a`` is more like the person than ``b`` under ``rule`` (smaller distance / larger cosine)."""
+    return a < b if rule.metric == "euclidean" else a > b
+
+
+def _rule_text(rule) -> str:
+    """A same-person rule in words, e.g. "euclidean < 0.6165"."""
+    return f"{rule.metric} {'<' if rule.metric == 'euclidean' else '>='} {rule.cut:g}"
+
+
+def _num(x) -> Optional[float]:
+    x = float(x)
+    return round(x, 4) if x == x else None

@@ -22,6 +22,7 @@ from guide_unlearn.pipelines import components
 from guide_unlearn.pipelines import requests as _requests
 from guide_unlearn.pipelines import photos as _photos
 from guide_unlearn.pipelines.components import LazyComponent, default_inverter, default_perceptual, eraser_repr
+from guide_unlearn.pipelines import identity_check as _identity
 from guide_unlearn.pipelines.photos import Faces, Inputs
 from guide_unlearn.pipelines.requests import Requests
 from guide_unlearn.protocols import GeneratorAdapter, IdentityModel, Inverter, PerceptualDistance, module_of
@@ -53,6 +54,7 @@ class IdentityEraser:
         self.identity_model = identity_model
         self.name = name
         self.erase_defaults = dict(erase_defaults or {})
+        self.identity_judge: Any = _identity.DEFAULT_JUDGE  # who checks identity (erase's judge=); None: nobody
         components.check_erase_defaults(self.erase_defaults)  # validate now, not at the first erase
         patch_state(module_of(generator))  # fingerprint the base before anything touches it
 
@@ -159,7 +161,8 @@ class IdentityEraser:
     def erase(self, inputs: Inputs, config: Optional[EraseConfig] = None, camera: Optional[torch.Tensor] = None,
               state_dir: Optional[Union[str, os.PathLike]] = None, trackers: Optional[Sequence[str]] = None,
               measure: bool = True, face: Faces = None, keep_erased: Optional[Inputs] = None,
-              method: Optional[str] = None, run: Optional[RunOptions] = None, **settings: Any) -> ErasureResult:
+              method: Optional[str] = None, run: Optional[RunOptions] = None, judge: Any = _identity.DEFAULT,
+              **settings: Any) -> ErasureResult:
         """Erase ONE person given photos of them (paths / PIL / image tensor [N, 3, H, W]) or their codes
         [K, num_ws, w_dim], with the erase method ``method`` (default 'lora'; :func:`guide_unlearn.list_methods`).
         All inputs are erased together. Returns with the applied patches as they were (the new patch is not
@@ -175,15 +178,20 @@ class IdentityEraser:
 
         ``keep_erased``: photos or codes of people erased by the patches applied now (continual requests), with a
         method that keeps them (``method="joint"``): the run keeps their current, erased rendering so that this
-        patch does not bring them back (docs/queue.md). They are used in memory only."""
+        patch does not bring them back (docs/queue.md). They are used in memory only.
+
+        ``judge`` (default ``self.identity_judge``, "offline-v1"): the identity judge that every target must not
+        recognise and that the verdict asks whether the person is still recognised; None: identity not checked, and
+        the verdict says so (:func:`guide_unlearn.pipelines.identity_check.bind`)."""
         config, options = self._resolve(config, method, settings, state_dir, trackers, run)
-        return _requests.erase_one(self, inputs, config, options, camera, measure, face, keep_erased)
+        return _requests.erase_one(self, inputs, config, options, camera, measure, face, keep_erased, judge)
 
     def erase_many(self, requests: Requests, config: Optional[EraseConfig] = None,
                    camera: Optional[torch.Tensor] = None, measure: bool = True,
                    keep_erased: Optional[Inputs] = None, method: Optional[str] = None,
                    state_dir: Optional[Union[str, os.PathLike]] = None, trackers: Optional[Sequence[str]] = None,
-                   run: Optional[RunOptions] = None, **settings: Any) -> ManyErasureResult:
+                   run: Optional[RunOptions] = None, judge: Any = _identity.DEFAULT,
+                   **settings: Any) -> ManyErasureResult:
         """Erase SEVERAL people in one run and one patch, with a method that erases several people (default
         'joint'; a method that cannot is refused before any work, naming those that can).
 
@@ -201,7 +209,8 @@ class IdentityEraser:
         """
         raise_iterations = config is None and "iterations" not in settings
         config, options = self._resolve(config, method, settings, state_dir, trackers, run, default="joint")
-        return _requests.erase_many(self, requests, config, options, camera, measure, keep_erased, raise_iterations)
+        return _requests.erase_many(self, requests, config, options, camera, measure, keep_erased, raise_iterations,
+                                    judge)
 
     def default_config(self, method: Optional[str] = None, preset: Optional[str] = None,
                        **settings: Any) -> EraseConfig:

@@ -24,12 +24,13 @@ MEASURE_SAMPLES = 16
 @torch.no_grad()
 def erasure_result(generator: GeneratorAdapter, run: EraseRun, w_u: torch.Tensor, measure: bool = True,
                    photos: Optional[torch.Tensor] = None, photo_cams: Optional[torch.Tensor] = None,
-                   config: Optional[EraseConfig] = None) -> ErasureResult:
+                   config: Optional[EraseConfig] = None, identity: Optional[dict] = None) -> ErasureResult:
     """Render and measure a finished run -> :class:`ErasureResult` (the patch is applied only while rendering).
 
     w_u [K, num_ws, w_dim] the erased codes; photos [K, 3, H', W'] in [-1, 1] (or None) the photos they came
     from and photo_cams [K, c_dim] their cameras; ``measure`` adds the pixel metrics on MEASURE_SAMPLES random
-    codes; ``config`` (the run's) fills the verdict's advice.
+    codes; ``config`` (the run's) fills the verdict's advice; ``identity`` is the identity check of the request
+    codes (``pipelines.identity_check.check_request``; None: no judge ran, and the verdict says so).
     """
     # Everything the source generator renders first, then the patch is applied once for the patched renders.
     w_t = run.w_target
@@ -50,19 +51,21 @@ def erasure_result(generator: GeneratorAdapter, run: EraseRun, w_u: torch.Tensor
     return ErasureResult(patch=run.patch, w_source=w_u, w_target=w_t, history=run.history, images_before=before,
                          images_after=after, target_images=target, views_before=views_before,
                          views_after=views_after, metrics=metrics, seconds=run.seconds,
-                         photos=None if photos is None else photos.detach().cpu(), verdict=_judge(metrics, config))
+                         photos=None if photos is None else photos.detach().cpu(),
+                         verdict=_judge(metrics, config, identity))
 
 
 @torch.no_grad()
 def people_figures(generator: GeneratorAdapter, run: EraseRun, codes: Sequence[torch.Tensor],
                    photos: Sequence[Optional[torch.Tensor]], cams: Sequence[Optional[torch.Tensor]],
-                   config: Optional[EraseConfig] = None, measure: bool = True
-                   ) -> tuple[list[dict[str, float]], list[Verdict]]:
+                   config: Optional[EraseConfig] = None, measure: bool = True,
+                   identities: Optional[Sequence[dict]] = None) -> tuple[list[dict[str, float]], list[Verdict]]:
     """Each person's figures after a joint run, as :func:`erasure_result` measures one person: their codes
     ``codes[i]`` [K_i, num_ws, w_dim] before and after the patch against their targets (``run.w_target``, the
     people's codes in order), the preservation figures on random codes (shared by everyone) and, with photos
     ``photos[i]`` [K_i, 3, H', W'] (+ cameras ``cams[i]``), the photo fit. -> (metrics per person, verdict per
-    person); without ``measure`` only the photo fit, and verdicts that say nothing was measured."""
+    person); without ``measure`` only the photo fit, and verdicts that say nothing was measured. ``identities``:
+    each person's identity check (as :func:`erasure_result`'s ``identity``)."""
     targets = torch.split(run.w_target, [c.shape[0] for c in codes])
     before = [synthesize(generator, w, camera=c) for w, c in zip(codes, cams)]
     target = [synthesize(generator, t, camera=c) for t, c in zip(targets, cams)]
@@ -78,11 +81,12 @@ def people_figures(generator: GeneratorAdapter, run: EraseRun, codes: Sequence[t
         if photos[i] is not None:
             m.update(photo_fit(photos[i], before[i], after[i]))
         metrics.append(m)
-    return metrics, [_judge(m, config) for m in metrics]
+    identities = list(identities) if identities is not None else [None] * len(metrics)
+    return metrics, [_judge(m, config, i) for m, i in zip(metrics, identities)]
 
 
-def _judge(metrics: dict[str, float], config: Optional[EraseConfig]) -> Verdict:
-    return judge_erasure(metrics, getattr(config, "iterations", None), getattr(config, "lr", None))
+def _judge(metrics: dict[str, float], config: Optional[EraseConfig], identity: Optional[dict] = None) -> Verdict:
+    return judge_erasure(metrics, getattr(config, "iterations", None), getattr(config, "lr", None), identity)
 
 
 def _mse(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -12,11 +12,11 @@ import torch
 
 from guide_unlearn.config import EraseConfig, RunOptions
 from guide_unlearn.engine import run_erase
-from guide_unlearn.errors import ConfigError, GuideUnlearnError, InputError
+from guide_unlearn.errors import ConfigError, GuideUnlearnError, InputError, TargetError
 from guide_unlearn.methods import check_supported, get_method
 from guide_unlearn.methods.robust import RobustServices
 from guide_unlearn.outputs import ErasureResult, ManyErasureResult
-from guide_unlearn.pipelines import measure, photos
+from guide_unlearn.pipelines import identity_check, measure, photos
 from guide_unlearn.pipelines.components import EraserParts, provenance
 from guide_unlearn.pipelines.photos import Inputs
 
@@ -26,15 +26,33 @@ Requests = Union[Mapping[str, Inputs], Sequence[tuple[str, Inputs]]]
 
 def erase_one(eraser: EraserParts, inputs: Inputs, config: EraseConfig, run: RunOptions,
               camera: Optional[torch.Tensor] = None, measure_it: bool = True, face: photos.Faces = None,
-              keep_erased: Optional[Inputs] = None) -> ErasureResult:
-    """The body of :meth:`IdentityEraser.erase` once its settings are resolved (see there)."""
+              keep_erased: Optional[Inputs] = None, judge: Any = identity_check.DEFAULT) -> ErasureResult:
+    """The body of :meth:`IdentityEraser.erase` once its settings are resolved (see there); ``judge``: who checks
+    identity (:func:`guide_unlearn.pipelines.identity_check.bind`)."""
     check_supported(config.method, people=1, keep=keep_erased is not None)
     w_u, images, cams = photos.codes(eraser, inputs, camera, face, progress=run.progress)
     keep = photos.keep_codes(eraser, keep_erased, camera)
+    person_judge, no_judge = identity_check.bind(eraser, judge, inputs, w_u, face=face)
     services = method_services(eraser, config, w_u, images, cams)
-    done = run_erase(eraser.generator, w_u, config, eraser.perceptual, eraser.identity_model, keep=keep,
-                     services=services, run=run, extra_metadata=provenance(eraser.name))
-    result = measure.erasure_result(eraser.generator, done, w_u, measure_it, images, cams, config)
+    retries = identity_check.RETRIES if person_judge is not None and measure_it else 0
+    for retry in range(retries + 1):  # while the judge still recognises the person: again, with a farther target
+        try:
+            done = run_erase(eraser.generator, w_u, config, eraser.perceptual, eraser.identity_model, keep=keep,
+                             services=services, run=run, judge=person_judge,
+                             extra_metadata={**provenance(eraser.name), **({"identity_retries": retry} if retry else {})})
+        except TargetError:
+            if retry == 0:
+                raise
+            break  # no farther target is someone else: the last erase stands, and its verdict says it failed
+        done_config = config
+        identity = (identity_check.check_request(eraser.generator, done.patch, w_u, person_judge, no_judge)[0]
+                    if measure_it else None)
+        if identity is not None:
+            identity["retries"] = retry
+        if not (identity and identity.get("recognised")):
+            break
+        config = identity_check.farther(config, eraser.generator)
+    result = measure.erasure_result(eraser.generator, done, w_u, measure_it, images, cams, done_config, identity)
     if result.succeeded is False:
         logger.warning("the erase did not succeed: %s", "; ".join(result.verdict.problems))
     return result
@@ -42,8 +60,10 @@ def erase_one(eraser: EraserParts, inputs: Inputs, config: EraseConfig, run: Run
 
 def erase_many(eraser: EraserParts, requests: Requests, config: EraseConfig, run: RunOptions,
                camera: Optional[torch.Tensor] = None, measure_it: bool = True,
-               keep_erased: Optional[Inputs] = None, raise_iterations: bool = False) -> ManyErasureResult:
-    """The body of :meth:`IdentityEraser.erase_many` once its settings are resolved (see there).
+               keep_erased: Optional[Inputs] = None, raise_iterations: bool = False,
+               judge: Any = identity_check.DEFAULT) -> ManyErasureResult:
+    """The body of :meth:`IdentityEraser.erase_many` once its settings are resolved (see there); ``judge`` as in
+    :func:`erase_one`, bound to every person's rows.
     ``raise_iterations``: raise ``config.iterations`` so that every person is visited at least half as often as a
     single erase visits its person (for a config the caller did not give iterations for)."""
     items = request_items(requests)
@@ -64,10 +84,16 @@ def erase_many(eraser: EraserParts, requests: Requests, config: EraseConfig, run
     ids = [rid for rid, _ in items]
     w_u, person = torch.cat(codes), torch.tensor(person_of, dtype=torch.long)
     keep = photos.keep_codes(eraser, keep_erased, camera)
+    person_judge, no_judge = identity_check.bind(eraser, judge, _flat_photos(items), w_u, person_of=person)
     services = method_services(eraser, config, w_u, None, None)
     done = run_erase(eraser.generator, w_u, config, eraser.perceptual, eraser.identity_model, person_of=person,
-                     person_ids=ids, keep=keep, services=services, run=run, extra_metadata=provenance(eraser.name))
-    metrics, verdicts = measure.people_figures(eraser.generator, done, codes, images, cams, config, measure_it)
+                     person_ids=ids, keep=keep, services=services, run=run, extra_metadata=provenance(eraser.name),
+                     judge=person_judge)
+    groups = [torch.nonzero(person == p).flatten() for p in range(len(ids))]
+    identities = (identity_check.check_request(eraser.generator, done.patch, w_u, person_judge, no_judge, groups)
+                  if measure_it else None)
+    metrics, verdicts = measure.people_figures(eraser.generator, done, codes, images, cams, config, measure_it,
+                                               identities)
     similarity = (measure.people_target_similarity(eraser.generator, eraser.identity_model, w_u, done.w_target,
                                                    person, config) if measure_it else {})
     failed = [rid for rid, v in zip(ids, verdicts) if v.succeeded is False]
@@ -108,6 +134,18 @@ def _robust_services(eraser: EraserParts, config: EraseConfig, w_u: torch.Tensor
 SERVICE_BUILDERS = {RobustServices: _robust_services}
 """Services class (``EraseMethod.services``) -> the function that builds them for a run: (eraser, config, codes,
 photos or None, cameras or None) -> services."""
+
+
+def _flat_photos(items: list[tuple[str, Inputs]]) -> Optional[list]:
+    """Every request's photos in row order when every request is given as photos (paths / PIL), else None (the
+    identity judge then compares with the source model's renderings)."""
+    flat: list = []
+    for _, inputs in items:
+        got = identity_check.photo_items(inputs)
+        if got is None:
+            return None
+        flat += got
+    return flat
 
 
 def request_items(requests: Requests) -> list[tuple[str, Inputs]]:

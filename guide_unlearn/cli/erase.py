@@ -52,8 +52,13 @@ def add_parser(sub) -> None:
     p.add_argument("--download", action="store_true",
                    help="download the model's official files if they are missing (off by default)")
     p.add_argument("--strict", action="store_true",
-                   help=f"exit {EXIT_NOT_ERASED} when the measured figures say the person was not erased (or others "
-                        "were not kept); the patch is still written")
+                   help=f"exit {EXIT_NOT_ERASED} when the measured figures say the person was not erased (the identity "
+                        "judge still recognises them, or the pixels did not move) or others were not kept; the patch "
+                        "is still written")
+    p.add_argument("--judge", default="offline-v1", choices=("offline-v1", "paper-v1", "toy-v1", "none"),
+                   help="the audit protocol whose identity judge checks that the target and the erased person are "
+                        "no longer the person (default offline-v1: dlib; 'none': identity not checked, and the "
+                        "verdict says so)")
     p.set_defaults(func=run)
 
 
@@ -166,6 +171,8 @@ def run(args: argparse.Namespace) -> int:
         inputs = list(args.photos)
     if args.no_align and latent is None:
         inputs = eraser.invert(inputs, camera=camera, align=False, progress=not args.quiet)
+    if args.judge != "offline-v1":
+        eraser.identity_judge = None if args.judge == "none" else args.judge
     with _one_verdict_line():
         result = eraser.erase(inputs, config=config, camera=camera, face=args.face, run=run_options)
     result.patch.save_pretrained(out, overwrite=args.overwrite)
@@ -178,6 +185,8 @@ def run(args: argparse.Namespace) -> int:
                       "patch_folder_bytes": sum(f.stat().st_size for f in out.iterdir() if f.is_file()),
                       "seconds": round(result.seconds, 2), "erased": verdict.succeeded, "verdict": verdict.to_dict(),
                       "metrics": result.metrics, "final_losses": result.patch.metadata.get("final_losses")}))
+    if verdict.notes:
+        print(f"guide-unlearn erase: note: {'; '.join(verdict.notes)}", file=sys.stderr)
     if verdict.succeeded is False:
         problems = "; ".join(verdict.problems)
         if args.strict:

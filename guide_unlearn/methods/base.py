@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar, ContextManager, Mappi
 import torch
 
 from ..errors import ConfigError
-from ..protocols import GeneratorAdapter, IdentityModel, PerceptualDistance
+from ..protocols import GeneratorAdapter, IdentityModel, PerceptualDistance, PersonJudge
 
 if TYPE_CHECKING:
     from ..config import EraseConfig
@@ -106,7 +106,8 @@ class Erasure:
 class RunContext:
     """What the loop gives a method: the generator (rendering G_u while the patch trains), the recipe, the
     networks of the loss, the run's single seeded torch.Generator, the resolved UFO distance and adjacency range,
-    who is erased, and the pipeline services the method declared (:attr:`EraseMethod.services`)."""
+    who is erased, the pipeline services the method declared (:attr:`EraseMethod.services`), and the identity
+    ``judge`` bound to the request (None: targets are not checked) with the record of its target check."""
 
     generator: GeneratorAdapter
     cfg: "EraseConfig"
@@ -117,6 +118,8 @@ class RunContext:
     alpha: tuple[float, float]
     erasure: Erasure
     services: Any = None
+    judge: Optional[PersonJudge] = None
+    target_record: Optional[dict[str, Any]] = None
 
     @property
     def device(self) -> torch.device:
@@ -210,6 +213,21 @@ class EraseMethod:
         ``parameters`` are what the run trains, by name (the LoRA factors, or the synthesis weights of a full
         fine-tune); inside ``source()`` the generator renders G_s. A method with a penalty on the parameters (e.g.
         Fisher-weighted preservation) keeps them and estimates what it needs here."""
+
+    def checked(self, w_t: torch.Tensor) -> torch.Tensor:
+        """The targets w_t [K, num_ws, w_dim] of the request's codes (``ctx.erasure.codes``, in their order), each
+        moved until the run's identity judge counts it as someone other than its person
+        (:func:`guide_unlearn.targets.checked_targets`; TargetError before training when none is found); w_t as it
+        is without a judge. Every method calls it in :meth:`setup` on the targets of the people it erases."""
+        from ..targets import checked_targets
+
+        ctx = self.ctx
+        if ctx.judge is None:
+            return w_t
+        w_t, ctx.target_record = checked_targets(ctx.erasure.codes, w_t, ctx.judge,
+                                                 lambda z: ctx.generator.mapping(z, None), ctx.generator.w_avg,
+                                                 ctx.generator.z_dim, seed=ctx.cfg.seed)
+        return w_t
 
     def targets(self) -> torch.Tensor:
         """The targets [K, num_ws, w_dim] of the erased codes, in their order (memory only)."""

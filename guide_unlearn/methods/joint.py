@@ -204,7 +204,7 @@ class JointMethod(LoraMethod):
         ctx, mc = self.ctx, self.config
         req = ctx.erasure
         self.erased_people, self.erased_codes = req.people, int(req.codes.shape[0])
-        self.w_t = self.person_targets(req.codes, req.person_of)
+        self.w_t = self.checked(self.person_targets(req.codes, req.person_of))
         self.w_u, self.person_of, self.people = req.codes, req.person_of, req.people
         if req.keep is not None:  # earlier people: their target is their own code under G_s (already erased there)
             self.w_u, self.w_t = torch.cat([self.w_u, req.keep]), torch.cat([self.w_t, req.keep])

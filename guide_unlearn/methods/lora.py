@@ -28,7 +28,7 @@ class LoraMethod(EraseMethod):
         need(ctx.erasure.people == 1, f"method {ctx.cfg.method!r} erases one person; give the codes of one person, "
                                       "or use a method that erases several people (method='joint')")
         self.w_u = ctx.erasure.codes
-        self.w_t = self.person_targets(self.w_u, ctx.erasure.person_of)
+        self.w_t = self.checked(self.person_targets(self.w_u, ctx.erasure.person_of))
 
     def person_targets(self, codes: torch.Tensor, person_of: torch.Tensor) -> torch.Tensor:
         """Where the erased codes [K, num_ws, w_dim] (of people ``person_of`` [K]) are sent: their UFO targets

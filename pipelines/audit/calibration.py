@@ -103,7 +103,7 @@ def calibrate_same_person_rule(judge: Judge, photos: Union[PhotoSpec, PhotoSet],
     label = np.array(people)
     different = label[:, None] != label[None, :]
     same_person = ~different & ~np.eye(len(label), dtype=bool)
-    rule0 = judge.same_person
+    rule0 = getattr(judge, "published", None) or judge.same_person  # the network's own cut, not a calibration
     scores = pair_scores(probes, full, rule0.metric)
     cut = cut_at_false_accept_rate(scores[different], far, rule0.metric)
     cos_cut = cut_at_false_accept_rate(pair_scores(probes, full, "cosine")[different], far, "cosine")

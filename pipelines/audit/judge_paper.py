@@ -19,6 +19,12 @@ from .rule import SamePersonRule
 EMBED_BATCH = 16
 
 
+RULE = SamePersonRule("CurricularFace", "cosine", 0.3, "a documented choice: CurricularFace publishes no fixed "
+                      "threshold; see docs/audit.md")
+"""paper-v1's one same-person rule (``CURRICULARFACE_COSINE_THRESHOLD``; the audit and the erase's identity check read
+it from the judge)."""
+
+
 class CurricularJudge(DetectingJudge):
     """paper-v1: MTCNN finds faces and their 5 landmarks, a similarity warp puts them on the 112x112
     ArcFace/InsightFace template ("arcface" style), CurricularFace IR-101 embeds them (inputs (x - 0.5) / 0.5,
@@ -34,16 +40,14 @@ class CurricularJudge(DetectingJudge):
     frechet_metric = "fid"
 
     def __init__(self, style: str, resolution: int, depth: Optional[int] = 101):
-        from guide_unlearn.adapters.identity.arcface import CURRICULARFACE_COSINE_THRESHOLD, load_curricularface
+        from guide_unlearn.adapters.identity.arcface import load_curricularface
         from guide_unlearn.adapters.perceptual.fid_inception import load_fid_inception
 
         self.model = load_curricularface(depth=depth)
         self.inception = load_fid_inception()
         super().__init__(style, resolution)
         self.name = f"CurricularFace {self.model.depth}"
-        self.same_person = SamePersonRule(self.name, "cosine", CURRICULARFACE_COSINE_THRESHOLD,
-                                          "a documented choice: CurricularFace publishes no fixed threshold; see "
-                                          "docs/audit.md")
+        self.same_person = RULE
 
     @torch.no_grad()
     def _embed(self, crops: list[Image.Image]) -> np.ndarray:

@@ -15,6 +15,11 @@ from .photos import Photo
 from .rule import SamePersonRule
 
 
+RULE = SamePersonRule("toy-identity (random weights, tests only)", "cosine", 0.9, "ARBITRARY: the toy network is random and has no published "
+                      "threshold")
+"""toy-v1's one same-person rule (the audit and the erase's identity check read it from the judge)."""
+
+
 class ToyJudge(Judge):
     """toy-v1: the random ToyIdentityNet (seed 0) on whole images; same person when cosine >= 0.9 (arbitrary).
 
@@ -26,8 +31,7 @@ class ToyJudge(Judge):
         self.net = ToyIdentityNet(seed=0)
         self.resolution = resolution
         self.name = self.net.name
-        self.same_person = SamePersonRule(self.name, "cosine", 0.9, "ARBITRARY: the toy network is random and has "
-                                          "no published threshold")
+        self.same_person = RULE
 
     def photo(self, image: Image.Image, label: str, person: str, eraser) -> Photo:
         from guide_unlearn.images import pil_to_tensor

@@ -382,7 +382,8 @@ def test_erase_many_judges_each_person_with_the_figures_erase_measures():
     for rid in ("a", "b"):
         alone = erasure_result(eraser.generator, EraseRun(result.patch, result.w_target[rid], [], 0.0),
                                result.w_source[rid], config=EraseConfig.from_dict(
-                                   result.patch.metadata["erase_config"]))  # judged as erase judges one person
+                                   result.patch.metadata["erase_config"]),  # judged as erase judges one person
+                               identity=result.verdicts[rid].identity)  # with the same identity check
         assert result.metrics[rid] == pytest.approx(alone.metrics)
         verdict = result.verdicts[rid]
         assert isinstance(verdict, Verdict) and verdict == alone.verdict

@@ -160,3 +160,33 @@ def test_a_run_resumed_after_an_interrupt_gives_the_same_patch(case, tmp_path):
     resumed = _erase(eraser, case, state_dir=tmp_path, checkpoint_every=1)
     assert resumed.patch_id == _made(case).patch_id
     assert not (tmp_path / STATE_FILE).exists()
+
+
+class _FirstTargetsRecognised:
+    """An identity judge that recognises the first targets a method chooses (its second call; the first is the
+    person's own codes) and nothing else."""
+
+    name = "toy-first-targets"
+
+    def __init__(self):
+        from guide_unlearn.pipelines.audit import SamePersonRule
+
+        self.rule = SamePersonRule(self.name, "euclidean", 0.5, "tests")
+        self.calls = 0
+
+    def recognise(self, ws, rows):
+        from guide_unlearn.protocols import Recognition
+
+        self.calls += 1
+        n = ws.shape[0]
+        hit = torch.full((n,), self.calls == 2)
+        return Recognition(torch.where(hit, 0.1, 0.9).double(), torch.zeros(n, dtype=torch.float64),
+                           torch.ones(n, dtype=torch.bool), hit)
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_every_method_moves_a_target_its_identity_judge_recognises(case):
+    patch = _erase(_eraser(case.family), case, judge=lambda eraser, inputs, w_u, person_of: _FirstTargetsRecognised())
+    record = patch.metadata["target_identity"]
+    assert record["judge"] == "toy-first-targets" and record["moved"] == case.people
+    assert [c["attempt"] for c in record["codes"]] == [1] * case.people
