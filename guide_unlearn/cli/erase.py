@@ -108,18 +108,19 @@ def _check_latent_fits(eraser, latent, config, path: str) -> None:
 
 @contextlib.contextmanager
 def _one_verdict_line():
-    """The CLI prints the not-erased verdict itself (once, with what to do): the eraser's own log line of it is
-    held back while the command runs."""
-    log = logging.getLogger("guide_unlearn.pipelines.requests")  # where erase logs its verdict
-
+    """The CLI prints the not-erased verdict itself (once, with what to do): the library's own log line of it,
+    whichever module logs it, is held back by the log handlers while the command runs."""
     def drop(record: logging.LogRecord) -> bool:
         return not str(record.msg).startswith("the erase did not succeed")
 
-    log.addFilter(drop)
+    handlers = list(logging.getLogger().handlers)
+    for handler in handlers:
+        handler.addFilter(drop)
     try:
         yield
     finally:
-        log.removeFilter(drop)
+        for handler in handlers:
+            handler.removeFilter(drop)
 
 
 def run(args: argparse.Namespace) -> int:
