@@ -61,14 +61,13 @@ class AuditedModel:
 def load_reference(spec: Union[str, os.PathLike, Any], eraser) -> Any:
     """The comparison model of an audit: a registry name or a local checkpoint / folder (loaded on the eraser's
     device), or an IdentityEraser. ReferenceMismatchError when its generator is of another family or renders at
-    another resolution than ``eraser``'s; ConfigError for anything else. -> an IdentityEraser."""
-    from guide_unlearn.pipelines.eraser import IdentityEraser
-
+    another resolution than ``eraser``'s; ConfigError for anything else. -> an IdentityEraser (built by the audited
+    eraser's own class, so the audit never imports the eraser module: no import cycle)."""
     if isinstance(spec, (str, os.PathLike)):
         if not str(spec):
             raise ConfigError("reference= is empty; pass a registry name or a model folder (e.g. 'demo-faces')")
-        reference = IdentityEraser.from_pretrained(str(spec), device=eraser.device)
-    elif isinstance(spec, IdentityEraser):
+        reference = type(eraser).from_pretrained(str(spec), device=eraser.device)
+    elif isinstance(spec, type(eraser)):
         reference = spec
     else:
         raise ConfigError(f"reference= takes a registry name, a model path or an IdentityEraser, got "
