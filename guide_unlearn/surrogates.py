@@ -31,7 +31,8 @@ from torch import nn
 
 from .errors import ConfigError
 
-__all__ = ["DeviationEmbedding", "SurrogateNetwork", "SurrogateTraining", "pair_cosines", "train_surrogates"]
+__all__ = ["DeviationEmbedding", "SurrogateNetwork", "SurrogateTraining", "face_directions", "pair_cosines",
+           "train_surrogates"]
 
 
 class SurrogateNetwork(nn.Module):
@@ -44,11 +45,16 @@ class SurrogateNetwork(nn.Module):
     almost the same — the case where UFO's targets are almost the same — differ in s by O(1), so a smooth network
     can still send them to different faces. Without :meth:`fit` (or for one code) s = x.
 
+    With ``basis`` (orthonormal rows [q, num_ws·w_dim], e.g. :func:`face_directions`) the correction is projected
+    onto that subspace: a free direction in W+ of the same length renders no face, while the principal directions of
+    mapped codes do.
+
     num_ws, w_dim: the generator's code shape; hidden: width of the correction MLP; generator: the seeded
     torch.Generator of the input layer's initial weights (the output layer starts at zero).
     """
 
-    def __init__(self, num_ws: int, w_dim: int, hidden: int = 256, generator: Optional[torch.Generator] = None):
+    def __init__(self, num_ws: int, w_dim: int, hidden: int = 256, generator: Optional[torch.Generator] = None,
+                 basis: Optional[torch.Tensor] = None):
         super().__init__()
         if hidden < 1:
             raise ConfigError(f"the surrogate network needs hidden >= 1, got {hidden}")
@@ -63,6 +69,9 @@ class SurrogateNetwork(nn.Module):
             self.out.bias.zero_()
         self.register_buffer("centre", torch.zeros(size))
         self.register_buffer("spread", torch.ones(()))
+        if basis is not None and (basis.ndim != 2 or basis.shape[1] != size):
+            raise ConfigError(f"the surrogate basis must be [q, {size}] orthonormal rows, got {list(basis.shape)}")
+        self.register_buffer("basis", None if basis is None else basis.detach().clone())
 
     def directions(self, w_u: torch.Tensor, w_avg: torch.Tensor) -> torch.Tensor:
         """UFO's identity directions: w_u [K, num_ws, w_dim] -> unit rows [K, num_ws·w_dim]."""
@@ -83,8 +92,28 @@ class SurrogateNetwork(nn.Module):
     def forward(self, w_u: torch.Tensor, w_avg: torch.Tensor, distance: float) -> torch.Tensor:
         """w_u [K, num_ws, w_dim], w_avg [w_dim] or [num_ws, w_dim] -> w_t [K, num_ws, w_dim]."""
         x = self.directions(w_u, w_avg)
-        h = x + self.out(F.leaky_relu(self.inp((x - self.centre) / self.spread), 0.2))
+        correction = self.out(F.leaky_relu(self.inp((x - self.centre) / self.spread), 0.2))
+        if self.basis is not None:  # keep the correction among the directions where the generator renders faces
+            correction = (correction @ self.basis.T) @ self.basis
+        h = x + correction
         return w_avg.to(w_u).expand_as(w_u[0]) - distance * F.normalize(h, dim=1, eps=1e-12).view_as(w_u)
+
+
+@torch.no_grad()
+def face_directions(mapping: Callable[..., torch.Tensor], w_avg: torch.Tensor, z_dim: int, rank: int,
+                    generator: torch.Generator, samples: Optional[int] = None,
+                    truncation_psi: float = 1.0) -> torch.Tensor:
+    """The top ``rank`` principal directions of mapped codes around w_avg: ``samples`` (default 4·rank) codes
+    mapping(z [n, z_dim], truncation_psi=...) -> [n, num_ws, w_dim], z drawn from ``generator``.
+    -> orthonormal rows [rank', num_ws·w_dim] (rank' = min(rank, samples))."""
+    n = samples if samples is not None else 4 * rank
+    if rank < 1 or n < 1:
+        raise ConfigError(f"face_directions needs rank >= 1 and samples >= 1, got {rank}, {n}")
+    z = torch.randn(n, z_dim, generator=generator, device=generator.device)
+    ws = mapping(z, truncation_psi=truncation_psi)
+    x = (ws - w_avg.to(ws).expand_as(ws[0])).flatten(1).double()
+    _, _, vh = torch.linalg.svd(x, full_matrices=False)
+    return vh[:min(rank, vh.shape[0])].to(ws.dtype)
 
 
 class DeviationEmbedding:
