@@ -2,7 +2,8 @@
 
 Shipped: ``lora`` (GUIDE with a LoRA forget patch, one person; the default), ``paper`` (the official GUIDE recipe: a
 full fine-tune of the synthesis), ``joint`` (several people in one patch, and continual erases that keep earlier
-people erased) and ``robust`` (attack-and-erase rounds against re-inversion). ``list_methods()`` names them.
+people erased), ``robust`` (attack-and-erase rounds against re-inversion) and ``sugar`` (``joint`` with learned
+distinct surrogate targets and Fisher-weighted preservation). ``list_methods()`` names them.
 
 How to add a method — one file that registers itself:
 
@@ -34,6 +35,7 @@ from . import lora  # noqa: E402,F401,I001
 from . import paper  # noqa: E402,F401
 from . import joint  # noqa: E402,F401
 from . import robust  # noqa: E402,F401
+from . import sugar  # noqa: E402,F401
 
 __all__ = ["EraseMethod", "Erasure", "LoraSettings", "LossTerm", "MethodConfig", "RegisteredMethod", "RunContext",
            "StepRows", "check_supported", "get_method", "list_methods", "register_method"]

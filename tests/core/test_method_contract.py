@@ -24,6 +24,7 @@ METHODS: list[tuple[str, dict[str, Any], int]] = [
     ("lora", {}, 1),
     ("paper", {"target_distance": 1.0, "target_distance_relative": True}, 1),
     ("joint", {"persons_per_step": 1}, 2),  # two people, one visited per step
+    ("sugar", {"persons_per_step": 1, "surrogate_steps": 2, "fisher_samples": 2}, 2),
     ("robust", {"iterations": 1, "adversarial_rounds": 1, "adversarial_iterations": 1, "attack_steps": 1,
                 "attack_augmentations": 0, "round_attackers": ("scratch",), "bridge_samples": 1, "decoys": 1}, 1),
 ]
@@ -79,7 +80,7 @@ def _render(eraser) -> torch.Tensor:
 
 
 def test_the_table_covers_every_shipped_method():
-    assert {m for m, _, _ in METHODS} >= set(list_methods()[:4]) == {"lora", "paper", "joint", "robust"}
+    assert {m for m, _, _ in METHODS} >= set(list_methods()) >= {"lora", "paper", "joint", "robust", "sugar"}
 
 
 @pytest.mark.parametrize("case", CASES, ids=IDS)
