@@ -455,6 +455,10 @@ def _bundled_path(entry: CheckpointEntry) -> Path:
 
     path = bundled_model_dir(entry.bundled)
     if not (path / "config.json").is_file():
+        if (path / "README.md").is_file():  # the card is there, the weights are not: a model not trained yet
+            raise CheckpointError(f"the bundled model '{entry.name}' has no weights in this release ({path} holds "
+                                  "only its model card); train them with the command in its README.md and copy "
+                                  "config.json, the weights and the code book into that folder")
         raise CheckpointError(f"the bundled model '{entry.name}' is missing from this installation ({path}); "
                               "reinstall guide-unlearn (pip install -e . from a full checkout)")
     return path
