@@ -151,59 +151,88 @@ class SurrogateTraining:
     """What :func:`train_surrogates` returns (memory only).
 
     targets:  [K, num_ws, w_dim] the trained surrogate target codes (detached).
-    history:  per step {'loss', 'self', 'pair', 'near', 'self_cos_max', 'pair_cos_max'}.
+    history:  per step {'loss', 'self', 'pair', 'near', 'self_cos_max', 'pair_cos_max'} (over that step's people).
+    final:    {'self_cos_max', 'pair_cos_max'} over every code and every pair of people, from one last view.
     """
 
     targets: torch.Tensor
     history: list[dict[str, float]] = field(default_factory=list)
+    final: dict[str, float] = field(default_factory=dict)
+
+
+def _step_people(people: int, per_step: int, step: int, order: torch.Tensor) -> list[int]:
+    """Positions step·S .. step·S+S-1 (mod P) of the fixed permutation ``order``: every person is visited equally."""
+    return [int(order[(step * per_step + j) % people]) for j in range(per_step)]
+
+
+def _seed_from(generator: torch.Generator) -> torch.Generator:
+    """A fresh generator seeded from ``generator`` (one draw): one step's view, replayable for two renders."""
+    seed = int(torch.randint(0, 2 ** 31 - 1, (1,), generator=generator, device=generator.device))
+    return torch.Generator(device=generator.device).manual_seed(seed)
+
+
+def _terms(network, w_u, person_of, w_avg, distance, render, embed, view, margins, near_weight):
+    """One view's surrogate loss terms for the codes w_u [k] of people person_of [k] (0..S-1)."""
+    state = view.get_state()
+    with torch.no_grad():
+        images_u = render(w_u, view)
+        e_u = embed(images_u)
+    view.set_state(state)  # the same view (and noise) for the person and their target
+    images_t = render(network(w_u, w_avg, distance), view)
+    e_t = embed(images_t)
+    own = (e_t * e_u).sum(1)
+    pairs = pair_cosines(e_t, person_of)
+    self_term = F.relu(own - margins[0]).mean()
+    pair_term = F.relu(pairs - margins[1]).mean() if pairs.numel() else own.new_zeros(())
+    near = (images_t - images_u).square().mean()
+    return self_term + pair_term + near_weight * near, self_term, pair_term, near, own, pairs
 
 
 def train_surrogates(network: SurrogateNetwork, w_u: torch.Tensor, person_of: torch.Tensor, w_avg: torch.Tensor,
                      distance: float, render: Callable[[torch.Tensor, torch.Generator], torch.Tensor],
                      embed: Callable[[torch.Tensor], torch.Tensor], generator: torch.Generator, steps: int = 60,
                      lr: float = 1e-3, self_margin: float = 0.5, pair_margin: float = 0.5,
-                     near_weight: float = 0.0) -> SurrogateTraining:
+                     near_weight: float = 0.0, people_per_step: Optional[int] = None) -> SurrogateTraining:
     """Fit ``network`` to the run's codes (:meth:`SurrogateNetwork.fit`) and train it (Adam, ``steps`` steps at
     ``lr``) so that each person's surrogate is another face, the people's surrogates are different faces and, with
     ``near_weight`` > 0, close to the person's rendering.
 
     w_u:        [K, num_ws, w_dim] the people's codes; person_of [K] long person index 0..P-1 of each code.
     render:     (codes [N, num_ws, w_dim], torch.Generator) -> images [N, 3, H, W] of the SOURCE generator,
-                differentiable in the codes (the generator draws the view of the step).
+                differentiable in the codes (the generator draws the view of the step and any renderer sampling).
     embed:      images -> unit identity vectors [N, D], differentiable.
+    people_per_step: train on this many people per step (a fixed seeded permutation read cyclically, so the cost of
+                a step does not grow with P and every person is visited equally); None = everyone every step.
     Loss per step: mean relu(cos(e(w_t), e(w_u)) - self_margin) over codes + mean relu(cos(e_p, e_q) - pair_margin)
     over pairs of people (e_p: the mean of person p's target embeddings) + near_weight · pixel MSE(G(w_t), G(w_u)).
-    -> :class:`SurrogateTraining` (targets [K, num_ws, w_dim] detached, per-step history). With ``steps`` = 0 the
-    targets are the untrained network's (UFO's).
+    -> :class:`SurrogateTraining`. With ``steps`` = 0 the targets are the untrained network's (UFO's).
     """
     if steps < 0 or not lr > 0:
         raise ConfigError(f"surrogate training needs steps >= 0 and lr > 0, got steps={steps}, lr={lr}")
     network.fit(w_u, w_avg)
     optimizer = torch.optim.Adam(network.parameters(), lr=lr)
+    people = int(person_of.max()) + 1
+    per_step = people if people_per_step is None else max(1, min(int(people_per_step), people))
+    order = torch.randperm(people, generator=generator, device=generator.device).cpu()
+    margins = (self_margin, pair_margin)
     history: list[dict[str, float]] = []
-    for _ in range(steps):
-        view = torch.Generator(device=generator.device).manual_seed(int(torch.randint(
-            0, 2 ** 31 - 1, (1,), generator=generator)))
-        view_state = view.get_state()
-        with torch.no_grad():
-            images_u = render(w_u, view)
-            e_u = embed(images_u)
-        view.set_state(view_state)  # the same view (and noise) for the person and their target
-        images_t = render(network(w_u, w_avg, distance), view)
-        e_t = embed(images_t)
-        own = (e_t * e_u).sum(1)
-        pairs = pair_cosines(e_t, person_of)
-        self_term = F.relu(own - self_margin).mean()
-        pair_term = F.relu(pairs - pair_margin).mean() if pairs.numel() else own.new_zeros(())
-        near = (images_t - images_u).square().mean()
-        loss = self_term + pair_term + near_weight * near
+    for step in range(steps):
+        visited = _step_people(people, per_step, step, order)
+        rows = torch.cat([torch.nonzero(person_of == p).flatten() for p in visited])
+        local = torch.cat([torch.full((int((person_of == p).sum()),), j, dtype=torch.long)
+                           for j, p in enumerate(visited)]).to(person_of.device)
+        loss, self_term, pair_term, near, own, pairs = _terms(network, w_u[rows], local, w_avg, distance, render,
+                                                              embed, _seed_from(generator), margins, near_weight)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        history.append({"loss": float(loss.detach()), "self": float(self_term.detach()), "pair": float(pair_term.detach()),
-                        "near": float(near.detach()),
+        history.append({"loss": float(loss.detach()), "self": float(self_term.detach()),
+                        "pair": float(pair_term.detach()), "near": float(near.detach()),
                         "self_cos_max": float(own.detach().max()),
                         "pair_cos_max": float(pairs.detach().max()) if pairs.numel() else 0.0})
     with torch.no_grad():
+        *_, own, pairs = _terms(network, w_u, person_of, w_avg, distance, render, embed, _seed_from(generator),
+                                margins, near_weight)
         targets = network(w_u, w_avg, distance).detach()
-    return SurrogateTraining(targets, history)
+    final = {"self_cos_max": float(own.max()), "pair_cos_max": float(pairs.max()) if pairs.numel() else 0.0}
+    return SurrogateTraining(targets, history, final)

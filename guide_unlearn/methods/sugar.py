@@ -29,7 +29,7 @@ from ..fisher import diagonal_fisher, ewc_penalty, layer_weights, lora_deltas
 from ..protocols import module_of
 from ..surrogates import SurrogateNetwork, face_directions, train_surrogates
 from .base import LossTerm, StepRows, count, finite, need
-from .joint import JointConfig, JointMethod
+from .joint import JointConfig, JointMethod, PersonProgress, record_people
 from .registry import register_method
 
 logger = logging.getLogger(__name__)
@@ -70,6 +70,11 @@ class SugarConfig(JointConfig):
     fisher_output: str = "image"
     """What the retain objective compares: 'image' (every pixel) or 'identity' (the identity model's embedding;
     needs one)."""
+    done_cosine: float = 0.0
+    """Per-person early stop by identity (0 = off; needs an identity model): a person whose rendering under the
+    patch being trained has an identity cosine to their rendering before the run at or below this counts as erased
+    and leaves the loss until a later visit finds them above it again; the run ends when every person is erased.
+    Replaces ``joint_done_ratio``'s L_local gauge by the identity model's own verdict."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -89,6 +94,10 @@ class SugarConfig(JointConfig):
             need(finite(v) and v >= 0, f"{name} must be a finite number >= 0, got {v!r}")
         need(self.fisher_output in FISHER_OUTPUTS,
              f"fisher_output must be one of {FISHER_OUTPUTS}, got {self.fisher_output!r}")
+        need(finite(self.done_cosine) and -1 < self.done_cosine < 1,
+             f"done_cosine must be a cosine in (-1, 1) (0 = off), got {self.done_cosine!r}")
+        need(not (self.done_cosine and self.joint_done_ratio),
+             "give one early stop: done_cosine (by identity) or joint_done_ratio (by L_local), not both")
 
 
 class SugarMethod(JointMethod):
@@ -100,12 +109,27 @@ class SugarMethod(JointMethod):
         need(not (mc.fisher_output == "identity" and mc.ewc_weight > 0 and identity is None),
              "fisher_output='identity' needs an identity model; pass identity_model= to the eraser (e.g. "
              "load_identity_model('faceapi')) or use fisher_output='image'")
+        need(not (mc.done_cosine and identity is None),
+             "done_cosine needs an identity model; pass identity_model= to the eraser (e.g. "
+             "load_identity_model('faceapi')) or set done_cosine=0")
 
     def setup(self) -> None:
         self.seeded = torch.Generator(device=self.ctx.device).manual_seed(self.ctx.cfg.seed + SEED_OFFSET)
         self.surrogates: dict[str, Any] = {"steps": 0}
         self.fisher: Optional[dict[str, torch.Tensor]] = None
         super().setup()  # calls person_targets
+        self.source_identity: Optional[torch.Tensor] = None
+        if self.config.done_cosine:
+            self._track_identity()
+
+    def _track_identity(self) -> None:
+        """Per-person early stop by identity: each erased code's identity before the run [K, D] and the progress."""
+        ctx, k = self.ctx, self.erased_codes
+        with torch.no_grad():
+            view = torch.Generator(device=ctx.device).manual_seed(ctx.cfg.seed + SEED_OFFSET + 1)
+            self.source_identity = ctx.identity.embed(self.render(self.w_u[:k], view)).float()
+        self.progress = IdentityProgress(self.config.done_cosine, self.erased_people, self.people)
+        self.cosines: list[float] = []
 
     def render(self, ws: torch.Tensor, view: torch.Generator) -> torch.Tensor:
         """The generator renders codes [N, num_ws, w_dim] from one view drawn from ``view`` (which also draws any
@@ -132,10 +156,10 @@ class SugarMethod(JointMethod):
         net = SurrogateNetwork(g.num_ws, g.w_dim, mc.surrogate_hidden, self.seeded, basis=basis).to(ctx.device)
         trained = train_surrogates(net, codes, person_of, g.w_avg, ctx.distance, self.render, identity.embed,
                                    self.seeded, steps=mc.surrogate_steps, lr=mc.surrogate_lr,
-                                   self_margin=mc.self_margin, pair_margin=mc.pair_margin, near_weight=mc.near_weight)
-        last = trained.history[-1]
+                                   self_margin=mc.self_margin, pair_margin=mc.pair_margin, near_weight=mc.near_weight,
+                                   people_per_step=mc.persons_per_step)
         self.surrogates = {"steps": mc.surrogate_steps, "identity_model": getattr(identity, "name", None),
-                           "self_cos_max": round(last["self_cos_max"], 4), "pair_cos_max": round(last["pair_cos_max"], 4)}
+                           **{k: round(v, 4) for k, v in trained.final.items()}}
         return trained.targets
 
     def start(self, parameters: Mapping[str, torch.nn.Parameter], source: Callable[[], ContextManager[None]]
@@ -158,6 +182,8 @@ class SugarMethod(JointMethod):
         self.fisher = diagonal_fisher(outputs, ws, weights, self.seeded)
 
     def extra_loss(self, step: int, rows: StepRows, out_u: Any, out_s: Any) -> list[LossTerm]:
+        if self.source_identity is not None:
+            self._judge(rows, out_u.images[:rows.k])
         if self.fisher is None:
             return []
         model = module_of(self.ctx.generator)
@@ -166,6 +192,31 @@ class SugarMethod(JointMethod):
             deltas.update(lora_deltas(model, adapter, [m for m, a in self.wrapped.items() if a == adapter]))
         return [LossTerm("ewc", ewc_penalty(self.fisher, deltas), self.config.ewc_weight)]
 
+    def _judge(self, rows: StepRows, images: torch.Tensor) -> None:
+        """Identity cosine of each local row's G_u rendering to the code's rendering before the run (kept people's
+        rows: 1, never done)."""
+        index = rows.info if rows.info is not None else torch.arange(rows.k, device=images.device)
+        with torch.no_grad():
+            now = self.ctx.identity.embed(images.detach()).float()
+        known = index < self.erased_codes
+        cos = torch.ones(rows.k, device=now.device)
+        cos[known] = (now[known] * self.source_identity[index[known]]).sum(1)
+        self.cosines = cos.tolist()
+
+    def observe(self, step: int, rows: StepRows, loss: Any) -> bool:
+        if self.source_identity is None:
+            return super().observe(step, rows, loss)
+        if self.schedule is not None:
+            record_people(self.per_person, self.person_of[rows.info], loss.local_rows, step)
+            person_rows = self.schedule.person_rows(step)
+        else:
+            person_rows = [0] * rows.k
+        self.progress.update(person_rows, self.cosines, step)
+        if self.progress.finished:  # every person erased by the identity model's verdict
+            self.stopped_at = step
+            return True
+        return False
+
     def metadata(self, final: Mapping[str, float]) -> dict[str, Any]:
         out = super().metadata(final)
         out["surrogates"] = dict(self.surrogates)
@@ -173,6 +224,16 @@ class SugarMethod(JointMethod):
             out["fisher"] = {"samples": self.config.fisher_samples, "output": self.config.fisher_output,
                              "layers": len(self.fisher)}
         return out
+
+
+class IdentityProgress(PersonProgress):
+    """:class:`~guide_unlearn.methods.joint.PersonProgress` judged by identity: ``update`` takes each visited row's
+    identity cosine to its rendering before the run, and a person is done while the mean over their codes is <=
+    ``threshold`` (every person's reference value is 1, so ``ratio`` times it is the threshold itself)."""
+
+    def __init__(self, threshold: float, erased_people: int, people: int):
+        super().__init__(threshold, erased_people, people)
+        self.start = [1.0] * people
 
 
 def _wrapped_modules(parameters: Mapping[str, torch.nn.Parameter]) -> dict[str, str]:

@@ -215,3 +215,21 @@ def test_deviation_embedding_ignores_the_average_face():
     out = emb.embed(torch.cat([a, ref]))
     assert out.shape == (2, 48)
     assert float(out[0].norm()) == pytest.approx(1.0, abs=1e-5) and float(out[1].norm()) == 0.0
+
+
+def test_surrogate_training_visits_a_bounded_number_of_people_per_step_and_everyone_equally():
+    g = tiny_generator("stylegan2")
+    w_u, person_of = _codes(g, 4, 7), torch.tensor([0, 1, 2, 3])
+    seen = []
+
+    def render(w, view):
+        seen.append(w.shape[0])
+        return g.synthesis(w, None, noise_mode="const").images
+
+    with torch.no_grad():
+        embed = DeviationEmbedding(g.synthesis(g.w_avg.expand(1, g.num_ws, -1), None, noise_mode="const").images).embed
+    net = SurrogateNetwork(g.num_ws, g.w_dim, 8, torch.Generator().manual_seed(0))
+    out = train_surrogates(net, w_u, person_of, g.w_avg, 2.0, render, embed, torch.Generator().manual_seed(0),
+                           steps=4, lr=1e-2, people_per_step=2)
+    assert seen == [2, 2] * 4 + [4, 4]  # person and target renders per step, then one pass over everyone
+    assert out.targets.shape == w_u.shape and set(out.final) == {"self_cos_max", "pair_cos_max"}

@@ -141,3 +141,26 @@ def test_erase_batch_runs_joint_groups_with_the_sugar_method(tmp_path, shared_di
     assert [r["status"] for r in rows] == ["done", "done"] and rows[0]["patch"] == rows[1]["patch"]
     patch = ForgetPatch.from_pretrained(tmp_path / "out" / rows[0]["patch"])
     assert patch.metadata["method"] == "sugar" and patch.metadata["num_persons"] == 2
+
+
+def test_identity_early_stop_ends_the_run_once_every_person_is_erased_by_the_identity_model():
+    eraser = tiny_eraser()
+    ws = _codes(eraser, 2)
+    requests = {"a": ws[:1], "b": ws[1:]}
+    settings = {**FAST, "iterations": 30}
+    stopped = eraser.erase_many(requests, method="sugar", measure=False, done_cosine=0.999, **settings)
+    meta = stopped.patch.metadata
+    assert meta["stopped_at_step"] is not None and meta["stopped_at_step"] < 29
+    assert all(r["done_at_step"] is not None for r in meta["requests"])
+    never = eraser.erase_many(requests, method="sugar", measure=False, done_cosine=-0.999, **settings)
+    assert never.patch.metadata["stopped_at_step"] is None and len(never.history) == 30
+
+
+def test_identity_early_stop_needs_an_identity_model_and_excludes_the_l_local_stop():
+    eraser = tiny_eraser()
+    eraser.identity_model = None
+    ws = _codes(eraser, 1)
+    with pytest.raises(ConfigError, match="done_cosine needs an identity model"):
+        eraser.erase(ws, method="sugar", done_cosine=0.8, id_weight=0.0, **FAST)
+    with pytest.raises(ConfigError, match="one early stop"):
+        EraseConfig.preset("sugar", done_cosine=0.8, joint_done_ratio=0.5)
