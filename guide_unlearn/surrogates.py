@@ -160,11 +160,6 @@ class SurrogateTraining:
     final: dict[str, float] = field(default_factory=dict)
 
 
-def _step_people(people: int, per_step: int, step: int, order: torch.Tensor) -> list[int]:
-    """Positions step·S .. step·S+S-1 (mod P) of the fixed permutation ``order``: every person is visited equally."""
-    return [int(order[(step * per_step + j) % people]) for j in range(per_step)]
-
-
 def _seed_from(generator: torch.Generator) -> torch.Generator:
     """A fresh generator seeded from ``generator`` (one draw): one step's view, replayable for two renders."""
     seed = int(torch.randint(0, 2 ** 31 - 1, (1,), generator=generator, device=generator.device))
@@ -201,8 +196,8 @@ def train_surrogates(network: SurrogateNetwork, w_u: torch.Tensor, person_of: to
     render:     (codes [N, num_ws, w_dim], torch.Generator) -> images [N, 3, H, W] of the SOURCE generator,
                 differentiable in the codes (the generator draws the view of the step and any renderer sampling).
     embed:      images -> unit identity vectors [N, D], differentiable.
-    people_per_step: train on this many people per step (a fixed seeded permutation read cyclically, so the cost of
-                a step does not grow with P and every person is visited equally); None = everyone every step.
+    people_per_step: train on this many people per step, a seeded random subset each step (the cost of a step does
+                not grow with P, and every pair of people meets in some step); None = everyone every step.
     Loss per step: mean relu(cos(e(w_t), e(w_u)) - self_margin) over codes + mean relu(cos(e_p, e_q) - pair_margin)
     over pairs of people (e_p: the mean of person p's target embeddings) + near_weight · pixel MSE(G(w_t), G(w_u)).
     -> :class:`SurrogateTraining`. With ``steps`` = 0 the targets are the untrained network's (UFO's).
@@ -213,11 +208,10 @@ def train_surrogates(network: SurrogateNetwork, w_u: torch.Tensor, person_of: to
     optimizer = torch.optim.Adam(network.parameters(), lr=lr)
     people = int(person_of.max()) + 1
     per_step = people if people_per_step is None else max(1, min(int(people_per_step), people))
-    order = torch.randperm(people, generator=generator, device=generator.device).cpu()
     margins = (self_margin, pair_margin)
     history: list[dict[str, float]] = []
-    for step in range(steps):
-        visited = _step_people(people, per_step, step, order)
+    for _ in range(steps):
+        visited = torch.randperm(people, generator=generator, device=generator.device)[:per_step].tolist()
         rows = torch.cat([torch.nonzero(person_of == p).flatten() for p in visited])
         local = torch.cat([torch.full((int((person_of == p).sum()),), j, dtype=torch.long)
                            for j, p in enumerate(visited)]).to(person_of.device)

@@ -217,7 +217,7 @@ def test_deviation_embedding_ignores_the_average_face():
     assert float(out[0].norm()) == pytest.approx(1.0, abs=1e-5) and float(out[1].norm()) == 0.0
 
 
-def test_surrogate_training_visits_a_bounded_number_of_people_per_step_and_everyone_equally():
+def test_surrogate_training_visits_a_bounded_number_of_people_per_step():
     g = tiny_generator("stylegan2")
     w_u, person_of = _codes(g, 4, 7), torch.tensor([0, 1, 2, 3])
     seen = []

@@ -148,9 +148,9 @@ def test_identity_early_stop_ends_the_run_once_every_person_is_erased_by_the_ide
     ws = _codes(eraser, 2)
     requests = {"a": ws[:1], "b": ws[1:]}
     settings = {**FAST, "iterations": 30}
-    stopped = eraser.erase_many(requests, method="sugar", measure=False, done_cosine=0.999, **settings)
+    stopped = eraser.erase_many(requests, method="sugar", measure=False, done_cosine=0.9999, **settings)
     meta = stopped.patch.metadata
-    assert meta["stopped_at_step"] is not None and meta["stopped_at_step"] < 29
+    assert meta["stopped_at_step"] is not None and 0 < meta["stopped_at_step"] < 29
     assert all(r["done_at_step"] is not None for r in meta["requests"])
     never = eraser.erase_many(requests, method="sugar", measure=False, done_cosine=-0.999, **settings)
     assert never.patch.metadata["stopped_at_step"] is None and len(never.history) == 30
