@@ -8,6 +8,8 @@ lineage records, resume states, latents, code books, request lists, erase-batch 
 2. **Inside the folder it belongs to**: a file found in a folder (a patch's metadata, a model's config, a cache
    snapshot's file, a request's photo) must really lie inside that folder; the one link followed out of it is the
    Hugging Face cache's own ``snapshots/<rev>/<file>`` -> ``blobs/<hash>`` link of the same repo.
+   A folder a user gives (a folder of photos) is listed by :func:`.files.list_folder`: every entry checked by
+   these rules before any is read, at most the kind's ``max_entries`` looked at.
 3. **Bounded parsing** (:mod:`.parse`): text must be UTF-8; JSON nesting is checked on the text before parsing;
    YAML is read by a safe loader that refuses aliases and counts nesting; CSV fields and rows are capped; pickles
    are scanned against an allow-list before ``torch.load(weights_only=True)`` (:func:`.tensors.torch_load`, the
