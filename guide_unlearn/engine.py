@@ -30,7 +30,7 @@ from .methods import EraseMethod, Erasure, LoraSettings, LossTerm, RunContext, S
 from .outputs import EraseRun
 from .patch import ForgetPatch
 from .protocols import GeneratorAdapter, IdentityModel, PerceptualDistance, PersonJudge, SynthesisOutput, module_of
-from .resume import STATE_FILE, load_state, save_state
+from .resume import STATE_FILE, check_state_file, load_state, save_state
 from .targets import resolve_distances
 
 logger = logging.getLogger(__name__)
@@ -75,6 +75,7 @@ def run_erase(
     run = run if run is not None else RunOptions()
     if not isinstance(run, RunOptions):
         raise ConfigError(f"run must be a RunOptions, got {type(run).__name__}")
+    check_state_file(run.state_dir)  # a link, FIFO or device in the state's place is refused before any work
     method_class = get_method(cfg.method).method_class
     erasure = _erasure(generator, w_u, person_of, person_ids, keep)
     check_supported(cfg.method, erasure.people, erasure.keep is not None)
@@ -166,7 +167,7 @@ class _Loop:
             self.accelerator.init_trackers("guide_unlearn", config={k: str(v) for k, v in
                                                                     ctx.cfg.recipe_dict().items()})
         start = 0
-        if self.state_path is not None and self.state_path.is_file():
+        if check_state_file(run.state_dir) is not None:
             start, self.history = load_state(self.state_path, self.trainable, self.optimizer, ctx.rng, ctx.cfg,
                                              _state_codes(ctx.erasure), self.method)
             logger.info("resumed erase from %s at step %d", self.state_path, start)

@@ -5,8 +5,9 @@ success."""
 from __future__ import annotations
 
 import io
+import os
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Union
 
 import torch
 
@@ -18,6 +19,27 @@ from .gate.schema import Bool, List, Map, Num, OneOf, Opt, Str
 from .io import atomic_write_bytes
 
 STATE_FILE = "erase_state.pt"
+
+
+def check_state_file(state_dir: Union[None, str, os.PathLike]) -> Optional[Path]:
+    """The saved state of ``state_dir`` checked as a file before a run starts (nothing is read): None when there is
+    none; its path when it is a regular file inside the folder within the reading gate's size cap. A link (the
+    writing rule never follows one inside a run's folder), a FIFO, a device or an oversized or empty file is a
+    ConfigError saying to delete it, before any training (a FIFO is never opened for reading)."""
+    if state_dir is None:
+        return None
+    path = Path(state_dir) / STATE_FILE
+    if not os.path.lexists(path):
+        return None
+    if path.is_symlink():
+        raise ConfigError(f"the saved erase state {path} is a symbolic link; a run never reads or replaces a link in "
+                          "its state folder (it may lead outside it): delete the link to start over, or choose "
+                          "another state folder")
+    try:
+        gate.check_file(path, "resume-state", root=path.parent)
+    except GuideUnlearnError as e:
+        raise ConfigError(f"cannot use the saved erase state {path} ({e}); delete it to start over") from None
+    return path
 
 
 def save_state(path: Path, step: int, history: list, trainable, optimizer, rng: torch.Generator,

@@ -26,6 +26,7 @@ from guide_unlearn.pipelines import identity_check as _identity
 from guide_unlearn.pipelines.photos import Faces, Inputs
 from guide_unlearn.pipelines.requests import Requests
 from guide_unlearn.protocols import GeneratorAdapter, IdentityModel, Inverter, PerceptualDistance, module_of
+from guide_unlearn.resume import check_state_file
 
 __all__ = ["IdentityEraser", "Inputs", "Faces", "Requests"]
 
@@ -224,8 +225,10 @@ class IdentityEraser:
         """An erase call's arguments -> (EraseConfig, RunOptions) (:func:`components.resolve`)."""
         method = _method_name(method, settings.pop("preset", None), default=None)
         extra = {k: v for k, v in (("state_dir", state_dir), ("trackers", trackers)) if v is not None}
-        return components.resolve(self.erase_defaults, self.name, config, method, {**settings, **extra}, run,
-                                  default_method=default)
+        config, options = components.resolve(self.erase_defaults, self.name, config, method, {**settings, **extra},
+                                             run, default_method=default)
+        check_state_file(options.state_dir)  # a saved state that is a link or FIFO: refused before any inversion
+        return config, options
 
 
 def _method_name(method: Optional[str], preset: Optional[str], default: Optional[str] = "lora") -> Optional[str]:

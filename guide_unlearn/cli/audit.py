@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     from guide_unlearn.cli.paths import check_output_folder
     from guide_unlearn.devices import resolve_device
     from guide_unlearn.patch import ForgetPatch
-    from guide_unlearn.pipelines.audit import ATTACKS, audit, get_protocol
+    from guide_unlearn.pipelines.audit import ATTACKS, audit, get_protocol, photo_items
 
     patch_dir = Path(args.patch)
     out = Path(args.out) if args.out else patch_dir.parent / f"{patch_dir.name}_audit"
@@ -84,6 +84,9 @@ def run(args: argparse.Namespace) -> int:
     if args.max_others < 0:
         raise ConfigError(f"--max-others must be >= 0 (0 = every person), got {args.max_others}")
     get_protocol(args.protocol)  # refuse early (missing weights) before loading anything
+    for role, spec in (("request", args.photos or args.photo), ("held_out", args.held_out), ("others", args.others),
+                       ("real", args.real), ("strangers", args.strangers)):
+        photo_items(spec, role)  # every photo folder listed through the reading gate before anything loads
     options = _options(args)
     patch = ForgetPatch.from_pretrained(patch_dir)
     eraser = IdentityEraser.from_pretrained(args.model, device=device)

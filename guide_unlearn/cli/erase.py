@@ -128,6 +128,7 @@ def run(args: argparse.Namespace) -> int:
     from guide_unlearn.cli.paths import check_output_file, check_output_folder
     from guide_unlearn.devices import resolve_device
     from guide_unlearn.images import load_image
+    from guide_unlearn.resume import check_state_file
 
     # Every argument and output path is checked before the model loads and long before the erase runs.
     if bool(args.photos) == bool(args.latent):
@@ -156,6 +157,7 @@ def run(args: argparse.Namespace) -> int:
     check_output_file(picture, "--out (its picture)")
     if args.state_dir:
         check_output_folder(args.state_dir, "--state-dir")
+        check_state_file(args.state_dir)  # a saved state that is a link, FIFO or device: refused before loading
     _check_outputs(out, args.overwrite)  # nothing the user owns is replaced (without --overwrite, or ever)
     device = resolve_device(args.device)
     check_model_name(args.model)

@@ -8,6 +8,8 @@ lineage records, resume states, latents, code books, request lists, erase-batch 
 2. **Inside the folder it belongs to**: a file found in a folder (a patch's metadata, a model's config, a cache
    snapshot's file, a request's photo) must really lie inside that folder; the one link followed out of it is the
    Hugging Face cache's own ``snapshots/<rev>/<file>`` -> ``blobs/<hash>`` link of the same repo.
+   A folder a user gives (a folder of photos) is listed by :func:`.files.list_folder`: every entry checked by
+   these rules before any is read, at most the kind's ``max_entries`` looked at.
 3. **Bounded parsing** (:mod:`.parse`): text must be UTF-8; JSON nesting is checked on the text before parsing;
    YAML is read by a safe loader that refuses aliases and counts nesting; CSV fields and rows are capped; pickles
    are scanned against an allow-list before ``torch.load(weights_only=True)`` (:func:`.tensors.torch_load`, the
@@ -25,7 +27,7 @@ from __future__ import annotations
 import os
 from typing import Any, Optional, Union
 
-from .files import BoundedFile, check_file, hub_blob_link, inside, open_file, read_bytes, sha256
+from .files import BoundedFile, check_file, hub_blob_link, inside, list_folder, open_file, read_bytes, sha256
 from .kinds import KINDS, Kind, get_kind, register_kind
 from .memory import available_bytes, check_first_use, check_fits, format_bytes
 from .parse import card_header, check_nesting, decode_text, json_depth, parse_csv, parse_json, parse_jsonl, parse_yaml
@@ -35,7 +37,7 @@ from .tensors import MAX_PIXELS, load_npz, load_safetensors, open_image, parse_s
 __all__ = [
     "KINDS", "MAX_PIXELS", "BoundedFile", "Kind", "available_bytes", "card_header", "check", "check_file",
     "check_first_use", "check_fits", "check_nesting", "decode_text", "format_bytes", "get_kind", "hub_blob_link",
-    "inside", "json_depth", "load_npz", "load_safetensors", "open_file", "open_image", "parse_csv", "parse_json", "parse_jsonl",
+    "inside", "json_depth", "list_folder", "load_npz", "load_safetensors", "open_file", "open_image", "parse_csv", "parse_json", "parse_jsonl",
     "parse_safetensors", "parse_yaml", "read_bytes", "read_card", "read_csv", "read_json", "read_jsonl", "read_text", "register_kind",
     "safetensors_header", "sha256", "torch_load",
 ]

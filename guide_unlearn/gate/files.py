@@ -9,6 +9,8 @@ reading.
 - Inside the folder it belongs to: with ``root``, the file's real location must lie inside the real ``root``
   (links that stay inside are fine); the one exception is a Hugging Face cache snapshot's file, a link into the
   same repo's ``blobs/`` (:func:`hub_blob_link`).
+- A folder the user gave (a folder of photos) is listed by :func:`list_folder`: every file in it checked by the
+  same rules before any is read, and at most the kind's number of entries looked at.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from typing import Any, Iterator, Optional, Union
 
 from .kinds import Kind, get_kind
 
-__all__ = ["BoundedFile", "check_file", "hub_blob_link", "inside", "open_file", "read_bytes", "sha256"]
+__all__ = ["BoundedFile", "check_file", "hub_blob_link", "inside", "list_folder", "open_file", "read_bytes", "sha256"]
 
 PathLike = Union[str, os.PathLike]
 
@@ -205,3 +207,61 @@ def sha256(path: PathLike, kind: Union[str, Kind], root: Optional[PathLike] = No
         except OSError as exc:
             raise kind.error(f"{path}: cannot read the {kind.name} ({exc.strerror or exc})") from None
     return h.hexdigest()
+
+
+def list_folder(folder: PathLike, kind: Union[str, Kind]) -> list[Path]:
+    """The files under ``folder`` (sub-folders included; entries whose name starts with "." skipped), sorted, each
+    checked without being read: its real location inside the real ``folder`` (a link may lead only to another
+    place inside it; a link to a folder inside is not followed, its files are listed where they are), a regular
+    file (not a pipe, device or socket, whatever link led to it), at most the kind's size. At most the kind's
+    ``max_entries`` entries (files and folders, skipped ones included) are looked at: a folder with more is
+    refused without reading the rest of it, so the listing ends in bounded time. Raises the kind's error naming
+    the entry and what to do. -> the paths as found under ``folder`` (not resolved)."""
+    kind = get_kind(kind)
+    folder = Path(folder)
+    found: list[Path] = []
+    pending, seen = [folder], 0
+    while pending:
+        current = pending.pop()
+        try:
+            with os.scandir(current) as entries:
+                for entry in entries:
+                    seen += 1
+                    if seen > kind.max_entries:
+                        raise kind.error(f"{folder} holds more than {kind.max_entries} entries (files and folders); "
+                                         f"a folder of {kind.name}s is read only up to that many: split it, or pass "
+                                         "a smaller folder")
+                    if entry.name.startswith("."):
+                        continue
+                    path = Path(entry.path)
+                    if _listed_folder(path, entry, folder, kind):
+                        pending.append(path)
+                    elif not entry.is_dir():
+                        found.append(path)
+        except OSError as exc:
+            raise kind.error(f"cannot list the folder {current} ({exc.strerror or exc}); check the path and its "
+                             "permissions") from None
+    return sorted(found)
+
+
+def _listed_folder(path: Path, entry: os.DirEntry, folder: Path, kind: Kind) -> bool:
+    """Check one entry of :func:`list_folder`: True for a real sub-folder to list, False for a file that passed
+    the checks (or a link to a folder inside, which is not followed); the kind's error otherwise."""
+    if entry.is_symlink():
+        inside(path, folder, kind, hub_blobs=False)  # the link leads somewhere inside the folder, or it is refused
+    elif entry.is_dir(follow_symlinks=False):
+        return True
+    try:
+        st = os.stat(path)  # follows a link inside; never opens (a FIFO would block an open for reading)
+    except OSError as exc:
+        raise kind.error(f"{path}: a broken link or unreadable entry in {folder} ({exc.strerror or exc}); remove it "
+                         "from the folder") from None
+    if stat.S_ISDIR(st.st_mode):
+        return False  # a link to a folder inside: its files are listed where they really are
+    if not stat.S_ISREG(st.st_mode):
+        raise kind.error(f"{path} in {folder} is not a regular file (a pipe, device or socket); a folder of "
+                         f"{kind.name}s may hold only files: remove it from the folder")
+    if st.st_size > kind.max_bytes:
+        raise kind.error(f"{path} in {folder} is {st.st_size} bytes, over the {kind.max_bytes}-byte limit for a "
+                         f"{kind.name}; remove it from the folder (or shrink it)")
+    return False

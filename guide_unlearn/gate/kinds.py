@@ -26,6 +26,7 @@ class Kind:
     max_nodes:   items a parse of it may produce (a DAG counted as the tree it expands to).
     schema:      the shape its parsed content must have (None: checked by its own reader).
     allow_empty: whether an empty file is valid (never for binary formats: /proc files report 0 bytes).
+    max_entries: entries (files and sub-folders) a folder of this kind may hold (:func:`.files.list_folder`).
     """
 
     name: str
@@ -35,6 +36,7 @@ class Kind:
     max_nodes: int = 200_000
     schema: Optional[Schema] = None
     allow_empty: bool = False
+    max_entries: int = 10_000
 
 
 KINDS: dict[str, Kind] = {}

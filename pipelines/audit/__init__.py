@@ -1,4 +1,4 @@
-"""``guide_unlearn.audit``: prove (or disprove) an erasure with identity figures, attacks and a report.
+"""``guide_unlearn.audit``: measure an erasure with identity figures, attacks and a report.
 
     report = guide_unlearn.audit(eraser, "patches/person-5", ["aligned_5.jpg"], held_out="photos/person-5/",
                                  others="photos/others/")

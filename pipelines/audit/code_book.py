@@ -25,6 +25,7 @@ from .attacks import DefaultInverterAttack
 from .compared import AuditedModel, add_row, audited_models, judged, reference_of
 from .families import AuditAttack, AuditContext, register_attack
 from .photos import landmarks_of
+from .stages import plural
 
 
 @register_attack
@@ -32,6 +33,7 @@ class CodeBookAttack(AuditAttack):
     """``reinversion_default_without_entry_*``: the default-inverter attack without the person's book entries."""
 
     name = "code_book"
+    title = "code-book attack"
     keys = ("code_book_person_entries", "reinversion_default_without_entry_recognised_before",
             "reinversion_default_without_entry_recognised_after",
             "reference_reinversion_default_without_entry_recognised",
@@ -56,6 +58,10 @@ class CodeBookAttack(AuditAttack):
                                             for i in drop)):
             raise ConfigError(f"code_book_drop must be 'person' or a list of entry indices, got {drop!r}")
         options["code_book_drop"] = drop if drop == "person" else [int(i) for i in drop]
+
+    def work(self, ctx: AuditContext) -> str:
+        """What the stage works on, for the audit's progress."""
+        return plural(len(ctx.person), "photo")
 
     def run(self, ctx: AuditContext) -> None:
         if reference_of(ctx) is None:

@@ -140,9 +140,11 @@ class MetricFamily:
     not_requested:   an attack's reason for its keys when it was not requested.
     options:         extra keywords of ``audit()`` this family reads from ``ctx.options`` (name -> one line).
     figure_captions: {figure file name: caption} of the figures :meth:`figures` makes.
+    title:           what the audit's progress calls its stage ("held-out photos"; default: ``name``).
     """
 
     name = ""
+    title = ""
     keys: tuple[str, ...] = ()
     meanings: Mapping[str, str] = {}
     attack = False
@@ -159,6 +161,11 @@ class MetricFamily:
     def prepare(self, eraser, options: dict[str, Any]) -> None:
         """Check (and load) this family's options before the audit does any work, so a bad one fails fast; may
         replace a value in ``options`` (a model name by the loaded model). Default: nothing."""
+
+    def work(self, ctx: AuditContext) -> str:
+        """What this family's stage works on, shown in the audit's progress after its title (e.g. "4 photos");
+        default: nothing. Cheap: called just before :meth:`run`."""
+        return ""
 
     def run(self, ctx: AuditContext) -> None:
         """Measure this family's keys into ``ctx.metrics`` (and ``details``, ``gallery``, ``seconds``)."""

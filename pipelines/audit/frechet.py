@@ -16,6 +16,7 @@ from guide_unlearn.sampling import RandomDraw, random_draw
 from .families import AuditContext, MetricFamily, register_metric_family
 from .photos import landmarks_of, mean_landmarks
 from .rendering import render
+from .stages import plural
 
 CHUNK = 256  # samples rendered and described at a time: n images need not fit in memory
 
@@ -25,11 +26,16 @@ class Frechet(MetricFamily):
     """``fd_*`` / ``fid_*``: Fréchet distances of G_s and G_u samples (and CMMD in the details)."""
 
     name = "frechet"
+    title = "Fréchet distance"
     keys = ("fd_pre", "fd_real_delta", "fid_pre", "fid_real_delta")
     meanings = {"fd_pre": "Fréchet distance G_s vs G_u samples in the protocol's feature space (not FID)",
                 "fd_real_delta": "FD(real, G_u) - FD(real, G_s) in that feature space",
                 "fid_pre": "Inception FID G_s vs G_u (paper-v1 only)",
                 "fid_real_delta": "FID(real, G_u) - FID(real, G_s) (paper-v1 only)"}
+
+    def work(self, ctx: AuditContext) -> str:
+        """What the stage works on, for the audit's progress."""
+        return f"{plural(ctx.settings.samples, 'sample')} per model, {plural(len(ctx.real), 'real image')}"
 
     def run(self, ctx: AuditContext) -> None:
         with ctx.timed("fd"):

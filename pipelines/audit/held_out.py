@@ -12,6 +12,7 @@ from guide_unlearn import metrics as M
 from .families import AuditContext, MetricFamily, register_metric_family
 from .photos import own_groups
 from .recognition import before_and_after, nanmean
+from .stages import plural
 
 
 @register_metric_family
@@ -19,6 +20,7 @@ class HeldOutFamily(MetricFamily):
     """``held_out_*``: the person's held-out photos recognised through G_s and G_u; the score histograms."""
 
     name = "held_out"
+    title = "held-out photos"
     keys = ("held_out_recognised_before", "held_out_recognised_after", "held_out_similarity_before",
             "held_out_similarity_after")
     meanings = {
@@ -27,6 +29,10 @@ class HeldOutFamily(MetricFamily):
         "held_out_similarity_before": "mean best cosine of those renderings to the person's photos, G_s",
         "held_out_similarity_after": "the same, G_u"}
     figure_captions = {"held_out.png": "Held-out photos", "histograms.png": "Identity scores"}
+
+    def work(self, ctx: AuditContext) -> str:
+        """What the stage works on, for the audit's progress."""
+        return plural(len(ctx.held_out), "photo")
 
     def run(self, ctx: AuditContext) -> None:
         with ctx.timed("held_out"):

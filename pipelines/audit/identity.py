@@ -16,6 +16,7 @@ from .families import AuditContext, MetricFamily, register_metric_family
 from .judges import Judge
 from .photos import Photo, landmarks_of
 from .rendering import render_views
+from .stages import plural
 
 
 def source_and_patched(ctx: AuditContext, ws: torch.Tensor, photos: Sequence[Photo]) -> tuple[torch.Tensor,
@@ -42,10 +43,17 @@ class IdentityFamily(MetricFamily):
     """``id`` and ``id_others``: identity of G_s(w) vs G_u(w) for the person's and the other people's codes."""
 
     name = "id"
+    title = "the person's identity in renderings"
     keys = ("id", "id_others")
     meanings = {"id": "mean cosine, identity of G_s(w_u) vs G_u(w_u) over the views (lower = erased)",
                 "id_others": "the same for the other people's codes (higher = kept)"}
     figure_captions = {"person.png": "The person"}
+
+    def work(self, ctx: AuditContext) -> str:
+        """What the stage works on, for the audit's progress."""
+        views = "" if ctx.views is None else f", {plural(int(ctx.views.shape[0]), 'view')} each"
+        others = plural(len(ctx.others), "photo of others", "photos of others")
+        return f"{plural(len(ctx.request), 'request photo')}, {others}{views}"
 
     def run(self, ctx: AuditContext) -> None:
         with ctx.timed("id"):

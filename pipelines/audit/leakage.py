@@ -11,6 +11,7 @@ from guide_unlearn import metrics as M
 from .attacks import leakage_probe
 from .families import AuditAttack, AuditContext, register_attack
 from .photos import mean_landmarks
+from .stages import plural
 
 
 @register_attack
@@ -18,11 +19,16 @@ class Leakage(AuditAttack):
     """``leakage_*``: whether the base model and the patch alone render the person."""
 
     name = "leakage"
+    title = "patch-leakage probe"
     keys = ("leakage_recognised", "leakage_similarity")
     meanings = {"leakage_recognised": "probe renderings (base model + patch only) recognised as the person",
                 "leakage_similarity": "highest cosine of a probe rendering to the person's photos"}
     not_requested = "the leakage probe was not requested"
     figure_captions = {"leakage.png": "Patch-leakage probe"}
+
+    def work(self, ctx: AuditContext) -> str:
+        """What the stage works on, for the audit's progress."""
+        return f"{plural(ctx.settings.leakage_starts, 'start')} x {plural(ctx.settings.leakage_steps, 'step')}"
 
     def run(self, ctx: AuditContext) -> None:
         with ctx.timed("leakage"):

@@ -29,6 +29,7 @@ from .compared import ROLE_NAMES, AuditedModel, add_row, audited_models, referen
 from .families import AuditContext, MetricFamily, register_metric_family
 from .photos import Photo, cameras_of, landmarks_of, photo_items, prepare_photos
 from .rendering import render
+from .stages import plural
 
 ATTACKERS = ("default", "scratch")
 BOOTSTRAP = 200  # resamples of the membership score's bootstrap
@@ -62,6 +63,7 @@ class MembershipFamily(MetricFamily):
     """``membership_*``: how much better the person is reconstructed than strangers are, through each model."""
 
     name = "membership"
+    title = "membership against strangers"
     keys = tuple(k for tag in ATTACKERS for k in (f"membership_{tag}_before", f"membership_{tag}_after",
                                                   f"reference_membership_{tag}", f"membership_{tag}_minus_reference"))
     meanings = {**{f"membership_{t}_before": f"membership score through G_s ({t} attacker): the person's mean "
@@ -79,6 +81,10 @@ class MembershipFamily(MetricFamily):
 
     def prepare(self, eraser, options: dict[str, Any]) -> None:
         photo_items(options["strangers"], "strangers")  # InputError now for a missing or empty folder
+
+    def work(self, ctx: AuditContext) -> str:
+        """What the stage works on, for the audit's progress."""
+        return plural(len(photo_items(ctx.options["strangers"], "strangers")), "stranger photo")
 
     def run(self, ctx: AuditContext) -> None:
         strangers = prepare_photos(photo_items(ctx.options["strangers"], "strangers"), "strangers", ctx.judge,

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from guide_unlearn import gate
 from guide_unlearn.errors import ConfigError, ImageLoadError, InputError, NoFaceError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif")
@@ -86,13 +87,11 @@ def own_groups(photos: Sequence[Photo]) -> list[list[int]]:
 
 def _list_folder(folder: Path, role: str) -> list[PhotoItem]:
     """(label, item, person) of every file under ``folder``; files directly inside are one person each (for
-    role "others"), files in a sub-folder are the sub-folder's person. Hidden files are ignored."""
+    role "others"), files in a sub-folder are the sub-folder's person. Hidden files are ignored. The folder is
+    listed by the reading gate (:func:`guide_unlearn.gate.list_folder`) before any photo is read: a link out of
+    it, a pipe or device, an oversized file or too many entries is an ImageLoadError saying what to remove."""
     items = []
-    entries = sorted(p for p in folder.rglob("*") if not any(part.startswith(".") for part in
-                                                              p.relative_to(folder).parts))
-    for p in entries:
-        if not p.is_file():
-            continue
+    for p in gate.list_folder(folder, "photo"):
         rel = p.relative_to(folder)
         person = str(folder / rel.parts[0]) if len(rel.parts) > 1 else str(p)
         items.append((str(p), p, person))

@@ -27,6 +27,7 @@ from .families import AuditContext, MetricFamily, register_metric_family
 from .frechet import CHUNK
 from .photos import mean_landmarks, own_groups
 from .rendering import render
+from .stages import plural
 
 NOT_COMPARABLE = {
     "id": "compares G_s and G_u at the same code; a retrained model has other codes",
@@ -40,6 +41,7 @@ class ReferenceFamily(MetricFamily):
     """``reference_*`` and ``*_minus_reference``: the figures through the reference model."""
 
     name = "reference"
+    title = "the reference model"
     keys = ("reference_held_out_recognised", "held_out_recognised_minus_reference",
             "reference_reinversion_default_recognised", "reinversion_default_recognised_minus_reference",
             "reference_reinversion_scratch_recognised", "reinversion_scratch_recognised_minus_reference",
@@ -72,6 +74,11 @@ class ReferenceFamily(MetricFamily):
 
     def prepare(self, eraser, options: dict[str, Any]) -> None:
         options["reference"] = load_reference(options["reference"], eraser)
+
+    def work(self, ctx: AuditContext) -> str:
+        """What the stage works on, for the audit's progress."""
+        return (f"{plural(len(ctx.held_out), 'held-out photo')}, {plural(len(ctx.person), 'photo')} re-inverted, "
+                f"{plural(ctx.settings.samples, 'sample')}")
 
     def run(self, ctx: AuditContext) -> None:
         ref = AuditedModel("reference", reference_of(ctx))

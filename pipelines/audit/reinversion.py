@@ -15,6 +15,7 @@ from .families import AuditAttack, AuditContext, register_attack
 from .photos import cameras_of, landmarks_of, own_groups
 from .recognition import before_and_after
 from .rendering import render
+from .stages import plural
 
 
 @register_attack
@@ -22,6 +23,7 @@ class Reinversion(AuditAttack):
     """``reinversion_*`` and ``others_kept``: the person's photos re-inverted through G_s and G_u."""
 
     name = "reinvert"
+    title = "re-inversion attacks"
     keys = ("reinversion_default_recognised_before", "reinversion_default_recognised_after",
             "reinversion_scratch_recognised_before", "reinversion_scratch_recognised_after", "others_kept")
     meanings = {
@@ -31,6 +33,12 @@ class Reinversion(AuditAttack):
         "reinversion_scratch_recognised_after": "attack: the same through G_u",
         "others_kept": "other people re-inverted through G_u and still recognised as themselves"}
     figure_captions = {"attacks.png": "Attacks"}
+
+    def work(self, ctx: AuditContext) -> str:
+        """What the stage works on, for the audit's progress."""
+        others = plural(len(ctx.others), "photo of others", "photos of others")
+        return (f"{plural(len(ctx.person), 'photo')} through the default inverter and a "
+                f"{ctx.settings.projector_steps}-step projector, {others}")
 
     def run(self, ctx: AuditContext) -> None:
         with ctx.timed("reinversion"):

@@ -29,6 +29,7 @@ from .attacks import DefaultInverterAttack
 from .compared import ROLE_NAMES, AuditedModel, add_row, audited_models, own_codes, reference_of
 from .families import AuditAttack, AuditContext, register_attack
 from .photos import Photo, cameras_of, landmarks_of
+from .stages import plural
 
 DEFAULT_RELEARN_STEPS = 50  # k: fine-tuning steps of the attack (relearn_steps=, --relearn-steps)
 MAX_RELEARN_STEPS = 1000  # the bound on k: each step is a forward and backward pass of the generator
@@ -105,6 +106,7 @@ class Relearning(AuditAttack):
     """``relearn_*``: held-out photos recognised after k steps of pivotal tuning on the request photo."""
 
     name = "relearn"
+    title = "relearn attack"
     keys = ("relearn_recognised_before", "relearn_recognised_after", "reference_relearn_recognised",
             "relearn_recognised_minus_reference")
     meanings = {
@@ -131,6 +133,11 @@ class Relearning(AuditAttack):
         if isinstance(lr, bool) or not isinstance(lr, (int, float, np.floating)) or not 0 < lr <= MAX_RELEARN_LR:
             raise ConfigError(f"relearn_lr must be a learning rate in (0, {MAX_RELEARN_LR:g}], got {lr!r}")
         options["relearn_lr"] = float(lr)
+
+    def work(self, ctx: AuditContext) -> str:
+        """What the stage works on, for the audit's progress."""
+        steps = ctx.options.get("relearn_steps", DEFAULT_RELEARN_STEPS)
+        return f"{plural(int(steps), 'pivotal-tuning step')} on {plural(len(ctx.held_out), 'held-out photo')}"
 
     def run(self, ctx: AuditContext) -> None:
         if not len(ctx.held_out):

@@ -18,15 +18,18 @@ from guide_unlearn.patch import ForgetPatch
 from .attacks import inverter_record
 from .families import METRIC_FAMILIES, METRIC_KEYS, AuditContext, AuditSettings, MetricFamily, registered_attacks
 from .judges import make_judge
-from .photos import PhotoSpec, photo_items, prepare_photos, sample_people
+from .photos import PhotoItem, PhotoSet, PhotoSpec, photo_items, prepare_photos, sample_people
 from .protocols import Protocol, get_protocol
 from .rendering import source_codes
 from .report import AuditReport
+from .stages import StageProgress, plural
 
 logger = logging.getLogger(__name__)
 
 ATTACKS = ("reinvert", "leakage")  # the attacks an audit runs by default
 DEFAULT_MAX_OTHERS = 48  # others people audited by default (a seeded sample; see audit(max_others=))
+PREPARATION = ("photos", "inverting the photos through G_s")  # the stages before the metric families
+ROLE_TITLES = {"request": "request", "held_out": "held-out", "others": "others", "real": "real"}
 
 
 def audit(eraser, patch: Union[ForgetPatch, str, os.PathLike], photos: PhotoSpec, held_out: PhotoSpec = None,
@@ -58,7 +61,8 @@ def audit(eraser, patch: Union[ForgetPatch, str, os.PathLike], photos: PhotoSpec
               ``details["others_sample"]``; None or 0 = all). Each one costs two inversions (through G_s and, for
               ``others_kept``, through G_u), so this bounds the audit's time; the default keeps a full default
               audit of a 64×64 model within minutes on 2 CPU cores.
-    progress: progress bars of the inversions on stderr.
+    progress: progress on stderr: each stage named with its count ("audit 3/9: held-out photos (4 photos)") above
+              an overall bar, and the inversions' bars (:class:`~.stages.StageProgress`); False: nothing.
     clip_path: optional LOCAL folder of a CLIP model (transformers, safetensors) for the extra CMMD figure
               (``details["cmmd"]["cmmd_pre"]``: CLIP-MMD between the same G_s / G_u samples; sigma 10, scale 1000).
     options:  keywords that registered metric families declare (``MetricFamily.options``); any other keyword is a
@@ -71,25 +75,30 @@ def audit(eraser, patch: Union[ForgetPatch, str, os.PathLike], photos: PhotoSpec
     options = dict(options)
     families = _families(attacks, options)
     settings = _settings(proto, samples, projector_steps, leakage_starts, leakage_steps, max_others)
+    # Every photo folder is listed through the reading gate before any work (a link out of a folder, a pipe, an
+    # oversized file or a folder of too many files fails here, before the patch or a model is loaded).
+    items = _photo_items((photos, held_out, others, real), settings.max_others, seed)
     if not isinstance(patch, ForgetPatch):
         patch = ForgetPatch.from_pretrained(patch)
     patching.check(eraser.generator, patch, eraser.name)  # PatchMismatchError (another base), PatchStateError (applied)
     applied_before = [p.patch_id for p in eraser.applied_patches]
-    for family in families:  # a bad option (a reference of another family) fails before any work
-        if family.runs(attacks, options):
-            family.prepare(eraser, options)
-    ctx = _context(eraser, patch, proto, settings, attacks, seed, progress, clip_path, options,
-                   (photos, held_out, others, real), codes)
-    ctx.metrics = {k: float("nan") for k in _report_keys(families, attacks, options)}
-    try:
-        for family in families:
-            if family.runs(attacks, options):
-                family.run(ctx)
-            elif family.attack:
-                ctx.mark_not_run(family.keys, family.not_requested)
-    finally:
-        if [p.patch_id for p in eraser.applied_patches] != applied_before:  # pragma: no cover - defensive
-            logger.error("the eraser's applied patches changed during the audit")
+    running = [family for family in families if family.runs(attacks, options)]
+    for family in running:  # a bad option (a reference of another family) fails before any work
+        family.prepare(eraser, options)
+    with StageProgress(len(PREPARATION) + len(running), enabled=progress) as stages:
+        ctx = _context(eraser, patch, proto, settings, attacks, seed, progress, clip_path, options, items, codes,
+                       stages)
+        ctx.metrics = {k: float("nan") for k in _report_keys(families, attacks, options)}
+        try:
+            for family in families:
+                if family in running:
+                    with stages.stage(family.title or family.name, family.work(ctx)):
+                        family.run(ctx)
+                elif family.attack:
+                    ctx.mark_not_run(family.keys, family.not_requested)
+        finally:
+            if [p.patch_id for p in eraser.applied_patches] != applied_before:  # pragma: no cover - defensive
+                logger.error("the eraser's applied patches changed during the audit")
     return _report(ctx, t_start)
 
 
@@ -130,37 +139,58 @@ def _settings(proto: Protocol, samples: Optional[int], projector_steps: int, lea
     return AuditSettings(n_samples, projector_steps, leakage_starts, leakage_steps, max_others)
 
 
+def _photo_items(specs: tuple[PhotoSpec, ...], max_others: Optional[int], seed: int
+                 ) -> tuple[dict[str, list[PhotoItem]], dict[str, Any]]:
+    """The (label, item, person) triples of every role (folders listed through the reading gate), the others
+    sampled (:func:`sample_people`). -> ({role: items}, the others sample's record)."""
+    photos, held_out, others, real = specs
+    items = {"request": photo_items(photos, "request"), "held_out": photo_items(held_out, "held_out")}
+    items["others"], sample_record = sample_people(photo_items(others, "others"), max_others, seed)
+    items["real"] = photo_items(real, "real")
+    return items, sample_record
+
+
+def _prepared(items: Mapping[str, list[PhotoItem]], judge, eraser, stages: StageProgress
+              ) -> tuple[dict[str, PhotoSet], list[dict[str, str]], float]:
+    """Every role's photos loaded and described by the judge (a stage of the progress). -> ({role: PhotoSet},
+    the skipped photos, seconds)."""
+    t = time.perf_counter()
+    skipped: list[dict[str, str]] = []
+    counts = ", ".join(f"{len(v)} {ROLE_TITLES[role]}" for role, v in items.items() if v)
+    sets: dict[str, PhotoSet] = {}
+    with stages.stage(PREPARATION[0], f"{plural(sum(map(len, items.values())), 'file')}: {counts}"):
+        for role, role_items in items.items():
+            sets[role] = prepare_photos(role_items, role, judge, eraser, skipped)
+            if role == "request" and not len(sets[role]):
+                raise NoFaceError(f"none of the request photos has a usable face ({len(skipped)} skipped: "
+                                  f"{'; '.join(s['photo'] + ': ' + s['reason'] for s in skipped[:3])}); pass the "
+                                  "photo the patch was made from")
+    return sets, skipped, time.perf_counter() - t
+
+
 def _context(eraser, patch: ForgetPatch, proto: Protocol, settings: AuditSettings, attacks: tuple[str, ...],
-             seed: int, progress: bool, clip_path, options: Mapping[str, Any], specs: tuple[PhotoSpec, ...],
-             codes: Optional[Mapping[str, torch.Tensor]]) -> AuditContext:
-    """The judge (and CLIP), the prepared photos of every role, their G_s codes and the evaluation views."""
+             seed: int, progress: bool, clip_path, options: Mapping[str, Any],
+             items: tuple[dict[str, list[PhotoItem]], dict[str, Any]], codes: Optional[Mapping[str, torch.Tensor]],
+             stages: StageProgress) -> AuditContext:
+    """The judge (and CLIP), the prepared photos of every role, their G_s codes and the evaluation views (the
+    first two stages of the progress)."""
     judge = make_judge(proto, eraser)
     clip = None
     if clip_path is not None:  # loaded before the expensive parts, so a bad folder fails fast
         from guide_unlearn.adapters.perceptual.cmmd import load_clip_embedder
 
         clip = load_clip_embedder(clip_path, eraser.device)
-    seconds: dict[str, float] = {}
-    t = time.perf_counter()
-    skipped: list[dict[str, str]] = []
-    photos, held_out, others, real = specs
-    request = prepare_photos(photo_items(photos, "request"), "request", judge, eraser, skipped)
-    if not len(request):
-        raise NoFaceError(f"none of the request photos has a usable face ({len(skipped)} skipped: "
-                          f"{'; '.join(s['photo'] + ': ' + s['reason'] for s in skipped[:3])}); pass the photo "
-                          "the patch was made from")
-    held = prepare_photos(photo_items(held_out, "held_out"), "held_out", judge, eraser, skipped)
-    other_items, sample_record = sample_people(photo_items(others, "others"), settings.max_others, seed)
-    oth = prepare_photos(other_items, "others", judge, eraser, skipped)
-    real_set = prepare_photos(photo_items(real, "real"), "real", judge, eraser, skipped)
-    seconds["photos"] = time.perf_counter() - t
-    ctx = AuditContext(eraser, patch, proto, judge, settings, seed, attacks, progress, request, held, oth, real_set,
-                       skipped, codes={}, clip=clip, options=dict(options), seconds=seconds)
+    role_items, sample_record = items
+    sets, skipped, seconds = _prepared(role_items, judge, eraser, stages)
+    ctx = AuditContext(eraser, patch, proto, judge, settings, seed, attacks, progress, sets["request"],
+                       sets["held_out"], sets["others"], sets["real"], skipped, codes={}, clip=clip,
+                       options=dict(options), seconds={"photos": seconds})
     ctx.details = {"date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "seed": seed,
                    "attacks": list(attacks), "skipped": skipped, "others_sample": sample_record}
     ctx.gallery = {"loss_history": patch.metadata.get("loss_history")}
-    with ctx.timed("inversion"):
-        ctx.codes = _source_codes(ctx, codes)
+    with stages.stage(PREPARATION[1], plural(len(ctx.request) + len(ctx.held_out) + len(ctx.others), "photo")):
+        with ctx.timed("inversion"):
+            ctx.codes = _source_codes(ctx, codes)
     ctx.views = eraser.generator.evaluation_cameras(proto.views) if eraser.generator.c_dim else None
     return ctx
 

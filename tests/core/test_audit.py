@@ -125,6 +125,32 @@ def test_empty_folder_is_an_input_error(tiny, tmp_path):
         guide_unlearn.audit(eraser, patch, tmp_path / "empty", **FAST)
 
 
+def _screen_lines(err: str) -> list[str]:
+    """What a terminal shows of captured stderr: each line as left after its last carriage return."""
+    return [line.rsplit("\r", 1)[-1].rstrip() for line in err.split("\n")]
+
+
+def test_the_audit_names_each_stage_with_its_count_on_stderr(tiny, capsys):
+    eraser, patch, pics = tiny
+    guide_unlearn.audit(eraser, patch, pics[:1], held_out=pics[1:3], others=pics[3:4], attacks=("leakage",),
+                        **{**FAST, "samples": 4})
+    lines = _screen_lines(capsys.readouterr().err)
+    # the four families that run (identity, held-out, leakage, Fréchet) after the two preparation stages
+    for expected in ("audit 1/6: photos (4 files: 1 request, 2 held-out, 1 others)",
+                     "audit 2/6: inverting the photos through G_s (4 photos)",
+                     "audit 3/6: the person's identity in renderings (1 request photo, 1 photo of others)",
+                     "audit 4/6: held-out photos (2 photos)",
+                     "audit 5/6: patch-leakage probe (2 starts x 5 steps)",
+                     "audit 6/6: Fréchet distance (4 samples per model, 0 real images)"):
+        assert expected in lines
+
+
+def test_a_quiet_audit_writes_nothing_to_stderr(tiny, capsys):
+    eraser, patch, pics = tiny
+    guide_unlearn.audit(eraser, patch, pics[:1], attacks=(), progress=False, **{**FAST, "samples": 4})
+    assert capsys.readouterr().err == ""
+
+
 def test_others_sample_keeps_whole_people_seeded_and_zero_means_everyone():
     from guide_unlearn.pipelines.audit import sample_people
 

@@ -149,3 +149,105 @@ def test_the_scan_catches_each_kind_of_reader(snippet):
 def test_the_scan_leaves_writers_parsers_of_strings_and_gate_calls_alone(snippet):
     tree = ast.parse(snippet)
     assert not [n for n in ast.walk(tree) if isinstance(n, ast.Call) and _reader(n, _gate_names(tree))]
+
+
+# -- photo folders: the audit's folders (request, held-out, others, real, strangers) are listed by the gate --------
+def _photo(path: Path) -> Path:
+    from PIL import Image
+
+    Image.new("RGB", (32, 32), (120, 90, 60)).save(path)
+    return path
+
+
+def _hostile_folder(tmp_path: Path, hostile: str) -> Path:
+    """A folder holding one good photo and one ``hostile`` entry."""
+    import os
+
+    from guide_unlearn.gate import KINDS
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    _photo(folder / "good.png")
+    entry = folder / "bad.png"
+    if hostile == "link_out":
+        entry.symlink_to(_photo(tmp_path / "outside.png"))
+    elif hostile == "dir_link_out":
+        (tmp_path / "elsewhere").mkdir()
+        _photo(tmp_path / "elsewhere" / "p.png")
+        (folder / "person").symlink_to(tmp_path / "elsewhere")
+    elif hostile == "dev_zero":
+        entry.symlink_to("/dev/zero")
+    elif hostile == "fifo":
+        os.mkfifo(entry)
+    elif hostile == "broken_link":
+        entry.symlink_to(folder / "missing.png")
+    elif hostile == "oversized":  # sparse: one byte over the photo cap, no disk used
+        with open(entry, "wb") as f:
+            f.truncate(KINDS["photo"].max_bytes + 1)
+    return folder
+
+
+HOSTILE_PHOTO_FOLDERS = {
+    "link_out": "outside the folder", "dir_link_out": "outside the folder", "dev_zero": "outside the folder",
+    "fifo": "not a regular file.*remove it from the folder", "broken_link": "broken link.*remove it",
+    "oversized": "over the .*-byte limit.*remove it from the folder",
+}
+
+
+@pytest.mark.parametrize("hostile", sorted(HOSTILE_PHOTO_FOLDERS))
+def test_a_hostile_entry_in_a_photo_folder_is_refused_before_any_work(tmp_path, hostile):
+    import time
+
+    import guide_unlearn
+    from guide_unlearn.errors import ImageLoadError
+
+    folder = _hostile_folder(tmp_path, hostile)
+    t = time.perf_counter()
+    # no eraser and no patch: the folder is refused before either is touched (a FIFO is never opened)
+    with pytest.raises(ImageLoadError, match=HOSTILE_PHOTO_FOLDERS[hostile]):
+        guide_unlearn.audit(None, tmp_path / "no-patch", [_photo(tmp_path / "request.png")], held_out=folder,
+                            protocol="toy-v1")
+    assert time.perf_counter() - t < 5
+
+
+def test_a_photo_folder_with_too_many_entries_is_refused_in_bounded_time(tmp_path):
+    import os
+    import time
+
+    from guide_unlearn.errors import ImageLoadError
+    from guide_unlearn.gate import KINDS
+    from guide_unlearn.pipelines.audit import photo_items
+
+    folder = tmp_path / "crowd"
+    folder.mkdir()
+    for i in range(KINDS["photo"].max_entries + 1):
+        os.close(os.open(folder / f"{i}.png", os.O_CREAT | os.O_WRONLY))
+    t = time.perf_counter()
+    with pytest.raises(ImageLoadError, match=r"more than 10000 entries.*split it"):
+        photo_items(folder, "others")
+    assert time.perf_counter() - t < 5
+
+
+def test_links_that_stay_inside_a_photo_folder_are_listed_once(tmp_path):
+    from guide_unlearn.pipelines.audit import photo_items
+
+    folder = tmp_path / "photos"
+    (folder / "ann").mkdir(parents=True)
+    _photo(folder / "ann" / "1.png")
+    (folder / "alias.png").symlink_to(folder / "ann" / "1.png")  # a file link inside: listed (it is a photo)
+    (folder / "ann-again").symlink_to(folder / "ann")  # a folder link inside: not followed (no duplicates)
+    (folder / ".hidden").symlink_to("/dev/zero")  # hidden entries are never looked at
+    labels = sorted(Path(label).relative_to(folder).as_posix() for label, _, _ in photo_items(folder, "others"))
+    assert labels == ["alias.png", "ann/1.png"]
+
+
+def test_the_cli_refuses_a_strangers_folder_with_a_pipe_before_loading_anything(tmp_path, capsys):
+    from guide_unlearn.cli import main
+
+    folder = _hostile_folder(tmp_path, "fifo")
+    code = main(["audit", str(tmp_path / "no-patch"), "--model", "tiny-stylegan2", "--photo",
+                 str(_photo(tmp_path / "request.png")), "--strangers", str(folder), "--protocol", "toy-v1",
+                 "--out", str(tmp_path / "report")])
+    assert code == 2
+    assert "not a regular file" in capsys.readouterr().err
+    assert not (tmp_path / "report").exists() or not any((tmp_path / "report").iterdir())

@@ -95,6 +95,53 @@ def test_a_resume_state_that_is_a_fifo_or_a_link_out_is_refused(tmp_path, saved_
         eraser.erase(w, CFG, state_dir=tmp_path / "run", measure=False, **RUN)
 
 
+
+@pytest.mark.parametrize("special", ["fifo", "link_inside", "link_out", "dev_zero", "folder"])
+def test_a_state_file_that_is_not_a_regular_file_is_refused_before_any_work(tmp_path, saved_state, special,
+                                                                            monkeypatch):
+    import guide_unlearn.engine as engine
+    from guide_unlearn.pipelines import photos
+
+    data, eraser, w = saved_state
+    run = tmp_path / "run"
+    run.mkdir()
+    state = run / STATE_FILE
+    if special == "fifo":
+        os.mkfifo(state)
+    elif special == "link_inside":  # even a link to a real state inside the folder: a run never follows a link
+        (run / "copy.pt").write_bytes(data)
+        state.symlink_to(run / "copy.pt")
+    elif special == "link_out":
+        (tmp_path / "elsewhere.pt").write_bytes(data)
+        state.symlink_to(tmp_path / "elsewhere.pt")
+    elif special == "dev_zero":
+        state.symlink_to("/dev/zero")
+    else:
+        state.mkdir()
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("work started before the state file was checked")
+
+    monkeypatch.setattr(engine._Loop, "train", no_work)
+    monkeypatch.setattr(photos, "prepare_images", no_work)
+    with pytest.raises(ConfigError, match="symbolic link|not a regular file|delete"):
+        eraser.erase(w, CFG, state_dir=run, measure=False, **RUN)
+    with pytest.raises(ConfigError, match="symbolic link|not a regular file|delete"):
+        eraser.erase(tmp_path / "photo.png", CFG, state_dir=run, measure=False, **RUN)  # before the photo is read
+    assert state.is_symlink() or state.is_dir() or state.is_fifo()  # left as it was
+
+
+def test_the_cli_refuses_a_state_file_that_is_a_fifo_before_loading_the_model(tmp_path, capsys):
+    from guide_unlearn.cli import main
+
+    (tmp_path / "state").mkdir()
+    os.mkfifo(tmp_path / "state" / STATE_FILE)
+    torch.save({"ws": torch.zeros(1, 4, 8)}, tmp_path / "w.pt")
+    code = main(["erase", "--latent", str(tmp_path / "w.pt"), "--model", "no-such-model", "--out",
+                 str(tmp_path / "patch"), "--state-dir", str(tmp_path / "state"), "--checkpoint-every", "1"])
+    err = capsys.readouterr().err
+    assert code == 2 and "not a regular file" in err and "no-such-model" not in err
+
 # -- latent files -----------------------------------------------------------------------------------------------
 def _zero_stride_latent() -> bytes:
     """A tiny .pt whose 'ws' is a view of 1 element as [100000, 14, 512] (zero strides): 28 GB once used."""
