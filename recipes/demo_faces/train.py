@@ -47,6 +47,9 @@ from guide_unlearn.errors import ConfigError
 logger = logging.getLogger(__name__)
 
 
+RUN_ONLY = ("threads", "save_every", "log_every")  # how a run is carried out, not what it trains
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Every setting of a demo-model training run (the run is a function of this and the photos)."""
@@ -92,9 +95,10 @@ class TrainConfig:
             raise ConfigError("pull_iterations, pull_radius and pull_weight must be >= 0")
 
     def stage1(self) -> dict[str, Any]:
-        """The settings the first stage (``train``) depends on: what a resumable state must agree with."""
+        """The settings the first stage (``train``) depends on: what a resumable state must agree with (how a run is
+        carried out -- threads, how often it saves and logs -- may change between a run and its resumption)."""
         return {k: v for k, v in json.loads(json.dumps(dataclasses.asdict(self))).items()
-                if not k.startswith("pull_")}
+                if not k.startswith("pull_") and k not in RUN_ONLY}
 
     @classmethod
     def from_json(cls, path: Path, **overrides: Any) -> "TrainConfig":
@@ -209,7 +213,8 @@ def train(cfg: TrainConfig, images: torch.Tensor, out_dir: Optional[Path] = None
         from guide_unlearn.checkpoints.torch_zip import load_torch_file
 
         state = load_torch_file(state_file, kind="resume-state")  # allow-list scan + weights_only, bounded
-        saved = {k: v for k, v in json.loads(state["config"]).items() if not k.startswith("pull_")}
+        saved = {k: v for k, v in json.loads(state["config"]).items()
+                 if not k.startswith("pull_") and k not in RUN_ONLY}
         if saved != cfg.stage1():
             changed = sorted(k for k in set(saved) | set(cfg.stage1()) if saved.get(k) != cfg.stage1().get(k))
             raise ConfigError(f"{state_file} was written by another config ({', '.join(changed)} differ); resume "

@@ -68,6 +68,15 @@ def test_resume_with_other_config_refused(tmp_path):
         T.train(T.TrainConfig(iterations=3, lr=1e-3, **TINY), _images(), tmp_path)
 
 
+def test_resume_with_other_threads_or_save_interval_is_accepted(tmp_path):
+    """Threads and the save / log intervals say how a run is carried out, not what it trains: a resumption may
+    change them (a run started on one core can go on with two)."""
+    T.train(T.TrainConfig(iterations=3, **TINY), _images(), tmp_path)
+    other = {**TINY, "threads": TINY["threads"] + 1, "save_every": 2, "log_every": 7}
+    _, _, summary = T.train(T.TrainConfig(iterations=3, **other), _images(), tmp_path)
+    assert summary["iterations"] == 3
+
+
 @pytest.mark.slow
 def test_loss_goes_down():
     """Four smooth images (4×4 noise upsampled): 100 steps fit them clearly better than the first step."""
