@@ -16,19 +16,20 @@ held-out figure and the re-learning attack, which needs one, are reported as not
 ``--method lora|robust``: one patch per person (``IdentityEraser.erase(photo, method=...)``, the method's default
 config on this model, seed 0). ``--method sugar|joint`` (several people per patch): ONE ``erase_many`` patch of all
 the people (request ids ``p1``..``pN``, no names), audited once per person. Patches are saved under ``--work``
-(default ``benchmarks/results/oracle_goals/patches``) and reused when present, so ``--erase-only`` can make them
-before the oracle exists.
+(default ``runs/oracle_goals``, which git ignores) in a folder named by the method (and ``--erase-iterations``)
+and reused when present, so ``--erase-only`` can make them before the oracle exists.
 
 Each person's patch is audited by ``guide_unlearn.audit`` (protocol ``offline-v1``: dlib's ResNet judges, MTCNN
 finds the face; docs/audit.md) with ``reference=--reference`` (default ``demo-faces-oracle-8``; ``demo-faces``
 itself is a stand-in that exercises the comparison, and the report then flags it), the attacks ``reinvert``
 (the fresh default inverter and the from-scratch projector at the audit's 400 steps), ``relearn`` (pivotal
-tuning at the audit's default k) and ``code_book``, seed 0; ``--attacks`` adds ``leakage`` (no reference
-counterpart, so no goal). The other people are every person of shared/faces that the oracle kept (the 8 are
-never among them); the audit takes its seeded sample of at most ``--max-others`` (48) of them.
-``--others-once`` measures the others (and the Fréchet distance) only in the first audited person's audit (the later audits
-get no others and the Fréchet distance's minimum of 2 samples, whose value is dropped); with ``sugar``/``joint``
-every person shares one patch, so the others are always measured once.
+tuning at the audit's default k) and ``code_book``, seed 0; ``--attacks reinvert relearn code_book leakage``
+adds the patch-leakage probe (it reads the patch: no reference counterpart, so no goal). The other people are
+every person of shared/faces that the oracle kept (the 8 are never among them); the audit takes its seeded
+sample of at most ``--max-others`` (48) of them.
+``--others-once`` measures the others (and the Fréchet distance) only in the first audited person's audit (the
+later audits get no others and the Fréchet distance's minimum of 2 samples, whose value is dropped); with
+``sugar``/``joint`` every person shares one patch, so the others are always measured once.
 
 The membership score (docs/audit.md, "Strangers and the membership score") needs photos of people the base never
 saw, and shared/faces holds none (demo-faces trained on all of it). Without ``--strangers``, its baseline is a
@@ -36,12 +37,13 @@ seeded sample of ``--baseline-people`` (8) people that EVERY model trained on (k
 one photo each, passed to the audit as its ``strangers=``: the score is then "the person's reconstruction fidelity
 minus that of retained training people" — near 0 through the base, below 0 through the oracle (the person is a
 stranger to it); the goal asks the patched model's score to be where the oracle's is. ``--strangers PHOTOS`` uses
-real strangers instead. Every line names the baseline it used (``membership_baseline``).
+real strangers instead. The first line names the baseline used (``membership_baseline``, ``baseline_photos``).
 
 Output (``--out FILE.jsonl``; an existing file is refused unless ``--append``), one JSON object a line:
 
-1. ``{"benchmark": "oracle_goals", "commit", "date", "method", "reference", "people": [...], "settings": {...}}``
-   (every audit and erase setting; ``quick``: true marks a smoke run whose figures mean nothing);
+1. ``{"benchmark": "oracle_goals", "commit", "date", "method", "reference", "people": [...], "membership_baseline",
+   "baseline_photos", "settings": {...}}`` (every audit and erase setting; ``quick``: true marks a smoke run whose
+   figures mean nothing);
 2. one line per person: ``person``, ``request`` (photo, relative to shared/faces), ``held_out`` (their photos),
    ``patch`` (folder), ``erase_seconds`` (the erase's wall time when it was made, null when reused without a
    record), ``stand_in`` (the reference renders as the base: not an oracle), and
@@ -62,10 +64,12 @@ Output (``--out FILE.jsonl``; an existing file is refused unless ``--append``), 
      no further from the base than the oracle is (others_kept >= reference's; fd_pre <= reference's) — a point
      comparison, not a spread;
    - ``seconds``: ``report.seconds`` (the audit's wall time per part: photos, inversion, id, held_out, reinversion,
-     others_kept, fd, reference, reference_fd, code_book, relearn, membership, total);
+     others_kept, fd, reference, reference_fd, code_book, relearn, membership, total) and ``counts`` (photos the
+     audit used per role);
 3. the pooled line (``"pooled": true``): per attack and membership attacker, the mean of each model's figure over
-   the people measured, ``goal_met`` as "k of n measured" and the people not measured; the others' figures of
-   every audit that measured them.
+   the people measured, ``goal_met`` as "k of n measured", ``missed_by`` ({person: patched - reference} where the
+   goal is missed) and ``not_measured`` (people); the others' figures of every audit that measured them;
+   ``not_audited`` (people whose erase was refused, with the reason) and ``all_measured_goals_met``.
 
 Needs shared/ (GUIDE_SHARED or ../shared). Figures from a loaded machine are not timings for the docs.
 """
@@ -86,7 +90,7 @@ from typing import Any, Optional
 
 HERE = Path(__file__).resolve().parent
 PEOPLE_FILE = HERE.parent / "recipes" / "demo_faces" / "oracle_8.txt"
-WORK = HERE / "results" / "oracle_goals" / "patches"
+WORK = HERE.parent / "runs" / "oracle_goals"  # ignored by git: patches are not results
 MARGIN = 0.10  # the issue's goal: patched <= reference + MARGIN
 SPREAD_SDS = 2.0  # membership: within this many bootstrap standard deviations of the reference (docs/audit.md)
 # attack name in the output -> the figure of the audit's details["comparison"]
@@ -168,9 +172,8 @@ def person_figures(comparison: list[dict], not_run: dict[str, str], membership: 
     rows = {r["figure"]: r for r in comparison}
     attacks = {name: attack_entry(rows.get(fig), not_run.get(f"{fig}_after") or not_run.get(f"reference_{fig}"))
                for name, fig in ATTACK_FIGURES.items()}
-    member = {tag: membership_entry((membership or {}).get(tag),
-                                    not_run.get(f"membership_{tag}_after") or not_run.get(f"reference_membership_{tag}"))
-              for tag in MEMBERSHIP_ATTACKERS}
+    reason = lambda tag: not_run.get(f"membership_{tag}_after") or not_run.get(f"reference_membership_{tag}")  # noqa
+    member = {tag: membership_entry((membership or {}).get(tag), reason(tag)) for tag in MEMBERSHIP_ATTACKERS}
     others = {fig: others_entry(rows.get(fig), better) for fig, better in OTHERS_FIGURES.items()} if with_others \
         else None
     return {"attacks": attacks, "membership": member, "others": others}
