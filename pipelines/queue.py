@@ -29,7 +29,7 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Optional, Sequence, Union
 
 from guide_unlearn import gate
 from guide_unlearn.errors import GuideUnlearnError, InputError, NoFaceError, SaveError
@@ -42,6 +42,7 @@ TAG = "guide_unlearn.erase_batch"
 MANIFEST = "manifest.jsonl"
 RESULTS = ".results"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+MAX_REQUEST_FOLDERS = 100_000  # entries of a request folder looked at before it is refused (bounded listing)
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
@@ -98,8 +99,10 @@ def read_requests(source: os.PathLike | str) -> list[Request]:
     return out
 
 
-def _checked_request(rid: str, photos: list[Path], root: Path) -> Request:
-    """The request with its photos' real paths, or with the reason it cannot run."""
+def _checked_request(rid: str, photos: Union[list[Path], str], root: Path) -> Request:
+    """The request with its photos' real paths, or with the reason it cannot run (``photos`` may already be one)."""
+    if isinstance(photos, str):
+        return Request(rid, (), photos)
     if not photos:
         return Request(rid, (), "the request has no photos; add at least one photo of the person")
     real = []
@@ -112,14 +115,29 @@ def _checked_request(rid: str, photos: list[Path], root: Path) -> Request:
     return Request(rid, tuple(real))
 
 
-def _from_folder(root: Path) -> dict[str, list[Path]]:
-    pairs: dict[str, list[Path]] = {}
-    subs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if len(subs) > 100_000:
-        raise InputError(f"{root} holds more than 100000 request folders; split the queue")
-    for sub in subs:
-        photos = sorted(p for p in sub.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-        pairs[sub.name] = photos[:10_000]
+def _from_folder(root: Path) -> dict[str, Union[list[Path], str]]:
+    """{request id: its photos, or why its folder cannot be read}. The sub-folders are listed with a bound on their
+    number; each one's photos through the reading gate (``gate.list_folder``: regular files inside it, no link out,
+    size and count caps), so a hostile entry fails its request alone, in bounded time."""
+    subs: list[Path] = []
+    with os.scandir(root) as entries:
+        for n, entry in enumerate(entries):
+            if n >= MAX_REQUEST_FOLDERS:
+                raise InputError(f"{root} holds more than {MAX_REQUEST_FOLDERS} entries; split the queue")
+            if not entry.name.startswith(".") and (entry.is_dir() or entry.is_symlink()):
+                subs.append(Path(entry.path))
+    pairs: dict[str, Union[list[Path], str]] = {}
+    for sub in sorted(subs):
+        if sub.is_symlink():
+            pairs[sub.name] = (f"{sub} is a link; a request folder must be a real folder inside {root} (copy the "
+                               "photos into it)")
+            continue
+        try:
+            listed = gate.list_folder(sub, "photo")
+        except GuideUnlearnError as exc:
+            pairs[sub.name] = str(exc)
+            continue
+        pairs[sub.name] = [p for p in listed if p.suffix.lower() in IMAGE_SUFFIXES]
     return pairs
 
 

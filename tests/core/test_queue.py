@@ -180,3 +180,30 @@ def test_a_request_seed_depends_on_its_id_only_and_groups_on_the_sorted_ids():
     groups = make_units(reqs, joint=2)
     assert [[r.request_id for r in u.requests] for u in groups] == [["a", "b"], ["c"]]
     assert groups[0].name != make_units([Request("a", ()), Request("x", ())], joint=2)[0].name
+
+
+def _request_folder(tmp_path):
+    (tmp_path / "q" / "good").mkdir(parents=True)
+    (tmp_path / "q" / "good" / "1.jpg").write_bytes(b"x")
+    (tmp_path / "q" / "bad").mkdir()
+    (tmp_path / "outside.jpg").write_bytes(b"x")
+    return tmp_path / "q"
+
+
+@pytest.mark.parametrize("hostile", ["link-out", "fifo", "dev-zero", "folder-link"])
+def test_a_hostile_entry_in_a_request_folder_fails_that_request_alone(tmp_path, hostile):
+    """Request folders are listed through the reading gate: a link out of the folder, a FIFO, a link to /dev/zero
+    or a request folder that is itself a link fails its request with a reason; the others still run."""
+    q = _request_folder(tmp_path)
+    if hostile == "link-out":
+        (q / "bad" / "x.jpg").symlink_to(tmp_path / "outside.jpg")
+    elif hostile == "fifo":
+        os.mkfifo(q / "bad" / "x.jpg")
+    elif hostile == "dev-zero":
+        (q / "bad" / "x.jpg").symlink_to("/dev/zero")
+    else:
+        (q / "bad").rmdir()
+        (q / "bad").symlink_to(tmp_path)
+    requests = {r.request_id: r for r in read_requests(q)}
+    assert requests["good"].problem is None and len(requests["good"].photos) == 1
+    assert requests["bad"].problem and requests["bad"].photos == ()
