@@ -99,6 +99,19 @@ def target_pairs(metric, eraser, targets):
     return int((pair < E.THRESHOLD).sum()), int(len(pair))
 
 
+def _or_none(x: float, digits: int):
+    """x rounded, or None for NaN (no paired baseline was run): JSON has no NaN."""
+    return None if x != x else round(x, digits)
+
+
+def _commit() -> str:
+    """The repository's commit (with "+dirty" for uncommitted changes), recorded on every line."""
+    import subprocess
+
+    run = lambda *a: subprocess.run(["git", *a], cwd=HERE, capture_output=True, text=True).stdout.strip()  # noqa
+    return run("rev-parse", "HEAD") + ("+dirty" if run("status", "--porcelain", "--untracked-files=no") else "")
+
+
 def single_seconds(eraser, w) -> float:
     """Wall time of one erase of ``w`` with the model's default method (the paired reference)."""
     t = time.perf_counter()
@@ -128,6 +141,8 @@ def judged(eraser, faces, metric, codes, patches, chosen, others) -> dict:
 
 
 def joint(eraser, faces, metric, codes, chosen, others, method: str, over: dict, baseline: bool = True) -> dict:
+    """The chosen people erased in ONE ``erase_many`` run of ``method``: erased / others kept (:func:`judged`),
+    dlib same-person calls among the targets' renderings, seconds, and the paired default single erase."""
     requests = {faces.people[i]: codes[faces.names[i]].unsqueeze(0) for i in chosen}
     base = single_seconds(eraser, next(iter(requests.values()))) if baseline else float("nan")
     t = time.perf_counter()
@@ -137,11 +152,13 @@ def joint(eraser, faces, metric, codes, chosen, others, method: str, over: dict,
 
     same, pairs = target_pairs(metric, eraser, torch.cat(list(result.w_target.values())))
     return {**judged(eraser, faces, metric, codes, [result.patch], chosen, others), "target_pairs_same": same,
-            "target_pairs": pairs, "seconds": round(seconds, 1), "single_seconds": round(base, 1),
-            "over_single": round(seconds / base, 2), "iterations": result.patch.metadata["erase_config"]["iterations"]}
+            "target_pairs": pairs, "seconds": round(seconds, 1), "single_seconds": _or_none(base, 1),
+            "over_single": _or_none(seconds / base, 2), "iterations": result.patch.metadata["erase_config"]["iterations"]}
 
 
 def continual(eraser, faces, metric, codes, chosen, others, method: str, over: dict, baseline: bool = True) -> dict:
+    """The chosen people erased one after another with ``method``, each patch applied before the next and the
+    earlier people passed as ``keep_erased``; judged after the last (:func:`judged`), with the summed seconds."""
     import torch
 
     ws = [codes[faces.names[i]].unsqueeze(0) for i in chosen]
@@ -158,7 +175,7 @@ def continual(eraser, faces, metric, codes, chosen, others, method: str, over: d
         for p in reversed(patches):
             eraser.remove_patch(p)
     return {**judged(eraser, faces, metric, codes, patches, chosen, others), "seconds": round(seconds, 1),
-            "single_seconds": round(base, 1), "over_single": round(seconds / base, 2)}
+            "single_seconds": _or_none(base, 1), "over_single": _or_none(seconds / base, 2)}
 
 
 def single(eraser, faces, metric, codes, method: str, over: dict, identity_model, samples: int) -> dict:
@@ -194,6 +211,7 @@ def single(eraser, faces, metric, codes, method: str, over: dict, identity_model
 
 
 def main() -> int:
+    """Parse the options, run each ``--setting`` and print (and append to ``--out``) one JSON line per setting."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--method", default="sugar", help="the registered erase method (guide_unlearn.list_methods())")
     p.add_argument("--setting", default="joint", help="joint, continual, single (comma-separated for several)")
@@ -224,7 +242,8 @@ def main() -> int:
         chosen_identity = None
     over = json.loads(args.config)
     chosen, others = choose(recognised, args.people, args.offset)
-    common = {"benchmark": "many_methods", "method": args.method, "config": over, "offset": args.offset,
+    common = {"benchmark": "many_methods", "commit": _commit(),
+              "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "method": args.method, "config": over, "offset": args.offset,
               "part": "report" if args.offset == 0 else "tuning", "threads": args.threads,
               "identity_model": JUDGE_IN_LOSS if args.identity == "faceapi" else None,
               "perceptual": getattr(eraser.perceptual, "name", None)}

@@ -56,8 +56,9 @@ Output (``--out FILE.jsonl``; an existing file is refused unless ``--append``), 
    - ``membership``: per attacker (``default``, ``scratch``) the score through ``base``, ``patched``,
      ``reference``, ``patched_minus_reference``, ``reference_bootstrap_std`` (the audit's seeded bootstrap of the
      reference's score over the person's and the baseline's photos, 200 resamples: an ESTIMATE of the spread, not
-     a seed-to-seed spread) and ``goal_met`` (|patched - reference| <= 2 x reference_bootstrap_std, the audit's
-     rule);
+     a seed-to-seed spread) and ``goal_met`` (patched <= reference + 2 x reference_bootstrap_std, the audit's
+     rule: the person is no more a member through the patched model than through the oracle, within its spread;
+     a score below the oracle's is no trace of the person either);
    - ``others`` (null when not measured in this audit): ``others_kept`` (of the others recognised through G_s, the
      share still recognised through G_u / through the reference at its own codes) and ``fd_pre`` (Fréchet
      distance of the model's samples from G_s's, dlib feature space), each with ``goal_met``: the patched model is
@@ -69,9 +70,11 @@ Output (``--out FILE.jsonl``; an existing file is refused unless ``--append``), 
 3. the pooled line (``"pooled": true``): per attack and membership attacker, the mean of each model's figure over
    the people measured, ``goal_met`` as "k of n measured", ``missed_by`` ({person: patched - reference} where the
    goal is missed) and ``not_measured`` (people); the others' figures of every audit that measured them;
-   ``not_audited`` (people whose erase was refused, with the reason) and ``all_measured_goals_met``.
+   ``not_audited`` (people whose erase was refused, with the reason) and ``all_measured_goals_met`` (every
+   measured goal, the others' included; null when nothing was measured).
 
-Needs shared/ (GUIDE_SHARED or ../shared). Figures from a loaded machine are not timings for the docs.
+Needs shared/ (GUIDE_SHARED or ../shared). Its seconds say what each part costs; they are timings only when
+nothing else runs on the machine.
 """
 
 from __future__ import annotations
@@ -137,7 +140,8 @@ def attack_entry(row: Optional[dict], reason: Optional[str]) -> dict[str, Any]:
 def membership_entry(results: Optional[dict], reason: Optional[str]) -> dict[str, Any]:
     """One attacker's membership scores {role: {"score", "std", ...}} (roles before/after/reference) ->
     {"base", "patched", "reference", "patched_minus_reference", "reference_bootstrap_std", "goal_met",
-    "not_measured"}; goal_met: |patched - reference| <= SPREAD_SDS x the reference's bootstrap std."""
+    "not_measured"}; goal_met: patched <= reference + SPREAD_SDS x the reference's bootstrap std (one-sided, as
+    the audit's verdict rule)."""
     results = results or {}
     score = lambda role: _num((results.get(role) or {}).get("score"))  # noqa: E731
     base, patched, ref = score("before"), score("after"), score("reference")
@@ -146,7 +150,7 @@ def membership_entry(results: Optional[dict], reason: Optional[str]) -> dict[str
     out = {"base": base, "patched": patched, "reference": ref,
            "patched_minus_reference": _num(patched - ref) if patched is not None and ref is not None else None,
            "reference_bootstrap_std": std,
-           "goal_met": bool(abs(patched - ref) <= SPREAD_SDS * std + 1e-9) if measured else None}
+           "goal_met": bool(patched - ref <= SPREAD_SDS * std + 1e-9) if measured else None}
     if not measured:
         out["not_measured"] = reason or "no membership score through both models"
     return out
@@ -206,7 +210,12 @@ def pooled(rows: list[dict]) -> dict[str, Any]:
                          "goal_met": f"{sum(bool(r['others'][f]['goal_met']) for r in with_others)} of "
                                      f"{len(with_others)} audits"} for f in OTHERS_FIGURES}
     pools = list(out["attacks"].values()) + list(out["membership"].values())
-    out["all_measured_goals_met"] = all(e["people_meeting_goal"] == e["people_measured"] for e in pools)
+    others_goals = [r["others"][f]["goal_met"] for r in with_others for f in OTHERS_FIGURES
+                    if r["others"][f]["goal_met"] is not None]
+    measured = sum(e["people_measured"] for e in pools) + len(others_goals)
+    out["all_measured_goals_met"] = (None if not measured else  # nothing measured: no verdict, not a pass
+                                     all(e["people_meeting_goal"] == e["people_measured"] for e in pools)
+                                     and all(others_goals))
     return out
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import os
+import stat
 from pathlib import Path
 from typing import Any, Mapping, Optional, Union
 
@@ -36,9 +37,17 @@ def check_state_file(state_dir: Union[None, str, os.PathLike]) -> Optional[Path]
                           "its state folder (it may lead outside it): delete the link to start over, or choose "
                           "another state folder")
     try:
-        gate.check_file(path, "resume-state", root=path.parent)
-    except GuideUnlearnError as e:
-        raise ConfigError(f"cannot use the saved erase state {path} ({e}); delete it to start over") from None
+        st = os.lstat(path)  # never opened here: an open of a FIFO could release a writer waiting on it
+    except OSError as exc:
+        raise ConfigError(f"cannot look at the saved erase state {path} ({exc.strerror or exc}); check the state "
+                          "folder's permissions, or delete the file to start over") from None
+    cap = gate.get_kind("resume-state").max_bytes
+    if not stat.S_ISREG(st.st_mode):
+        raise ConfigError(f"the saved erase state {path} is not a regular file (a folder, pipe, device or socket); "
+                          "delete it to start over, or choose another state folder")
+    if not 0 < st.st_size <= cap:
+        raise ConfigError(f"the saved erase state {path} holds {st.st_size} bytes (a state is 1 to {cap} bytes); "
+                          "delete it to start over, or choose another state folder")
     return path
 
 

@@ -120,12 +120,16 @@ def _from_folder(root: Path) -> dict[str, Union[list[Path], str]]:
     number; each one's photos through the reading gate (``gate.list_folder``: regular files inside it, no link out,
     size and count caps), so a hostile entry fails its request alone, in bounded time."""
     subs: list[Path] = []
-    with os.scandir(root) as entries:
-        for n, entry in enumerate(entries):
-            if n >= MAX_REQUEST_FOLDERS:
-                raise InputError(f"{root} holds more than {MAX_REQUEST_FOLDERS} entries; split the queue")
-            if not entry.name.startswith(".") and (entry.is_dir() or entry.is_symlink()):
-                subs.append(Path(entry.path))
+    try:
+        with os.scandir(root) as entries:
+            for n, entry in enumerate(entries):
+                if n >= MAX_REQUEST_FOLDERS:
+                    raise InputError(f"{root} holds more than {MAX_REQUEST_FOLDERS} entries; split the queue")
+                if not entry.name.startswith(".") and entry.is_dir():  # folders and links to folders; files ignored
+                    subs.append(Path(entry.path))
+    except OSError as exc:
+        raise InputError(f"cannot list the request folder {root} ({exc.strerror or exc}); check the path and its "
+                         "permissions") from None
     pairs: dict[str, Union[list[Path], str]] = {}
     for sub in sorted(subs):
         if sub.is_symlink():
@@ -133,7 +137,7 @@ def _from_folder(root: Path) -> dict[str, Union[list[Path], str]]:
                                "photos into it)")
             continue
         try:
-            listed = gate.list_folder(sub, "photo")
+            listed = gate.list_folder(sub, "photo", recursive=False)  # one request = the photos at its top level
         except GuideUnlearnError as exc:
             pairs[sub.name] = str(exc)
             continue

@@ -209,8 +209,9 @@ def sha256(path: PathLike, kind: Union[str, Kind], root: Optional[PathLike] = No
     return h.hexdigest()
 
 
-def list_folder(folder: PathLike, kind: Union[str, Kind]) -> list[Path]:
-    """The files under ``folder`` (sub-folders included; entries whose name starts with "." skipped), sorted, each
+def list_folder(folder: PathLike, kind: Union[str, Kind], recursive: bool = True) -> list[Path]:
+    """The files under ``folder`` (sub-folders included unless ``recursive`` is False; entries whose name starts
+    with "." skipped), sorted, each listed once (a link to a file inside is dropped when its target is listed), each
     checked without being read: its real location inside the real ``folder`` (a link may lead only to another
     place inside it; a link to a folder inside is not followed, its files are listed where they are), a regular
     file (not a pipe, device or socket, whatever link led to it), at most the kind's size. At most the kind's
@@ -235,13 +236,17 @@ def list_folder(folder: PathLike, kind: Union[str, Kind]) -> list[Path]:
                         continue
                     path = Path(entry.path)
                     if _listed_folder(path, entry, folder, kind):
-                        pending.append(path)
+                        if recursive:
+                            pending.append(path)
                     elif not entry.is_dir():
                         found.append(path)
         except OSError as exc:
             raise kind.error(f"cannot list the folder {current} ({exc.strerror or exc}); check the path and its "
                              "permissions") from None
-    return sorted(found)
+    once: dict[str, Path] = {}
+    for path in sorted(found, key=lambda p: (p.is_symlink(), str(p))):  # real files first, then links to them
+        once.setdefault(os.path.realpath(path), path)
+    return sorted(once.values())
 
 
 def _listed_folder(path: Path, entry: os.DirEntry, folder: Path, kind: Kind) -> bool:

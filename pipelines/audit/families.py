@@ -141,6 +141,8 @@ class MetricFamily:
     options:         extra keywords of ``audit()`` this family reads from ``ctx.options`` (name -> one line).
     figure_captions: {figure file name: caption} of the figures :meth:`figures` makes.
     title:           what the audit's progress calls its stage ("held-out photos"; default: ``name``).
+    photo_options:   those of its ``options`` that are photo folders: the audit lists them through the reading
+                     gate with its own photos, before the patch or any model is loaded.
     """
 
     name = ""
@@ -150,6 +152,7 @@ class MetricFamily:
     attack = False
     not_requested = ""
     options: Mapping[str, str] = {}
+    photo_options: tuple[str, ...] = ()
     figure_captions: Mapping[str, str] = {}
 
     def runs(self, attacks: Sequence[str], options: Mapping[str, Any]) -> bool:

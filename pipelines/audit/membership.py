@@ -74,6 +74,7 @@ class MembershipFamily(MetricFamily):
                 **{f"membership_{t}_minus_reference": "after - reference" for t in ATTACKERS}}
     options = {"strangers": "photos of people the base model never saw (a folder, paths or PIL images; one person "
                             "per file, or per sub-folder): the baseline of the membership score"}
+    photo_options = ("strangers",)
     figure_captions = {"membership.png": "Membership: the person against strangers"}
 
     def runs(self, attacks, options) -> bool:

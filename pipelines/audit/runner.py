@@ -78,6 +78,10 @@ def audit(eraser, patch: Union[ForgetPatch, str, os.PathLike], photos: PhotoSpec
     # Every photo folder is listed through the reading gate before any work (a link out of a folder, a pipe, an
     # oversized file or a folder of too many files fails here, before the patch or a model is loaded).
     items = _photo_items((photos, held_out, others, real), settings.max_others, seed)
+    for family in families:  # the families' own photo folders (strangers), before anything is loaded too
+        for name in family.photo_options:
+            if options.get(name) is not None and family.runs(attacks, options):
+                photo_items(options[name], name)
     if not isinstance(patch, ForgetPatch):
         patch = ForgetPatch.from_pretrained(patch)
     patching.check(eraser.generator, patch, eraser.name)  # PatchMismatchError (another base), PatchStateError (applied)

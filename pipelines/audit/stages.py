@@ -59,10 +59,12 @@ class StageProgress:
 
     def close(self) -> None:
         """Close the overall bar and put the log and warning output back as it was."""
-        if self._bar is not None:
-            self._bar.close()
-            self._bar = None
-        self._scope.close()
+        try:
+            if self._bar is not None:
+                bar, self._bar = self._bar, None
+                bar.close()
+        finally:
+            self._scope.close()
 
     def write(self, line: str) -> None:
         """Write ``line`` above the bars (nothing when disabled)."""

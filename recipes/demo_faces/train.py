@@ -376,8 +376,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--pull-iterations", type=int, default=None, help="override the config's stage 2 (smoke runs)")
     p.add_argument("--max-photos", type=int, default=None, help="use only the first N photos (smoke runs)")
     p.add_argument("--threads", type=int, default=None,
-                   help="torch CPU threads instead of the config's (changes float rounding only; a run resumes "
-                        "with the count it started with)")
+                   help="torch CPU threads instead of the config's (changes float rounding only; a resumed run may "
+                        "use another count)")
     p.add_argument("--exclude", nargs="+", default=[], metavar="PERSON",
                    help="people to leave out (an oracle model): a one-person folder of shared/faces "
                         "(guide_celebahq512) or a photo that is its own person (deepface_train/img1.jpg)")

@@ -39,15 +39,27 @@ def test_an_attack_the_audit_did_not_run_has_no_goal_and_keeps_the_reason(bench)
     assert entry["not_measured"] == "needs held-out photos"
 
 
-def test_membership_is_within_the_spread_up_to_two_bootstrap_deviations(bench):
+def test_membership_passes_up_to_two_bootstrap_deviations_above_the_reference(bench):
     scores = {"before": {"score": 0.2, "std": 0.01}, "after": {"score": 0.05, "std": 0.01},
               "reference": {"score": -0.01, "std": 0.03}}
-    assert bench.membership_entry(scores, None)["goal_met"] is True  # |0.06| <= 2 x 0.03
+    assert bench.membership_entry(scores, None)["goal_met"] is True  # 0.06 <= 2 x 0.03
     scores["reference"]["std"] = 0.02
     entry = bench.membership_entry(scores, None)
-    assert entry["goal_met"] is False  # |0.06| > 2 x 0.02
+    assert entry["goal_met"] is False  # 0.06 > 2 x 0.02
     assert entry["reference_bootstrap_std"] == pytest.approx(0.02)
     assert entry["patched_minus_reference"] == pytest.approx(0.06)
+
+
+def test_membership_far_below_the_reference_is_no_trace_of_the_person(bench):
+    scores = {"after": {"score": -0.5, "std": 0.01}, "reference": {"score": -0.1, "std": 0.05}}
+    assert bench.membership_entry(scores, None)["goal_met"] is True  # one-sided, as the audit's verdict rule
+
+
+def test_nothing_measured_is_no_verdict_and_a_missed_others_goal_is_a_miss(bench):
+    assert bench.pooled([{"person": "c", "refused": "NoFaceError: none"}])["all_measured_goals_met"] is None
+    row = {"person": "a", **bench.person_figures([{"figure": "others_kept", **_row(1.0, 0.7, 0.9)}], {}, None,
+                                                 with_others=True)}
+    assert bench.pooled([row])["all_measured_goals_met"] is False
 
 
 def test_others_figures_pass_when_the_patch_moves_no_further_from_the_base_than_the_reference(bench):

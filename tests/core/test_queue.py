@@ -190,8 +190,9 @@ def _request_folder(tmp_path):
     return tmp_path / "q"
 
 
-@pytest.mark.parametrize("hostile", ["link-out", "fifo", "dev-zero", "folder-link"])
-def test_a_hostile_entry_in_a_request_folder_fails_that_request_alone(tmp_path, hostile):
+@pytest.mark.parametrize("hostile, reason", [("link-out", "outside"), ("fifo", "not a regular file"),
+                                             ("dev-zero", "outside"), ("folder-link", "is a link")])
+def test_a_hostile_entry_in_a_request_folder_fails_that_request_alone(tmp_path, hostile, reason):
     """Request folders are listed through the reading gate: a link out of the folder, a FIFO, a link to /dev/zero
     or a request folder that is itself a link fails its request with a reason; the others still run."""
     q = _request_folder(tmp_path)
@@ -206,4 +207,14 @@ def test_a_hostile_entry_in_a_request_folder_fails_that_request_alone(tmp_path, 
         (q / "bad").symlink_to(tmp_path)
     requests = {r.request_id: r for r in read_requests(q)}
     assert requests["good"].problem is None and len(requests["good"].photos) == 1
-    assert requests["bad"].problem and requests["bad"].photos == ()
+    assert reason in requests["bad"].problem and requests["bad"].photos == ()
+
+
+def test_a_request_folder_is_read_one_level_deep_and_stray_file_links_beside_it_are_ignored(tmp_path):
+    q = _request_folder(tmp_path)
+    (q / "good" / "nested").mkdir()
+    (q / "good" / "nested" / "2.jpg").write_bytes(b"x")
+    (q / "notes.txt").symlink_to(tmp_path / "outside.jpg")
+    (q / "my notes").symlink_to(tmp_path / "nowhere")  # a broken link named like no request could be
+    requests = {r.request_id: r for r in read_requests(q)}
+    assert sorted(requests) == ["bad", "good"] and len(requests["good"].photos) == 1

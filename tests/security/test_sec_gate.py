@@ -234,11 +234,11 @@ def test_links_that_stay_inside_a_photo_folder_are_listed_once(tmp_path):
     folder = tmp_path / "photos"
     (folder / "ann").mkdir(parents=True)
     _photo(folder / "ann" / "1.png")
-    (folder / "alias.png").symlink_to(folder / "ann" / "1.png")  # a file link inside: listed (it is a photo)
+    (folder / "alias.png").symlink_to(folder / "ann" / "1.png")  # a file link inside: the photo is listed once
     (folder / "ann-again").symlink_to(folder / "ann")  # a folder link inside: not followed (no duplicates)
     (folder / ".hidden").symlink_to("/dev/zero")  # hidden entries are never looked at
     labels = sorted(Path(label).relative_to(folder).as_posix() for label, _, _ in photo_items(folder, "others"))
-    assert labels == ["alias.png", "ann/1.png"]
+    assert labels == ["ann/1.png"]
 
 
 def test_the_cli_refuses_a_strangers_folder_with_a_pipe_before_loading_anything(tmp_path, capsys):
@@ -251,3 +251,16 @@ def test_the_cli_refuses_a_strangers_folder_with_a_pipe_before_loading_anything(
     assert code == 2
     assert "not a regular file" in capsys.readouterr().err
     assert not (tmp_path / "report").exists() or not any((tmp_path / "report").iterdir())
+
+
+def test_audit_in_python_refuses_a_strangers_folder_with_a_pipe_before_loading_the_patch(tmp_path):
+    """strangers= is a photo folder of the membership family: listed through the gate with the audit's own photos,
+    so the FIFO is refused before the (missing) patch is even looked for."""
+    from guide_unlearn import IdentityEraser
+    from guide_unlearn.errors import ImageLoadError
+    from guide_unlearn.pipelines.audit import audit
+
+    eraser = IdentityEraser.from_pretrained("tiny-stylegan2")
+    with pytest.raises(ImageLoadError, match="not a regular file"):
+        audit(eraser, tmp_path / "no-patch", [_photo(tmp_path / "request.png")], protocol="toy-v1",
+              strangers=_hostile_folder(tmp_path, "fifo"), progress=False)
