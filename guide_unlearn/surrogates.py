@@ -197,7 +197,8 @@ def train_surrogates(network: SurrogateNetwork, w_u: torch.Tensor, person_of: to
                 differentiable in the codes (the generator draws the view of the step and any renderer sampling).
     embed:      images -> unit identity vectors [N, D], differentiable.
     people_per_step: train on this many people per step, a seeded random subset each step (the cost of a step does
-                not grow with P, and every pair of people meets in some step); None = everyone every step.
+                not grow with P; unlike fixed groups, any pair of people can meet in a step: over s steps a
+                given pair misses every one with probability (1 - S(S-1)/(P(P-1)))^s); None = everyone every step.
     Loss per step: mean relu(cos(e(w_t), e(w_u)) - self_margin) over codes + mean relu(cos(e_p, e_q) - pair_margin)
     over pairs of people (e_p: the mean of person p's target embeddings) + near_weight · pixel MSE(G(w_t), G(w_u)).
     -> :class:`SurrogateTraining`. With ``steps`` = 0 the targets are the untrained network's (UFO's).
