@@ -153,7 +153,8 @@ def joint(eraser, faces, metric, codes, chosen, others, method: str, over: dict,
     same, pairs = target_pairs(metric, eraser, torch.cat(list(result.w_target.values())))
     return {**judged(eraser, faces, metric, codes, [result.patch], chosen, others), "target_pairs_same": same,
             "target_pairs": pairs, "seconds": round(seconds, 1), "single_seconds": _or_none(base, 1),
-            "over_single": _or_none(seconds / base, 2), "iterations": result.patch.metadata["erase_config"]["iterations"]}
+            "over_single": _or_none(seconds / base, 2),
+            "iterations": result.patch.metadata["erase_config"]["iterations"]}
 
 
 def continual(eraser, faces, metric, codes, chosen, others, method: str, over: dict, baseline: bool = True) -> dict:
@@ -243,7 +244,8 @@ def main() -> int:
     over = json.loads(args.config)
     chosen, others = choose(recognised, args.people, args.offset)
     common = {"benchmark": "many_methods", "commit": _commit(),
-              "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "method": args.method, "config": over, "offset": args.offset,
+              "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "method": args.method, "config": over,
+              "offset": args.offset,
               "part": "report" if args.offset == 0 else "tuning", "threads": args.threads,
               "identity_model": JUDGE_IN_LOSS if args.identity == "faceapi" else None,
               "perceptual": getattr(eraser.perceptual, "name", None)}
