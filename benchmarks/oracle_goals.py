@@ -358,10 +358,16 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--reference", default="demo-faces-oracle-8", help="the comparison model (registry name or folder)")
     p.add_argument("--people-file", type=Path, default=PEOPLE_FILE, help="the left-out people, one per line")
     p.add_argument("--people", type=int, default=None, help="only the first N people of the file (a quick check)")
+    p.add_argument("--start", type=int, default=0,
+                   help="skip the first K people of the file (a run in pieces; --pool summarises the pieces)")
+    p.add_argument("--pool", nargs="+", type=Path, default=None,
+                   help="only print the pooled line of the person lines in these JSONL files (pieces of one run)")
     p.add_argument("--work", type=Path, default=WORK, help="where the patches are saved and reused")
     p.add_argument("--erase-only", action="store_true", help="make (or find) the patches, audit nothing")
     p.add_argument("--others-once", action="store_true",
                    help="measure the other people only in the first person's audit (always so for sugar/joint)")
+    p.add_argument("--no-others", action="store_true",
+                   help="measure the other people in no audit (a later piece of a run whose first piece did)")
     p.add_argument("--attacks", nargs="+", default=["reinvert", "relearn", "code_book"])
     p.add_argument("--strangers", nargs="+", help="photos of people the base never saw (the membership baseline; "
                                                    "default: retained training people, see the docstring)")
@@ -385,7 +391,13 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
+    """Erase (or reuse) the patches, audit each person against the reference, print the lines (module docstring)."""
     args = parse_args(argv)
+    if args.pool:
+        rows = [r for path in args.pool for r in map(json.loads, path.read_text().splitlines())
+                if "person" in r and "pooled" not in r]
+        emit(args, pooled(rows))
+        return 0
     if args.out is not None and args.out.exists() and not args.append:
         print(f"{args.out} exists; pass --append to add to it, or choose another --out", file=sys.stderr)
         return 2
@@ -397,7 +409,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     from guide_unlearn.recipes.demo_faces.data import faces_root, read_people_file
 
     root = faces_root()
-    names = read_people_file(args.people_file)[:args.people]
+    names = read_people_file(args.people_file)[args.start:]
+    names = names[:args.people] if args.people else names
     people = people_and_requests(root, names)
     eraser = IdentityEraser.from_pretrained("demo-faces")
     folders = patch_folders(args.work, args.method, people, args.erase_iterations)
@@ -428,7 +441,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             row["refused"] = made["refused"]
         else:
             once = args.others_once or args.method in MULTI
-            row.update(audit_person(ctx, person, made["patch"], with_others=not (once and others_done)))
+            row.update(audit_person(ctx, person, made["patch"],
+                                    with_others=not args.no_others and not (once and others_done)))
             others_done = True
         rows.append(row)
         emit(args, row)
