@@ -22,7 +22,7 @@ from guide_unlearn import metrics as M
 from guide_unlearn.errors import ConfigError
 
 from .attacks import DefaultInverterAttack
-from .compared import AuditedModel, add_row, audited_models, judged, reference_of
+from .compared import AuditedModel, audited_models, judged, record_row, reference_of
 from .families import AuditAttack, AuditContext, register_attack
 from .photos import landmarks_of
 from .stages import plural
@@ -76,13 +76,8 @@ class CodeBookAttack(AuditAttack):
                     return
                 if value is not None:
                     found[model.role] = value
-        row = add_row(ctx, "reinversion_default_without_entry_recognised", found,
-                      "attack: the default inverter without the person's code-book entries", "worse erasure")
-        ctx.metrics["reinversion_default_without_entry_recognised_before"] = row["before"]
-        ctx.metrics["reinversion_default_without_entry_recognised_after"] = row["after"]
-        if "reference" in found:
-            ctx.metrics["reference_reinversion_default_without_entry_recognised"] = row["reference"]
-            ctx.metrics["reinversion_default_without_entry_recognised_minus_reference"] = row["after_minus_reference"]
+        record_row(ctx, "reinversion_default_without_entry_recognised", found,
+                   "attack: the default inverter without the person's code-book entries", "worse erasure")
         ctx.metrics["code_book_person_entries"] = float(len(ctx.details["code_book"]["before"]["dropped"]))
 
     def _attack(self, ctx: AuditContext, model: AuditedModel) -> Optional[float]:

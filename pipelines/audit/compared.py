@@ -163,5 +163,16 @@ def add_row(ctx: AuditContext, figure: str, values: dict[str, float], meaning: s
     return row
 
 
+def record_row(ctx: AuditContext, figure: str, values: dict[str, float], meaning: str, higher_is: str) -> dict:
+    """:func:`add_row`, and the figure's metrics: ``<figure>_before`` / ``_after`` and, when ``values`` has a
+    reference, ``reference_<figure>`` and ``<figure>_minus_reference``. -> the row."""
+    row = add_row(ctx, figure, values, meaning, higher_is)
+    ctx.metrics[f"{figure}_before"], ctx.metrics[f"{figure}_after"] = row["before"], row["after"]
+    if "reference" in values:
+        ctx.metrics[f"reference_{figure}"] = row["reference"]
+        ctx.metrics[f"{figure}_minus_reference"] = row["after_minus_reference"]
+    return row
+
+
 def _minus(a: float, b: float) -> float:
     return a - b if math.isfinite(a) and math.isfinite(b) else float("nan")

@@ -25,7 +25,7 @@ import torch
 from guide_unlearn import metrics as M
 
 from .attacks import DefaultInverterAttack, InversionAttack, ScratchProjectorAttack
-from .compared import ROLE_NAMES, AuditedModel, add_row, audited_models, reference_of
+from .compared import ROLE_NAMES, AuditedModel, audited_models, record_row, reference_of
 from .families import AuditContext, MetricFamily, register_metric_family
 from .photos import Photo, cameras_of, landmarks_of, photo_items, prepare_photos
 from .rendering import render
@@ -105,12 +105,8 @@ class MembershipFamily(MetricFamily):
                                                                           strangers.photos)
         for tag in ATTACKERS:
             values = {role: r["score"] for role, r in results[tag].items()}
-            row = add_row(ctx, f"membership_{tag}", values, f"membership score ({tag} attacker, strangers as the "
-                                                            "baseline)", "worse erasure")
-            ctx.metrics[f"membership_{tag}_before"], ctx.metrics[f"membership_{tag}_after"] = row["before"], row["after"]
-            if "reference" in values:
-                ctx.metrics[f"reference_membership_{tag}"] = row["reference"]
-                ctx.metrics[f"membership_{tag}_minus_reference"] = row["after_minus_reference"]
+            record_row(ctx, f"membership_{tag}", values, f"membership score ({tag} attacker, strangers as the "
+                                                         "baseline)", "worse erasure")
         ctx.details["membership"] = results
         ctx.gallery["membership"] = results
 

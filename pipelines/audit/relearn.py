@@ -26,7 +26,7 @@ from guide_unlearn.errors import ConfigError
 from guide_unlearn.protocols import module_of
 
 from .attacks import DefaultInverterAttack
-from .compared import ROLE_NAMES, AuditedModel, add_row, audited_models, own_codes, reference_of
+from .compared import ROLE_NAMES, AuditedModel, audited_models, own_codes, record_row, reference_of
 from .families import AuditAttack, AuditContext, register_attack
 from .photos import Photo, cameras_of, landmarks_of
 from .stages import plural
@@ -155,13 +155,8 @@ class Relearning(AuditAttack):
             for model in audited_models(ctx):
                 curves[model.role] = self._attack(ctx, model, steps, ks, lr)
         final = {role: curves[role]["recognised"][-1] for role in ("before", "after", "reference") if role in curves}
-        row = add_row(ctx, "relearn_recognised", final, f"attack: held-out photos recognised after k = {steps} "
-                                                        "pivotal-tuning steps", "worse erasure")
-        ctx.metrics["relearn_recognised_before"] = row["before"]
-        ctx.metrics["relearn_recognised_after"] = row["after"]
-        if "reference" in final:
-            ctx.metrics["reference_relearn_recognised"] = row["reference"]
-            ctx.metrics["relearn_recognised_minus_reference"] = row["after_minus_reference"]
+        record_row(ctx, "relearn_recognised", final, f"attack: held-out photos recognised after k = {steps} "
+                                                     "pivotal-tuning steps", "worse erasure")
         ctx.details["relearn"] = {k: ({n: x for n, x in v.items() if n != "images"} if k in ROLE_NAMES else v)
                                   for k, v in curves.items()}
         ctx.gallery["relearn"] = {"curves": curves, "photos": ctx.held_out.crops}
