@@ -42,7 +42,8 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from guide_unlearn.errors import InputError
-    from guide_unlearn.pipelines.queue import read_requests, run_queue
+    from guide_unlearn.pipelines.queue import run_queue
+    from guide_unlearn.pipelines.request_lists import read_requests
 
     _say_if_fewer_processes()
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from guide_unlearn.errors import InputError, SaveError
-from guide_unlearn.pipelines.queue import (MANIFEST, Request, make_units, read_header, read_manifest, read_requests,
-                                           request_seed, run_queue)
+from guide_unlearn.pipelines.queue import MANIFEST, read_header, read_manifest, run_queue
+from guide_unlearn.pipelines.request_lists import Request, make_units, read_requests, request_seed
 
 ITER = ["--iterations", "3"]
 

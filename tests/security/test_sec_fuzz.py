@@ -246,7 +246,7 @@ KINDS = ["pkl", "pt", "safetensors", "folder", "patch", "card", "hub", "state", 
 def _newer_case(root: Path, work: Path, index: int, kind: str, rng: random.Random):
     """A mutated input of the kinds the reading gate added. -> (label, loader)."""
     from guide_unlearn.card import read_card_block
-    from guide_unlearn.pipelines.queue import read_requests
+    from guide_unlearn.pipelines.request_lists import read_requests
 
     if kind == "card":
         folder = work / f"card{index}"

@@ -163,14 +163,14 @@ def test_malformed_lineage_records_are_typed_errors(tmp_path, gen, edit, why):
 ])
 def test_malformed_request_lists_are_typed_errors(tmp_path, name, content, why):
     from guide_unlearn.errors import InputError
-    from guide_unlearn.pipelines.queue import read_requests
+    from guide_unlearn.pipelines.request_lists import read_requests
 
     with pytest.raises(InputError, match=why):
         read_requests(write(tmp_path / name, content))
 
 
 def test_request_photos_outside_the_lists_folder_fail_their_request_alone(tmp_path):
-    from guide_unlearn.pipelines.queue import read_requests
+    from guide_unlearn.pipelines.request_lists import read_requests
 
     (tmp_path / "list").mkdir()
     (tmp_path / "someone_else.jpg").write_bytes(b"x")

@@ -14,7 +14,8 @@ from guide_unlearn.errors import GuideUnlearnError, PatchError, SaveError
 from guide_unlearn.io import atomic_write_bytes, replace_files
 from guide_unlearn.patch import ForgetPatch
 from guide_unlearn.pipelines import queue
-from guide_unlearn.pipelines.queue import MANIFEST, Request, read_manifest, run_queue
+from guide_unlearn.pipelines.queue import MANIFEST, read_manifest, run_queue
+from guide_unlearn.pipelines.request_lists import Request
 from hostile import yaml_alias_bomb
 
 MODEL = "tiny-stylegan2"
