@@ -101,3 +101,12 @@ def test_the_guide_person_is_asked_from_its_held_out_photo_and_everyone_else_fro
     assert asked[1] == {"person": "ilvr_ffhq/00004.png", "request": "ilvr_ffhq/00004.png", "held_out": []}
     retained = bench.retained_people(tmp_path, ["guide_celebahq512", "ilvr_ffhq/00004.png"])
     assert retained == {"ilvr_ffhq/00005.png": ["ilvr_ffhq/00005.png"]}
+
+
+def test_patches_made_with_an_identity_model_are_never_reused_for_a_run_without_one(bench, tmp_path):
+    people = [{"person": "a/1.png"}, {"person": "b/2.png"}]
+    plain = bench.patch_folders(tmp_path, "sugar", people, None)
+    judged = bench.patch_folders(tmp_path, "sugar", people, None, "faceapi")
+    assert plain["a/1.png"] == plain["b/2.png"]  # one joint patch for everyone
+    assert judged["a/1.png"].parent.name == "sugar-faceapi"
+    assert plain["a/1.png"].parent.name == "sugar"
