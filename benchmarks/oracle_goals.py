@@ -4,6 +4,7 @@ oracle comparison (``demo-faces`` against ``demo-faces-oracle-8``), per person a
     python benchmarks/oracle_goals.py --method lora   --others-once --out benchmarks/results/oracle_goals/lora.jsonl
     python benchmarks/oracle_goals.py --method robust --others-once --out benchmarks/results/oracle_goals/robust.jsonl
     python benchmarks/oracle_goals.py --method sugar  --out benchmarks/results/oracle_goals/sugar.jsonl
+    python benchmarks/oracle_goals.py --method sugar  --identity faceapi --out sugar_faceapi.jsonl
     python benchmarks/oracle_goals.py --method joint  --out benchmarks/results/oracle_goals/joint.jsonl
     python benchmarks/oracle_goals.py --method lora --erase-only      # the patches only (no oracle needed yet)
     python benchmarks/oracle_goals.py --method lora --reference demo-faces --people 1 --quick --out /tmp/q.jsonl
@@ -19,8 +20,8 @@ the people (request ids ``p1``..``pN``, no names), audited once per person. ``--
 eraser an identity model (demo-faces ships none): faceapi cut to dlib's chip, which carries dlib's own weights, so
 the JUDGE's network is in the loss (the ID terms, and sugar's learned surrogates, which need one) and the figures
 are an optimistic view; the lines say so (``identity_model``). Patches are saved under ``--work``
-(default ``runs/oracle_goals``, which git ignores) in a folder named by the method (and ``--erase-iterations``)
-and reused when present, so ``--erase-only`` can make them before the oracle exists.
+(default ``runs/oracle_goals``, which git ignores) in a folder named by the method (and ``--erase-iterations``,
+``--identity``) and reused when present, so ``--erase-only`` can make them before the oracle exists.
 
 Each person's patch is audited by ``guide_unlearn.audit`` (protocol ``offline-v1``: dlib's ResNet judges, MTCNN
 finds the face; docs/audit.md) with ``reference=--reference`` (default ``demo-faces-oracle-8``; ``demo-faces``
