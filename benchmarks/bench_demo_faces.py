@@ -40,7 +40,6 @@ def main() -> int:
 
     torch.set_num_threads(args.threads)
     from guide_unlearn import IdentityEraser
-    from guide_unlearn.adapters.identity import load_identity_model
     from guide_unlearn.recipes.demo_faces import evaluate as E
     from guide_unlearn.recipes.demo_faces.data import build_face_set, faces_root, list_photos
 
@@ -74,7 +73,7 @@ def main() -> int:
     mine, others = E.split_people(faces)
     request = person.images[4:5]
     runs = {}
-    faceapi = E.ChipIdentity(load_identity_model("faceapi"), metric.mean_landmarks, faces.images.shape[-1])
+    faceapi = E.faceapi_chip(metric.mean_landmarks, faces.images.shape[-1])
     for label, identity in (("id_off", None), ("id_on_faceapi", faceapi)):
         report, _ = E.erasure_report(eraser, request, person, ws_person, faces.subset(others), ws_train[others],
                                      metric, identity_model=identity)

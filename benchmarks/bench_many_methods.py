@@ -45,7 +45,6 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 CODES = HERE.parent / "tests" / "data" / "demo_faces_codes.safetensors"
-JUDGE_IN_LOSS = "faceapi+chip (dlib's own weights: the judge's network was in the loss, so the figures are optimistic)"
 
 
 def load(faces_cache: Path | None):
@@ -233,12 +232,10 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     eraser, faces, metric, codes, recognised = load(args.faces_cache)
     shipped = eraser.identity_model
-    if args.identity == "faceapi":
-        from guide_unlearn.adapters.identity import load_identity_model
-        from guide_unlearn.recipes.demo_faces import evaluate as E
+    from guide_unlearn.recipes.demo_faces import evaluate as E
 
-        chosen_identity = E.ChipIdentity(load_identity_model("faceapi"), metric.mean_landmarks,
-                                         faces.images.shape[-1])
+    if args.identity == "faceapi":
+        chosen_identity = E.faceapi_chip(metric.mean_landmarks, faces.images.shape[-1])
     else:
         chosen_identity = None
     over = json.loads(args.config)
@@ -247,7 +244,7 @@ def main() -> int:
               "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "method": args.method, "config": over,
               "offset": args.offset,
               "part": "report" if args.offset == 0 else "tuning", "threads": args.threads,
-              "identity_model": JUDGE_IN_LOSS if args.identity == "faceapi" else None,
+              "identity_model": E.JUDGE_IN_LOSS if args.identity == "faceapi" else None,
               "perceptual": getattr(eraser.perceptual, "name", None)}
     for setting in args.setting.split(","):
         eraser.identity_model = shipped if setting == "single" else chosen_identity

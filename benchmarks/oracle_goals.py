@@ -318,19 +318,6 @@ def make_patches(eraser, root: Path, people: list[dict], folders: dict[str, Path
     return out
 
 
-JUDGE_IN_LOSS = "faceapi+chip (dlib's own weights: the judge's network was in the loss, so the figures are optimistic)"
-
-
-def judge_in_loss(eraser):
-    """faceapi (dlib's ResNet weights, differentiable) cut to dlib's chip at the code book's mean landmarks: an
-    identity model for the erase, images [N, 3, R, R] -> unit vectors [N, 128]."""
-    from guide_unlearn.adapters.identity import load_identity_model
-    from guide_unlearn.recipes.demo_faces import evaluate as E
-
-    return E.ChipIdentity(load_identity_model("faceapi"), eraser.inverter.code_book.landmarks,
-                          eraser.generator.img_resolution)
-
-
 def _erase(folder: Path, run) -> None:
     """Run one erase and save its patch in ``folder``/patch with its wall time in ``folder``/erase.json."""
     t = time.perf_counter()
@@ -427,6 +414,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     torch.set_num_threads(args.threads)
     from guide_unlearn import IdentityEraser
     from guide_unlearn.pipelines.audit import load_reference
+    from guide_unlearn.recipes.demo_faces import evaluate as E
     from guide_unlearn.recipes.demo_faces.data import faces_root, read_people_file
 
     root = faces_root()
@@ -436,7 +424,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     eraser = IdentityEraser.from_pretrained("demo-faces")
     shipped = eraser.identity_model
     if args.identity == "faceapi":
-        eraser.identity_model = judge_in_loss(eraser)
+        eraser.identity_model = E.faceapi_chip(eraser.inverter.code_book.landmarks, eraser.generator.img_resolution)
     folders = patch_folders(args.work, args.method, people, args.erase_iterations, args.identity)
     patches = make_patches(eraser, root, people, folders, args.method, args.erase_iterations)
     eraser.identity_model = shipped  # the audit measures the model as shipped
@@ -450,7 +438,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     header = {"benchmark": "oracle_goals", "commit": commit(),
               "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "method": args.method,
               "reference": args.reference, "people": names,
-              "identity_model": JUDGE_IN_LOSS if args.identity == "faceapi" else None,
+              "identity_model": E.JUDGE_IN_LOSS if args.identity == "faceapi" else None,
               "membership_baseline": "strangers given with --strangers" if args.strangers else
               f"{len(baseline)} retained training people (shared/faces holds no stranger to demo-faces)",
               "baseline_photos": [str(Path(b).relative_to(root)) if str(b).startswith(str(root)) else str(b)

@@ -217,11 +217,9 @@ def main() -> int:
     eraser, faces, metric, chosen, others, ws, ws_others = setup
     people = [faces.people[i] for i in chosen]
     if args.identity == "faceapi":
-        from guide_unlearn.adapters.identity import load_identity_model
         from guide_unlearn.recipes.demo_faces import evaluate as E
 
-        eraser.identity_model = E.ChipIdentity(load_identity_model("faceapi"), metric.mean_landmarks,
-                                               faces.images.shape[-1])
+        eraser.identity_model = E.faceapi_chip(metric.mean_landmarks, faces.images.shape[-1])
     else:
         eraser.identity_model = None  # the default ArcFace is absent here anyway: say so explicitly
     rows = []

@@ -66,6 +66,18 @@ class ChipIdentity(torch.nn.Module):
                                               align_corners=False))
 
 
+
+JUDGE_IN_LOSS = "faceapi+chip (dlib's own weights: the judge's network was in the loss, so the figures are optimistic)"
+
+
+def faceapi_chip(landmarks: np.ndarray, size: int) -> ChipIdentity:
+    """faceapi (dlib's ResNet weights, differentiable) behind a chip cut at ``landmarks`` [5, 2] of ``size``-px
+    renderings: an identity model for an erase, images [N, 3, size, size] -> unit vectors [N, 128]. Its network is
+    the offline judge's, so figures of an erase with it in the loss are labelled :data:`JUDGE_IN_LOSS`."""
+    from guide_unlearn.adapters.identity import load_identity_model
+
+    return ChipIdentity(load_identity_model("faceapi"), landmarks, size)
+
 @dataclass
 class Metric:
     """dlib descriptors of renderings, cut with known landmarks. ``mean_landmarks`` [5, 2] for random samples."""

@@ -181,11 +181,9 @@ def test_pixel_measure_agrees(erasure_off):
 def test_id_term_on_is_reported(demo_eraser, demo_faces, guide_person, demo_codes, demo_metric):
     """The same erase with the ID term on (faceapi through a differentiable dlib-chip crop). faceapi shares dlib's
     weights, so this run optimises the metric itself: reported, not relied on."""
-    from guide_unlearn.adapters.identity import load_identity_model
-
     _, others = E.split_people(demo_faces)
     others = others[::3]  # a fixed third of the people keeps this report quick
-    chip = E.ChipIdentity(load_identity_model("faceapi"), demo_metric.mean_landmarks, 64)
+    chip = E.faceapi_chip(demo_metric.mean_landmarks, 64)
     report, result = E.erasure_report(
         demo_eraser, guide_person.images[4:5], guide_person, _ws(demo_codes, guide_person.names),
         demo_faces.subset(others), _ws(demo_codes, [demo_faces.names[i] for i in others]), demo_metric,
