@@ -98,7 +98,7 @@ from typing import Any, Optional
 HERE = Path(__file__).resolve().parent
 PEOPLE_FILE = HERE.parent / "recipes" / "demo_faces" / "oracle_8.txt"
 WORK = HERE.parent / "runs" / "oracle_goals"  # ignored by git: patches are not results
-MARGIN = 0.10  # the goal: patched <= reference + MARGIN
+MARGIN = 0.10  # the goal: patched <= reference + MARGIN (the audit's verdicts.TOLERANCE; a test keeps them equal)
 SPREAD_SDS = 2.0  # membership: within this many bootstrap standard deviations of the reference (docs/audit.md)
 # attack name in the output -> the figure of the audit's details["comparison"]
 ATTACK_FIGURES = {

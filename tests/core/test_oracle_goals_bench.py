@@ -110,3 +110,10 @@ def test_patches_made_with_an_identity_model_are_never_reused_for_a_run_without_
     assert plain["a/1.png"] == plain["b/2.png"]  # one joint patch for everyone
     assert judged["a/1.png"].parent.name == "sugar-faceapi"
     assert plain["a/1.png"].parent.name == "sugar"
+
+
+def test_the_goals_use_the_audits_own_tolerance_and_membership_spread(bench):
+    from guide_unlearn.pipelines.audit.verdicts import MEMBERSHIP_SPREAD, TOLERANCE
+
+    assert bench.MARGIN == TOLERANCE
+    assert bench.SPREAD_SDS == MEMBERSHIP_SPREAD
